@@ -1,0 +1,52 @@
+package caddyprogress
+
+import (
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// countingBody wraps a request body and counts, in its upload, every
+// byte a later handler reads from it. It never reads on its own, never
+// buffers, and passes every Read result and error through unchanged.
+//
+// Read is the upload's hot path: it touches atomics only.
+type countingBody struct {
+	io.ReadCloser
+	upload *upload
+
+	errMu   sync.Mutex
+	readErr error // the first Read error other than io.EOF
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 {
+		b.upload.addReceived(n)
+	}
+	if err != nil {
+		b.ended(err)
+	}
+	return n, err
+}
+
+// ended notes how the body ended: io.EOF means all of it was read.
+func (b *countingBody) ended(err error) {
+	if errors.Is(err, io.EOF) {
+		b.upload.markBodyEnded(int64(time.Since(b.upload.startedAt)))
+		return
+	}
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	if b.readErr == nil {
+		b.readErr = err
+	}
+}
+
+// err returns the first Read error other than io.EOF, or nil.
+func (b *countingBody) err() error {
+	b.errMu.Lock()
+	defer b.errMu.Unlock()
+	return b.readErr
+}

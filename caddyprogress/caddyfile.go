@@ -1,0 +1,132 @@
+package caddyprogress
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("upload_progress", parseCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("upload_progress", httpcaddyfile.Before, "reverse_proxy")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	err := handler.UnmarshalCaddyfile(h.Dispenser)
+	return handler, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	upload_progress [<matcher>] {
+//		tracker     <name>       # default "default"
+//		methods     <method...>  # default POST PUT PATCH
+//		id_header   <field>      # default X-Upload-ID
+//		id_query    <param>      # default X-Progress-ID
+//		status_path <prefix>     # default /upload/status/
+//		events_path <prefix>     # default /upload/events/
+//		interval    <duration>   # default 100ms
+//		retain      <duration>   # default 5m
+//		wait        <duration>   # default 60s
+//		max_uploads <n>          # default 100000
+//	}
+//
+// Every subdirective is optional; "upload_progress" alone uses the defaults.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "tracker":
+			if err := oneArg(d, &h.Tracker); err != nil {
+				return err
+			}
+		case "methods":
+			h.Methods = d.RemainingArgs()
+			if len(h.Methods) == 0 {
+				return d.ArgErr()
+			}
+		case "id_header":
+			if err := oneArg(d, &h.IDHeader); err != nil {
+				return err
+			}
+		case "id_query":
+			if err := oneArg(d, &h.IDQuery); err != nil {
+				return err
+			}
+		case "status_path":
+			if err := oneArg(d, &h.StatusPath); err != nil {
+				return err
+			}
+		case "events_path":
+			if err := oneArg(d, &h.EventsPath); err != nil {
+				return err
+			}
+		case "interval":
+			if err := durationArg(d, &h.Interval); err != nil {
+				return err
+			}
+		case "retain":
+			if err := durationArg(d, &h.Retain); err != nil {
+				return err
+			}
+		case "wait":
+			if err := durationArg(d, &h.Wait); err != nil {
+				return err
+			}
+		case "max_uploads":
+			var arg string
+			if err := oneArg(d, &arg); err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(arg)
+			if err != nil || n < 1 {
+				return d.Errf("max_uploads: %q is not a whole number of at least 1", arg)
+			}
+			h.MaxUploads = n
+		default:
+			return d.Errf("unrecognized upload_progress subdirective %q", d.Val())
+		}
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument of the current subdirective into dst.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	name := d.Val()
+	if !d.NextArg() {
+		return d.Errf("%s: expected one argument", name)
+	}
+	*dst = d.Val()
+	if d.NextArg() {
+		return d.Errf("%s: expected one argument, got more", name)
+	}
+	return nil
+}
+
+// durationArg reads one positive duration argument into dst.
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	name := d.Val()
+	var arg string
+	if err := oneArg(d, &arg); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(arg)
+	if err != nil {
+		return d.Errf("%s: %q is not a duration: %v", name, arg, err)
+	}
+	if dur <= 0 {
+		return d.Errf("%s: %q must be longer than zero", name, arg)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,292 @@
+// Package caddyprogress is a Caddy HTTP handler that tracks the progress
+// of uploads on their way to an upstream, and serves that progress as
+// JSON (polling) and as Server-Sent Events.
+package caddyprogress
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults for the Handler's fields.
+const (
+	DefaultTracker    = "default"
+	DefaultIDHeader   = "X-Upload-ID"
+	DefaultIDQuery    = "X-Progress-ID"
+	DefaultStatusPath = "/upload/status/"
+	DefaultEventsPath = "/upload/events/"
+	DefaultInterval   = 100 * time.Millisecond
+	DefaultRetain     = 5 * time.Minute
+	DefaultWait       = 60 * time.Second
+	DefaultMaxUploads = 100000
+)
+
+// progressIDHeader is the header the nginx upload progress module reads
+// the ID from; it is always accepted after id_header.
+const progressIDHeader = "X-Progress-ID"
+
+// Handler tracks uploads that pass through it on their way to the next
+// handler (usually reverse_proxy), and serves their progress.
+//
+// Each tracked request body is wrapped in a counting reader and streamed
+// on unchanged, byte for byte; nothing is buffered. The upload gets an
+// ID (the client's own, validated, or a fresh random one), which is set
+// on the request forwarded upstream and on the response, both in the
+// id_header field, and in the placeholder {http.upload_progress.id}.
+//
+// The handler also answers, before anything else:
+//
+//	GET  <status_path><id>   the upload's status as JSON
+//	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
+//	GET  <events_path><id>   the upload's progress as Server-Sent Events
+//
+// Caddyfile syntax (the directive is ordered before reverse_proxy):
+//
+//	upload_progress [<matcher>] {
+//		tracker     <name>
+//		methods     <method...>
+//		id_header   <field>
+//		id_query    <param>
+//		status_path <prefix>
+//		events_path <prefix>
+//		interval    <duration>
+//		retain      <duration>
+//		wait        <duration>
+//		max_uploads <n>
+//	}
+//
+// JSON: {"handler": "upload_progress", "tracker": "default", ...} with
+// the same names as fields.
+type Handler struct {
+	// Uploads are shared by all handlers that name the same tracker, and
+	// kept across config reloads. Default: "default".
+	Tracker string `json:"tracker,omitempty"`
+
+	// The request methods that are tracked. Default: POST, PUT, PATCH.
+	Methods []string `json:"methods,omitempty"`
+
+	// The request header that carries the upload ID, set on the request
+	// forwarded upstream and on the response. The X-Progress-ID header
+	// is accepted too. Default: X-Upload-ID.
+	IDHeader string `json:"id_header,omitempty"`
+
+	// The query parameter that may carry the upload ID, read after both
+	// headers. Default: X-Progress-ID.
+	IDQuery string `json:"id_query,omitempty"`
+
+	// The path prefix of the JSON status route. Default: /upload/status/
+	StatusPath string `json:"status_path,omitempty"`
+
+	// The path prefix of the Server-Sent Events route.
+	// Default: /upload/events/
+	EventsPath string `json:"events_path,omitempty"`
+
+	// The least time between two progress events of one upload.
+	// Default: 100ms.
+	Interval caddy.Duration `json:"interval,omitempty"`
+
+	// How long a finished upload (or a reservation) stays queryable.
+	// Default: 5m.
+	Retain caddy.Duration `json:"retain,omitempty"`
+
+	// How long an events subscriber waits for an upload that has not
+	// started. Default: 60s.
+	Wait caddy.Duration `json:"wait,omitempty"`
+
+	// How many records one tracker holds. When it is full, the oldest
+	// finished record makes room; if every record is in flight, new
+	// uploads are proxied untracked. Default: 100000.
+	MaxUploads int `json:"max_uploads,omitempty"`
+
+	tracker    *tracker
+	methods    map[string]bool
+	logger     *zap.Logger
+	stopping   chan struct{} // closed when Caddy stops or reloads
+	stopOnce   *sync.Once
+	lastWarned *atomic.Int64 // when warnFull last logged, in unix nanoseconds
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.upload_progress",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets defaults, takes the tracker and subscribes to Caddy's
+// stopping event, so open event streams never hold up a stop or reload.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.setDefaults()
+
+	h.methods = make(map[string]bool, len(h.Methods))
+	for _, m := range h.Methods {
+		h.methods[strings.ToUpper(m)] = true
+	}
+
+	val, _, err := trackers.LoadOrNew(h.Tracker, func() (caddy.Destructor, error) {
+		return newTracker(h.Tracker), nil
+	})
+	if err != nil {
+		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
+	}
+	h.tracker = val.(*tracker)
+
+	h.stopping = make(chan struct{})
+	h.stopOnce = new(sync.Once)
+	h.lastWarned = new(atomic.Int64)
+	eventsAppIface, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("getting events app: %v", err)
+	}
+	eventsApp := eventsAppIface.(*caddyevents.App)
+	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
+		return fmt.Errorf("subscribing to the stopping event: %v", err)
+	}
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.Tracker == "" {
+		h.Tracker = DefaultTracker
+	}
+	if len(h.Methods) == 0 {
+		h.Methods = []string{http.MethodPost, http.MethodPut, http.MethodPatch}
+	}
+	if h.IDHeader == "" {
+		h.IDHeader = DefaultIDHeader
+	}
+	if h.IDQuery == "" {
+		h.IDQuery = DefaultIDQuery
+	}
+	if h.StatusPath == "" {
+		h.StatusPath = DefaultStatusPath
+	}
+	if h.EventsPath == "" {
+		h.EventsPath = DefaultEventsPath
+	}
+	if h.Interval == 0 {
+		h.Interval = caddy.Duration(DefaultInterval)
+	}
+	if h.Retain == 0 {
+		h.Retain = caddy.Duration(DefaultRetain)
+	}
+	if h.Wait == 0 {
+		h.Wait = caddy.Duration(DefaultWait)
+	}
+	if h.MaxUploads == 0 {
+		h.MaxUploads = DefaultMaxUploads
+	}
+}
+
+// Validate checks the handler's configuration.
+func (h *Handler) Validate() error {
+	if err := validateID(h.Tracker); err != nil {
+		return fmt.Errorf("tracker name %q: %v", h.Tracker, err)
+	}
+	for _, m := range h.Methods {
+		if m == "" || strings.ContainsAny(m, " \t/") {
+			return fmt.Errorf("method %q is not a valid HTTP method", m)
+		}
+	}
+	if h.IDHeader == "" || strings.ContainsAny(h.IDHeader, " \t:") {
+		return fmt.Errorf("id_header %q is not a valid header field name", h.IDHeader)
+	}
+	if !strings.HasPrefix(h.StatusPath, "/") {
+		return fmt.Errorf("status_path %q must start with /", h.StatusPath)
+	}
+	if !strings.HasPrefix(h.EventsPath, "/") {
+		return fmt.Errorf("events_path %q must start with /", h.EventsPath)
+	}
+	if h.StatusPath == h.EventsPath {
+		return fmt.Errorf("status_path and events_path are both %q", h.StatusPath)
+	}
+	if h.Interval < 0 || h.Retain < 0 || h.Wait < 0 {
+		return fmt.Errorf("interval, retain and wait must not be negative")
+	}
+	if h.MaxUploads < 0 {
+		return fmt.Errorf("max_uploads must not be negative")
+	}
+	return nil
+}
+
+// Cleanup ends this config's event streams and lets go of the tracker.
+func (h *Handler) Cleanup() error {
+	h.stopStreams()
+	if _, err := trackers.Delete(h.Tracker); err != nil {
+		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
+	}
+	return nil
+}
+
+func (h *Handler) stopStreams() {
+	if h.stopOnce == nil {
+		return // never provisioned
+	}
+	h.stopOnce.Do(func() { close(h.stopping) })
+}
+
+// stopHandler ends a handler's event streams on Caddy's stopping event.
+type stopHandler struct{ h *Handler }
+
+func (s stopHandler) Handle(context.Context, caddy.Event) error {
+	s.h.stopStreams()
+	return nil
+}
+
+// ServeHTTP serves the status and events routes, tracks uploads, and
+// passes every other request to the next handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	switch {
+	case strings.HasPrefix(r.URL.Path, h.StatusPath):
+		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
+	case strings.HasPrefix(r.URL.Path, h.EventsPath):
+		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.tracks(r):
+		return h.serveUpload(w, r, next)
+	}
+	return next.ServeHTTP(w, r)
+}
+
+// tracks reports whether r is an upload to track: a matched method with
+// a body.
+func (h *Handler) tracks(r *http.Request) bool {
+	return h.methods[r.Method] && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// warnFull logs, at most once a second, that an upload went untracked.
+func (h *Handler) warnFull(id string) {
+	now := time.Now().UnixNano()
+	last := h.lastWarned.Load()
+	if now-last < int64(time.Second) || !h.lastWarned.CompareAndSwap(last, now) {
+		return
+	}
+	h.logger.Warn("tracker full of uploads in flight; proxying upload untracked",
+		zap.String("tracker", h.Tracker),
+		zap.Int("max_uploads", h.MaxUploads),
+		zap.String("id", id))
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddyevents.Handler         = stopHandler{}
+)

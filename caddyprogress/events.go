@@ -1,0 +1,174 @@
+package caddyprogress
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// keepAliveEvery is how often an idle event stream gets a comment line.
+const keepAliveEvery = 15 * time.Second
+
+// serveEvents streams an upload's progress as Server-Sent Events:
+//
+//	retry: 1000
+//
+//	id: <received>
+//	data: <Status JSON>
+//
+//	event: complete | error | aborted
+//	id: <received>
+//	data: <Status JSON>
+//
+// Progress events have no event name, so EventSource.onmessage gets
+// them; the first is sent at once, then at most one per interval, and
+// only when something changed. The final event ends the stream. An ID
+// that has not started gets "event: pending" first, and "event: error"
+// with {"status": "unknown"} if nothing starts within wait.
+func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		return h.writeError(w, r, http.StatusMethodNotAllowed,
+			fmt.Errorf("method %s not allowed here: GET %s<id> streams events", r.Method, h.EventsPath))
+	}
+	if err := validateID(id); err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
+
+	s := &eventStream{w: w, rc: http.NewResponseController(w)}
+	header := w.Header()
+	header.Set("Content-Type", "text/event-stream")
+	header.Set("Cache-Control", "no-store")
+	header.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if err := s.send([]byte("retry: 1000\n\n")); err != nil {
+		return nil // the client is gone; nothing to tell it
+	}
+
+	keepAlive := time.NewTicker(keepAliveEvery)
+	defer keepAlive.Stop()
+
+	u, started, stopWaiting := h.tracker.watch(id)
+	if u == nil {
+		u = h.awaitStart(r, s, id, started, keepAlive.C)
+		stopWaiting()
+		if u == nil {
+			return nil
+		}
+	}
+	h.streamUpload(r, s, u, keepAlive.C)
+	return nil
+}
+
+// awaitStart sends "event: pending" and waits up to wait for the upload
+// to start. It returns nil if the stream ended first.
+func (h *Handler) awaitStart(r *http.Request, s *eventStream, id string, started <-chan struct{}, keepAlive <-chan time.Time) *upload {
+	if s.event("pending", "", shortStatus{ID: id, Status: statePending.String()}) != nil {
+		return nil
+	}
+	timeout := time.NewTimer(time.Duration(h.Wait))
+	defer timeout.Stop()
+	for {
+		select {
+		case <-started:
+			if u := h.tracker.get(id); u != nil {
+				return u
+			}
+			return nil // started and already gone
+		case <-timeout.C:
+			_ = s.event("error", "", shortStatus{ID: id, Status: "unknown"})
+			return nil
+		case <-keepAlive:
+			if s.send([]byte(": keep-alive\n\n")) != nil {
+				return nil
+			}
+		case <-r.Context().Done():
+			return nil
+		case <-h.stopping:
+			return nil
+		}
+	}
+}
+
+// streamUpload sends u's progress until it ends or the stream does.
+func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepAlive <-chan time.Time) {
+	interval := time.NewTicker(time.Duration(h.Interval))
+	defer interval.Stop()
+
+	var lastReceived int64 = -1
+	lastState := statePending
+	progress := func() error {
+		st, received := u.currentState(), u.received.Load()
+		if st == lastState && received == lastReceived {
+			return nil
+		}
+		lastState, lastReceived = st, received
+		status := u.snapshot(time.Now())
+		return s.event("", strconv.FormatInt(status.Received, 10), status)
+	}
+	final := func() {
+		status := u.snapshot(time.Now())
+		_ = s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
+	}
+
+	if u.currentState().final() {
+		final()
+		return
+	}
+	if progress() != nil {
+		return
+	}
+	for {
+		select {
+		case <-u.done:
+			final()
+			return
+		case <-interval.C:
+			if progress() != nil {
+				return
+			}
+		case <-keepAlive:
+			if s.send([]byte(": keep-alive\n\n")) != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		case <-h.stopping:
+			return
+		}
+	}
+}
+
+// eventStream writes Server-Sent Events, flushing each one.
+type eventStream struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	buf bytes.Buffer
+}
+
+// event sends one event; name and id are left out when empty.
+func (s *eventStream) event(name, id string, data any) error {
+	s.buf.Reset()
+	if name != "" {
+		s.buf.WriteString("event: " + name + "\n")
+	}
+	if id != "" {
+		s.buf.WriteString("id: " + id + "\n")
+	}
+	s.buf.WriteString("data: ")
+	if err := json.NewEncoder(&s.buf).Encode(data); err != nil { // ends with \n
+		return err
+	}
+	s.buf.WriteString("\n")
+	return s.send(s.buf.Bytes())
+}
+
+func (s *eventStream) send(p []byte) error {
+	if _, err := s.w.Write(p); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}

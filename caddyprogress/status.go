@@ -1,0 +1,49 @@
+package caddyprogress
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// shortStatus is the answer for an ID without a record (unknown), or one
+// only reserved (pending).
+type shortStatus struct {
+	ID     string `json:"id"`
+	Status string `json:"status"`
+}
+
+// serveStatus answers GET <status_path><id> with the upload's Status, and
+// POST <status_path> by reserving a fresh ID.
+func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	if id == "" && r.Method == http.MethodPost {
+		return h.serveReserve(w, r)
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		return h.writeError(w, r, http.StatusMethodNotAllowed,
+			fmt.Errorf("method %s not allowed here: GET %s<id> reads a status, POST %s reserves an ID", r.Method, h.StatusPath, h.StatusPath))
+	}
+	if err := validateID(id); err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
+	u := h.tracker.get(id)
+	if u == nil {
+		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
+	}
+	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+}
+
+// serveReserve reserves a fresh ID for a client that wants one before it
+// uploads. The reservation lasts retain.
+func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.tracker.reserve(h.retain(), h.MaxUploads)
+	if errors.Is(err, errTrackerFull) {
+		h.warnFull("")
+		w.Header().Set("Retry-After", "1")
+		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))
+	}
+	w.Header().Set(h.IDHeader, u.id)
+	return writeJSON(w, http.StatusCreated, shortStatus{ID: u.id, Status: statePending.String()})
+}

@@ -1,0 +1,133 @@
+package caddyprogress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+)
+
+// statusClientClosedRequest is what reverse_proxy writes when the client
+// goes away before the upstream answers.
+const statusClientClosedRequest = 499
+
+// serveUpload tracks one upload on its way to the next handler.
+func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	id, err := h.uploadID(r)
+	if err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
+	if id == "" {
+		id = newID()
+	}
+
+	total := r.ContentLength // -1 when unknown
+	u, err := h.tracker.start(id, total, 0, h.MaxUploads)
+	switch {
+	case errors.Is(err, errInFlight):
+		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
+	case errors.Is(err, errTrackerFull):
+		h.warnFull(id)
+		return next.ServeHTTP(w, r) // tracking never fails an upload
+	}
+
+	r.Header.Set(h.IDHeader, id)
+	w.Header().Set(h.IDHeader, id)
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.upload_progress.id", id)
+
+	body := &countingBody{ReadCloser: r.Body, upload: u}
+	r.Body = body
+	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+
+	finished := false
+	defer func() {
+		if !finished { // next panicked
+			h.tracker.finish(u, stateError, http.StatusInternalServerError, "the request handler panicked", h.retain())
+		}
+	}()
+	err = next.ServeHTTP(rec, r)
+	finished = true
+
+	st, code, msg := outcome(r, body, rec.Status(), err)
+	h.tracker.finish(u, st, code, msg, h.retain())
+	if st != stateComplete {
+		h.logger.Debug("upload ended",
+			zap.String("id", id),
+			zap.String("status", st.String()),
+			zap.Int("upstream_status", code),
+			zap.String("error", msg))
+	}
+	return err
+}
+
+// outcome tells how an upload ended from the body's read error, the
+// status written to the client and the error the next handler returned.
+func outcome(r *http.Request, body *countingBody, written int, handlerErr error) (st state, code int, msg string) {
+	code = written
+	if he, ok := errors.AsType[caddyhttp.HandlerError](handlerErr); ok {
+		code = he.StatusCode
+	} else if handlerErr != nil && code == 0 {
+		code = http.StatusInternalServerError
+	}
+
+	if readErr := body.err(); readErr != nil {
+		if he, ok := errors.AsType[caddyhttp.HandlerError](readErr); ok && he.StatusCode != 0 {
+			// e.g. 413 from request_body's size limit
+			return stateError, he.StatusCode, fmt.Sprintf("reading the request body: %v", he.Err)
+		}
+		if _, ok := errors.AsType[*http.MaxBytesError](readErr); ok {
+			return stateError, http.StatusRequestEntityTooLarge, fmt.Sprintf("reading the request body: %v", readErr)
+		}
+		return stateAborted, 0, fmt.Sprintf("the client went away before the body ended: %v", readErr)
+	}
+	if body.upload.currentState() == stateUploading && r.Context().Err() != nil {
+		return stateAborted, 0, fmt.Sprintf("the client went away before the body ended: %v", context.Cause(r.Context()))
+	}
+	if code == statusClientClosedRequest {
+		return stateAborted, 0, "the client went away before the upstream answered"
+	}
+	if code == 0 {
+		code = http.StatusOK // nothing written: Caddy answers 200
+	}
+	if code >= 400 {
+		if handlerErr != nil {
+			return stateError, code, handlerErr.Error()
+		}
+		return stateError, code, fmt.Sprintf("the upstream answered %d %s", code, http.StatusText(code))
+	}
+	return stateComplete, code, ""
+}
+
+// uploadID returns the client's upload ID: from the id_header header,
+// the X-Progress-ID header or the id_query query parameter, in that
+// order. It is "" when the client sent none, and an error when the one
+// it sent is not valid.
+func (h *Handler) uploadID(r *http.Request) (string, error) {
+	for _, field := range []string{h.IDHeader, progressIDHeader} {
+		if values, ok := r.Header[http.CanonicalHeaderKey(field)]; ok {
+			return values[0], wrapIDError(field+" header", validateID(values[0]))
+		}
+	}
+	if h.IDQuery != "" {
+		if query := r.URL.Query(); query.Has(h.IDQuery) {
+			id := query.Get(h.IDQuery)
+			return id, wrapIDError(h.IDQuery+" query parameter", validateID(id))
+		}
+	}
+	return "", nil
+}
+
+func wrapIDError(where string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+func (h *Handler) retain() time.Duration { return time.Duration(h.Retain) }

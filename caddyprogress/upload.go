@@ -1,0 +1,123 @@
+package caddyprogress
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// state is where an upload is in its life.
+type state int32
+
+const (
+	statePending    state = iota // reserved by POST <status_path>, not started
+	stateUploading               // the body is being read from the client
+	stateProcessing              // every byte received, waiting for the upstream's answer
+	stateComplete                // answered below 400
+	stateError                   // answered 400 or above
+	stateAborted                 // the client went away before the body ended
+)
+
+func (s state) String() string {
+	switch s {
+	case statePending:
+		return "pending"
+	case stateUploading:
+		return "uploading"
+	case stateProcessing:
+		return "processing"
+	case stateComplete:
+		return "complete"
+	case stateError:
+		return "error"
+	case stateAborted:
+		return "aborted"
+	}
+	return "unknown"
+}
+
+// final reports whether an upload in this state has ended.
+func (s state) final() bool { return s >= stateComplete }
+
+// upload is one tracked upload (or a reservation of an ID): the record
+// a tracker keeps, read by the status and events routes.
+//
+// The fields the body's Read touches (received, lastRead, state) are
+// atomics, so the upload's hot path takes no lock. Everything else is
+// written once when the upload ends, under mu, before done is closed.
+type upload struct {
+	id        string
+	total     int64 // the Content-Length, or -1 when the body has none
+	startedAt time.Time
+	rateLimit int64 // bytes per second for this upload, or 0 for none
+
+	received atomic.Int64
+	lastRead atomic.Int64 // nanoseconds after startedAt of the last read that returned bytes
+	bodyEnd  atomic.Int64 // nanoseconds after startedAt when the body ended, or 0
+	state    atomic.Int32
+
+	// done is closed when the upload reaches a final state.
+	done chan struct{}
+
+	mu             sync.Mutex
+	finishedAt     time.Time
+	upstreamStatus int    // 0 when there is none
+	errMsg         string // why it ended in error or aborted
+	speed          speedWindow
+
+	// tracker bookkeeping, guarded by the tracker's lock
+	expiresAt    time.Time // when a finished upload or a reservation is removed
+	retiredIndex int       // position in the tracker's expiry heap, -1 when not in it
+}
+
+func newUpload(id string, total int64, now time.Time, st state) *upload {
+	u := &upload{
+		id:           id,
+		total:        total,
+		startedAt:    now,
+		done:         make(chan struct{}),
+		retiredIndex: -1,
+	}
+	u.state.Store(int32(st))
+	return u
+}
+
+func (u *upload) currentState() state { return state(u.state.Load()) }
+
+// addReceived counts n more bytes read from the client. It is called on
+// every Read of the body, so it uses atomics only.
+func (u *upload) addReceived(n int) {
+	total := u.received.Add(int64(n))
+	since := int64(time.Since(u.startedAt))
+	u.lastRead.Store(since)
+	if u.total >= 0 && total >= u.total {
+		u.markBodyEnded(since)
+	}
+}
+
+// markBodyEnded moves an uploading upload to processing: the whole body
+// has been read and the upstream's answer is awaited.
+func (u *upload) markBodyEnded(since int64) {
+	if u.state.CompareAndSwap(int32(stateUploading), int32(stateProcessing)) {
+		u.bodyEnd.Store(since)
+	}
+}
+
+// finish records how the upload ended and wakes everyone waiting on it.
+// Only the first call has an effect.
+func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.currentState().final() {
+		return false
+	}
+	if u.bodyEnd.Load() == 0 {
+		u.bodyEnd.Store(max(int64(now.Sub(u.startedAt)), 1))
+	}
+	u.finishedAt = now
+	u.upstreamStatus = upstreamStatus
+	u.errMsg = errMsg
+	u.state.Store(int32(st))
+	close(u.done)
+	return true
+}
