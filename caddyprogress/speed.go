@@ -1,6 +1,9 @@
 package caddyprogress
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Speed is measured over a sliding window of samples of the received
 // byte count. Samples are taken when somebody looks at the upload (a
@@ -32,7 +35,7 @@ func (w *speedWindow) observe(at time.Duration, bytes int64) int64 {
 	ref := w.reference(at)
 	var speed int64
 	if span := at - ref.at; span > 0 {
-		speed = int64(float64(bytes-ref.bytes) / span.Seconds())
+		speed = int64(math.Round(float64(bytes-ref.bytes) / span.Seconds()))
 	}
 	if newest := w.at(w.n - 1); at-newest.at >= speedSampleSpread {
 		w.add(speedSample{at: at, bytes: bytes})

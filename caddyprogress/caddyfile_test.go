@@ -1,0 +1,144 @@
+package caddyprogress
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestCaddyfileEverySubdirective(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`upload_progress {
+		tracker     uploads
+		methods     POST put
+		id_header   X-My-ID
+		id_query    upload
+		status_path /progress/status/
+		events_path /progress/events/
+		interval    250ms
+		retain      10m
+		wait        30s
+		max_uploads 500
+	}`)
+	var h Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	want := Handler{
+		Tracker:    "uploads",
+		Methods:    []string{"POST", "put"},
+		IDHeader:   "X-My-ID",
+		IDQuery:    "upload",
+		StatusPath: "/progress/status/",
+		EventsPath: "/progress/events/",
+		Interval:   caddy.Duration(250 * time.Millisecond),
+		Retain:     caddy.Duration(10 * time.Minute),
+		Wait:       caddy.Duration(30 * time.Second),
+		MaxUploads: 500,
+	}
+	if !reflect.DeepEqual(h, want) {
+		t.Fatalf("parsed %+v\nwant   %+v", h, want)
+	}
+	if err := h.Validate(); err != nil {
+		t.Fatalf("validating: %v", err)
+	}
+}
+
+func TestCaddyfileDefaults(t *testing.T) {
+	var h Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`upload_progress`)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(h, Handler{}) {
+		t.Fatalf("bare directive parsed as %+v", h)
+	}
+	h.setDefaults()
+	if h.Tracker != "default" || h.IDHeader != "X-Upload-ID" || h.IDQuery != "X-Progress-ID" ||
+		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
+		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
+		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
+		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
+		t.Fatalf("defaults: %+v", h)
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	for _, tc := range []struct {
+		input   string
+		wantErr string
+	}{
+		{`upload_progress extra`, "wrong argument count"},
+		{"upload_progress {\n bogus 1\n}", `unrecognized upload_progress subdirective "bogus"`},
+		{"upload_progress {\n tracker\n}", "tracker: expected one argument"},
+		{"upload_progress {\n tracker a b\n}", "tracker: expected one argument, got more"},
+		{"upload_progress {\n methods\n}", "wrong argument count"},
+		{"upload_progress {\n interval soon\n}", `interval: "soon" is not a duration`},
+		{"upload_progress {\n retain 0s\n}", `retain: "0s" must be longer than zero`},
+		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},
+		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
+		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
+	} {
+		var h Handler
+		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%q: error %v, want one containing %q", tc.input, err, tc.wantErr)
+		}
+	}
+}
+
+func TestValidateErrors(t *testing.T) {
+	for _, tc := range []struct {
+		h       Handler
+		wantErr string
+	}{
+		{Handler{Tracker: "bad name"}, "tracker name"},
+		{Handler{StatusPath: "status/"}, "status_path \"status/\" must start with /"},
+		{Handler{EventsPath: "events/"}, "events_path \"events/\" must start with /"},
+		{Handler{StatusPath: "/same/", EventsPath: "/same/"}, "both"},
+		{Handler{IDHeader: "Bad Header"}, "id_header"},
+		{Handler{Methods: []string{"GET /"}}, "not a valid HTTP method"},
+	} {
+		tc.h.setDefaults()
+		err := tc.h.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%+v: error %v, want one containing %q", tc.h, err, tc.wantErr)
+		}
+	}
+}
+
+// The directive is ordered before reverse_proxy without an order line,
+// and the JSON field names match the subdirectives.
+func TestCaddyfileAdaptsBeforeReverseProxy(t *testing.T) {
+	input := ":8080 {\n\treverse_proxy localhost:9000\n\tupload_progress {\n\t\tmax_uploads 7\n\t\tinterval 1s\n\t}\n}\n"
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(input), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []map[string]any `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(cfg, &config); err != nil {
+		t.Fatal(err)
+	}
+	handle := config.Apps.HTTP.Servers["srv0"].Routes[0].Handle
+	if len(handle) != 2 || handle[0]["handler"] != "upload_progress" || handle[1]["handler"] != "reverse_proxy" {
+		t.Fatalf("adapted handlers: %v", handle)
+	}
+	if handle[0]["max_uploads"] != 7.0 || handle[0]["interval"] != 1e9 {
+		t.Fatalf("upload_progress JSON: %v", handle[0])
+	}
+}
