@@ -98,36 +98,21 @@ func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepA
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
 
-	var lastReceived int64 = -1
-	lastState := statePending
-	progress := func() error {
-		st, received := u.currentState(), u.received.Load()
-		if st == lastState && received == lastReceived {
-			return nil
-		}
-		lastState, lastReceived = st, received
-		status := u.snapshot(time.Now())
-		return s.event("", strconv.FormatInt(status.Received, 10), status)
-	}
-	final := func() {
-		status := u.snapshot(time.Now())
-		_ = s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
-	}
-
+	sub := newSubscriber(s, u)
 	if u.currentState().final() {
-		final()
+		sub.final()
 		return
 	}
-	if progress() != nil {
+	if sub.progress() != nil {
 		return
 	}
 	for {
 		select {
 		case <-u.done:
-			final()
+			sub.final()
 			return
 		case <-interval.C:
-			if progress() != nil {
+			if sub.progress() != nil {
 				return
 			}
 		case <-keepAlive:
@@ -140,6 +125,35 @@ func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepA
 			return
 		}
 	}
+}
+
+// subscriber is one event stream following one upload.
+type subscriber struct {
+	s            *eventStream
+	u            *upload
+	lastState    state
+	lastReceived int64
+}
+
+func newSubscriber(s *eventStream, u *upload) *subscriber {
+	return &subscriber{s: s, u: u, lastState: statePending, lastReceived: -1}
+}
+
+// progress sends a progress event if anything changed since the last.
+func (sub *subscriber) progress() error {
+	st, received := sub.u.currentState(), sub.u.received.Load()
+	if st == sub.lastState && received == sub.lastReceived {
+		return nil
+	}
+	sub.lastState, sub.lastReceived = st, received
+	status := sub.u.snapshot(time.Now())
+	return sub.s.event("", strconv.FormatInt(status.Received, 10), status)
+}
+
+// final sends the final event.
+func (sub *subscriber) final() {
+	status := sub.u.snapshot(time.Now())
+	_ = sub.s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
 }
 
 // eventStream writes Server-Sent Events, flushing each one.

@@ -1,0 +1,207 @@
+package caddyprogress
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// endless is a body that never ends, as fast as memory.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) { return len(p), nil }
+
+// The counting body's Read: the cost tracking adds to every read of an
+// upload. It must not allocate.
+func BenchmarkCountingBodyRead(b *testing.B) {
+	u := newUpload("bench", -1, time.Now(), stateUploading)
+	body := &countingBody{ReadCloser: io.NopCloser(endless{}), upload: u}
+	buf := make([]byte, 32<<10)
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := body.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Many readers of one upload, and many uploads, counting at once while
+// status snapshots are taken.
+func BenchmarkTrackerUpdateAndSnapshot(b *testing.B) {
+	b.Run("update one upload", func(b *testing.B) {
+		u := newUpload("bench", 1<<40, time.Now(), stateUploading)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				u.addReceived(32 << 10)
+			}
+		})
+	})
+	b.Run("snapshot one upload", func(b *testing.B) {
+		u := newUpload("bench", 1<<40, time.Now(), stateUploading)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				u.addReceived(32 << 10)
+				_ = u.snapshot(time.Now())
+			}
+		})
+	})
+	b.Run("start, update, snapshot, finish", func(b *testing.B) {
+		tr := newTracker("bench")
+		defer tr.Destruct()
+		var n sync.Mutex
+		next := 0
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				n.Lock()
+				id := fmt.Sprintf("u%d", next)
+				next++
+				n.Unlock()
+				u, err := tr.start(id, 1<<20, 0, 100000)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for range 32 {
+					u.addReceived(32 << 10)
+				}
+				_ = tr.get(id).snapshot(time.Now())
+				tr.finish(u, stateComplete, 200, "", time.Minute)
+			}
+		})
+	})
+}
+
+// discardStream is a ResponseWriter that flushes into nothing.
+type discardStream struct{ header http.Header }
+
+func (d *discardStream) Header() http.Header         { return d.header }
+func (d *discardStream) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardStream) WriteHeader(int)             {}
+func (d *discardStream) Flush()                      {}
+
+// One progress event fanned out to 1,000 subscribers of one upload: the
+// work of one interval tick for a popular upload.
+func BenchmarkEventsFanOut1000(b *testing.B) {
+	u := newUpload("popular", 1<<40, time.Now(), stateUploading)
+	subs := make([]*subscriber, 1000)
+	for i := range subs {
+		w := &discardStream{header: http.Header{}}
+		subs[i] = newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, u)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		u.addReceived(32 << 10)
+		for _, sub := range subs {
+			if err := sub.progress(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/event")
+}
+
+// Memory a finished record costs while it is kept for retain.
+func BenchmarkFinishedRecordMemory(b *testing.B) {
+	const records = 100000
+	for b.Loop() {
+		tr := newTracker("memory")
+		ids := make([]string, records)
+		for i := range ids {
+			ids[i] = newID()
+		}
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for _, id := range ids {
+			u, err := tr.start(id, 1<<20, 0, records)
+			if err != nil {
+				b.Fatal(err)
+			}
+			u.addReceived(1 << 20)
+			tr.finish(u, stateComplete, 200, "", time.Hour)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/records, "B/record")
+		runtime.KeepAlive(tr)
+		tr.Destruct()
+	}
+}
+
+// Status polls while 1,000 real uploads are in flight through Caddy.
+func BenchmarkStatusPollWith1000InFlight(b *testing.B) {
+	const inFlight = 1000
+	up := newUpstream(b)
+	p := startProxy(b, "", up.host)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	transport := &http.Transport{MaxConnsPerHost: 0}
+	for i := range inFlight {
+		body := &pacedReader{data: payload(64 << 10), chunk: 16 << 10, stopAt: 16 << 10, release: release}
+		req, _ := http.NewRequest(http.MethodPost, p.base+"/", body)
+		req.ContentLength = 64 << 10
+		req.Header.Set("X-Upload-ID", fmt.Sprintf("inflight-%d", i))
+		wg.Go(func() {
+			if resp, err := transport.RoundTrip(req); err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	defer func() {
+		close(release)
+		wg.Wait()
+	}()
+	p.waitFor(b, fmt.Sprintf("inflight-%d", inFlight-1), "the last upload to start", func(code int, _ Status) bool { return code == 200 })
+
+	client := &http.Client{Transport: &http.Transport{}}
+	var latencies []time.Duration
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		resp, err := client.Get(fmt.Sprintf("%s%sinflight-%d", p.base, DefaultStatusPath, i%inFlight))
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("poll answered %d", resp.StatusCode)
+		}
+		latencies = append(latencies, time.Since(start))
+		i++
+	}
+	slices.Sort(latencies)
+	b.ReportMetric(float64(latencies[len(latencies)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(latencies[len(latencies)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// How close a 10 s throttled upload comes to the configured rate.
+func BenchmarkThrottleAccuracy(b *testing.B) {
+	for _, rate := range []int64{256 << 10, 1 << 20, 8 << 20} {
+		b.Run(fmt.Sprintf("%dKiB/s", rate>>10), func(b *testing.B) {
+			up := newUpstream(b)
+			p := startProxy(b, fmt.Sprintf("rate_limit %d", rate), up.host)
+			data := strings.Repeat("x", int(rate*10))
+			for b.Loop() {
+				start := time.Now()
+				resp, _ := p.upload(b, http.MethodPost, "/", strings.NewReader(data), int64(len(data)), nil)
+				took := time.Since(start)
+				if resp.StatusCode != 200 {
+					b.Fatalf("answered %d", resp.StatusCode)
+				}
+				measured := float64(len(data)) / took.Seconds()
+				b.ReportMetric(took.Seconds(), "s/upload")
+				b.ReportMetric((measured-float64(rate))/float64(rate)*100, "%-off-rate")
+			}
+		})
+	}
+}
