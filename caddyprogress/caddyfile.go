@@ -33,6 +33,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
+//		nginx_report_path <path> # nginx upload progress format; default off
 //	}
 //
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
@@ -90,6 +91,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_uploads: %q is not a whole number of at least 1", arg)
 			}
 			h.MaxUploads = n
+		case "nginx_report_path":
+			if err := oneArg(d, &h.NginxReportPath); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized upload_progress subdirective %q", d.Val())
 		}

@@ -24,6 +24,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		retain      10m
 		wait        30s
 		max_uploads 500
+		nginx_report_path /progress
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -40,6 +41,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
+
+		NginxReportPath: "/progress",
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("parsed %+v\nwant   %+v", h, want)
@@ -83,6 +86,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
+		{"upload_progress {\n nginx_report_path\n}", "nginx_report_path: expected one argument"},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
@@ -103,6 +107,7 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{StatusPath: "/same/", EventsPath: "/same/"}, "both"},
 		{Handler{IDHeader: "Bad Header"}, "id_header"},
 		{Handler{Methods: []string{"GET /"}}, "not a valid HTTP method"},
+		{Handler{NginxReportPath: "progress"}, `nginx_report_path "progress" must start with /`},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

@@ -53,6 +53,8 @@ const progressIDHeader = "X-Progress-ID"
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
+//	GET  <nginx_report_path>?X-Progress-ID=<id>
+//	                         the progress in nginx's upload progress format (if set)
 //
 // Caddyfile syntax (the directive is ordered before reverse_proxy):
 //
@@ -67,6 +69,7 @@ const progressIDHeader = "X-Progress-ID"
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		nginx_report_path <path>
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -111,6 +114,12 @@ type Handler struct {
 	// finished record makes room; if every record is in flight, new
 	// uploads are proxied untracked. Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
+
+	// The path of a route that answers like the report_uploads location
+	// of nginx's upload progress module, for clients written for it:
+	// GET <path> with the ID in the X-Progress-ID header or query
+	// parameter, JSONP with a callback parameter. Default: none (off).
+	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
 	tracker    *tracker
 	methods    map[string]bool
@@ -213,6 +222,9 @@ func (h *Handler) Validate() error {
 	if !strings.HasPrefix(h.EventsPath, "/") {
 		return fmt.Errorf("events_path %q must start with /", h.EventsPath)
 	}
+	if h.NginxReportPath != "" && !strings.HasPrefix(h.NginxReportPath, "/") {
+		return fmt.Errorf("nginx_report_path %q must start with /", h.NginxReportPath)
+	}
 	if h.StatusPath == h.EventsPath {
 		return fmt.Errorf("status_path and events_path are both %q", h.StatusPath)
 	}
@@ -249,10 +261,12 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 	return nil
 }
 
-// ServeHTTP serves the status and events routes, tracks uploads, and
+// ServeHTTP serves the status, events and nginx report routes, tracks uploads, and
 // passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch {
+	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
+		return h.serveNginxReport(w, r)
 	case strings.HasPrefix(r.URL.Path, h.StatusPath):
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case strings.HasPrefix(r.URL.Path, h.EventsPath):
