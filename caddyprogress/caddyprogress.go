@@ -156,6 +156,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.tracker = val.(*tracker)
 
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+
 	h.stopping = make(chan struct{})
 	h.stopOnce = new(sync.Once)
 	h.lastWarned = new(atomic.Int64)

@@ -33,8 +33,10 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
 	case errors.Is(err, errTrackerFull):
 		h.warnFull(id)
+		metrics.untracked.WithLabelValues(h.Tracker).Inc()
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
+	metrics.started.WithLabelValues(h.Tracker).Inc()
 
 	r.Header.Set(h.IDHeader, id)
 	w.Header().Set(h.IDHeader, id)
