@@ -21,12 +21,22 @@ func startProxyWithAdmin(t testing.TB, options, upstream string) *adminProxy {
 	t.Helper()
 	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	site := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	global := strings.Replace(globalOptions, "admin off", "admin "+adminAddr, 1)
-	runCaddy(t, global+siteBlock(site, options, upstream))
+	runCaddy(t, adminCaddyfile(adminAddr, site, options, upstream))
 	return &adminProxy{
 		proxy: &proxy{base: site, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}},
 		admin: "http://" + adminAddr,
 	}
+}
+
+// adminCaddyfile is the test config with the admin endpoint on adminAddr.
+func adminCaddyfile(adminAddr, site, options, upstream string) string {
+	return strings.Replace(globalOptions, "admin off", "admin "+adminAddr, 1) + siteBlock(site, options, upstream)
+}
+
+// reload loads a new config with the same admin endpoint and site.
+func (p *adminProxy) reload(t testing.TB, options, upstream string) {
+	t.Helper()
+	loadCaddyfile(t, adminCaddyfile(strings.TrimPrefix(p.admin, "http://"), p.base, options, upstream))
 }
 
 // adminGet asks the admin endpoint (with Go's client: the admin API

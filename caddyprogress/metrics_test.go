@@ -182,3 +182,26 @@ func TestThrottledSecondsAddUpPerTracker(t *testing.T) {
 		t.Errorf("a zero wait made a series: %v", v)
 	}
 }
+
+// Each config load makes a new registry: the counters are registered
+// into it and carry on from where they were.
+func TestMetricsCarryOnAcrossReloads(t *testing.T) {
+	const tr = "metrics-reload"
+	up := newUpstream(t)
+	p := startProxyWithAdmin(t, "\t\ttracker "+tr, up.host)
+	p.upload(t, http.MethodPost, "/", strings.NewReader("first"), 5, http.Header{"X-Upload-Id": {"first"}})
+	p.waitForStatus(t, "first", "complete")
+	p.scrapeMetrics(t).want(t, "before the reload", 1, "uploads_started_total", tr)
+
+	p.reload(t, "\t\ttracker "+tr+"\n\t\tinterval 50ms", up.host)
+	s := p.scrapeMetrics(t)
+	s.want(t, "after the reload", 1, "uploads_started_total", tr)
+	s.want(t, "after the reload", 5, "received_bytes_total", tr)
+
+	p.upload(t, http.MethodPost, "/", strings.NewReader("second"), 6, http.Header{"X-Upload-Id": {"second"}})
+	p.waitForStatus(t, "second", "complete")
+	s = p.scrapeMetrics(t)
+	s.want(t, "after a second upload", 2, "uploads_started_total", tr)
+	s.want(t, "after a second upload", 2, "uploads_finished_total", tr, `status="complete"`)
+	s.want(t, "after a second upload", 11, "received_bytes_total", tr)
+}

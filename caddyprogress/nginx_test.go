@@ -264,3 +264,31 @@ func TestNginxReportRequestErrors(t *testing.T) {
 		t.Fatalf("the report route reached the upstream %d times", up.requests.Load())
 	}
 }
+
+func TestNginxReportOverHTTP2WithoutLength(t *testing.T) {
+	up := newUpstream(t)
+	site := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
+	runCaddy(t, globalOptions+siteBlock(site, nginxOptions, up.host))
+	p := &proxy{base: site, client: h2Client()}
+
+	data := payload(2 << 20)
+	paced := &pacedReader{data: data, chunk: 64 << 10, stopAt: 768 << 10, release: make(chan struct{})}
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := p.upload(t, http.MethodPut, "/", paced, -1, http.Header{"X-Progress-Id": {"h2-no-length"}})
+		done <- resp
+	}()
+	p.waitFor(t, "h2-no-length", "768 KiB received", func(_ int, s Status) bool { return s.Received == 768<<10 })
+	resp, body := p.nginxReportGet(t, http.MethodGet, "", http.Header{"x-progress-id": {"h2-no-length"}})
+	if resp.ProtoMajor != 2 || body != "{ \"state\" : \"uploading\", \"received\" : 786432, \"size\" : 786432 }\r\n" {
+		t.Fatalf("HTTP/%d report mid-upload: %q", resp.ProtoMajor, body)
+	}
+	close(paced.release)
+	if resp := <-done; resp.ProtoMajor != 2 || resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload answered HTTP/%d %d", resp.ProtoMajor, resp.StatusCode)
+	}
+	p.waitForStatus(t, "h2-no-length", "complete")
+	if got := p.nginxReport(t, "h2-no-length"); got != "{ \"state\" : \"done\" }\r\n" {
+		t.Fatalf("after the upload: %q", got)
+	}
+}
