@@ -58,6 +58,17 @@ func (s scrape) want(t testing.TB, when string, want float64, name, tracker stri
 	}
 }
 
+// wantIncrease checks that a counter grew by want since before (counters
+// are package-level: they carry on from earlier tests, as across reloads).
+func (s scrape) wantIncrease(t testing.TB, when string, before scrape, want float64, name, tracker string, labels ...string) {
+	t.Helper()
+	got, _ := s.metric(name, tracker, labels...)
+	was, _ := before.metric(name, tracker, labels...)
+	if got-was != want {
+		t.Errorf("%s: %s%v{tracker=%q} grew by %v (from %v to %v), want %v", when, name, labels, tracker, got-was, was, got, want)
+	}
+}
+
 // scrapeMetrics reads Caddy's metrics from the admin endpoint.
 func (p *adminProxy) scrapeMetrics(t testing.TB) scrape {
 	t.Helper()
@@ -76,9 +87,6 @@ func TestMetricsFollowAnUpload(t *testing.T) {
 	before := p.scrapeMetrics(t)
 	before.want(t, "before", 0, "uploads_in_flight", tr)
 	before.want(t, "before", 0, "received_bytes_total", tr)
-	if v, ok := before.metric("uploads_started_total", tr); ok {
-		t.Fatalf("before any upload: uploads_started_total = %v", v)
-	}
 
 	events := p.subscribe(t, "watched")
 	events.next(t, 5*time.Second) // pending: the stream is open
@@ -92,13 +100,11 @@ func TestMetricsFollowAnUpload(t *testing.T) {
 	p.waitFor(t, "watched", "1 MiB received", func(_ int, s Status) bool { return s.Received == 1<<20 })
 
 	during := p.scrapeMetrics(t)
-	during.want(t, "mid-upload", 1, "uploads_started_total", tr)
+	during.wantIncrease(t, "mid-upload", before, 1, "uploads_started_total", tr)
 	during.want(t, "mid-upload", 1, "uploads_in_flight", tr)
 	during.want(t, "mid-upload", 1<<20, "received_bytes_total", tr)
 	during.want(t, "mid-upload", 1, "event_subscribers", tr)
-	if v, ok := during.metric("uploads_finished_total", tr, `status="complete"`); ok {
-		t.Errorf("mid-upload: uploads_finished_total{complete} = %v, want none", v)
-	}
+	during.wantIncrease(t, "mid-upload", before, 0, "uploads_finished_total", tr, `status="complete"`)
 
 	close(paced.release)
 	<-done
@@ -106,10 +112,10 @@ func TestMetricsFollowAnUpload(t *testing.T) {
 	events.all(t, 5*time.Second)
 
 	after := p.scrapeMetrics(t)
-	after.want(t, "after", 1, "uploads_started_total", tr)
+	after.wantIncrease(t, "after", before, 1, "uploads_started_total", tr)
 	after.want(t, "after", 0, "uploads_in_flight", tr)
 	after.want(t, "after", 4<<20, "received_bytes_total", tr)
-	after.want(t, "after", 1, "uploads_finished_total", tr, `status="complete"`)
+	after.wantIncrease(t, "after", before, 1, "uploads_finished_total", tr, `status="complete"`)
 	after.want(t, "after", 0, "event_subscribers", tr)
 
 	// every series is per tracker, never per upload
@@ -125,6 +131,7 @@ func TestMetricsCountFailuresAndUntrackedUploads(t *testing.T) {
 	up := newUpstream(t)
 	up.status = http.StatusInternalServerError
 	p := startProxyWithAdmin(t, "\t\ttracker "+tr+"\n\t\tmax_uploads 1", up.host)
+	before := p.scrapeMetrics(t)
 
 	p.upload(t, http.MethodPost, "/", strings.NewReader("hello"), 5, http.Header{"X-Upload-Id": {"fails"}})
 	p.waitForStatus(t, "fails", "error")
@@ -149,10 +156,11 @@ func TestMetricsCountFailuresAndUntrackedUploads(t *testing.T) {
 	p.waitForStatus(t, "dropped", "aborted")
 
 	s := p.scrapeMetrics(t)
-	s.want(t, "after", 2, "uploads_started_total", tr)
-	s.want(t, "after", 1, "uploads_finished_total", tr, `status="error"`)
-	s.want(t, "after", 1, "uploads_finished_total", tr, `status="aborted"`)
-	s.want(t, "after", 1, "uploads_untracked_total", tr)
+	s.wantIncrease(t, "after", before, 2, "uploads_started_total", tr)
+	s.wantIncrease(t, "after", before, 1, "uploads_finished_total", tr, `status="error"`)
+	s.wantIncrease(t, "after", before, 1, "uploads_finished_total", tr, `status="aborted"`)
+	s.wantIncrease(t, "after", before, 0, "uploads_finished_total", tr, `status="complete"`)
+	s.wantIncrease(t, "after", before, 1, "uploads_untracked_total", tr)
 	s.want(t, "after", 0, "uploads_in_flight", tr)
 	s.want(t, "after", 5+1<<20, "received_bytes_total", tr)
 }
@@ -166,18 +174,22 @@ func TestThrottledSecondsAddUpPerTracker(t *testing.T) {
 			t.Fatalf("registering: %v", err)
 		}
 	}
+	gather := func() scrape {
+		rec := httptest.NewRecorder()
+		promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
+			ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+		if rec.Code != http.StatusOK {
+			t.Fatalf("gathering: %d %s", rec.Code, rec.Body)
+		}
+		return parseScrape(t, rec.Body.Bytes())
+	}
+	before := gather()
 	observeThrottled("throttle-a", 1500*time.Millisecond)
 	observeThrottled("throttle-a", 250*time.Millisecond)
 	observeThrottled("throttle-b", 0)
 
-	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.HTTPErrorOnError}).
-		ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if rec.Code != http.StatusOK {
-		t.Fatalf("gathering: %d %s", rec.Code, rec.Body)
-	}
-	s := parseScrape(t, rec.Body.Bytes())
-	s.want(t, "throttled", 1.75, "throttled_seconds_total", "throttle-a")
+	s := gather()
+	s.wantIncrease(t, "throttled", before, 1.75, "throttled_seconds_total", "throttle-a")
 	if v, ok := s.metric("throttled_seconds_total", "throttle-b"); ok {
 		t.Errorf("a zero wait made a series: %v", v)
 	}
@@ -189,19 +201,20 @@ func TestMetricsCarryOnAcrossReloads(t *testing.T) {
 	const tr = "metrics-reload"
 	up := newUpstream(t)
 	p := startProxyWithAdmin(t, "\t\ttracker "+tr, up.host)
+	before := p.scrapeMetrics(t)
 	p.upload(t, http.MethodPost, "/", strings.NewReader("first"), 5, http.Header{"X-Upload-Id": {"first"}})
 	p.waitForStatus(t, "first", "complete")
-	p.scrapeMetrics(t).want(t, "before the reload", 1, "uploads_started_total", tr)
+	p.scrapeMetrics(t).wantIncrease(t, "before the reload", before, 1, "uploads_started_total", tr)
 
 	p.reload(t, "\t\ttracker "+tr+"\n\t\tinterval 50ms", up.host)
 	s := p.scrapeMetrics(t)
-	s.want(t, "after the reload", 1, "uploads_started_total", tr)
+	s.wantIncrease(t, "after the reload", before, 1, "uploads_started_total", tr)
 	s.want(t, "after the reload", 5, "received_bytes_total", tr)
 
 	p.upload(t, http.MethodPost, "/", strings.NewReader("second"), 6, http.Header{"X-Upload-Id": {"second"}})
 	p.waitForStatus(t, "second", "complete")
 	s = p.scrapeMetrics(t)
-	s.want(t, "after a second upload", 2, "uploads_started_total", tr)
-	s.want(t, "after a second upload", 2, "uploads_finished_total", tr, `status="complete"`)
+	s.wantIncrease(t, "after a second upload", before, 2, "uploads_started_total", tr)
+	s.wantIncrease(t, "after a second upload", before, 2, "uploads_finished_total", tr, `status="complete"`)
 	s.want(t, "after a second upload", 11, "received_bytes_total", tr)
 }
