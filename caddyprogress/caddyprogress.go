@@ -265,8 +265,8 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 	return nil
 }
 
-// ServeHTTP serves the status, events and nginx report routes, tracks uploads, and
-// passes every other request to the next handler.
+// ServeHTTP serves the status, events and nginx report routes, tracks
+// uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
