@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
+//		nginx_report_path <path> # nginx upload progress format; default off
 //	}
 //
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
@@ -106,6 +107,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "burst":
 			if err := sizeArg(d, &h.Burst); err != nil {
+				return err
+			}
+		case "nginx_report_path":
+			if err := oneArg(d, &h.NginxReportPath); err != nil {
 				return err
 			}
 		default:

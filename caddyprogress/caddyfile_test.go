@@ -27,6 +27,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		rate_limit       1MiB
 		rate_limit_total 500KB
 		burst            64KiB
+		nginx_report_path /progress
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -44,9 +45,10 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
 
-		RateLimit:      1 << 20,
-		RateLimitTotal: 500_000,
-		Burst:          64 << 10,
+		RateLimit:       1 << 20,
+		RateLimitTotal:  500_000,
+		Burst:           64 << 10,
+		NginxReportPath: "/progress",
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("parsed %+v\nwant   %+v", h, want)
@@ -94,6 +96,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n rate_limit_total 0\n}", `rate_limit_total: "0" must be from 1 byte to 2GiB`},
 		{"upload_progress {\n burst 3GiB\n}", `burst: "3GiB" must be from 1 byte to 2GiB`},
 		{"upload_progress {\n rate_limit\n}", "rate_limit: expected one argument"},
+		{"upload_progress {\n nginx_report_path\n}", "nginx_report_path: expected one argument"},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
@@ -116,6 +119,7 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{Methods: []string{"GET /"}}, "not a valid HTTP method"},
 		{Handler{Burst: 1 << 20}, "burst is set, but neither rate_limit nor rate_limit_total"},
 		{Handler{RateLimit: -1}, "must not be negative"},
+		{Handler{NginxReportPath: "progress"}, `nginx_report_path "progress" must start with /`},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

@@ -54,6 +54,8 @@ const progressIDHeader = "X-Progress-ID"
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
+//	GET  <nginx_report_path>?X-Progress-ID=<id>
+//	                         the progress in nginx's upload progress format (if set)
 //
 // Caddyfile syntax (the directive is ordered before reverse_proxy):
 //
@@ -71,6 +73,7 @@ const progressIDHeader = "X-Progress-ID"
 //		rate_limit       <size>
 //		rate_limit_total <size>
 //		burst            <size>
+//		nginx_report_path <path>
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -129,6 +132,12 @@ type Handler struct {
 	// a second at the rate, at least 32KiB.
 	Burst int64 `json:"burst,omitempty"`
 
+	// The path of a route that answers like the report_uploads location
+	// of nginx's upload progress module, for clients written for it:
+	// GET <path> with the ID in the X-Progress-ID header or query
+	// parameter, JSONP with a callback parameter. Default: none (off).
+	NginxReportPath string `json:"nginx_report_path,omitempty"`
+
 	tracker    *tracker
 	total      *rate.Limiter // the tracker's shared bucket, when rate_limit_total is set
 	methods    map[string]bool
@@ -166,6 +175,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.tracker = val.(*tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
+	}
+
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
 	}
 
 	h.stopping = make(chan struct{})
@@ -234,6 +247,9 @@ func (h *Handler) Validate() error {
 	if !strings.HasPrefix(h.EventsPath, "/") {
 		return fmt.Errorf("events_path %q must start with /", h.EventsPath)
 	}
+	if h.NginxReportPath != "" && !strings.HasPrefix(h.NginxReportPath, "/") {
+		return fmt.Errorf("nginx_report_path %q must start with /", h.NginxReportPath)
+	}
 	if h.StatusPath == h.EventsPath {
 		return fmt.Errorf("status_path and events_path are both %q", h.StatusPath)
 	}
@@ -276,10 +292,12 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 	return nil
 }
 
-// ServeHTTP serves the status and events routes, tracks uploads, and
-// passes every other request to the next handler.
+// ServeHTTP serves the status, events and nginx report routes, tracks
+// uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	switch {
+	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
+		return h.serveNginxReport(w, r)
 	case strings.HasPrefix(r.URL.Path, h.StatusPath):
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case strings.HasPrefix(r.URL.Path, h.EventsPath):

@@ -33,11 +33,13 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
 	case errors.Is(err, errTrackerFull):
 		h.warnFull(id)
+		metrics.untracked.WithLabelValues(h.Tracker).Inc()
 		if t := h.newThrottle(); t != nil { // untracked, but still limited
 			r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, total, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
 		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
+	metrics.started.WithLabelValues(h.Tracker).Inc()
 
 	r.Header.Set(h.IDHeader, id)
 	w.Header().Set(h.IDHeader, id)
@@ -59,6 +61,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 
 	st, code, msg := outcome(r, body, rec.Status(), err)
 	h.tracker.finish(u, st, code, msg, h.retain())
+	if waited := u.throttled.Load(); waited > 0 {
+		observeThrottled(h.Tracker, time.Duration(waited))
+	}
 	if st != stateComplete {
 		h.logger.Debug("upload ended",
 			zap.String("id", id),

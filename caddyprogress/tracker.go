@@ -39,6 +39,10 @@ type tracker struct {
 	waiters  map[string]*startWaiter // subscribers waiting for an ID to start
 	total    *rate.Limiter           // the shared bucket of rate_limit_total, if any
 
+	// countedBytes sums the bytes of the uploads counted by countBytes
+	// (finished or forgotten), for the received bytes metric.
+	countedBytes int64
+
 	stop chan struct{}
 }
 
@@ -114,8 +118,10 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	if !u.finish(st, upstreamStatus, errMsg, now) {
 		return
 	}
+	t.finishedMetric(st)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.countBytes(u)
 	if t.uploads[u.id] != u {
 		return // already replaced or removed
 	}
@@ -187,6 +193,7 @@ func (t *tracker) makeRoom(limit int) bool {
 
 // remove forgets a record. The caller holds t.mu.
 func (t *tracker) remove(u *upload) {
+	t.countBytes(u)
 	if u.retiredIndex >= 0 {
 		heap.Remove(&t.expiring, u.retiredIndex)
 	}

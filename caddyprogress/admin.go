@@ -1,0 +1,168 @@
+package caddyprogress
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(adminAPI{})
+}
+
+// adminPath is the admin API route's prefix.
+const adminPath = "/upload_progress/"
+
+// adminAPI is the admin API module admin.api.upload_progress: routes on
+// Caddy's admin endpoint (never on a site) that show the trackers'
+// uploads to an operator.
+//
+//	GET /upload_progress/                the trackers and their uploads in flight
+//	GET /upload_progress/<tracker>/<id>  one upload's status (404 when unknown)
+//
+// Like every admin.api module, it is loaded with the admin endpoint and
+// needs no configuration.
+type adminAPI struct{}
+
+// CaddyModule returns the Caddy module information.
+func (adminAPI) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.upload_progress",
+		New: func() caddy.Module { return new(adminAPI) },
+	}
+}
+
+// Routes returns the admin routes under /upload_progress/.
+func (a adminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{{
+		Pattern: adminPath,
+		Handler: caddy.AdminHandlerFunc(a.serve),
+	}}
+}
+
+// adminListing is the answer to GET /upload_progress/.
+type adminListing struct {
+	Trackers []adminTracker `json:"trackers"`
+}
+
+// adminTracker is one tracker in the listing.
+type adminTracker struct {
+	Name string `json:"name"`
+	// Records counts every record held: in flight, finished and reserved.
+	Records int `json:"records"`
+	// Uploads are the uploads in flight, oldest first.
+	Uploads []adminUpload `json:"uploads"`
+}
+
+// adminUpload is one upload in flight in the listing.
+type adminUpload struct {
+	ID        string    `json:"id"`
+	Status    string    `json:"status"`
+	Received  int64     `json:"received"`
+	Total     *int64    `json:"total"`
+	Speed     int64     `json:"speed"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{
+			HTTPStatus: http.StatusMethodNotAllowed,
+			Err:        fmt.Errorf("method %s not allowed: GET %s lists uploads in flight", r.Method, adminPath),
+		}
+	}
+	rest := strings.TrimPrefix(r.URL.Path, adminPath)
+	if rest == "" {
+		return writeJSON(w, http.StatusOK, listTrackers(time.Now()))
+	}
+	name, id, ok := strings.Cut(rest, "/")
+	if !ok || name == "" || id == "" || strings.Contains(id, "/") {
+		return caddy.APIError{
+			HTTPStatus: http.StatusNotFound,
+			Err:        fmt.Errorf("%s: no such route; GET %s or %s<tracker>/<id>", r.URL.Path, adminPath, adminPath),
+		}
+	}
+	if err := validateID(id); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: err}
+	}
+	t := liveTracker(name)
+	if t == nil {
+		return caddy.APIError{
+			HTTPStatus: http.StatusNotFound,
+			Err:        fmt.Errorf("no tracker named %q is in use", name),
+		}
+	}
+	u := t.get(id)
+	if u == nil {
+		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
+	}
+	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+}
+
+// listTrackers describes every tracker in use, by name.
+func listTrackers(now time.Time) adminListing {
+	listing := adminListing{Trackers: []adminTracker{}}
+	trackers.Range(func(_, value any) bool {
+		if t, ok := value.(*tracker); ok {
+			listing.Trackers = append(listing.Trackers, t.describe(now))
+		}
+		return true
+	})
+	slices.SortFunc(listing.Trackers, func(a, b adminTracker) int { return cmp.Compare(a.Name, b.Name) })
+	return listing
+}
+
+// liveTracker returns the tracker in use with the given name, or nil.
+func liveTracker(name string) *tracker {
+	var found *tracker
+	trackers.Range(func(key, value any) bool {
+		if key == name {
+			found, _ = value.(*tracker)
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// describe lists the tracker's uploads in flight, oldest first.
+func (t *tracker) describe(now time.Time) adminTracker {
+	t.mu.RLock()
+	records := len(t.uploads)
+	var inFlight []*upload
+	for _, u := range t.uploads {
+		switch u.currentState() {
+		case stateUploading, stateProcessing:
+			inFlight = append(inFlight, u)
+		}
+	}
+	t.mu.RUnlock()
+
+	slices.SortFunc(inFlight, func(a, b *upload) int {
+		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
+	})
+	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight))}
+	for _, u := range inFlight {
+		s := u.snapshot(now)
+		if s.Status != stateUploading.String() && s.Status != stateProcessing.String() {
+			continue // finished since the tracker was read
+		}
+		desc.Uploads = append(desc.Uploads, adminUpload{
+			ID:        s.ID,
+			Status:    s.Status,
+			Received:  s.Received,
+			Total:     s.Total,
+			Speed:     s.Speed,
+			StartedAt: s.StartedAt,
+		})
+	}
+	return desc
+}
+
+// Interface guard
+var _ caddy.AdminRouter = adminAPI{}

@@ -1,0 +1,136 @@
+package caddyprogress
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// nginxCallbackParam is the query parameter that asks for JSONP, as in
+// nginx's upload_progress_jsonp_parameter default.
+const nginxCallbackParam = "callback"
+
+// nginxCallbackName is what a JSONP callback name must look like. nginx
+// reflects the parameter unescaped; this one never reflects anything a
+// script could break out of.
+var nginxCallbackName = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$`)
+
+// serveNginxReport answers GET <nginx_report_path> the way nginx's
+// upload progress module answers its report_uploads location, byte for
+// byte (the templates of upload_progress_json_output and
+// upload_progress_jsonp_output):
+//
+//	{ "state" : "starting" }\r\n                               unknown ID, or only reserved
+//	{ "state" : "uploading", "received" : N, "size" : N }\r\n  uploading or processing
+//	{ "state" : "done" }\r\n                                   complete
+//	{ "state" : "error", "status" : N }\r\n                    error (aborted: 400)
+//
+// The ID comes from the X-Progress-ID header or query parameter, names
+// matched case-insensitively as nginx does. With a callback query
+// parameter the answer is JSONP: <callback>(<json>);\r\n.
+func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		return h.writeError(w, r, http.StatusMethodNotAllowed,
+			fmt.Errorf("method %s not allowed here: GET %s?X-Progress-ID=<id> reads a progress report", r.Method, h.NginxReportPath))
+	}
+	id, ok := nginxProgressID(r)
+	if !ok {
+		return h.writeError(w, r, http.StatusBadRequest,
+			fmt.Errorf("no upload ID: send it in the %s header or query parameter", progressIDHeader))
+	}
+	if err := validateID(id); err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s: %w", progressIDHeader, err))
+	}
+
+	contentType := "application/json"
+	report := nginxReport(h.tracker.get(id))
+	query := r.URL.Query()
+	if query.Has(nginxCallbackParam) {
+		callback := query.Get(nginxCallbackParam)
+		if !nginxCallbackName.MatchString(callback) {
+			return h.writeError(w, r, http.StatusBadRequest,
+				fmt.Errorf("JSONP callback name %q is not allowed (it must match %s)", callback, nginxCallbackName))
+		}
+		contentType = "application/javascript"
+		report = callback + "(" + report + ");"
+	}
+
+	header := w.Header()
+	header.Set("Content-Type", contentType)
+	header.Set("Expires", "Thu, 01 Jan 1970 00:00:01 GMT")
+	header.Set("Cache-Control", "no-cache")
+	body := report + "\r\n"
+	header.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	_, err := w.Write([]byte(body))
+	return err
+}
+
+// nginxReport is the JSON nginx's module would give for u (nil when the
+// ID is unknown), without the line end.
+func nginxReport(u *upload) string {
+	if u == nil {
+		return `{ "state" : "starting" }`
+	}
+	st := u.currentState()
+	switch st {
+	case statePending:
+		return `{ "state" : "starting" }`
+	case stateUploading, stateProcessing:
+		received := u.received.Load()
+		size := u.total
+		if size < 0 {
+			size = received // chunked: nginx would say -1; report the bytes so far
+		}
+		if st == stateProcessing {
+			received = size
+		}
+		return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)
+	case stateComplete:
+		return `{ "state" : "done" }`
+	}
+	return fmt.Sprintf(`{ "state" : "error", "status" : %d }`, nginxErrorStatus(u, st))
+}
+
+// nginxErrorStatus is the status nginx would report for a failed upload:
+// the answer's status code, or 400 when the client went away mid-body
+// (nginx's status for a body it could not read).
+func nginxErrorStatus(u *upload, st state) int {
+	if st == stateAborted {
+		return http.StatusBadRequest
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.upstreamStatus >= http.StatusBadRequest {
+		return u.upstreamStatus
+	}
+	return http.StatusInternalServerError
+}
+
+// nginxProgressID finds the upload ID as nginx's module does: the
+// X-Progress-ID header (Go matches header names case-insensitively),
+// else the first query parameter named X-Progress-ID in any case.
+func nginxProgressID(r *http.Request) (string, bool) {
+	if values := r.Header.Values(progressIDHeader); len(values) > 0 {
+		return values[0], true
+	}
+	for pair := range strings.SplitSeq(r.URL.RawQuery, "&") {
+		key, value, _ := strings.Cut(pair, "=")
+		if key, err := url.QueryUnescape(key); err != nil || !strings.EqualFold(key, progressIDHeader) {
+			continue
+		}
+		value, err := url.QueryUnescape(value)
+		if err != nil {
+			return pair, true // not valid as an ID either; validateID says why
+		}
+		return value, true
+	}
+	return "", false
+}
