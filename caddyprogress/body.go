@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -10,20 +11,33 @@ import (
 // countingBody wraps a request body and counts, in its upload, every
 // byte a later handler reads from it. It never reads on its own, never
 // buffers, and passes every Read result and error through unchanged.
+// With a throttle, each Read waits for bandwidth before it returns.
 //
-// Read is the upload's hot path: it touches atomics only.
+// Read is the upload's hot path: unthrottled, it touches atomics only.
 type countingBody struct {
 	io.ReadCloser
-	upload *upload
+	upload   *upload
+	throttle *throttle       // nil when unthrottled
+	ctx      context.Context // the request's; ends a throttle's wait
 
 	errMu   sync.Mutex
 	readErr error // the first Read error other than io.EOF
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.throttle != nil && len(p) > b.throttle.maxRead {
+		p = p[:b.throttle.maxRead]
+	}
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.upload.addReceived(n)
+		if b.throttle != nil {
+			waited, waitErr := b.throttle.wait(b.ctx, n)
+			b.upload.throttled.Add(int64(waited))
+			if err == nil {
+				err = waitErr
+			}
+		}
 	}
 	if err != nil {
 		b.ended(err)

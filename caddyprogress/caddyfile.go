@@ -1,7 +1,10 @@
 package caddyprogress
 
 import (
+	"math"
 	"strconv"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -33,6 +36,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
+//		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
+//		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
+//		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
 //	}
 //
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
@@ -90,6 +96,18 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("max_uploads: %q is not a whole number of at least 1", arg)
 			}
 			h.MaxUploads = n
+		case "rate_limit":
+			if err := sizeArg(d, &h.RateLimit); err != nil {
+				return err
+			}
+		case "rate_limit_total":
+			if err := sizeArg(d, &h.RateLimitTotal); err != nil {
+				return err
+			}
+		case "burst":
+			if err := sizeArg(d, &h.Burst); err != nil {
+				return err
+			}
 		default:
 			return d.Errf("unrecognized upload_progress subdirective %q", d.Val())
 		}
@@ -125,6 +143,25 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 		return d.Errf("%s: %q must be longer than zero", name, arg)
 	}
 	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// sizeArg reads one size argument (e.g. 1MiB, 500KB, 65536) of at least
+// one byte into dst.
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	name := d.Val()
+	var arg string
+	if err := oneArg(d, &arg); err != nil {
+		return err
+	}
+	size, err := humanize.ParseBytes(arg)
+	if err != nil {
+		return d.Errf("%s: %q is not a size: %v", name, arg, err)
+	}
+	if size < 1 || size > math.MaxInt32 {
+		return d.Errf("%s: %q must be from 1 byte to 2GiB", name, arg)
+	}
+	*dst = int64(size)
 	return nil
 }
 

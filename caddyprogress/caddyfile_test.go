@@ -24,6 +24,9 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		retain      10m
 		wait        30s
 		max_uploads 500
+		rate_limit       1MiB
+		rate_limit_total 500KB
+		burst            64KiB
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -40,6 +43,10 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
+
+		RateLimit:      1 << 20,
+		RateLimitTotal: 500_000,
+		Burst:          64 << 10,
 	}
 	if !reflect.DeepEqual(h, want) {
 		t.Fatalf("parsed %+v\nwant   %+v", h, want)
@@ -83,6 +90,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
+		{"upload_progress {\n rate_limit fast\n}", `rate_limit: "fast" is not a size`},
+		{"upload_progress {\n rate_limit_total 0\n}", `rate_limit_total: "0" must be from 1 byte to 2GiB`},
+		{"upload_progress {\n burst 3GiB\n}", `burst: "3GiB" must be from 1 byte to 2GiB`},
+		{"upload_progress {\n rate_limit\n}", "rate_limit: expected one argument"},
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.input))
@@ -103,6 +114,8 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{StatusPath: "/same/", EventsPath: "/same/"}, "both"},
 		{Handler{IDHeader: "Bad Header"}, "id_header"},
 		{Handler{Methods: []string{"GET /"}}, "not a valid HTTP method"},
+		{Handler{Burst: 1 << 20}, "burst is set, but neither rate_limit nor rate_limit_total"},
+		{Handler{RateLimit: -1}, "must not be negative"},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

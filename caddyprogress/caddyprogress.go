@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
 )
 
 func init() {
@@ -67,6 +68,9 @@ const progressIDHeader = "X-Progress-ID"
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		rate_limit       <size>
+//		rate_limit_total <size>
+//		burst            <size>
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -112,7 +116,21 @@ type Handler struct {
 	// uploads are proxied untracked. Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
 
+	// Bytes per second for each upload. Throttling is by backpressure:
+	// the body is read no faster than this, so TCP (or HTTP/2 flow
+	// control) slows the client; nothing is buffered. Default: none.
+	RateLimit int64 `json:"rate_limit,omitempty"`
+
+	// Bytes per second for all uploads of this tracker together, shared
+	// fairly among the uploads in flight. Default: none.
+	RateLimitTotal int64 `json:"rate_limit_total,omitempty"`
+
+	// The token bucket size in bytes, for both limits. Default: a tenth of
+	// a second at the rate, at least 32KiB.
+	Burst int64 `json:"burst,omitempty"`
+
 	tracker    *tracker
+	total      *rate.Limiter // the tracker's shared bucket, when rate_limit_total is set
 	methods    map[string]bool
 	logger     *zap.Logger
 	stopping   chan struct{} // closed when Caddy stops or reloads
@@ -146,6 +164,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
+	if h.RateLimitTotal > 0 {
+		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
+	}
 
 	h.stopping = make(chan struct{})
 	h.stopOnce = new(sync.Once)
@@ -222,6 +243,12 @@ func (h *Handler) Validate() error {
 	if h.MaxUploads < 0 {
 		return fmt.Errorf("max_uploads must not be negative")
 	}
+	if h.RateLimit < 0 || h.RateLimitTotal < 0 || h.Burst < 0 {
+		return fmt.Errorf("rate_limit, rate_limit_total and burst must not be negative")
+	}
+	if h.Burst > 0 && h.RateLimit == 0 && h.RateLimitTotal == 0 {
+		return fmt.Errorf("burst is set, but neither rate_limit nor rate_limit_total")
+	}
 	return nil
 }
 
@@ -267,6 +294,23 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // a body.
 func (h *Handler) tracks(r *http.Request) bool {
 	return h.methods[r.Method] && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// burst is the token bucket size for a limit of bytesPerSecond.
+func (h *Handler) burst(bytesPerSecond int64) int {
+	if h.Burst > 0 {
+		return int(h.Burst)
+	}
+	return defaultBurst(bytesPerSecond)
+}
+
+// newThrottle returns the throttle for one upload, or nil for none.
+func (h *Handler) newThrottle() *throttle {
+	var perUpload *rate.Limiter
+	if h.RateLimit > 0 {
+		perUpload = newLimiter(h.RateLimit, h.burst(h.RateLimit))
+	}
+	return newThrottle(perUpload, h.total)
 }
 
 // warnFull logs, at most once a second, that an upload went untracked.

@@ -27,12 +27,15 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	}
 
 	total := r.ContentLength // -1 when unknown
-	u, err := h.tracker.start(id, total, 0, h.MaxUploads)
+	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
 	switch {
 	case errors.Is(err, errInFlight):
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
 	case errors.Is(err, errTrackerFull):
 		h.warnFull(id)
+		if t := h.newThrottle(); t != nil { // untracked, but still limited
+			r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, total, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
+		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
 
@@ -41,7 +44,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
 
-	body := &countingBody{ReadCloser: r.Body, upload: u}
+	body := &countingBody{ReadCloser: r.Body, upload: u, throttle: h.newThrottle(), ctx: r.Context()}
 	r.Body = body
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
 

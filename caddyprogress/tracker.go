@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/time/rate"
 )
 
 // trackers holds every tracker by name. Being a package-level UsagePool,
@@ -36,6 +37,7 @@ type tracker struct {
 	uploads  map[string]*upload
 	expiring expiryHeap              // finished uploads and reservations
 	waiters  map[string]*startWaiter // subscribers waiting for an ID to start
+	total    *rate.Limiter           // the shared bucket of rate_limit_total, if any
 
 	stop chan struct{}
 }
@@ -151,6 +153,23 @@ func (t *tracker) watch(id string) (*upload, <-chan struct{}, func()) {
 			delete(t.waiters, id)
 		}
 	}
+}
+
+// totalLimiter returns the tracker's shared bucket for rate_limit_total,
+// made or updated for the given rate and burst: the handler provisioned
+// last sets them. Uploads take turns at it, so N uploads at once each
+// get about 1/N of the rate, and a finished upload's share goes to the
+// others.
+func (t *tracker) totalLimiter(bytesPerSecond int64, burst int) *rate.Limiter {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.total == nil {
+		t.total = newLimiter(bytesPerSecond, burst)
+		return t.total
+	}
+	t.total.SetLimit(rate.Limit(bytesPerSecond))
+	t.total.SetBurst(burst)
+	return t.total
 }
 
 // makeRoom removes the record closest to expiry while the tracker holds

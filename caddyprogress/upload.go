@@ -51,10 +51,11 @@ type upload struct {
 	startedAt time.Time
 	rateLimit int64 // bytes per second for this upload, or 0 for none
 
-	received atomic.Int64
-	lastRead atomic.Int64 // nanoseconds after startedAt of the last read that returned bytes
-	bodyEnd  atomic.Int64 // nanoseconds after startedAt when the body ended, or 0
-	state    atomic.Int32
+	received  atomic.Int64
+	lastRead  atomic.Int64 // nanoseconds after startedAt of the last read that returned bytes
+	bodyEnd   atomic.Int64 // nanoseconds after startedAt when the body ended, or 0
+	throttled atomic.Int64 // nanoseconds spent waiting for bandwidth
+	state     atomic.Int32
 
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
