@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -78,25 +77,6 @@ func keepConsole(t *testing.T, ctx context.Context) {
 			t.Logf("the page's console:\n%s", strings.Join(messages, "\n"))
 		}
 	})
-}
-
-// throttleUploads makes the browser send request bodies at about
-// bytesPerSecond, as Chrome DevTools' network throttling does.
-func throttleUploads(t *testing.T, ctx context.Context, bytesPerSecond float64) {
-	t.Helper()
-	if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
-		t.Fatalf("enabling the network domain: %v", err)
-	}
-	_, err := chromedp.Call(ctx, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
-		MatchedNetworkConditions: []*network.Conditions{{
-			URLPattern:         "", // every request
-			DownloadThroughput: -1,
-			UploadThroughput:   bytesPerSecond,
-		}},
-	})
-	if err != nil {
-		t.Fatalf("throttling uploads: %v", err)
-	}
 }
 
 // screenshot saves a PNG of the whole page in the test's artifact

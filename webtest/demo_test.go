@@ -30,16 +30,15 @@ type seenBars struct {
 }
 
 // TestDemoPageUploads20MiBWithMovingBarAndBackendHash picks a 20 MiB file
-// on the demo page, with uploads slowed to 5 MiB/s, and checks that both
+// on the demo page, with upload_progress's rate_limit at 5 MiB/s, and checks that both
 // bars pass through values between 0 and 100 on their way to 100, that
 // the page shows the SHA-256 the backend computed, and that the server
 // tracked the upload under the ID the page shows.
 func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 	ctx := newTab(t)
-	s := startSite(t, "")
+	s := startSite(t, "rate_limit 5MiB")
 	const size = 20 << 20
 	path, wantSHA := writePayload(t, "twenty-mib.bin", size)
-	throttleUploads(t, ctx, 5<<20)
 
 	start := time.Now()
 	err := chromedp.Do(ctx,
@@ -75,7 +74,7 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 		t.Fatalf("the page shows SHA-256 %q; want %q (sha256 of the file)", gotSHA, wantSHA)
 	}
 	if took < 2*time.Second {
-		t.Errorf("the upload took %s; the throttle should make it last about 4s", took)
+		t.Errorf("the upload took %s; rate_limit 5MiB should make it last about 4s", took)
 	}
 
 	bars, err := chromedp.Run(ctx, chromedp.Evaluate[seenBars](`window.seenBars`))
@@ -125,5 +124,8 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 	if st.Status != "complete" || st.Received != size || st.Total == nil || *st.Total != size {
 		t.Errorf("the server's status for %q: %s, received %d, total %v; want complete, %d of %d",
 			texts["id"], st.Status, st.Received, st.Total, size, size)
+	}
+	if st.RateLimit == nil || *st.RateLimit != 5<<20 {
+		t.Errorf("the server's status for %q has rate_limit %v; want %d", texts["id"], st.RateLimit, 5<<20)
 	}
 }
