@@ -54,16 +54,9 @@ type site struct {
 	base string // e.g. http://127.0.0.1:1234
 }
 
-// startSite runs Caddy on fresh ports until the test ends. options go
-// into the upload_progress block.
-func startSite(t testing.TB, options string) *site {
-	t.Helper()
-	webDir, err := filepath.Abs("../web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, backendPort := freePort(t), freePort(t)
-	caddyfile := fmt.Sprintf(`{
+// globalOptions are the Caddyfile global options of every test config:
+// no admin endpoint (its port is fixed), quiet logs.
+const globalOptions = `{
 	admin off
 	persist_config off
 	skip_install_trust
@@ -71,7 +64,37 @@ func startSite(t testing.TB, options string) *site {
 		level ERROR
 	}
 }
+`
 
+// webDir is the absolute path of the web/ folder.
+func webDir(t testing.TB) string {
+	t.Helper()
+	dir, err := filepath.Abs("../web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// loadCaddyfile runs Caddy with the Caddyfile until the test ends.
+func loadCaddyfile(t testing.TB, caddyfile string) {
+	t.Helper()
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+}
+
+// startSite runs Caddy on fresh ports until the test ends, set up as
+// Caddyfile.example is. options go into the upload_progress block.
+func startSite(t testing.TB, options string) *site {
+	t.Helper()
+	port, backendPort := freePort(t), freePort(t)
+	loadCaddyfile(t, globalOptions+fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	upload_progress {
 %[3]s
@@ -86,16 +109,7 @@ http://127.0.0.1:%[1]d {
 http://127.0.0.1:%[2]d {
 	upload_demo_backend
 }
-`, port, backendPort, options, webDir)
-
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
-	if err != nil {
-		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v\n%s", err, cfg)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
+`, port, backendPort, options, webDir(t)))
 	return &site{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 }
 
