@@ -141,26 +141,43 @@ async function upload(url, body, opts) {
 	const id = opts.id ?? (await reserveID(opts));
 	const watcher = watch(id, opts);
 	try {
-		const headers = { ...opts.headers, [opts.idHeader]: id };
-		if (opts.group) {
-			headers["X-Upload-Group"] = opts.group;
-		}
-		let response;
-		try {
-			response = await fetch(url, { method: opts.method, body, headers, signal: opts.signal });
-		} catch (err) {
-			throwIfCancelled(opts.signal);
-			throw new UploadError("network", "The upload did not get through: the server could not be reached, or the connection broke off.", { id, cause: err });
-		}
-		const answer = await readAnswer(response);
-		const final = await watcher.settle(finalWait);
-		if (!response.ok) {
-			throw new UploadError("http", httpErrorMessage(response.status, answer), { httpStatus: response.status, answer, id });
-		}
-		return { id, httpStatus: response.status, answer, final };
+		return await send(url, body, id, watcher, opts);
+	} catch (err) {
+		const uerr = asUploadError(err, opts.signal);
+		uerr.id ??= id;
+		throw uerr;
 	} finally {
 		watcher.stop();
 	}
+}
+
+/**
+ * Sends the upload and waits for the answer and the final status.
+ * @param {string} url
+ * @param {*} body
+ * @param {string} id
+ * @param {ReturnType<typeof watch>} watcher
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {Promise<UploadResult>}
+ */
+async function send(url, body, id, watcher, opts) {
+	const headers = { ...opts.headers, [opts.idHeader]: id };
+	if (opts.group) {
+		headers["X-Upload-Group"] = opts.group;
+	}
+	let response;
+	try {
+		response = await fetch(url, { method: opts.method, body, headers, signal: opts.signal });
+	} catch (err) {
+		throwIfCancelled(opts.signal);
+		throw new UploadError("network", "The upload did not get through: the server could not be reached, or the connection broke off.", { id, cause: err });
+	}
+	const answer = await readAnswer(response);
+	const final = await watcher.settle(finalWait);
+	if (!response.ok) {
+		throw new UploadError("http", httpErrorMessage(response.status, answer), { httpStatus: response.status, answer, id });
+	}
+	return { id, httpStatus: response.status, answer, final };
 }
 
 /**

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -126,6 +127,18 @@ func (s *site) status(t testing.TB, id string) caddyprogress.Status {
 		t.Fatalf("decoding status: %v", err)
 	}
 	return st
+}
+
+// waitUntil polls cond every 20ms until it holds, or fails after 10s.
+func waitUntil(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("waited 10s in vain")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // writePayload writes size bytes of deterministic pseudo-random data to
