@@ -142,7 +142,7 @@ function showAnswer(entry, result) {
  */
 function fail(entry, message) {
 	entry.speed = 0;
-	setState(entry, "failed", "Not uploaded.");
+	setState(entry, "failed", "Failed.");
 	const p = /** @type {HTMLElement} */ (entry.el.querySelector(".error"));
 	p.textContent = message;
 	p.hidden = false;

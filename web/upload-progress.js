@@ -411,7 +411,7 @@ export function httpErrorMessage(code, answer) {
 		case code === 502 || code === 503 || code === 504:
 			return `The upload service is not available right now; try again later (error ${code}).${because}`;
 		case code >= 500:
-			return `The server ran into a problem while receiving the upload (error ${code}).${because}`;
+			return `The server could not process the upload (error ${code}).${because}`;
 		default:
 			return `The server refused the upload (error ${code}).${because}`;
 	}

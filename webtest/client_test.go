@@ -244,7 +244,7 @@ func TestClientRejectsInPlainWordsWhenTheBackendFails(t *testing.T) {
 		t.Fatalf("the upload succeeded: %+v; want an error", run.Result)
 	}
 	e := run.Error
-	const want = "The server ran into a problem while receiving the upload (error 500)."
+	const want = "The server could not process the upload (error 500)."
 	if e.Name != "UploadError" || e.Kind != "http" || e.HTTPStatus == nil || *e.HTTPStatus != 500 || e.Message != want {
 		t.Errorf("error %+v; want UploadError, kind http, httpStatus 500, message %q", e, want)
 	}

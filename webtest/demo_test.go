@@ -1,6 +1,7 @@
 package webtest
 
 import (
+	"net/url"
 	"slices"
 	"testing"
 	"time"
@@ -127,5 +128,133 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 	}
 	if st.RateLimit == nil || *st.RateLimit != 5<<20 {
 		t.Errorf("the server's status for %q has rate_limit %v; want %d", texts["id"], st.RateLimit, 5<<20)
+	}
+}
+
+// pageUpload is one file's list item on the demo page, as the tests read it.
+type pageUpload struct {
+	Name   string `json:"name"`
+	State  string `json:"state"`
+	SHA256 string `json:"sha256"`
+	Error  string `json:"error"`
+}
+
+// readUploads is a script that reads every file's list item.
+const readUploads = `Array.from(document.querySelectorAll(".upload"), (li) => ({
+	name: li.querySelector(".name").textContent,
+	state: li.dataset.state,
+	sha256: li.querySelector(".sha256").textContent,
+	error: li.querySelector(".error").hidden ? "" : li.querySelector(".error").textContent,
+}))`
+
+// allSettled is a script that is true once no file is waiting or uploading.
+const allSettled = `document.querySelectorAll(".upload").length > 0 &&
+	Array.from(document.querySelectorAll(".upload")).every((li) => li.dataset.state === "done" || li.dataset.state === "failed")`
+
+// TestDemoPageUploadsSeveralFilesWithAnOverallBar picks three files at
+// once: each gets its own bar and its backend hash, and the overall bar,
+// the sum of the three, moves to 100.
+func TestDemoPageUploadsSeveralFilesWithAnOverallBar(t *testing.T) {
+	ctx := newTab(t)
+	s := startSite(t, "rate_limit 2MiB")
+	files := []struct {
+		name string
+		size int
+	}{{"four.bin", 4 << 20}, {"two.bin", 2 << 20}, {"one.bin", 1 << 20}}
+	var paths []string
+	want := map[string]string{}
+	for _, f := range files {
+		path, sum := writePayload(t, f.name, f.size)
+		paths = append(paths, path)
+		want[f.name] = sum
+	}
+
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(s.base+"/"),
+		chromedp.WaitReady(chromedp.ID("files")),
+		chromedp.Evaluate[chromedp.Void](recordBars),
+		chromedp.SetUploadFiles(chromedp.ID("files"), paths),
+	)
+	if err != nil {
+		t.Fatalf("opening the page and picking the files: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
+		chromedp.WithPollingInterval(100*time.Millisecond),
+		chromedp.WithPollingTimeout(60*time.Second))); err != nil {
+		t.Fatalf("waiting for the uploads to end: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the bars' width transition lasts 0.2s
+	screenshot(t, ctx, "demo-three-files-done.png")
+
+	uploads, err := chromedp.Run(ctx, chromedp.Evaluate[[]pageUpload](readUploads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uploads) != len(files) {
+		t.Fatalf("the page lists %d uploads; want %d: %+v", len(uploads), len(files), uploads)
+	}
+	for _, u := range uploads {
+		if u.State != "done" || u.SHA256 != want[u.Name] {
+			t.Errorf("%s: %s, SHA-256 %q (%s); want done, %s", u.Name, u.State, u.SHA256, u.Error, want[u.Name])
+		}
+	}
+
+	bars, err := chromedp.Run(ctx, chromedp.Evaluate[seenBars](`window.seenBars`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("overall bar went %v", bars.Overall)
+	if !slices.IsSorted(bars.Overall) {
+		t.Errorf("the overall bar went backwards: %v", bars.Overall)
+	}
+	if between := len(slices.DeleteFunc(slices.Clone(bars.Overall), func(v int) bool { return v <= 0 || v >= 100 })); between < 3 {
+		t.Errorf("the overall bar took %d values between 0 and 100 (%v); want at least 3", between, bars.Overall)
+	}
+	if n := len(bars.Overall); n == 0 || bars.Overall[n-1] != 100 {
+		t.Errorf("the overall bar ended at %v; want 100", bars.Overall)
+	}
+
+	texts, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[
+		document.getElementById("overall-title").textContent,
+		document.getElementById("overall-detail").textContent,
+	]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if texts[0] != "3 files, 7.0 MiB" || texts[1] != "7.0 MiB received · 3 of 3 done" {
+		t.Errorf("the overall card reads %q, %q; want %q, %q", texts[0], texts[1], "3 files, 7.0 MiB", "7.0 MiB received · 3 of 3 done")
+	}
+}
+
+// TestDemoPageShowsBackendErrorsInPlainWords uploads to a backend that
+// answers 500: the file is marked failed, with a sentence saying so.
+func TestDemoPageShowsBackendErrorsInPlainWords(t *testing.T) {
+	ctx := newTab(t)
+	s := startSite(t, "")
+	path, _ := writePayload(t, "doomed.bin", 100<<10)
+
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(s.base+"/?target="+url.QueryEscape("/upload?status=500")),
+		chromedp.WaitReady(chromedp.ID("files")),
+		chromedp.SetUploadFiles(chromedp.ID("files"), []string{path}),
+	)
+	if err != nil {
+		t.Fatalf("opening the page and picking the file: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
+		chromedp.WithPollingInterval(100*time.Millisecond),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("waiting for the upload to end: %v", err)
+	}
+	time.Sleep(500 * time.Millisecond) // the bars' width transition lasts 0.2s
+	screenshot(t, ctx, "demo-backend-error.png")
+
+	uploads, err := chromedp.Run(ctx, chromedp.Evaluate[[]pageUpload](readUploads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "The server could not process the upload (error 500)."
+	if len(uploads) != 1 || uploads[0].State != "failed" || uploads[0].Error != want {
+		t.Errorf("the page shows %+v; want one failed upload saying %q", uploads, want)
 	}
 }
