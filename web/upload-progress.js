@@ -73,13 +73,13 @@
 
 /**
  * An upload failure, with a message meant for people.
- * kind is "network" (the server could not be reached), "http" (it
- * answered with an error status), "cancelled" (the signal aborted),
- * or "reserve" (no upload ID could be had).
+ * kind is "network" (the server could not be reached, or the
+ * connection broke off), "http" (it answered with an error status), or
+ * "cancelled" (the signal aborted).
  */
 export class UploadError extends Error {
 	/**
-	 * @param {"network"|"http"|"cancelled"|"reserve"} kind
+	 * @param {"network"|"http"|"cancelled"} kind
 	 * @param {string} message
 	 * @param {{httpStatus?: number, answer?: *, id?: string, cause?: *}} [details]
 	 */
