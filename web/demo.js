@@ -50,7 +50,7 @@ function addFiles(files) {
 		const entry = { file, el, received: 0, speed: 0, state: "waiting", group, controller: new AbortController() };
 		el.querySelector(".name").textContent = file.name;
 		el.querySelector(".size").textContent = formatBytes(file.size);
-		el.querySelector(".cancel").addEventListener("click", () => entry.controller.abort());
+		el.querySelector(".cancel").addEventListener("click", () => cancel(entry));
 		$("uploads").append(el);
 		entries.push(entry);
 		queue.push(entry);
@@ -58,6 +58,20 @@ function addFiles(files) {
 	$("overall").hidden = false;
 	updateOverall();
 	pump();
+}
+
+/**
+ * Cancels an upload: a running one through its signal, a queued one at once.
+ * @param {Entry} entry
+ */
+function cancel(entry) {
+	entry.controller.abort();
+	const i = queue.indexOf(entry);
+	if (i >= 0) {
+		queue.splice(i, 1);
+		fail(entry, "The upload was cancelled.");
+		updateOverall();
+	}
 }
 
 /** Starts queued uploads while fewer than concurrency run. */
@@ -101,6 +115,7 @@ async function run(entry) {
  * @param {import("./upload-progress.js").Progress} p
  */
 function showProgress(entry, p) {
+	entry.el.dataset.id = p.id; // the upload ID, for curious readers and the tests
 	entry.received = p.received;
 	entry.speed = p.status === "uploading" ? p.speed : 0;
 	const total = p.total ?? entry.file.size;

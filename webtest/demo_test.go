@@ -258,3 +258,50 @@ func TestDemoPageShowsBackendErrorsInPlainWords(t *testing.T) {
 		t.Errorf("the page shows %+v; want one failed upload saying %q", uploads, want)
 	}
 }
+
+// TestDemoPageCancelsAnUpload clicks Cancel half way through an upload:
+// the page says so, and the server records the upload as aborted.
+func TestDemoPageCancelsAnUpload(t *testing.T) {
+	ctx := newTab(t)
+	s := startSite(t, "rate_limit 2MiB")
+	path, _ := writePayload(t, "cancelled.bin", 8<<20)
+
+	err := chromedp.Do(ctx,
+		chromedp.Navigate(s.base+"/"),
+		chromedp.WaitReady(chromedp.ID("files")),
+		chromedp.SetUploadFiles(chromedp.ID("files"), []string{path}),
+	)
+	if err != nil {
+		t.Fatalf("opening the page and picking the file: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](
+		`Number(document.querySelector(".upload .bar")?.getAttribute("aria-valuenow")) >= 10`,
+		chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("waiting for the bar to reach 10 %%: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(".upload .cancel"))); err != nil {
+		t.Fatalf("clicking Cancel: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
+		chromedp.WithPollingInterval(100*time.Millisecond),
+		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
+		t.Fatalf("waiting for the upload to end: %v", err)
+	}
+
+	uploads, err := chromedp.Run(ctx, chromedp.Evaluate[[]pageUpload](readUploads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uploads) != 1 || uploads[0].State != "failed" || uploads[0].Error != "The upload was cancelled." {
+		t.Fatalf("the page shows %+v; want one failed upload saying %q", uploads, "The upload was cancelled.")
+	}
+	id, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.querySelector(".upload").dataset.id`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return s.status(t, id).Status == "aborted" })
+	if st := s.status(t, id); st.Received >= 8<<20 {
+		t.Errorf("the server received %d bytes of a cancelled upload; want fewer than %d", st.Received, 8<<20)
+	}
+}
