@@ -2,37 +2,16 @@ package webtest
 
 import (
 	"net/url"
-	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 )
 
-// recordBars is a script that records every value the overall bar and
-// the first file's bar take (their aria-valuenow), in window.seenBars.
-const recordBars = `
-window.seenBars = {overall: [], file: []};
-new MutationObserver(() => {
-	const note = (list, el) => {
-		if (!el) return;
-		const v = Number(el.getAttribute("aria-valuenow"));
-		if (list.length === 0 || list[list.length - 1] !== v) list.push(v);
-	};
-	note(window.seenBars.overall, document.getElementById("overall-bar"));
-	note(window.seenBars.file, document.querySelector(".upload .bar"));
-}).observe(document.body, {subtree: true, childList: true, attributes: true, attributeFilter: ["aria-valuenow"]});
-`
-
-// seenBars is what recordBars recorded.
-type seenBars struct {
-	Overall []int `json:"overall"`
-	File    []int `json:"file"`
-}
-
 // TestDemoPageUploads20MiBWithMovingBarAndBackendHash picks a 20 MiB file
-// on the demo page, with upload_progress's rate_limit at 5 MiB/s, and checks that both
-// bars pass through values between 0 and 100 on their way to 100, that
+// on the demo page, with upload_progress's rate_limit at 5 MiB/s, and
+// checks that both bars pass through values between 0 and 100 on their way to 100, that
 // the page shows the SHA-256 the backend computed, and that the server
 // tracked the upload under the ID the page shows.
 func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
@@ -42,16 +21,8 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 	path, wantSHA := writePayload(t, "twenty-mib.bin", size)
 
 	start := time.Now()
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(s.base+"/"),
-		chromedp.WaitReady(chromedp.ID("files")),
-		chromedp.Evaluate[chromedp.Void](recordBars),
-		chromedp.SetUploadFiles(chromedp.ID("files"), []string{path}),
-	)
-	if err != nil {
-		t.Fatalf("opening the page and picking the file: %v", err)
-	}
-	_, err = chromedp.Run(ctx, chromedp.Poll[bool](
+	pickFiles(t, ctx, s.base+"/", path)
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](
 		`Number(document.getElementById("overall-bar").getAttribute("aria-valuenow")) >= 40`,
 		chromedp.WithPollingInterval(50*time.Millisecond),
 		chromedp.WithPollingTimeout(60*time.Second)))
@@ -83,23 +54,8 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("upload took %s; overall bar went %v; file bar went %v", took, bars.Overall, bars.File)
-	for name, values := range map[string][]int{"overall": bars.Overall, "file": bars.File} {
-		if !slices.IsSorted(values) {
-			t.Errorf("the %s bar went backwards: %v", name, values)
-		}
-		between := 0
-		for _, v := range values {
-			if v > 0 && v < 100 {
-				between++
-			}
-		}
-		if between < 3 {
-			t.Errorf("the %s bar took %d values between 0 and 100 (%v); want at least 3", name, between, values)
-		}
-		if len(values) == 0 || values[len(values)-1] != 100 {
-			t.Errorf("the %s bar ended at %v; want 100", name, values)
-		}
-	}
+	checkBar(t, "overall", bars.Overall)
+	checkBar(t, "file", bars.File)
 
 	texts, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`({
 		percent: document.getElementById("overall-percent").textContent,
@@ -131,26 +87,6 @@ func TestDemoPageUploads20MiBWithMovingBarAndBackendHash(t *testing.T) {
 	}
 }
 
-// pageUpload is one file's list item on the demo page, as the tests read it.
-type pageUpload struct {
-	Name   string `json:"name"`
-	State  string `json:"state"`
-	SHA256 string `json:"sha256"`
-	Error  string `json:"error"`
-}
-
-// readUploads is a script that reads every file's list item.
-const readUploads = `Array.from(document.querySelectorAll(".upload"), (li) => ({
-	name: li.querySelector(".name").textContent,
-	state: li.dataset.state,
-	sha256: li.querySelector(".sha256").textContent,
-	error: li.querySelector(".error").hidden ? "" : li.querySelector(".error").textContent,
-}))`
-
-// allSettled is a script that is true once no file is waiting or uploading.
-const allSettled = `document.querySelectorAll(".upload").length > 0 &&
-	Array.from(document.querySelectorAll(".upload")).every((li) => li.dataset.state === "done" || li.dataset.state === "failed")`
-
 // TestDemoPageUploadsSeveralFilesWithAnOverallBar picks three files at
 // once: each gets its own bar and its backend hash, and the overall bar,
 // the sum of the three, moves to 100.
@@ -169,20 +105,8 @@ func TestDemoPageUploadsSeveralFilesWithAnOverallBar(t *testing.T) {
 		want[f.name] = sum
 	}
 
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(s.base+"/"),
-		chromedp.WaitReady(chromedp.ID("files")),
-		chromedp.Evaluate[chromedp.Void](recordBars),
-		chromedp.SetUploadFiles(chromedp.ID("files"), paths),
-	)
-	if err != nil {
-		t.Fatalf("opening the page and picking the files: %v", err)
-	}
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
-		chromedp.WithPollingInterval(100*time.Millisecond),
-		chromedp.WithPollingTimeout(60*time.Second))); err != nil {
-		t.Fatalf("waiting for the uploads to end: %v", err)
-	}
+	pickFiles(t, ctx, s.base+"/", paths...)
+	waitSettled(t, ctx)
 	time.Sleep(500 * time.Millisecond) // the bars' width transition lasts 0.2s
 	screenshot(t, ctx, "demo-three-files-done.png")
 
@@ -204,15 +128,7 @@ func TestDemoPageUploadsSeveralFilesWithAnOverallBar(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("overall bar went %v", bars.Overall)
-	if !slices.IsSorted(bars.Overall) {
-		t.Errorf("the overall bar went backwards: %v", bars.Overall)
-	}
-	if between := len(slices.DeleteFunc(slices.Clone(bars.Overall), func(v int) bool { return v <= 0 || v >= 100 })); between < 3 {
-		t.Errorf("the overall bar took %d values between 0 and 100 (%v); want at least 3", between, bars.Overall)
-	}
-	if n := len(bars.Overall); n == 0 || bars.Overall[n-1] != 100 {
-		t.Errorf("the overall bar ended at %v; want 100", bars.Overall)
-	}
+	checkBar(t, "overall", bars.Overall)
 
 	texts, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[
 		document.getElementById("overall-title").textContent,
@@ -233,19 +149,8 @@ func TestDemoPageShowsBackendErrorsInPlainWords(t *testing.T) {
 	s := startSite(t, "")
 	path, _ := writePayload(t, "doomed.bin", 100<<10)
 
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(s.base+"/?target="+url.QueryEscape("/upload?status=500")),
-		chromedp.WaitReady(chromedp.ID("files")),
-		chromedp.SetUploadFiles(chromedp.ID("files"), []string{path}),
-	)
-	if err != nil {
-		t.Fatalf("opening the page and picking the file: %v", err)
-	}
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
-		chromedp.WithPollingInterval(100*time.Millisecond),
-		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("waiting for the upload to end: %v", err)
-	}
+	pickFiles(t, ctx, s.base+"/?target="+url.QueryEscape("/upload?status=500"), path)
+	waitSettled(t, ctx)
 	time.Sleep(500 * time.Millisecond) // the bars' width transition lasts 0.2s
 	screenshot(t, ctx, "demo-backend-error.png")
 
@@ -266,14 +171,7 @@ func TestDemoPageCancelsAnUpload(t *testing.T) {
 	s := startSite(t, "rate_limit 2MiB")
 	path, _ := writePayload(t, "cancelled.bin", 8<<20)
 
-	err := chromedp.Do(ctx,
-		chromedp.Navigate(s.base+"/"),
-		chromedp.WaitReady(chromedp.ID("files")),
-		chromedp.SetUploadFiles(chromedp.ID("files"), []string{path}),
-	)
-	if err != nil {
-		t.Fatalf("opening the page and picking the file: %v", err)
-	}
+	pickFiles(t, ctx, s.base+"/", path)
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](
 		`Number(document.querySelector(".upload .bar")?.getAttribute("aria-valuenow")) >= 10`,
 		chromedp.WithPollingInterval(50*time.Millisecond),
@@ -283,11 +181,7 @@ func TestDemoPageCancelsAnUpload(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(".upload .cancel"))); err != nil {
 		t.Fatalf("clicking Cancel: %v", err)
 	}
-	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](allSettled,
-		chromedp.WithPollingInterval(100*time.Millisecond),
-		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("waiting for the upload to end: %v", err)
-	}
+	waitSettled(t, ctx)
 
 	uploads, err := chromedp.Run(ctx, chromedp.Evaluate[[]pageUpload](readUploads))
 	if err != nil {
@@ -303,5 +197,48 @@ func TestDemoPageCancelsAnUpload(t *testing.T) {
 	waitUntil(t, func() bool { return s.status(t, id).Status == "aborted" })
 	if st := s.status(t, id); st.Received >= 8<<20 {
 		t.Errorf("the server received %d bytes of a cancelled upload; want fewer than %d", st.Received, 8<<20)
+	}
+}
+
+// TestDemoPageWorksByPolling uploads on the page with ?events=off: the
+// bar moves by polling the status route, and the hash arrives.
+func TestDemoPageWorksByPolling(t *testing.T) {
+	ctx := newTab(t)
+	s := startSite(t, "rate_limit 2MiB")
+	path, want := writePayload(t, "polled.bin", 4<<20)
+
+	pickFiles(t, ctx, s.base+"/?events=off", path)
+	waitSettled(t, ctx)
+
+	uploads, err := chromedp.Run(ctx, chromedp.Evaluate[[]pageUpload](readUploads))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uploads) != 1 || uploads[0].State != "done" || uploads[0].SHA256 != want {
+		t.Errorf("the page shows %+v; want one done upload with SHA-256 %s", uploads, want)
+	}
+	bars, err := chromedp.Run(ctx, chromedp.Evaluate[seenBars](`window.seenBars`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBar(t, "file", bars.File)
+
+	// what the page asked for, by the browser's resource timing
+	requests, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](
+		`performance.getEntriesByType("resource").map((e) => new URL(e.name).pathname)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	polls, streams := 0, 0
+	for _, path := range requests {
+		switch {
+		case strings.HasPrefix(path, "/upload/status/") && path != "/upload/status/":
+			polls++
+		case strings.HasPrefix(path, "/upload/events/"):
+			streams++
+		}
+	}
+	if polls < 3 || streams != 0 {
+		t.Errorf("the page polled the status %d times and opened %d event streams; want at least 3 and none: %v", polls, streams, requests)
 	}
 }
