@@ -1,0 +1,244 @@
+// demo.js: the demo page. Picked or dropped files are uploaded through
+// the proxy, two at a time, each with its own bar; the overall bar is
+// the sum of the per-file progress the server reports.
+//
+// Query parameters, for trying things out (and for the browser test):
+//   ?events=off        poll the status route instead of using EventSource
+//   ?target=/upload?status=500
+//                      where to send uploads (must start with /upload);
+//                      the demo backend takes ?delay=2s and ?status=500
+
+import { uploadWithProgress } from "./upload-progress.js";
+import { formatBytes, formatSpeed, formatRemaining } from "./format.js";
+
+/**
+ * Uploads at the same time. Each uses two connections (the upload and
+ * its event stream), and browsers open at most six per host over HTTP/1.1.
+ */
+const concurrency = 2;
+
+const params = new URLSearchParams(location.search);
+const target = (params.get("target") ?? "").startsWith("/upload") ? params.get("target") : "/upload";
+const useEvents = params.get("events") !== "off";
+
+/**
+ * One file's upload, as the page shows it.
+ * @typedef {Object} Entry
+ * @property {File} file
+ * @property {HTMLElement} el its list item
+ * @property {number} received bytes the server has received
+ * @property {number} speed bytes per second, while uploading
+ * @property {"waiting"|"uploading"|"processing"|"done"|"failed"} state
+ * @property {string} group the X-Upload-Group of its batch
+ * @property {AbortController} controller
+ */
+
+/** @type {Entry[]} */
+const entries = [];
+/** @type {Entry[]} */
+const queue = [];
+let running = 0;
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+/** @param {FileList|File[]} files */
+function addFiles(files) {
+	const group = randomGroup();
+	for (const file of files) {
+		const el = /** @type {HTMLElement} */ (/** @type {HTMLTemplateElement} */ ($("upload-template")).content.firstElementChild.cloneNode(true));
+		/** @type {Entry} */
+		const entry = { file, el, received: 0, speed: 0, state: "waiting", group, controller: new AbortController() };
+		el.querySelector(".name").textContent = file.name;
+		el.querySelector(".size").textContent = formatBytes(file.size);
+		el.querySelector(".cancel").addEventListener("click", () => cancel(entry));
+		$("uploads").append(el);
+		entries.push(entry);
+		queue.push(entry);
+	}
+	$("overall").hidden = false;
+	updateOverall();
+	pump();
+}
+
+/**
+ * Cancels an upload: a running one through its signal, a queued one at once.
+ * @param {Entry} entry
+ */
+function cancel(entry) {
+	entry.controller.abort();
+	const i = queue.indexOf(entry);
+	if (i >= 0) {
+		queue.splice(i, 1);
+		fail(entry, "The upload was cancelled.");
+		updateOverall();
+	}
+}
+
+/** Starts queued uploads while fewer than concurrency run. */
+function pump() {
+	while (running < concurrency && queue.length > 0) {
+		const entry = queue.shift();
+		running++;
+		run(entry).finally(() => {
+			running--;
+			pump();
+		});
+	}
+}
+
+/** @param {Entry} entry */
+async function run(entry) {
+	if (entry.controller.signal.aborted) {
+		fail(entry, "The upload was cancelled.");
+		return;
+	}
+	setState(entry, "uploading", "Starting…");
+	try {
+		const result = await uploadWithProgress(target, entry.file, {
+			signal: entry.controller.signal,
+			group: entry.group,
+			useEvents,
+			onProgress: (p) => showProgress(entry, p),
+		});
+		entry.received = entry.file.size;
+		setBar(entry.el.querySelector(".bar"), 100);
+		setState(entry, "done", `Done: ${formatBytes(entry.file.size)} in ${seconds(result.final?.elapsed)}`);
+		showAnswer(entry, result);
+	} catch (err) {
+		fail(entry, err.message);
+	}
+	updateOverall();
+}
+
+/**
+ * @param {Entry} entry
+ * @param {import("./upload-progress.js").Progress} p
+ */
+function showProgress(entry, p) {
+	entry.el.dataset.id = p.id; // the upload ID, for curious readers and the tests
+	entry.received = p.received;
+	entry.speed = p.status === "uploading" ? p.speed : 0;
+	const total = p.total ?? entry.file.size;
+	setBar(entry.el.querySelector(".bar"), total > 0 ? (100 * p.received) / total : 100);
+	switch (p.status) {
+		case "pending":
+			setState(entry, "uploading", "Connecting…");
+			break;
+		case "uploading":
+			setState(entry, "uploading", join(
+				`${formatBytes(p.received)} of ${formatBytes(total)}`,
+				formatSpeed(p.speed),
+				formatRemaining(p.remaining),
+			));
+			break;
+		case "processing":
+			setState(entry, "processing", "All bytes are in; waiting for the server's answer…");
+			break;
+	}
+	updateOverall();
+}
+
+/**
+ * @param {Entry} entry
+ * @param {import("./upload-progress.js").UploadResult} result
+ */
+function showAnswer(entry, result) {
+	const answer = result.answer ?? {};
+	const dl = entry.el.querySelector(".answer");
+	dl.querySelector(".sha256").textContent = answer.sha256 ?? "(the backend did not say)";
+	dl.querySelector(".bytes").textContent = typeof answer.bytes === "number" ? `${answer.bytes.toLocaleString("en")} bytes` : "?";
+	dl.querySelector(".id").textContent = result.id;
+	/** @type {HTMLElement} */ (dl).hidden = false;
+}
+
+/**
+ * @param {Entry} entry
+ * @param {string} message
+ */
+function fail(entry, message) {
+	entry.speed = 0;
+	setState(entry, "failed", "Failed.");
+	const p = /** @type {HTMLElement} */ (entry.el.querySelector(".error"));
+	p.textContent = message;
+	p.hidden = false;
+}
+
+/**
+ * @param {Entry} entry
+ * @param {Entry["state"]} state
+ * @param {string} detail
+ */
+function setState(entry, state, detail) {
+	entry.state = state;
+	entry.el.dataset.state = state;
+	entry.el.querySelector(".detail").textContent = detail;
+	/** @type {HTMLButtonElement} */ (entry.el.querySelector(".cancel")).hidden = state === "done" || state === "failed";
+}
+
+/** The overall bar: the sum of what the server received, over the sum of the sizes. */
+function updateOverall() {
+	const total = entries.reduce((sum, e) => sum + e.file.size, 0);
+	const received = entries.reduce((sum, e) => sum + Math.min(e.received, e.file.size), 0);
+	const speed = entries.reduce((sum, e) => sum + e.speed, 0);
+	const done = entries.filter((e) => e.state === "done").length;
+	const failed = entries.filter((e) => e.state === "failed").length;
+	const percent = total > 0 ? (100 * received) / total : 100;
+
+	$("overall").dataset.state = failed > 0 ? "failed" : done === entries.length ? "done" : "uploading";
+	setBar($("overall-bar"), percent);
+	$("overall-percent").textContent = `${Math.floor(percent)} %`;
+	$("overall-title").textContent = `${entries.length} ${entries.length === 1 ? "file" : "files"}, ${formatBytes(total)}`;
+	const left = entries.filter((e) => e.state !== "done" && e.state !== "failed")
+		.reduce((sum, e) => sum + e.file.size - Math.min(e.received, e.file.size), 0);
+	$("overall-detail").textContent = join(
+		`${formatBytes(received)} received`,
+		speed > 0 ? formatSpeed(speed) : "",
+		speed > 0 ? formatRemaining(left / speed) : "",
+		`${done} of ${entries.length} done`,
+		failed > 0 ? `${failed} failed` : "",
+	);
+}
+
+/**
+ * @param {Element} bar a .bar element
+ * @param {number} percent 0 to 100, fractions allowed
+ */
+function setBar(bar, percent) {
+	const p = Math.max(0, Math.min(100, percent));
+	bar.setAttribute("aria-valuenow", String(Math.floor(p)));
+	/** @type {HTMLElement} */ (bar.querySelector(".fill")).style.width = `${p}%`;
+}
+
+/** @param {...string} parts */
+function join(...parts) {
+	return parts.filter((s) => s !== "").join(" · ");
+}
+
+/** @param {number|undefined} s */
+function seconds(s) {
+	return s === undefined ? "" : `${s.toFixed(1)} s`;
+}
+
+/** @returns {string} an ID for one batch of files */
+function randomGroup() {
+	const bytes = crypto.getRandomValues(new Uint8Array(9));
+	return "batch-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const input = /** @type {HTMLInputElement} */ ($("files"));
+input.addEventListener("change", () => {
+	addFiles(Array.from(input.files ?? []));
+	input.value = "";
+});
+
+const drop = $("drop");
+drop.addEventListener("dragover", (ev) => {
+	ev.preventDefault();
+	drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (ev) => {
+	ev.preventDefault();
+	drop.classList.remove("over");
+	addFiles(Array.from(ev.dataTransfer?.files ?? []));
+});

@@ -1,0 +1,440 @@
+// upload-progress.js: upload a file through Caddy's upload_progress
+// handler and follow the server's own count of the bytes it received.
+//
+// A dependency-free ES module. Usage:
+//
+//	import { uploadWithProgress } from "./upload-progress.js";
+//
+//	const result = await uploadWithProgress("/upload", file, {
+//		onProgress: (p) => console.log(p.percent, "%", p.speed, "B/s", p.remaining, "s left"),
+//	});
+//	console.log(result.answer); // the backend's answer, parsed as JSON
+//
+// The upload gets an ID (yours, or one reserved with POST <statusPath>),
+// is sent with fetch and the X-Upload-ID header, and its progress comes
+// from the server: over EventSource (<eventsPath><id>), or by polling
+// <statusPath><id> where EventSource is missing or fails.
+
+/**
+ * The server's view of one upload, as the status route and the events
+ * carry it (see the README's "Status" section).
+ * @typedef {Object} UploadStatus
+ * @property {string} id
+ * @property {"pending"|"uploading"|"processing"|"complete"|"error"|"aborted"|"unknown"} status
+ * @property {number} [received] bytes the server has read so far
+ * @property {?number} [total] the Content-Length, or null
+ * @property {?number} [percent] whole percent, or null without a total
+ * @property {number} [speed] bytes per second
+ * @property {number} [elapsed] seconds since the upload started
+ * @property {?number} [remaining] seconds left, or null when unknown
+ * @property {?number} [upstream_status] the backend's status code, once known
+ * @property {string} [error] what went wrong, for "error" and "aborted"
+ */
+
+/**
+ * What onProgress receives: the server's count, never the browser's.
+ * @typedef {Object} Progress
+ * @property {string} id the upload ID
+ * @property {string} status "pending", "uploading", "processing", "complete", "error" or "aborted"
+ * @property {number} received bytes the server has received
+ * @property {?number} total bytes in all, or null when unknown
+ * @property {?number} percent 0 to 100 (whole), or null when unknown
+ * @property {number} speed bytes per second
+ * @property {?number} remaining seconds left, or null when unknown
+ * @property {number} elapsed seconds since the upload started
+ * @property {"events"|"polling"} via how the progress arrived
+ */
+
+/**
+ * What the returned promise resolves with.
+ * @typedef {Object} UploadResult
+ * @property {string} id the upload ID
+ * @property {number} httpStatus the status code of the answer
+ * @property {*} answer the backend's answer: parsed JSON, or else text
+ * @property {?Progress} final the last progress the server reported
+ */
+
+/**
+ * @typedef {Object} UploadOptions
+ * @property {(p: Progress) => void} [onProgress] called with each progress report
+ * @property {(r: UploadResult) => void} [onDone] called once with the result
+ * @property {(e: UploadError) => void} [onError] called once on failure
+ * @property {AbortSignal} [signal] cancels the upload
+ * @property {string} [id] an upload ID of your own (1 to 128 of A-Z a-z 0-9 . _ ~ : -); default: reserve one
+ * @property {string} [method] default "POST"
+ * @property {Object<string, string>} [headers] more request headers
+ * @property {string} [group] sent as the X-Upload-Group header
+ * @property {string} [statusPath] default "/upload/status/"
+ * @property {string} [eventsPath] default "/upload/events/"
+ * @property {string} [idHeader] default "X-Upload-ID"
+ * @property {boolean} [useEvents] false to poll even where EventSource exists; default true
+ * @property {number} [pollInterval] milliseconds between two polls; default 500
+ */
+
+/**
+ * An upload failure, with a message meant for people.
+ * kind is "network" (the server could not be reached, or the
+ * connection broke off), "http" (it answered with an error status), or
+ * "cancelled" (the signal aborted).
+ */
+export class UploadError extends Error {
+	/**
+	 * @param {"network"|"http"|"cancelled"} kind
+	 * @param {string} message
+	 * @param {{httpStatus?: number, answer?: *, id?: string, cause?: *}} [details]
+	 */
+	constructor(kind, message, details = {}) {
+		super(message, { cause: details.cause });
+		this.name = "UploadError";
+		this.kind = kind;
+		this.httpStatus = details.httpStatus ?? null;
+		this.answer = details.answer ?? null;
+		this.id = details.id ?? null;
+	}
+}
+
+const defaults = {
+	method: "POST",
+	statusPath: "/upload/status/",
+	eventsPath: "/upload/events/",
+	idHeader: "X-Upload-ID",
+	useEvents: true,
+	pollInterval: 500,
+};
+
+/** How long to wait, after the answer, for the server's final status. */
+const finalWait = 3000;
+
+/**
+ * Uploads body to url and reports the server's progress.
+ *
+ * The promise resolves with the backend's answer once it is in and below
+ * 400, and rejects with an UploadError otherwise (onDone and onError are
+ * called as well, for those who prefer callbacks).
+ *
+ * @param {string} url where to send the upload, e.g. "/upload"
+ * @param {Blob|File|ArrayBuffer|Uint8Array|string} body what to send
+ * @param {UploadOptions} [options]
+ * @returns {Promise<UploadResult>}
+ */
+export async function uploadWithProgress(url, body, options = {}) {
+	const opts = { ...defaults, ...options };
+	try {
+		const result = await upload(url, body, opts);
+		opts.onDone?.(result);
+		return result;
+	} catch (err) {
+		const uerr = asUploadError(err, opts.signal);
+		opts.onError?.(uerr);
+		throw uerr;
+	}
+}
+
+/**
+ * @param {string} url
+ * @param {*} body
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {Promise<UploadResult>}
+ */
+async function upload(url, body, opts) {
+	throwIfCancelled(opts.signal);
+	const id = opts.id ?? (await reserveID(opts));
+	const watcher = watch(id, opts);
+	try {
+		return await send(url, body, id, watcher, opts);
+	} catch (err) {
+		const uerr = asUploadError(err, opts.signal);
+		uerr.id ??= id;
+		throw uerr;
+	} finally {
+		watcher.stop();
+	}
+}
+
+/**
+ * Sends the upload and waits for the answer and the final status.
+ * @param {string} url
+ * @param {*} body
+ * @param {string} id
+ * @param {ReturnType<typeof watch>} watcher
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {Promise<UploadResult>}
+ */
+async function send(url, body, id, watcher, opts) {
+	const headers = { ...opts.headers, [opts.idHeader]: id };
+	if (opts.group) {
+		headers["X-Upload-Group"] = opts.group;
+	}
+	let response;
+	try {
+		response = await fetch(url, { method: opts.method, body, headers, signal: opts.signal });
+	} catch (err) {
+		throwIfCancelled(opts.signal);
+		throw new UploadError("network", "The upload did not get through: the server could not be reached, or the connection broke off.", { id, cause: err });
+	}
+	const answer = await readAnswer(response);
+	const final = await watcher.settle(finalWait);
+	if (!response.ok) {
+		throw new UploadError("http", httpErrorMessage(response.status, answer), { httpStatus: response.status, answer, id });
+	}
+	return { id, httpStatus: response.status, answer, final };
+}
+
+/**
+ * Reserves a fresh ID with POST <statusPath>. If that fails for any
+ * reason but cancellation, it makes up a random ID instead: the server
+ * accepts an ID of the client's choosing.
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {Promise<string>}
+ */
+async function reserveID(opts) {
+	try {
+		const response = await fetch(opts.statusPath, { method: "POST", signal: opts.signal });
+		if (response.status === 201) {
+			const reserved = await response.json();
+			if (typeof reserved.id === "string" && reserved.id !== "") {
+				return reserved.id;
+			}
+		}
+	} catch (err) {
+		throwIfCancelled(opts.signal);
+	}
+	return randomID();
+}
+
+/** @returns {string} 22 random URL-safe characters */
+function randomID() {
+	const bytes = crypto.getRandomValues(new Uint8Array(16));
+	return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/**
+ * Follows an upload's progress, over EventSource or by polling, and
+ * hands each report to onProgress.
+ * @param {string} id
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {{settle: (ms: number) => Promise<?Progress>, stop: () => void}}
+ */
+function watch(id, opts) {
+	/** @type {?Progress} */
+	let last = null;
+	let stopped = false;
+	let finalSeen = false;
+	/** @type {Array<() => void>} */
+	let waiters = [];
+	/** @type {?EventSource} */
+	let source = null;
+	/** @type {?ReturnType<typeof setTimeout>} */
+	let pollTimer = null;
+
+	/** @param {UploadStatus} s @param {"events"|"polling"} via */
+	const report = (s, via) => {
+		if (stopped || finalSeen) {
+			return;
+		}
+		if (s.status === "unknown") {
+			return; // not started yet (or long gone): nothing to report
+		}
+		last = toProgress(s, via);
+		if (isFinal(s.status)) {
+			finalSeen = true;
+			closeSource();
+			clearTimeout(pollTimer ?? undefined);
+		}
+		opts.onProgress?.(last);
+		if (finalSeen) {
+			waiters.forEach((wake) => wake());
+			waiters = [];
+		}
+	};
+
+	const closeSource = () => {
+		source?.close();
+		source = null;
+	};
+
+	const poll = async () => {
+		pollTimer = null;
+		if (stopped || finalSeen) {
+			return;
+		}
+		const s = await fetchStatus(id, opts);
+		if (s) {
+			report(s, "polling");
+		}
+		if (!stopped && !finalSeen) {
+			pollTimer = setTimeout(poll, opts.pollInterval);
+		}
+	};
+
+	const startPolling = () => {
+		closeSource();
+		if (!stopped && !finalSeen && pollTimer === null) {
+			poll();
+		}
+	};
+
+	if (opts.useEvents && typeof EventSource === "function") {
+		source = new EventSource(opts.eventsPath + encodeURIComponent(id));
+		/** @param {MessageEvent} ev */
+		const onEvent = (ev) => {
+			try {
+				report(JSON.parse(ev.data), "events");
+			} catch {
+				// not JSON: ignore the event
+			}
+		};
+		source.addEventListener("pending", onEvent);
+		source.addEventListener("message", onEvent);
+		source.addEventListener("complete", onEvent);
+		source.addEventListener("aborted", onEvent);
+		source.addEventListener("error", (ev) => {
+			if (ev instanceof MessageEvent && ev.data) {
+				onEvent(ev); // the server's own "event: error"
+				if (!finalSeen) {
+					startPolling(); // e.g. {"status":"unknown"}: ask again by polling
+				}
+				return;
+			}
+			// EventSource's connection error: poll instead of reconnecting
+			startPolling();
+		});
+	} else {
+		startPolling();
+	}
+
+	return {
+		/**
+		 * Waits up to ms for the final status; then asks once more.
+		 * @param {number} ms
+		 * @returns {Promise<?Progress>}
+		 */
+		async settle(ms) {
+			if (!finalSeen) {
+				await new Promise((resolve) => {
+					const timer = setTimeout(resolve, ms);
+					waiters.push(() => {
+						clearTimeout(timer);
+						resolve(undefined);
+					});
+				});
+			}
+			if (!finalSeen) {
+				const s = await fetchStatus(id, opts);
+				if (s) {
+					report(s, "polling");
+				}
+			}
+			return last;
+		},
+		stop() {
+			stopped = true;
+			closeSource();
+			clearTimeout(pollTimer ?? undefined);
+			waiters.forEach((wake) => wake());
+			waiters = [];
+		},
+	};
+}
+
+/**
+ * Reads <statusPath><id>; null when it cannot be read.
+ * @param {string} id
+ * @param {UploadOptions & typeof defaults} opts
+ * @returns {Promise<?UploadStatus>}
+ */
+async function fetchStatus(id, opts) {
+	try {
+		const response = await fetch(opts.statusPath + encodeURIComponent(id), { cache: "no-store" });
+		if (response.status !== 200 && response.status !== 404) {
+			return null;
+		}
+		return await response.json();
+	} catch {
+		return null;
+	}
+}
+
+/**
+ * @param {UploadStatus} s
+ * @param {"events"|"polling"} via
+ * @returns {Progress}
+ */
+function toProgress(s, via) {
+	return {
+		id: s.id,
+		status: s.status,
+		received: s.received ?? 0,
+		total: s.total ?? null,
+		percent: s.percent ?? null,
+		speed: s.speed ?? 0,
+		remaining: s.remaining ?? null,
+		elapsed: s.elapsed ?? 0,
+		via,
+	};
+}
+
+/** @param {string} status */
+function isFinal(status) {
+	return status === "complete" || status === "error" || status === "aborted";
+}
+
+/**
+ * The answer's body: parsed JSON if it is JSON, else its text.
+ * @param {Response} response
+ */
+async function readAnswer(response) {
+	const text = await response.text();
+	try {
+		return JSON.parse(text);
+	} catch {
+		return text;
+	}
+}
+
+/**
+ * Says in plain words why the server refused an upload.
+ * @param {number} code
+ * @param {*} answer
+ * @returns {string}
+ */
+export function httpErrorMessage(code, answer) {
+	const said = typeof answer === "object" && answer !== null && typeof answer.error === "string" ? answer.error : "";
+	const because = said ? ` The server said: ${said}` : "";
+	switch (true) {
+		case code === 400:
+			return `The server could not accept this upload (error 400).${because}`;
+		case code === 409:
+			return `Another upload with the same ID is still in progress (error 409).${because}`;
+		case code === 413:
+			return `The file is too large for the server (error 413).${because}`;
+		case code === 502 || code === 503 || code === 504:
+			return `The upload service is not available right now; try again later (error ${code}).${because}`;
+		case code >= 500:
+			return `The server could not process the upload (error ${code}).${because}`;
+		default:
+			return `The server refused the upload (error ${code}).${because}`;
+	}
+}
+
+/** @param {AbortSignal} [signal] */
+function throwIfCancelled(signal) {
+	if (signal?.aborted) {
+		throw new UploadError("cancelled", "The upload was cancelled.");
+	}
+}
+
+/**
+ * @param {*} err
+ * @param {AbortSignal} [signal]
+ * @returns {UploadError}
+ */
+function asUploadError(err, signal) {
+	if (err instanceof UploadError) {
+		return err;
+	}
+	if (signal?.aborted || err?.name === "AbortError") {
+		return new UploadError("cancelled", "The upload was cancelled.", { cause: err });
+	}
+	return new UploadError("network", `The upload failed: ${err?.message ?? err}`, { cause: err });
+}
