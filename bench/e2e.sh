@@ -18,6 +18,12 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 (cd "$root" && go build -o "$out/caddy" ./caddy-build)
 
+# results and binaries go to a temp folder, never into the (shared) harness
+work="${TMPDIR:-/tmp}/uploadbench-work"
+export BENCH_BIN="${BENCH_BIN:-$work/bin}"
+export BENCH_OUT="${BENCH_OUT:-$work/results/$(date +%Y%m%d-%H%M%S)}"
+echo "results: $BENCH_OUT" >&2
+
 cd "$harness"
 PROJECT_CADDY="$out/caddy" \
 PROJECT_CADDYFILE="${PROJECT_CADDYFILE:-$root/bench/project.Caddyfile}" \
