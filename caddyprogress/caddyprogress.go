@@ -139,7 +139,8 @@ type Handler struct {
 	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
 	tracker    *tracker
-	total      *rate.Limiter // the tracker's shared bucket, when rate_limit_total is set
+	metrics    handlerMetrics // this tracker's series, looked up once
+	total      *rate.Limiter  // the tracker's shared bucket, when rate_limit_total is set
 	methods    map[string]bool
 	logger     *zap.Logger
 	stopping   chan struct{} // closed when Caddy stops or reloads
@@ -173,6 +174,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
+	h.metrics = newHandlerMetrics(h.Tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}

@@ -38,9 +38,8 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 
-	subscribers := metrics.subscribers.WithLabelValues(h.Tracker)
-	subscribers.Inc()
-	defer subscribers.Dec()
+	h.metrics.subscribers.Inc()
+	defer h.metrics.subscribers.Dec()
 
 	s := &eventStream{w: w, rc: http.NewResponseController(w)}
 	header := w.Header()

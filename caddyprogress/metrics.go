@@ -172,3 +172,19 @@ func (t *tracker) finishedMetric(st state) {
 
 // Interface guard
 var _ prometheus.Collector = (*trackerCollector)(nil)
+
+// handlerMetrics are one tracker's series of the per-upload metrics,
+// looked up once in Provision so that an upload does not hash labels.
+type handlerMetrics struct {
+	started     prometheus.Counter
+	untracked   prometheus.Counter
+	subscribers prometheus.Gauge
+}
+
+func newHandlerMetrics(tracker string) handlerMetrics {
+	return handlerMetrics{
+		started:     metrics.started.WithLabelValues(tracker),
+		untracked:   metrics.untracked.WithLabelValues(tracker),
+		subscribers: metrics.subscribers.WithLabelValues(tracker),
+	}
+}

@@ -33,13 +33,13 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
 	case errors.Is(err, errTrackerFull):
 		h.warnFull(id)
-		metrics.untracked.WithLabelValues(h.Tracker).Inc()
+		h.metrics.untracked.Inc()
 		if t := h.newThrottle(); t != nil { // untracked, but still limited
 			r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, total, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
 		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
-	metrics.started.WithLabelValues(h.Tracker).Inc()
+	h.metrics.started.Inc()
 
 	r.Header.Set(h.IDHeader, id)
 	w.Header().Set(h.IDHeader, id)
