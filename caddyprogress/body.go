@@ -11,10 +11,16 @@ import (
 // byte a later handler reads from it. It never reads on its own, never
 // buffers, and passes every Read result and error through unchanged.
 //
-// Read is the upload's hot path: it touches atomics only.
+// Read is the upload's hot path: it touches atomics only, and for a
+// multipart/form-data body it shows the chunk to the multipart observer
+// (multipart.go), which locks and allocates only when a part begins.
 type countingBody struct {
 	io.ReadCloser
 	upload *upload
+
+	// multipart follows the parts of a multipart/form-data body; nil
+	// for every other body.
+	multipart *multipartObserver
 
 	errMu   sync.Mutex
 	readErr error // the first Read error other than io.EOF
@@ -24,6 +30,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.upload.addReceived(n)
+		if b.multipart != nil {
+			b.multipart.observe(p[:n])
+		}
 	}
 	if err != nil {
 		b.ended(err)
@@ -34,6 +43,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // ended notes how the body ended: io.EOF means all of it was read.
 func (b *countingBody) ended(err error) {
 	if errors.Is(err, io.EOF) {
+		if b.multipart != nil {
+			b.multipart.bodyEnded()
+		}
 		b.upload.markBodyEnded(int64(time.Since(b.upload.startedAt)))
 		return
 	}

@@ -99,13 +99,14 @@ func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepA
 	defer interval.Stop()
 
 	var lastReceived int64 = -1
+	var lastObserved int64 // the multipart parts change after received does
 	lastState := statePending
 	progress := func() error {
-		st, received := u.currentState(), u.received.Load()
-		if st == lastState && received == lastReceived {
+		st, received, observed := u.currentState(), u.received.Load(), u.observedBytes()
+		if st == lastState && received == lastReceived && observed == lastObserved {
 			return nil
 		}
-		lastState, lastReceived = st, received
+		lastState, lastReceived, lastObserved = st, received, observed
 		status := u.snapshot(time.Now())
 		return s.event("", strconv.FormatInt(status.Received, 10), status)
 	}

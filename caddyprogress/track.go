@@ -42,6 +42,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Set("http.upload_progress.id", id)
 
 	body := &countingBody{ReadCloser: r.Body, upload: u}
+	body.multipart = h.observeMultipart(r, u) // nil unless multipart/form-data
 	r.Body = body
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
 

@@ -56,6 +56,9 @@ type upload struct {
 	bodyEnd  atomic.Int64 // nanoseconds after startedAt when the body ended, or 0
 	state    atomic.Int32
 
+	// parts is set for a multipart/form-data upload (see multipart.go).
+	parts atomic.Pointer[partList]
+
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
 
