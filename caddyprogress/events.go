@@ -28,7 +28,11 @@ const keepAliveEvery = 15 * time.Second
 // only when something changed. The final event ends the stream. An ID
 // that has not started gets "event: pending" first, and "event: error"
 // with {"status": "unknown"} if nothing starts within wait.
+// GET <events_path>?group=<id> streams a group's (groupevents.go).
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if id == "" && r.URL.Query().Has(groupQuery) {
+		return h.serveGroupEvents(w, r, r.URL.Query().Get(groupQuery))
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,

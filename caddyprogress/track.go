@@ -25,6 +25,10 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	if id == "" {
 		id = newID()
 	}
+	group, err := uploadGroup(r)
+	if err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
 
 	total := r.ContentLength // -1 when unknown
 	u, err := h.tracker.start(id, total, 0, h.MaxUploads)
@@ -35,6 +39,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		h.warnFull(id)
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
+	h.tracker.join(group, u)
 
 	r.Header.Set(h.IDHeader, id)
 	w.Header().Set(h.IDHeader, id)

@@ -36,6 +36,7 @@ type tracker struct {
 	uploads  map[string]*upload
 	expiring expiryHeap              // finished uploads and reservations
 	waiters  map[string]*startWaiter // subscribers waiting for an ID to start
+	groups   groupSet                // groups of uploads (group.go)
 
 	stop chan struct{}
 }
@@ -174,6 +175,7 @@ func (t *tracker) remove(u *upload) {
 	if t.uploads[u.id] == u {
 		delete(t.uploads, u.id)
 	}
+	t.leaveGroup(u)
 }
 
 // sweep removes expired records until the tracker is destructed.

@@ -71,6 +71,7 @@ type upload struct {
 	// tracker bookkeeping, guarded by the tracker's lock
 	expiresAt    time.Time // when a finished upload or a reservation is removed
 	retiredIndex int       // position in the tracker's expiry heap, -1 when not in it
+	group        *group    // the group the upload is a member of, or nil
 }
 
 func newUpload(id string, total int64, now time.Time, st state) *upload {
