@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // formPart is one part of a test multipart/form-data body.
@@ -437,5 +438,21 @@ func BenchmarkMultipartObserver(b *testing.B) {
 		if o.state != scanEpilogue {
 			b.Fatalf("observer ended in state %d", o.state)
 		}
+	}
+}
+
+func TestMultipartObserverLogsOnceWhenItGivesUp(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	parts := newPartList()
+	o, _ := newMultipartObserver("b", parts, zap.New(core), "loud")
+	o.observe([]byte("--b\r\nX-Big: " + strings.Repeat("x", maxHeaderBlock)))
+	o.observe([]byte("\r\n\r\nmore\r\n--b--\r\n"))
+	o.bodyEnded()
+	if logs.Len() != 1 {
+		t.Fatalf("%d log lines, want 1: %v", logs.Len(), logs.All())
+	}
+	entry := logs.All()[0]
+	if entry.Level != zap.DebugLevel || entry.ContextMap()["id"] != "loud" || !strings.Contains(entry.ContextMap()["reason"].(string), "header") {
+		t.Fatalf("log line = %+v", entry)
 	}
 }
