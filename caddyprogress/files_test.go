@@ -265,3 +265,23 @@ func TestPlainUploadHasNoFiles(t *testing.T) {
 		t.Fatalf("a plain upload's status has files: %v", raw)
 	}
 }
+
+// TestMultipartOverHTTP2 sends the form over HTTP/2, whose body arrives
+// in DATA frames of other sizes than HTTP/1's reads, and chunked.
+func TestMultipartOverHTTP2(t *testing.T) {
+	up := newUpstream(t)
+	site := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
+	runCaddy(t, globalOptions+siteBlock(site, "", up.host))
+	p := &proxy{base: site, client: h2Client()}
+	parts := threeFilesTwoFields()
+	body := buildForm(t, curlBoundary, parts)
+	resp, _ := p.upload(t, http.MethodPost, "/upload", &pacedReader{data: body, chunk: 100_003}, -1, formHeader("form-h2", curlBoundary))
+	if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
+		t.Fatalf("upload answered %d over HTTP/%d", resp.StatusCode, resp.ProtoMajor)
+	}
+	if got, _ := up.get("form-h2"); got.sha256 != sha256Hex(body) {
+		t.Fatalf("upstream got the body changed")
+	}
+	s := p.waitForStatus(t, "form-h2", "complete")
+	checkFinalFiles(t, s.Files, parts)
+}

@@ -56,9 +56,19 @@ type multipartObserver struct {
 
 // newMultipartObserver returns an observer of a body with the given
 // boundary, or an error when the boundary cannot be used.
+//
+// A boundary with CR or LF is refused (RFC 2046 allows neither): without
+// them, the delimiter's only CR is its first byte, so a partial match that
+// fails never hides the start of another one, and the scanner never needs
+// to look back.
 func newMultipartObserver(boundary string, parts *partList, logger *zap.Logger, id string) (*multipartObserver, error) {
-	if boundary == "" || len(boundary) > maxBoundary || strings.ContainsAny(boundary, "\r\n") {
-		return nil, fmt.Errorf("boundary %q is not 1 to %d characters without CR or LF", boundary, maxBoundary)
+	switch {
+	case boundary == "":
+		return nil, fmt.Errorf("no boundary")
+	case len(boundary) > maxBoundary:
+		return nil, fmt.Errorf("the boundary is %d characters long; at most %d are allowed", len(boundary), maxBoundary)
+	case strings.ContainsAny(boundary, "\r\n"):
+		return nil, fmt.Errorf("the boundary has a CR or LF")
 	}
 	o := &multipartObserver{
 		delim:  []byte("\r\n--" + boundary),
