@@ -240,3 +240,25 @@ func TestGroupStatusRules(t *testing.T) {
 		t.Fatalf("group left after its records expired: %d members", len(members))
 	}
 }
+
+func TestGroupSubscriberAfterItFinished(t *testing.T) {
+	up := newUpstream(t)
+	up.status = http.StatusInternalServerError
+	p := startProxy(t, "", up.host)
+	for _, id := range []string{"late-1", "late-2"} {
+		p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {id}, "X-Upload-Group": {"late"}})
+		p.waitForStatus(t, id, "error")
+	}
+	start := time.Now()
+	events := subscribeURL(t, p.client, p.base+DefaultEventsPath+"?group=late").all(t, 5*time.Second)
+	if len(events) != 1 || events[0].name != "error" {
+		t.Fatalf("events for a finished group = %+v, want one error event", events)
+	}
+	var g GroupStatus
+	if err := json.Unmarshal([]byte(events[0].data), &g); err != nil || g.Status != "error" || g.Received != 8 || len(g.Uploads) != 2 {
+		t.Fatalf("final event = %s (%v)", events[0].data, err)
+	}
+	if waited := time.Since(start); waited < 100*time.Millisecond {
+		t.Fatalf("final event after %s, before one interval without a new member", waited)
+	}
+}
