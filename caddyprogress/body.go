@@ -13,12 +13,19 @@ import (
 // buffers, and passes every Read result and error through unchanged.
 // With a throttle, each Read waits for bandwidth before it returns.
 //
-// Read is the upload's hot path: unthrottled, it touches atomics only.
+// Read is the upload's hot path: unthrottled, it touches atomics only,
+// and for a multipart/form-data body it shows the chunk to the multipart
+// observer (multipart.go), which locks and allocates only when a part
+// begins.
 type countingBody struct {
 	io.ReadCloser
 	upload   *upload
 	throttle *throttle       // nil when unthrottled
 	ctx      context.Context // the request's; ends a throttle's wait
+
+	// multipart follows the parts of a multipart/form-data body; nil
+	// for every other body.
+	multipart *multipartObserver
 
 	errMu   sync.Mutex
 	readErr error // the first Read error other than io.EOF
@@ -31,6 +38,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if n > 0 {
 		b.upload.addReceived(n)
+		if b.multipart != nil {
+			b.multipart.observe(p[:n])
+		}
 		if b.throttle != nil {
 			waited, waitErr := b.throttle.wait(b.ctx, n)
 			b.upload.throttled.Add(int64(waited))
@@ -48,6 +58,9 @@ func (b *countingBody) Read(p []byte) (int, error) {
 // ended notes how the body ended: io.EOF means all of it was read.
 func (b *countingBody) ended(err error) {
 	if errors.Is(err, io.EOF) {
+		if b.multipart != nil {
+			b.multipart.bodyEnded()
+		}
 		b.upload.markBodyEnded(int64(time.Since(b.upload.startedAt)))
 		return
 	}

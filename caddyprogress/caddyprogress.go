@@ -54,6 +54,8 @@ const progressIDHeader = "X-Progress-ID"
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
+//	GET  <status_path>?group=<id>, <events_path>?group=<id>
+//	                         the same for a group of uploads (X-Upload-Group)
 //	GET  <nginx_report_path>?X-Progress-ID=<id>
 //	                         the progress in nginx's upload progress format (if set)
 //

@@ -28,7 +28,11 @@ const keepAliveEvery = 15 * time.Second
 // only when something changed. The final event ends the stream. An ID
 // that has not started gets "event: pending" first, and "event: error"
 // with {"status": "unknown"} if nothing starts within wait.
+// GET <events_path>?group=<id> streams a group's (groupevents.go).
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if id == "" && r.URL.Query().Has(groupQuery) {
+		return h.serveGroupEvents(w, r, r.URL.Query().Get(groupQuery))
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
@@ -41,13 +45,8 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 	h.metrics.subscribers.Inc()
 	defer h.metrics.subscribers.Dec()
 
-	s := &eventStream{w: w, rc: http.NewResponseController(w)}
-	header := w.Header()
-	header.Set("Content-Type", "text/event-stream")
-	header.Set("Cache-Control", "no-store")
-	header.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if err := s.send([]byte("retry: 1000\n\n")); err != nil {
+	s, err := openEventStream(w)
+	if err != nil {
 		return nil // the client is gone; nothing to tell it
 	}
 
@@ -136,6 +135,7 @@ type subscriber struct {
 	u            *upload
 	lastState    state
 	lastReceived int64
+	lastObserved int64 // the multipart parts change after received does
 }
 
 func newSubscriber(s *eventStream, u *upload) *subscriber {
@@ -144,11 +144,11 @@ func newSubscriber(s *eventStream, u *upload) *subscriber {
 
 // progress sends a progress event if anything changed since the last.
 func (sub *subscriber) progress() error {
-	st, received := sub.u.currentState(), sub.u.received.Load()
-	if st == sub.lastState && received == sub.lastReceived {
+	st, received, observed := sub.u.currentState(), sub.u.received.Load(), sub.u.observedBytes()
+	if st == sub.lastState && received == sub.lastReceived && observed == sub.lastObserved {
 		return nil
 	}
-	sub.lastState, sub.lastReceived = st, received
+	sub.lastState, sub.lastReceived, sub.lastObserved = st, received, observed
 	status := sub.u.snapshot(time.Now())
 	return sub.s.event("", strconv.FormatInt(status.Received, 10), status)
 }
@@ -157,6 +157,18 @@ func (sub *subscriber) progress() error {
 func (sub *subscriber) final() {
 	status := sub.u.snapshot(time.Now())
 	_ = sub.s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
+}
+
+// openEventStream writes the headers of an event stream and its retry
+// line.
+func openEventStream(w http.ResponseWriter) (*eventStream, error) {
+	s := &eventStream{w: w, rc: http.NewResponseController(w)}
+	header := w.Header()
+	header.Set("Content-Type", "text/event-stream")
+	header.Set("Cache-Control", "no-store")
+	header.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return s, s.send([]byte("retry: 1000\n\n"))
 }
 
 // eventStream writes Server-Sent Events, flushing each one.

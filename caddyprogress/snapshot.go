@@ -44,6 +44,11 @@ type Status struct {
 	// RateLimit is this upload's own bandwidth limit in bytes per second,
 	// or null when it has none.
 	RateLimit *int64 `json:"rate_limit"`
+
+	// Files are the parts of a multipart/form-data upload, in order;
+	// left out for other uploads, and for a body that is not usable
+	// multipart (see multipart.go).
+	Files []FileStatus `json:"files,omitempty"`
 }
 
 // snapshot describes the upload as it is at now.
@@ -51,6 +56,7 @@ func (u *upload) snapshot(now time.Time) Status {
 	// Read the state first: a final state guarantees the fields written
 	// by finish are complete, and received never grows after the body ends.
 	st := u.currentState()
+	files := u.files() // before received, so the parts never add up to more
 	received := u.received.Load()
 	bodyEnd := time.Duration(u.bodyEnd.Load())
 
@@ -60,6 +66,7 @@ func (u *upload) snapshot(now time.Time) Status {
 		Received:  received,
 		StartedAt: u.startedAt.UTC(),
 		UpdatedAt: u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC(),
+		Files:     files,
 	}
 	if u.total >= 0 {
 		total := u.total

@@ -15,8 +15,12 @@ type shortStatus struct {
 }
 
 // serveStatus answers GET <status_path><id> with the upload's Status, and
-// POST <status_path> by reserving a fresh ID.
+// POST <status_path> by reserving a fresh ID. GET <status_path>?group=<id>
+// is a group's (groupstatus.go).
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	if id == "" && r.URL.Query().Has(groupQuery) {
+		return h.serveGroupStatus(w, r, r.URL.Query().Get(groupQuery))
+	}
 	if id == "" && r.Method == http.MethodPost {
 		return h.serveReserve(w, r)
 	}

@@ -25,6 +25,10 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	if id == "" {
 		id = newID()
 	}
+	group, err := uploadGroup(r)
+	if err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
 
 	total := r.ContentLength // -1 when unknown
 	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
@@ -39,6 +43,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
+	h.tracker.join(group, u)
 	h.metrics.started.Inc()
 
 	r.Header.Set(h.IDHeader, id)
@@ -47,6 +52,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Set("http.upload_progress.id", id)
 
 	body := &countingBody{ReadCloser: r.Body, upload: u, throttle: h.newThrottle(), ctx: r.Context()}
+	body.multipart = h.observeMultipart(r, u) // nil unless multipart/form-data
 	r.Body = body
 	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
 

@@ -38,6 +38,7 @@ type tracker struct {
 	expiring expiryHeap              // finished uploads and reservations
 	waiters  map[string]*startWaiter // subscribers waiting for an ID to start
 	total    *rate.Limiter           // the shared bucket of rate_limit_total, if any
+	groups   groupSet                // groups of uploads (group.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes
 	// (finished or forgotten), for the received bytes metric.
@@ -200,6 +201,7 @@ func (t *tracker) remove(u *upload) {
 	if t.uploads[u.id] == u {
 		delete(t.uploads, u.id)
 	}
+	t.leaveGroup(u)
 }
 
 // sweep removes expired records until the tracker is destructed.

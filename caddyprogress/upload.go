@@ -57,6 +57,9 @@ type upload struct {
 	throttled atomic.Int64 // nanoseconds spent waiting for bandwidth
 	state     atomic.Int32
 
+	// parts is set for a multipart/form-data upload (see multipart.go).
+	parts atomic.Pointer[partList]
+
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
 
@@ -70,6 +73,7 @@ type upload struct {
 	expiresAt    time.Time // when a finished upload or a reservation is removed
 	retiredIndex int       // position in the tracker's expiry heap, -1 when not in it
 	bytesCounted bool      // received was added to the tracker's countedBytes
+	group        *group    // the group the upload is a member of, or nil
 }
 
 func newUpload(id string, total int64, now time.Time, st state) *upload {

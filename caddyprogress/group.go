@@ -1,0 +1,211 @@
+package caddyprogress
+
+import (
+	"cmp"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+)
+
+// groupHeader is the request header that makes an upload a member of a
+// group, for clients that send several files as parallel requests.
+const groupHeader = "X-Upload-Group"
+
+// groupQuery is the query parameter of the status and events routes
+// that names a group: GET <status_path>?group=<id>.
+const groupQuery = "group"
+
+// group is a set of uploads that report one aggregate progress. It lives
+// as long as one of its members' records does.
+type group struct {
+	id       string
+	members  map[*upload]struct{}
+	lastJoin uint64 // the tracker's join count when the newest member joined
+}
+
+// groupSet is a tracker's groups, guarded by the tracker's lock.
+type groupSet struct {
+	byID  map[string]*group
+	joins uint64 // members that ever joined any group, so streams can tell a new one did
+}
+
+// uploadGroup returns the group ID the request names in its
+// X-Upload-Group header: "" when it has none, an error when the ID is
+// not valid (the same rules as upload IDs).
+func uploadGroup(r *http.Request) (string, error) {
+	values, ok := r.Header[http.CanonicalHeaderKey(groupHeader)]
+	if !ok {
+		return "", nil
+	}
+	if err := validateID(values[0]); err != nil {
+		return "", fmt.Errorf("%s header: not a valid group ID: %w", groupHeader, err)
+	}
+	return values[0], nil
+}
+
+// join makes u a member of the group with the given ID; "" is no group.
+func (t *tracker) join(id string, u *upload) {
+	if id == "" {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.uploads[u.id] != u {
+		return // already replaced or removed
+	}
+	if t.groups.byID == nil {
+		t.groups.byID = make(map[string]*group)
+	}
+	g := t.groups.byID[id]
+	if g == nil {
+		g = &group{id: id, members: make(map[*upload]struct{})}
+		t.groups.byID[id] = g
+	}
+	t.groups.joins++
+	g.members[u] = struct{}{}
+	g.lastJoin = t.groups.joins
+	u.group = g
+}
+
+// leaveGroup takes u out of its group, and forgets the group once it has
+// no member left. The caller holds t.mu.
+func (t *tracker) leaveGroup(u *upload) {
+	g := u.group
+	if g == nil {
+		return
+	}
+	u.group = nil
+	delete(g.members, u)
+	if len(g.members) == 0 && t.groups.byID[g.id] == g {
+		delete(t.groups.byID, g.id)
+	}
+}
+
+// groupMembers returns the members of the group with the given ID, in the
+// order they started, and the join count when the newest one joined; no
+// members when there is no such group.
+func (t *tracker) groupMembers(id string) ([]*upload, uint64) {
+	t.mu.RLock()
+	g := t.groups.byID[id]
+	if g == nil {
+		t.mu.RUnlock()
+		return nil, 0
+	}
+	members := make([]*upload, 0, len(g.members))
+	for u := range g.members {
+		members = append(members, u)
+	}
+	lastJoin := g.lastJoin
+	t.mu.RUnlock()
+
+	slices.SortFunc(members, func(a, b *upload) int {
+		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
+	})
+	return members, lastJoin
+}
+
+// GroupStatus is the JSON document that describes a group of uploads,
+// served by GET <status_path>?group=<id> and carried by the group's
+// events:
+//
+//	{"group": "...", "status": "uploading", "received": 3145728, "total": 10485760,
+//	 "percent": 30, "speed": 1048576, "uploads": [<Status>, ...]}
+type GroupStatus struct {
+	Group string `json:"group"`
+	// Status is "uploading" while any member is in flight; once all have
+	// ended, "error" if any ended in error, else "aborted" if any was
+	// aborted, else "complete".
+	Status string `json:"status"`
+	// Received is the sum of the members' received.
+	Received int64 `json:"received"`
+	// Total is the sum of the members' totals, or null while any
+	// member's total is unknown.
+	Total *int64 `json:"total"`
+	// Percent is received/total as a whole number, or null without a total.
+	Percent *int64 `json:"percent"`
+	// Speed is the sum of the speeds of the members still uploading;
+	// once none is, the group's average from its first start to its last
+	// body's end.
+	Speed int64 `json:"speed"`
+	// Uploads are the members' statuses, in the order they started.
+	Uploads []Status `json:"uploads"`
+}
+
+// shortGroupStatus is the answer for a group without members (unknown),
+// and the data of a group stream's pending event.
+type shortGroupStatus struct {
+	Group  string `json:"group"`
+	Status string `json:"status"`
+}
+
+// final reports whether every member of the group has ended.
+func (g GroupStatus) final() bool {
+	return g.Status != stateUploading.String()
+}
+
+// groupSnapshot describes a group's members as they are at now. The
+// aggregate figures are sums of the members' statuses it carries.
+func groupSnapshot(id string, members []*upload, now time.Time) GroupStatus {
+	g := GroupStatus{Group: id, Uploads: make([]Status, len(members))}
+	var total int64
+	knownTotal := true
+	inFlight, anyError, anyAborted, anyUploading := false, false, false, false
+	var firstStart, lastBodyEnd time.Time
+	for i, u := range members {
+		s := u.snapshot(now)
+		g.Uploads[i] = s
+		g.Received += s.Received
+		if s.Total == nil {
+			knownTotal = false
+		} else {
+			total += *s.Total
+		}
+		switch s.Status {
+		case stateUploading.String():
+			anyUploading = true
+			inFlight = true
+			g.Speed += s.Speed
+		case stateError.String():
+			anyError = true
+		case stateAborted.String():
+			anyAborted = true
+		case stateComplete.String():
+		default: // pending or processing
+			inFlight = true
+		}
+		if firstStart.IsZero() || u.startedAt.Before(firstStart) {
+			firstStart = u.startedAt
+		}
+		if end := u.bodyEnd.Load(); end > 0 {
+			if at := u.startedAt.Add(time.Duration(end)); at.After(lastBodyEnd) {
+				lastBodyEnd = at
+			}
+		}
+	}
+
+	switch {
+	case inFlight:
+		g.Status = stateUploading.String()
+	case anyError:
+		g.Status = stateError.String()
+	case anyAborted:
+		g.Status = stateAborted.String()
+	default:
+		g.Status = stateComplete.String()
+	}
+	if !anyUploading {
+		if span := lastBodyEnd.Sub(firstStart); span > 0 {
+			g.Speed = int64(float64(g.Received) / span.Seconds())
+		}
+	}
+	if knownTotal {
+		g.Total = &total
+		percent := int64(100)
+		if total > 0 {
+			percent = min(g.Received*100/total, 100)
+		}
+		g.Percent = &percent
+	}
+	return g
+}

@@ -1,0 +1,144 @@
+package caddyprogress
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+)
+
+// Limits on what the multipart observer keeps of one upload. A body past
+// maxParts or maxHeaderBlock is tracked as a whole.
+const (
+	maxParts       = 1000     // part entries
+	maxNameBytes   = 256      // bytes of a field name or file name
+	maxHeaderBlock = 16 << 10 // bytes of one part's header block
+)
+
+// The status of one part.
+const (
+	partUploading = "uploading"
+	partComplete  = "complete"
+)
+
+// FileStatus is one part of a multipart/form-data upload, as the status
+// JSON shows it in "files":
+//
+//	{"field": "avatar", "filename": "me.png", "received": 52431, "status": "complete"}
+type FileStatus struct {
+	// Field is the part's form field name ("name" of its
+	// Content-Disposition), "" when it has none.
+	Field string `json:"field"`
+	// Filename is the part's file name as the client sent it, or null
+	// for a plain form field.
+	Filename *string `json:"filename"`
+	// Received counts the bytes of the part's content received so far;
+	// its headers and the boundaries around it count only toward the
+	// upload's received.
+	Received int64 `json:"received"`
+	// Status is "uploading" until the boundary after the part has been
+	// received, then "complete".
+	Status string `json:"status"`
+}
+
+// part is one part of a multipart upload. The observer adds to received
+// and sets complete; the status route reads them.
+type part struct {
+	field    string
+	filename *string
+
+	received atomic.Int64
+	complete atomic.Bool
+}
+
+// partList is the parts of one multipart upload, in the order they came.
+// The observer appends under mu (once a part); the counters of each part
+// are atomics, so the observer's per-Read work takes no lock.
+type partList struct {
+	// observed counts the bytes the observer has looked at, so an event
+	// stream can tell the parts changed after the upload's received did.
+	observed atomic.Int64
+
+	mu     sync.Mutex
+	parts  []*part
+	gaveUp bool // the body is not usable multipart: the upload is tracked as a whole
+}
+
+func newPartList() *partList {
+	return &partList{parts: make([]*part, 0, 8)}
+}
+
+// add appends a new part and returns it, or nil when the list already
+// holds maxParts parts.
+func (l *partList) add(field string, filename *string) *part {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.parts) >= maxParts {
+		return nil
+	}
+	p := &part{field: field, filename: filename}
+	l.parts = append(l.parts, p)
+	return p
+}
+
+// giveUp drops the parts: the upload is tracked as a whole from now on.
+func (l *partList) giveUp() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.gaveUp = true
+	l.parts = nil
+}
+
+// statuses describes the parts as they are now; nil when there are
+// none, or the observer gave up.
+func (l *partList) statuses() []FileStatus {
+	l.mu.Lock()
+	parts := l.parts[:len(l.parts):len(l.parts)]
+	l.mu.Unlock()
+	if len(parts) == 0 {
+		return nil
+	}
+	files := make([]FileStatus, len(parts))
+	for i, p := range parts {
+		// read complete first: once set, received is final
+		status := partUploading
+		if p.complete.Load() {
+			status = partComplete
+		}
+		files[i] = FileStatus{Field: p.field, Filename: p.filename, Received: p.received.Load(), Status: status}
+	}
+	return files
+}
+
+// files describes the parts of u's multipart body; nil for an upload
+// that is not multipart/form-data or whose body was not usable as such.
+func (u *upload) files() []FileStatus {
+	if l := u.parts.Load(); l != nil {
+		return l.statuses()
+	}
+	return nil
+}
+
+// observedBytes counts the body bytes the multipart observer has looked
+// at; 0 for other uploads.
+func (u *upload) observedBytes() int64 {
+	if l := u.parts.Load(); l != nil {
+		return l.observed.Load()
+	}
+	return 0
+}
+
+// cleanName makes a field or file name safe to show: invalid UTF-8 is
+// replaced by U+FFFD, and the name is cut to at most maxNameBytes bytes,
+// on a character boundary.
+func cleanName(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxNameBytes {
+		return s
+	}
+	cut := maxNameBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
