@@ -1,9 +1,11 @@
 package caddyprogress
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"slices"
 	"strings"
@@ -201,6 +203,45 @@ func BenchmarkThrottleAccuracy(b *testing.B) {
 				measured := float64(len(data)) / took.Seconds()
 				b.ReportMetric(took.Seconds(), "s/upload")
 				b.ReportMetric((measured-float64(rate))/float64(rate)*100, "%-off-rate")
+			}
+		})
+	}
+}
+
+// One 64 MiB upload at a time through real Caddy, with and without
+// upload_progress before reverse_proxy, to a sink that discards bodies:
+// the in-process counterpart of bench/e2e.sh, small enough to profile
+// (go test -run '^$' -bench ProxyLargeUpload -cpuprofile cpu.out).
+func BenchmarkProxyLargeUpload(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, `{"bytes":%d}`, n)
+	}))
+	defer sink.Close()
+	sinkHost := strings.TrimPrefix(sink.URL, "http://")
+	plainPort, trackedPort := freePort(b), freePort(b)
+	runCaddy(b, globalOptions+fmt.Sprintf("http://127.0.0.1:%d {\n\treverse_proxy %s\n}\n", plainPort, sinkHost)+
+		siteBlock(fmt.Sprintf("http://127.0.0.1:%d", trackedPort), "", sinkHost))
+
+	body := payload(64 << 20)
+	for _, target := range []struct {
+		name string
+		port int
+	}{{"reverse_proxy", plainPort}, {"upload_progress", trackedPort}} {
+		b.Run(target.name, func(b *testing.B) {
+			client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+			url := fmt.Sprintf("http://127.0.0.1:%d/", target.port)
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				answer, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if want := fmt.Sprintf(`{"bytes":%d}`, len(body)); string(answer) != want {
+					b.Fatalf("the sink answered %q; want %q", answer, want)
+				}
 			}
 		})
 	}
