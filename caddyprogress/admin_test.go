@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // adminProxy is a running Caddy with its admin endpoint on a free
@@ -19,9 +21,9 @@ type adminProxy struct {
 // startProxyWithAdmin is startProxy with the admin endpoint on.
 func startProxyWithAdmin(t testing.TB, options, upstream string) *adminProxy {
 	t.Helper()
-	adminAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	site := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	runCaddy(t, adminCaddyfile(adminAddr, site, options, upstream))
+	adminAddr := fmt.Sprintf("127.0.0.1:%d", testcaddy.FreePort(t))
+	site := fmt.Sprintf("http://127.0.0.1:%d", testcaddy.FreePort(t))
+	testcaddy.Run(t, adminCaddyfile(adminAddr, site, options, upstream))
 	return &adminProxy{
 		proxy: &proxy{base: site, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}},
 		admin: "http://" + adminAddr,
@@ -30,13 +32,13 @@ func startProxyWithAdmin(t testing.TB, options, upstream string) *adminProxy {
 
 // adminCaddyfile is the test config with the admin endpoint on adminAddr.
 func adminCaddyfile(adminAddr, site, options, upstream string) string {
-	return strings.Replace(globalOptions, "admin off", "admin "+adminAddr, 1) + siteBlock(site, options, upstream)
+	return strings.Replace(testcaddy.GlobalOptions, "admin off", "admin "+adminAddr, 1) + siteBlock(site, options, upstream)
 }
 
 // reload loads a new config with the same admin endpoint and site.
 func (p *adminProxy) reload(t testing.TB, options, upstream string) {
 	t.Helper()
-	loadCaddyfile(t, adminCaddyfile(strings.TrimPrefix(p.admin, "http://"), p.base, options, upstream))
+	testcaddy.Load(t, adminCaddyfile(strings.TrimPrefix(p.admin, "http://"), p.base, options, upstream))
 }
 
 // adminGet asks the admin endpoint (with Go's client: the admin API

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // endless is a body that never ends, as fast as memory.
@@ -219,8 +221,8 @@ func BenchmarkProxyLargeUpload(b *testing.B) {
 	}))
 	defer sink.Close()
 	sinkHost := strings.TrimPrefix(sink.URL, "http://")
-	plainPort, trackedPort := freePort(b), freePort(b)
-	runCaddy(b, globalOptions+fmt.Sprintf("http://127.0.0.1:%d {\n\treverse_proxy %s\n}\n", plainPort, sinkHost)+
+	plainPort, trackedPort := testcaddy.FreePort(b), testcaddy.FreePort(b)
+	testcaddy.Run(b, testcaddy.GlobalOptions+fmt.Sprintf("http://127.0.0.1:%d {\n\treverse_proxy %s\n}\n", plainPort, sinkHost)+
 		siteBlock(fmt.Sprintf("http://127.0.0.1:%d", trackedPort), "", sinkHost))
 
 	body := payload(64 << 20)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // curlBoundary is a boundary in the style curl -F uses.
@@ -270,8 +272,8 @@ func TestPlainUploadHasNoFiles(t *testing.T) {
 // in DATA frames of other sizes than HTTP/1's reads, and chunked.
 func TestMultipartOverHTTP2(t *testing.T) {
 	up := newUpstream(t)
-	site := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-	runCaddy(t, globalOptions+siteBlock(site, "", up.host))
+	site := fmt.Sprintf("https://127.0.0.1:%d", testcaddy.FreePort(t))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "", up.host))
 	p := &proxy{base: site, client: h2Client()}
 	parts := threeFilesTwoFields()
 	body := buildForm(t, curlBoundary, parts)

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -19,70 +18,15 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
-// The tests run real Caddy in this process (caddy.Load), one config at a
-// time: they must not run in parallel.
+// The tests run real Caddy in this process (internal/testcaddy), one
+// config at a time: they must not run in parallel.
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "caddyprogress-test")
-	if err != nil {
-		panic(err)
-	}
-	// keep Caddy's storage (certificates of the internal CA) out of $HOME
-	os.Setenv("XDG_DATA_HOME", dir)
-	os.Setenv("XDG_CONFIG_HOME", dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// globalOptions are the Caddyfile global options every test config uses.
-const globalOptions = `{
-	admin off
-	persist_config off
-	skip_install_trust
-	local_certs
-	log {
-		level ERROR
-	}
-}
-`
-
-// loadCaddyfile (re)loads Caddy with the given Caddyfile.
-func loadCaddyfile(t testing.TB, caddyfile string) {
-	t.Helper()
-	adapter := caddyconfig.GetAdapter("caddyfile")
-	cfg, _, err := adapter.Adapt([]byte(caddyfile), nil)
-	if err != nil {
-		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v\n%s", err, cfg)
-	}
-}
-
-// runCaddy loads Caddy with the Caddyfile and stops it when the test ends.
-func runCaddy(t testing.TB, caddyfile string) {
-	t.Helper()
-	loadCaddyfile(t, caddyfile)
-	t.Cleanup(func() { _ = caddy.Stop() })
-}
+func TestMain(m *testing.M) { os.Exit(testcaddy.Main(m)) }
 
 // proxy is a running Caddy with upload_progress in front of an upstream.
 type proxy struct {
@@ -95,9 +39,9 @@ type proxy struct {
 // extra goes into the site block before upload_progress.
 func startProxy(t testing.TB, options, upstream string, extra ...string) *proxy {
 	t.Helper()
-	port := freePort(t)
+	port := testcaddy.FreePort(t)
 	site := fmt.Sprintf("http://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+siteBlock(site, options, upstream, extra...))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, options, upstream, extra...))
 	return &proxy{base: site, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
 }
 

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 func TestFinishedRecordsVanishAfterRetain(t *testing.T) {
@@ -79,9 +81,9 @@ func TestMaxUploadsFailsOpen(t *testing.T) {
 
 func TestReloadKeepsUploadInFlight(t *testing.T) {
 	up := newUpstream(t)
-	port := freePort(t)
+	port := testcaddy.FreePort(t)
 	site := fmt.Sprintf("http://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+siteBlock(site, "", up.host))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "", up.host))
 	p := &proxy{base: site, client: &http.Client{}}
 
 	data := payload(4 << 20)
@@ -96,7 +98,7 @@ func TestReloadKeepsUploadInFlight(t *testing.T) {
 	events.next(t, 5*time.Second)
 
 	// a different config, same tracker
-	loadCaddyfile(t, globalOptions+siteBlock(site, "interval 50ms", up.host))
+	testcaddy.Load(t, testcaddy.GlobalOptions+siteBlock(site, "interval 50ms", up.host))
 	// the old config's event streams end, so the reload did not wait on them
 	events.all(t, 5*time.Second)
 

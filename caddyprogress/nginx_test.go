@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // nginxOptions turns on the nginx report route at /progress.
@@ -267,8 +269,8 @@ func TestNginxReportRequestErrors(t *testing.T) {
 
 func TestNginxReportOverHTTP2WithoutLength(t *testing.T) {
 	up := newUpstream(t)
-	site := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-	runCaddy(t, globalOptions+siteBlock(site, nginxOptions, up.host))
+	site := fmt.Sprintf("https://127.0.0.1:%d", testcaddy.FreePort(t))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, nginxOptions, up.host))
 	p := &proxy{base: site, client: h2Client()}
 
 	data := payload(2 << 20)

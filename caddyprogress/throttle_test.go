@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 func TestRateLimitPerUpload(t *testing.T) {
@@ -113,9 +115,9 @@ func TestClientLeavingMidThrottleIsReleased(t *testing.T) {
 		assertReleased(t, p, "leaves-h1")
 	})
 	t.Run("HTTP/2 cancel", func(t *testing.T) {
-		port := freePort(t)
+		port := testcaddy.FreePort(t)
 		site := fmt.Sprintf("https://127.0.0.1:%d", port)
-		runCaddy(t, globalOptions+siteBlock(site, "rate_limit 64KiB", up.host))
+		testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "rate_limit 64KiB", up.host))
 		p := &proxy{base: site, client: h2Client()}
 		ctx, cancel := context.WithCancel(context.Background())
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, site+"/", strings.NewReader(string(payload(4<<20))))
@@ -161,9 +163,9 @@ func assertReleased(t *testing.T, p *proxy, id string) {
 
 func TestThrottledHTTP2StreamDoesNotSlowItsConnection(t *testing.T) {
 	up := newUpstream(t)
-	port := freePort(t)
+	port := testcaddy.FreePort(t)
 	site := fmt.Sprintf("https://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+siteBlock(site, "rate_limit 128KiB", up.host))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "rate_limit 128KiB", up.host))
 	client := h2Client()
 	p := &proxy{base: site, client: client}
 

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // watchedUpload sends a paced upload of size bytes through p with id,
@@ -160,9 +162,9 @@ func TestChunkedUploadHasNoTotal(t *testing.T) {
 
 func TestHTTP2UploadOverTLS(t *testing.T) {
 	up := newUpstream(t)
-	port := freePort(t)
+	port := testcaddy.FreePort(t)
 	site := fmt.Sprintf("https://127.0.0.1:%d", port)
-	runCaddy(t, globalOptions+siteBlock(site, "", up.host))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "", up.host))
 	p := &proxy{base: site, client: h2Client()}
 	watchedUpload(t, p, up, "large-h2", 50<<20, false, 2)
 	watchedUpload(t, p, up, "chunked-h2", 10<<20, true, 2)
@@ -170,9 +172,9 @@ func TestHTTP2UploadOverTLS(t *testing.T) {
 
 func TestH2CUpload(t *testing.T) {
 	up := newUpstream(t)
-	port := freePort(t)
+	port := testcaddy.FreePort(t)
 	site := fmt.Sprintf("http://127.0.0.1:%d", port)
-	runCaddy(t, strings.Replace(globalOptions, "admin off", "admin off\n\tservers {\n\t\tprotocols h1 h2c\n\t}", 1)+siteBlock(site, "", up.host))
+	testcaddy.Run(t, strings.Replace(testcaddy.GlobalOptions, "admin off", "admin off\n\tservers {\n\t\tprotocols h1 h2c\n\t}", 1)+siteBlock(site, "", up.host))
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	p := &proxy{base: site, client: &http.Client{Transport: &http.Transport{Protocols: &protocols}}}
@@ -234,7 +236,7 @@ func TestRequestBodyLimitIs413(t *testing.T) {
 }
 
 func TestUpstreamDownIs502(t *testing.T) {
-	down := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	down := fmt.Sprintf("127.0.0.1:%d", testcaddy.FreePort(t))
 	p := startProxy(t, "", down)
 	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader("hello"), 5, http.Header{"X-Upload-Id": {"no-upstream"}})
 	if resp.StatusCode != http.StatusBadGateway {

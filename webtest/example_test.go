@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // startExample runs Caddyfile.example itself, on fresh ports and with the
@@ -19,7 +21,7 @@ func startExample(t *testing.T) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, backendPort := freePort(t), freePort(t)
+	port, backendPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
 	caddyfile := string(example)
 	for _, r := range []struct{ old, new string }{
 		{"reverse_proxy @upload 127.0.0.1:9000", fmt.Sprintf("reverse_proxy @upload 127.0.0.1:%d", backendPort)},
@@ -32,7 +34,7 @@ func startExample(t *testing.T) *site {
 		}
 		caddyfile = strings.Replace(caddyfile, r.old, r.new, 1)
 	}
-	loadCaddyfile(t, globalOptions+caddyfile)
+	testcaddy.Run(t, testcaddy.GlobalOptions+caddyfile)
 	return &site{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 }
 

@@ -5,48 +5,23 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
 	_ "github.com/caddy-upload-progress/caddy-upload-progress/demobackend"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
-// The tests run real Caddy in this process (caddy.Load is process-wide),
-// one config at a time: they must not run in parallel.
+// The tests run real Caddy in this process (internal/testcaddy), one
+// config at a time: they must not run in parallel.
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "webtest")
-	if err != nil {
-		panic(err)
-	}
-	// keep Caddy's storage out of $HOME
-	os.Setenv("XDG_DATA_HOME", dir)
-	os.Setenv("XDG_CONFIG_HOME", dir)
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func TestMain(m *testing.M) { os.Exit(testcaddy.Main(m)) }
 
 // site is a running Caddy that serves the web/ folder, tracks uploads
 // with upload_progress and proxies them to the demo backend, as
@@ -54,18 +29,6 @@ func freePort(t testing.TB) int {
 type site struct {
 	base string // e.g. http://127.0.0.1:1234
 }
-
-// globalOptions are the Caddyfile global options of every test config:
-// no admin endpoint (its port is fixed), quiet logs.
-const globalOptions = `{
-	admin off
-	persist_config off
-	skip_install_trust
-	log {
-		level ERROR
-	}
-}
-`
 
 // webDir is the absolute path of the web/ folder.
 func webDir(t testing.TB) string {
@@ -77,25 +40,12 @@ func webDir(t testing.TB) string {
 	return dir
 }
 
-// loadCaddyfile runs Caddy with the Caddyfile until the test ends.
-func loadCaddyfile(t testing.TB, caddyfile string) {
-	t.Helper()
-	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
-	if err != nil {
-		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
-	}
-	if err := caddy.Load(cfg, true); err != nil {
-		t.Fatalf("loading config: %v\n%s", err, cfg)
-	}
-	t.Cleanup(func() { _ = caddy.Stop() })
-}
-
 // startSite runs Caddy on fresh ports until the test ends, set up as
 // Caddyfile.example is. options go into the upload_progress block.
 func startSite(t testing.TB, options string) *site {
 	t.Helper()
-	port, backendPort := freePort(t), freePort(t)
-	loadCaddyfile(t, globalOptions+fmt.Sprintf(`
+	port, backendPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
+	testcaddy.Run(t, testcaddy.GlobalOptions+fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	upload_progress {
 %[3]s

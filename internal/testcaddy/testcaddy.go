@@ -1,0 +1,71 @@
+// Package testcaddy runs real Caddy inside a test process, for the tests
+// of caddyprogress and webtest. caddy.Load is process-wide, so tests that
+// use it must not run in parallel.
+package testcaddy
+
+import (
+	"net"
+	"os"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
+)
+
+// GlobalOptions are the Caddyfile global options of every test config:
+// no admin endpoint (its port is fixed), nothing persisted or installed,
+// certificates from Caddy's internal CA, quiet logs.
+const GlobalOptions = `{
+	admin off
+	persist_config off
+	skip_install_trust
+	local_certs
+	log {
+		level ERROR
+	}
+}
+`
+
+// Main runs the tests with Caddy's storage in a temporary folder, out of
+// $HOME, and returns their exit code: os.Exit(testcaddy.Main(m)).
+func Main(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "testcaddy")
+	if err != nil {
+		panic(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Setenv("XDG_DATA_HOME", dir)
+	os.Setenv("XDG_CONFIG_HOME", dir)
+	return m.Run()
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Load (re)loads Caddy with the Caddyfile.
+func Load(t testing.TB, caddyfile string) {
+	t.Helper()
+	cfg, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	if err != nil {
+		t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfile)
+	}
+	if err := caddy.Load(cfg, true); err != nil {
+		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+}
+
+// Run loads Caddy with the Caddyfile and stops it when the test ends.
+func Run(t testing.TB, caddyfile string) {
+	t.Helper()
+	Load(t, caddyfile)
+	t.Cleanup(func() { _ = caddy.Stop() })
+}
