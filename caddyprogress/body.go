@@ -41,12 +41,12 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		if b.multipart != nil {
 			b.multipart.observe(p[:n])
 		}
-		if b.throttle != nil {
-			waited, waitErr := b.throttle.wait(b.ctx, n)
-			b.upload.throttled.Add(int64(waited))
-			if err == nil {
-				err = waitErr
-			}
+	}
+	if b.throttle != nil && (n > 0 || err == io.EOF) {
+		waited, waitErr := b.throttle.wait(b.ctx, n, err == io.EOF || b.upload.allReceived())
+		b.upload.throttled.Add(int64(waited))
+		if err == nil {
+			err = waitErr
 		}
 	}
 	if err != nil {

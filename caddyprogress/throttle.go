@@ -30,10 +30,19 @@ func newLimiter(bytesPerSecond int64, burst int) *rate.Limiter {
 // allow the bytes read, and only then returns, so the next read from
 // the client (and with it TCP or HTTP/2 flow control) waits too. Nothing
 // is buffered beyond the one read.
+//
+// The shared bucket is paid in equal quanta, not read by read. Reads
+// return what the client has sent so far, so their sizes vary (a few KiB
+// to 32 KiB behind reverse_proxy), and x/time/rate serves waiters in
+// turn: paid read by read, an upload whose reads happen to be larger
+// would get a larger share. Paid a quantum at each turn, N uploads get
+// 1/N each. What is still owed when the body ends is paid then.
 type throttle struct {
 	perUpload *rate.Limiter // nil when the upload has no limit of its own
 	total     *rate.Limiter // the tracker's shared bucket, or nil
 	maxRead   int           // reads are capped at the smallest burst
+	quantum   int           // what each wait on total asks for
+	owed      int           // bytes read but not yet paid to total
 }
 
 // newThrottle returns nil when there is nothing to limit.
@@ -47,19 +56,30 @@ func newThrottle(perUpload, total *rate.Limiter) *throttle {
 			t.maxRead = min(t.maxRead, l.Burst())
 		}
 	}
+	if total != nil {
+		t.quantum = min(total.Burst(), minBurst)
+	}
 	return t
 }
 
-// wait blocks until n bytes may pass, or ctx ends, and returns how long
-// it waited.
-func (t *throttle) wait(ctx context.Context, n int) (time.Duration, error) {
+// wait blocks until n more bytes read may pass, or ctx ends, and returns
+// how long it waited. ended says the body has ended: all still owed to
+// the shared bucket is paid.
+func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, error) {
 	start := time.Now()
-	for _, l := range []*rate.Limiter{t.perUpload, t.total} {
-		if l == nil {
-			continue
-		}
-		if err := l.WaitN(ctx, min(n, l.Burst())); err != nil {
+	if t.perUpload != nil && n > 0 {
+		if err := t.perUpload.WaitN(ctx, min(n, t.perUpload.Burst())); err != nil {
 			return time.Since(start), fmt.Errorf("waiting for upload bandwidth: %w", err)
+		}
+	}
+	if t.total != nil {
+		t.owed += n
+		for t.owed >= t.quantum || (ended && t.owed > 0) {
+			pay := min(t.owed, t.quantum)
+			if err := t.total.WaitN(ctx, pay); err != nil {
+				return time.Since(start), fmt.Errorf("waiting for shared upload bandwidth: %w", err)
+			}
+			t.owed -= pay
 		}
 	}
 	return time.Since(start), nil

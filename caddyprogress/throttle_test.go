@@ -76,6 +76,61 @@ func TestRateLimitTotalIsSharedFairly(t *testing.T) {
 	}
 }
 
+// Uploads sharing rate_limit_total get equal shares even when their
+// reads differ in size: here one reads 32 KiB at a time and one 4 KiB
+// (paid read by read, the first would get 8 times the second's share).
+func TestSharedBucketIsFairWhateverTheReadSizes(t *testing.T) {
+	const rate, run = 4 << 20, 1500 * time.Millisecond
+	total := newLimiter(rate, defaultBurst(rate))
+	ctx, cancel := context.WithTimeout(context.Background(), run)
+	defer cancel()
+	readSizes := []int{32 << 10, 4 << 10}
+	passed := make([]int, len(readSizes))
+	var wg sync.WaitGroup
+	for i, n := range readSizes {
+		th := newThrottle(nil, total)
+		wg.Go(func() {
+			for {
+				if _, err := th.wait(ctx, n, false); err != nil {
+					return
+				}
+				passed[i] += n
+			}
+		})
+	}
+	wg.Wait()
+	mean := float64(passed[0]+passed[1]) / 2
+	for i, got := range passed {
+		if math.Abs(float64(got)-mean) > 0.15*mean {
+			t.Errorf("reads of %d bytes passed %d bytes, more than 15%% from the mean %.0f (all: %v)", readSizes[i], got, mean, passed)
+		}
+	}
+}
+
+// A body's last bytes pay what is still owed to the shared bucket, so a
+// short upload is not let through at full speed either.
+func TestSharedBucketIsPaidInFullWhenTheBodyEnds(t *testing.T) {
+	const rate = 64 << 10
+	total := newLimiter(rate, defaultBurst(rate))
+	th := newThrottle(nil, total)
+	start := time.Now()
+	for range 3 {
+		if _, err := th.wait(context.Background(), 10<<10, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := th.wait(context.Background(), 10<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	// 40 KiB at 64 KiB/s from an empty bucket: 0.625 s
+	if took := time.Since(start); took < 550*time.Millisecond {
+		t.Fatalf("40 KiB passed in %s at 64 KiB/s; want about 625ms", took)
+	}
+	if th.owed != 0 {
+		t.Fatalf("%d bytes still owed after the body ended", th.owed)
+	}
+}
+
 // goroutinesIn counts the goroutines running code of this package, other
 // than the trackers' sweepers.
 func goroutinesIn() (int, string) {

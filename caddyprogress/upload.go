@@ -101,6 +101,11 @@ func (u *upload) addReceived(n int) {
 	}
 }
 
+// allReceived reports whether the declared length has been received.
+func (u *upload) allReceived() bool {
+	return u.total >= 0 && u.received.Load() >= u.total
+}
+
 // markBodyEnded moves an uploading upload to processing: the whole body
 // has been read and the upstream's answer is awaited.
 func (u *upload) markBodyEnded(since int64) {
