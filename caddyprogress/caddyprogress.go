@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -145,9 +144,9 @@ type Handler struct {
 	total      *rate.Limiter  // the tracker's shared bucket, when rate_limit_total is set
 	methods    map[string]bool
 	logger     *zap.Logger
-	stopping   chan struct{} // closed when Caddy stops or reloads
-	stopOnce   *sync.Once
-	lastWarned *atomic.Int64 // when warnFull last logged, in unix nanoseconds
+	stopCtx    context.Context    // done when Caddy stops or reloads
+	stop       context.CancelFunc // ends stopCtx
+	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
 }
 
 // CaddyModule returns the Caddy module information.
@@ -185,8 +184,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	h.stopping = make(chan struct{})
-	h.stopOnce = new(sync.Once)
+	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	h.lastWarned = new(atomic.Int64)
 	eventsAppIface, err := ctx.App("events")
 	if err != nil {
@@ -282,10 +280,9 @@ func (h *Handler) Cleanup() error {
 }
 
 func (h *Handler) stopStreams() {
-	if h.stopOnce == nil {
-		return // never provisioned
+	if h.stop != nil { // nil if never provisioned
+		h.stop()
 	}
-	h.stopOnce.Do(func() { close(h.stopping) })
 }
 
 // stopHandler ends a handler's event streams on Caddy's stopping event.

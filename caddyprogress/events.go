@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -42,32 +43,27 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 
-	h.metrics.subscribers.Inc()
-	defer h.metrics.subscribers.Dec()
-
-	s, err := openEventStream(w)
+	s, err := h.openEventStream(w, r)
+	defer s.close()
 	if err != nil {
 		return nil // the client is gone; nothing to tell it
 	}
 
-	keepAlive := time.NewTicker(keepAliveEvery)
-	defer keepAlive.Stop()
-
 	u, started, stopWaiting := h.tracker.watch(id)
 	if u == nil {
-		u = h.awaitStart(r, s, id, started, keepAlive.C)
+		u = h.awaitStart(s, id, started)
 		stopWaiting()
 		if u == nil {
 			return nil
 		}
 	}
-	h.streamUpload(r, s, u, keepAlive.C)
+	h.streamUpload(s, u)
 	return nil
 }
 
 // awaitStart sends "event: pending" and waits up to wait for the upload
 // to start. It returns nil if the stream ended first.
-func (h *Handler) awaitStart(r *http.Request, s *eventStream, id string, started <-chan struct{}, keepAlive <-chan time.Time) *upload {
+func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{}) *upload {
 	if s.event("pending", "", shortStatus{ID: id, Status: statePending.String()}) != nil {
 		return nil
 	}
@@ -83,20 +79,18 @@ func (h *Handler) awaitStart(r *http.Request, s *eventStream, id string, started
 		case <-timeout.C:
 			_ = s.event("error", "", shortStatus{ID: id, Status: "unknown"})
 			return nil
-		case <-keepAlive:
-			if s.send([]byte(": keep-alive\n\n")) != nil {
+		case <-s.keepAlive.C:
+			if s.ping() != nil {
 				return nil
 			}
-		case <-r.Context().Done():
-			return nil
-		case <-h.stopping:
+		case <-s.done:
 			return nil
 		}
 	}
 }
 
 // streamUpload sends u's progress until it ends or the stream does.
-func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepAlive <-chan time.Time) {
+func (h *Handler) streamUpload(s *eventStream, u *upload) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
 
@@ -117,13 +111,11 @@ func (h *Handler) streamUpload(r *http.Request, s *eventStream, u *upload, keepA
 			if sub.progress() != nil {
 				return
 			}
-		case <-keepAlive:
-			if s.send([]byte(": keep-alive\n\n")) != nil {
+		case <-s.keepAlive.C:
+			if s.ping() != nil {
 				return
 			}
-		case <-r.Context().Done():
-			return
-		case <-h.stopping:
+		case <-s.done:
 			return
 		}
 	}
@@ -160,9 +152,24 @@ func (sub *subscriber) final() {
 }
 
 // openEventStream writes the headers of an event stream and its retry
-// line.
-func openEventStream(w http.ResponseWriter) (*eventStream, error) {
-	s := &eventStream{w: w, rc: http.NewResponseController(w)}
+// line. The stream's done closes when the client goes away or the
+// handler stops (Caddy stops or reloads); close releases it, also after
+// an error.
+func (h *Handler) openEventStream(w http.ResponseWriter, r *http.Request) (*eventStream, error) {
+	h.metrics.subscribers.Inc()
+	ctx, cancel := context.WithCancel(r.Context())
+	stopWatching := context.AfterFunc(h.stopCtx, cancel)
+	s := &eventStream{
+		w:         w,
+		rc:        http.NewResponseController(w),
+		done:      ctx.Done(),
+		keepAlive: time.NewTicker(keepAliveEvery),
+		release: func() {
+			stopWatching()
+			cancel()
+			h.metrics.subscribers.Dec()
+		},
+	}
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")
 	header.Set("Cache-Control", "no-store")
@@ -176,6 +183,16 @@ type eventStream struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	buf bytes.Buffer
+
+	done      <-chan struct{} // closed when the stream must end
+	keepAlive *time.Ticker    // when an idle stream is due a comment line
+	release   func()
+}
+
+// close releases the stream's ticker and its watch on the handler.
+func (s *eventStream) close() {
+	s.keepAlive.Stop()
+	s.release()
 }
 
 // event sends one event; name and id are left out when empty.
@@ -193,6 +210,11 @@ func (s *eventStream) event(name, id string, data any) error {
 	}
 	s.buf.WriteString("\n")
 	return s.send(s.buf.Bytes())
+}
+
+// ping sends the comment line that keeps an idle stream open.
+func (s *eventStream) ping() error {
+	return s.send([]byte(": keep-alive\n\n"))
 }
 
 func (s *eventStream) send(p []byte) error {

@@ -35,29 +35,25 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
 
-	h.metrics.subscribers.Inc()
-	defer h.metrics.subscribers.Dec()
-
-	s, err := openEventStream(w)
+	s, err := h.openEventStream(w, r)
+	defer s.close()
 	if err != nil {
 		return nil // the client is gone; nothing to tell it
 	}
-	keepAlive := time.NewTicker(keepAliveEvery)
-	defer keepAlive.Stop()
 
 	if members, _ := h.tracker.groupMembers(id); len(members) == 0 {
-		if !h.awaitGroup(r, s, id, keepAlive.C) {
+		if !h.awaitGroup(s, id) {
 			return nil
 		}
 	}
-	h.streamGroup(r, s, id, keepAlive.C)
+	h.streamGroup(s, id)
 	return nil
 }
 
 // awaitGroup sends "event: pending" and waits up to wait for a member of
 // the group to start, looking once per interval. It reports whether one
 // did before the stream ended.
-func (h *Handler) awaitGroup(r *http.Request, s *eventStream, id string, keepAlive <-chan time.Time) bool {
+func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 	if s.event("pending", "", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
 		return false
 	}
@@ -74,13 +70,11 @@ func (h *Handler) awaitGroup(r *http.Request, s *eventStream, id string, keepAli
 		case <-timeout.C:
 			_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
 			return false
-		case <-keepAlive:
-			if s.send([]byte(": keep-alive\n\n")) != nil {
+		case <-s.keepAlive.C:
+			if s.ping() != nil {
 				return false
 			}
-		case <-r.Context().Done():
-			return false
-		case <-h.stopping:
+		case <-s.done:
 			return false
 		}
 	}
@@ -116,7 +110,7 @@ func progressOf(g GroupStatus) groupProgress {
 // streamGroup sends the group's progress, looking at it once per
 // interval, until every member has ended and no new one has started for
 // one interval, or until the stream ends.
-func (h *Handler) streamGroup(r *http.Request, s *eventStream, id string, keepAlive <-chan time.Time) {
+func (h *Handler) streamGroup(s *eventStream, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
 
@@ -165,13 +159,11 @@ func (h *Handler) streamGroup(r *http.Request, s *eventStream, id string, keepAl
 			if look() {
 				return
 			}
-		case <-keepAlive:
-			if s.send([]byte(": keep-alive\n\n")) != nil {
+		case <-s.keepAlive.C:
+			if s.ping() != nil {
 				return
 			}
-		case <-r.Context().Done():
-			return
-		case <-h.stopping:
+		case <-s.done:
 			return
 		}
 	}
