@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dustin/go-humanize"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
@@ -210,11 +213,13 @@ func BenchmarkThrottleAccuracy(b *testing.B) {
 	}
 }
 
-// One 64 MiB upload at a time through real Caddy, with and without
-// upload_progress before reverse_proxy, to a sink that discards bodies:
-// the in-process counterpart of bench/e2e.sh, small enough to profile
-// (go test -run '^$' -bench ProxyLargeUpload -cpuprofile cpu.out).
-func BenchmarkProxyLargeUpload(b *testing.B) {
+// Uploads of 16 KiB and 64 MiB, one at a time, through real Caddy with
+// and without upload_progress before reverse_proxy, to a sink that
+// discards bodies: the in-process counterpart of bench/e2e.sh, small
+// enough to profile:
+//
+//	go test -run '^$' -bench 'ProxyUpload/16KiB' -cpuprofile cpu.out ./caddyprogress/
+func BenchmarkProxyUpload(b *testing.B) {
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		fmt.Fprintf(w, `{"bytes":%d}`, n)
@@ -225,26 +230,67 @@ func BenchmarkProxyLargeUpload(b *testing.B) {
 	testcaddy.Run(b, testcaddy.GlobalOptions+fmt.Sprintf("http://127.0.0.1:%d {\n\treverse_proxy %s\n}\n", plainPort, sinkHost)+
 		siteBlock(fmt.Sprintf("http://127.0.0.1:%d", trackedPort), "", sinkHost))
 
-	body := payload(64 << 20)
-	for _, target := range []struct {
-		name string
-		port int
-	}{{"reverse_proxy", plainPort}, {"upload_progress", trackedPort}} {
-		b.Run(target.name, func(b *testing.B) {
-			client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-			url := fmt.Sprintf("http://127.0.0.1:%d/", target.port)
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
-				if err != nil {
-					b.Fatal(err)
+	for _, size := range []int{16 << 10, 64 << 20} {
+		body := payload(size)
+		want := fmt.Sprintf(`{"bytes":%d}`, size)
+		for _, target := range []struct {
+			name string
+			port int
+		}{{"reverse_proxy", plainPort}, {"upload_progress", trackedPort}} {
+			b.Run(fmt.Sprintf("%s/%s", humanize.IBytes(uint64(size)), target.name), func(b *testing.B) {
+				client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+				url := fmt.Sprintf("http://127.0.0.1:%d/", target.port)
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for b.Loop() {
+					resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(body))
+					if err != nil {
+						b.Fatal(err)
+					}
+					answer, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(answer) != want {
+						b.Fatalf("the sink answered %q; want %q", answer, want)
+					}
 				}
-				answer, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if want := fmt.Sprintf(`{"bytes":%d}`, len(body)); string(answer) != want {
-					b.Fatalf("the sink answered %q; want %q", answer, want)
+			})
+		}
+	}
+}
+
+// How close four uploads sharing rate_limit_total 2MiB for 10 s come to
+// the total rate, and to one another (the largest gap from the mean
+// duration, in percent).
+func BenchmarkThrottleTotalAccuracy(b *testing.B) {
+	const rate, uploads = 2 << 20, 4
+	up := newUpstream(b)
+	p := startProxy(b, fmt.Sprintf("rate_limit_total %d", rate), up.host)
+	data := strings.Repeat("x", rate*10/uploads)
+	for b.Loop() {
+		start := time.Now()
+		took := make([]time.Duration, uploads)
+		var wg sync.WaitGroup
+		for i := range uploads {
+			wg.Go(func() {
+				resp, _ := p.upload(b, http.MethodPost, "/", strings.NewReader(data), int64(len(data)), nil)
+				took[i] = time.Since(start)
+				if resp.StatusCode != 200 {
+					b.Errorf("answered %d", resp.StatusCode)
 				}
-			}
-		})
+			})
+		}
+		wg.Wait()
+		all := time.Since(start)
+		var mean time.Duration
+		for _, d := range took {
+			mean += d / uploads
+		}
+		var spread float64
+		for _, d := range took {
+			spread = max(spread, math.Abs(float64(d-mean))/float64(mean)*100)
+		}
+		measured := float64(len(data)*uploads) / all.Seconds()
+		b.ReportMetric((measured-rate)/rate*100, "%-off-rate")
+		b.ReportMetric(spread, "%-spread")
 	}
 }
