@@ -39,6 +39,9 @@ const (
 // the ID from; it is always accepted after id_header.
 const progressIDHeader = "X-Progress-ID"
 
+// progressIDKey is progressIDHeader in canonical form.
+var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
+
 // Handler tracks uploads that pass through it on their way to the next
 // handler (usually reverse_proxy), and serves their progress.
 //
@@ -140,6 +143,7 @@ type Handler struct {
 	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
 	tracker    *tracker
+	idKey      string         // IDHeader in canonical form, the key of http.Header
 	metrics    handlerMetrics // this tracker's series, looked up once
 	total      *rate.Limiter  // the tracker's shared bucket, when rate_limit_total is set
 	methods    map[string]bool
@@ -163,6 +167,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
 
+	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))
 	for _, m := range h.Methods {
 		h.methods[strings.ToUpper(m)] = true

@@ -12,6 +12,9 @@ import (
 // group, for clients that send several files as parallel requests.
 const groupHeader = "X-Upload-Group"
 
+// groupKey is groupHeader in canonical form.
+var groupKey = http.CanonicalHeaderKey(groupHeader)
+
 // groupQuery is the query parameter of the status and events routes
 // that names a group: GET <status_path>?group=<id>.
 const groupQuery = "group"
@@ -34,7 +37,7 @@ type groupSet struct {
 // X-Upload-Group header: "" when it has none, an error when the ID is
 // not valid (the same rules as upload IDs).
 func uploadGroup(r *http.Request) (string, error) {
-	values, ok := r.Header[http.CanonicalHeaderKey(groupHeader)]
+	values, ok := r.Header[groupKey]
 	if !ok {
 		return "", nil
 	}

@@ -88,8 +88,9 @@ func newMultipartObserver(boundary string, parts *partList, logger *zap.Logger, 
 // boundary. It is set up once per request, before the body is read.
 func (h *Handler) observeMultipart(r *http.Request, u *upload) *multipartObserver {
 	contentType := r.Header.Get("Content-Type")
-	if contentType == "" {
-		return nil
+	const prefix = "multipart/"
+	if len(contentType) < len(prefix) || !strings.EqualFold(contentType[:len(prefix)], prefix) {
+		return nil // not worth parsing
 	}
 	mediaType, params, _ := mime.ParseMediaType(contentType)
 	if mediaType != "multipart/form-data" {

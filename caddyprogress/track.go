@@ -46,8 +46,8 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	h.tracker.join(group, u)
 	h.metrics.started.Inc()
 
-	r.Header.Set(h.IDHeader, id)
-	w.Header().Set(h.IDHeader, id)
+	r.Header[h.idKey] = []string{id}
+	w.Header()[h.idKey] = []string{id}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
 
@@ -123,12 +123,12 @@ func outcome(r *http.Request, body *countingBody, written int, handlerErr error)
 // order. It is "" when the client sent none, and an error when the one
 // it sent is not valid.
 func (h *Handler) uploadID(r *http.Request) (string, error) {
-	for _, field := range []string{h.IDHeader, progressIDHeader} {
-		if values, ok := r.Header[http.CanonicalHeaderKey(field)]; ok {
-			return values[0], wrapIDError(field+" header", validateID(values[0]))
+	for _, field := range [...]struct{ name, key string }{{h.IDHeader, h.idKey}, {progressIDHeader, progressIDKey}} {
+		if values, ok := r.Header[field.key]; ok {
+			return values[0], wrapIDError(field.name+" header", validateID(values[0]))
 		}
 	}
-	if h.IDQuery != "" {
+	if h.IDQuery != "" && r.URL.RawQuery != "" {
 		if query := r.URL.Query(); query.Has(h.IDQuery) {
 			id := query.Get(h.IDQuery)
 			return id, wrapIDError(h.IDQuery+" query parameter", validateID(id))
