@@ -75,7 +75,7 @@ func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, 
 	if t.total != nil {
 		t.owed += n
 		for t.owed >= t.quantum || (ended && t.owed > 0) {
-			pay := min(t.owed, t.quantum)
+			pay := min(t.owed, t.quantum, t.total.Burst()) // a reload may lower the burst
 			if err := t.total.WaitN(ctx, pay); err != nil {
 				return time.Since(start), fmt.Errorf("waiting for shared upload bandwidth: %w", err)
 			}
