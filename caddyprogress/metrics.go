@@ -104,8 +104,8 @@ func registerMetrics(registry *prometheus.Registry) error {
 }
 
 // observeThrottled adds d to the time uploads of the tracker spent
-// waiting on their rate limit. Call it once per wait, never per Read
-// that did not wait.
+// waiting on their rate limit: once per upload, when it ends. An upload
+// that never waited makes no series.
 func observeThrottled(tracker string, d time.Duration) {
 	if d > 0 {
 		metrics.throttled.WithLabelValues(tracker).Add(d.Seconds())
@@ -165,11 +165,6 @@ func (t *tracker) countBytes(u *upload) {
 	}
 }
 
-// finishedMetric counts an upload that ended with status st.
-func (t *tracker) finishedMetric(st state) {
-	metrics.finished.WithLabelValues(t.name, st.String()).Inc()
-}
-
 // Interface guard
 var _ prometheus.Collector = (*trackerCollector)(nil)
 
@@ -177,14 +172,19 @@ var _ prometheus.Collector = (*trackerCollector)(nil)
 // looked up once in Provision so that an upload does not hash labels.
 type handlerMetrics struct {
 	started     prometheus.Counter
+	finished    [stateAborted + 1]prometheus.Counter // by final state; nil for the others
 	untracked   prometheus.Counter
 	subscribers prometheus.Gauge
 }
 
 func newHandlerMetrics(tracker string) handlerMetrics {
-	return handlerMetrics{
+	m := handlerMetrics{
 		started:     metrics.started.WithLabelValues(tracker),
 		untracked:   metrics.untracked.WithLabelValues(tracker),
 		subscribers: metrics.subscribers.WithLabelValues(tracker),
 	}
+	for _, st := range []state{stateComplete, stateError, stateAborted} {
+		m.finished[st] = metrics.finished.WithLabelValues(tracker, st.String())
+	}
+	return m
 }

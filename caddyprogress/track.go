@@ -59,17 +59,14 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	finished := false
 	defer func() {
 		if !finished { // next panicked
-			h.tracker.finish(u, stateError, http.StatusInternalServerError, "the request handler panicked", h.retain())
+			h.finish(u, stateError, http.StatusInternalServerError, "the request handler panicked")
 		}
 	}()
 	err = next.ServeHTTP(rec, r)
 	finished = true
 
 	st, code, msg := outcome(r, body, rec.Status(), err)
-	h.tracker.finish(u, st, code, msg, h.retain())
-	if waited := u.throttled.Load(); waited > 0 {
-		observeThrottled(h.Tracker, time.Duration(waited))
-	}
+	h.finish(u, st, code, msg)
 	if st != stateComplete {
 		h.logger.Debug("upload ended",
 			zap.String("id", id),
@@ -78,6 +75,16 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 			zap.String("error", msg))
 	}
 	return err
+}
+
+// finish ends u and keeps its record for retain; the call that ends it
+// counts it in the metrics.
+func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string) {
+	if !h.tracker.finish(u, st, upstreamStatus, errMsg, h.retain()) {
+		return
+	}
+	h.metrics.finished[st].Inc()
+	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
 }
 
 // outcome tells how an upload ended from the body's read error, the

@@ -113,21 +113,21 @@ func (t *tracker) reserve(retain time.Duration, limit int) (*upload, error) {
 	return u, nil
 }
 
-// finish ends an upload and keeps its record for retain.
-func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string, retain time.Duration) {
+// finish ends an upload and keeps its record for retain. It reports
+// whether this call ended it (only the first does).
+func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string, retain time.Duration) bool {
 	now := time.Now()
 	if !u.finish(st, upstreamStatus, errMsg, now) {
-		return
+		return false
 	}
-	t.finishedMetric(st)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.countBytes(u)
-	if t.uploads[u.id] != u {
-		return // already replaced or removed
+	if t.uploads[u.id] == u { // not already replaced or removed
+		u.expiresAt = now.Add(retain)
+		heap.Push(&t.expiring, u)
 	}
-	u.expiresAt = now.Add(retain)
-	heap.Push(&t.expiring, u)
+	return true
 }
 
 // get returns the record for id, or nil.
