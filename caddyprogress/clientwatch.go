@@ -50,26 +50,27 @@ type watchedClient struct {
 
 // peerGone reports whether the client has closed or reset the
 // connection, without reading from it.
-func (w *watchedClient) peerGone() bool {
-	gone := false
-	if err := w.fd.Control(func(fd uintptr) { gone = socketPeerGone(fd) }); err != nil {
-		return false // the connection is already closed on this side
+func (w *watchedClient) peerGone() (gone, reset bool) {
+	if err := w.fd.Control(func(fd uintptr) { gone, reset = socketPeerGone(fd) }); err != nil {
+		return false, false // the connection is already closed on this side
 	}
-	return gone
+	return gone, reset
 }
 
 // answerLost flushes an answer written before the body ended, and
 // reports whether it could not reach the client: the flush failed, or
 // the client's kernel reset the connection on receiving it (a client
-// that left while its body was queued). The answer is already on its
-// way; only the record's end waits, at most answerCheckFor.
+// that left while its body was queued). A client that reads the answer
+// and closes gracefully is not taken for one that left. The answer is
+// already on its way; only the record's end waits, at most
+// answerCheckFor.
 func (w *watchedClient) answerLost(rw http.ResponseWriter) bool {
 	if err := http.NewResponseController(rw).Flush(); err != nil {
 		return true
 	}
 	deadline := time.Now().Add(answerCheckFor)
 	for {
-		if w.peerGone() {
+		if _, reset := w.peerGone(); reset {
 			return true
 		}
 		if time.Now().After(deadline) {
@@ -146,7 +147,7 @@ func (cw *clientWatch) run() {
 		}
 		cw.mu.Unlock()
 		for _, w := range stalled {
-			if w.peerGone() {
+			if gone, _ := w.peerGone(); gone {
 				w.gone.Store(true)
 				w.leave(errClientGone)
 			}

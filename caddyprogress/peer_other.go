@@ -4,7 +4,7 @@ package caddyprogress
 
 // socketPeerGone cannot tell on this system: the client's leaving shows
 // only when a read fails or the request's context ends.
-func socketPeerGone(uintptr) bool { return false }
+func socketPeerGone(uintptr) (gone, reset bool) { return false, false }
 
 // peerCheckSupported is true where socketPeerGone can tell.
 const peerCheckSupported = false
