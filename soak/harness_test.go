@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,11 @@ var (
 	// max_memory, set it in soakOptions and this to it plus the clients'
 	// share.
 	flagHeapBudget = flag.Int64("soak.heap-budget", 256<<20, "bytes the process heap may grow while a fault runs")
+	// flagStrictFinal fails an upload whose final record changed after it
+	// was first read (its received went on growing after an early answer).
+	// Branch i9-memory makes the final record never change: then make
+	// this the default.
+	flagStrictFinal = flag.Bool("soak.strict-final", false, "fail when a final record changes after it was first read")
 )
 
 func TestMain(m *testing.M) {
@@ -94,7 +100,8 @@ const retain = 3 * time.Second
 
 // proxy is Caddy with upload_progress in front of the upstream, over
 // HTTP/1.1 and h2c on one port: /throttled/ limits each upload to
-// throttleRate, everything else is not limited.
+// throttleRate, /witness/ to witnessRate, everything else is not
+// limited.
 type proxy struct {
 	base   string
 	addr   string
@@ -105,6 +112,11 @@ type proxy struct {
 }
 
 const throttleRate = 4 << 20
+
+// witnessRate limits the witness uploads of the fault tests (/witness/):
+// low, so that their pace shows unfairness, not the CPU the test's own
+// clients take.
+const witnessRate = 1 << 20
 
 // soakOptions go into every upload_progress block of the soak.
 const soakOptions = "retain 3s\n\t\t\tnginx_report_path /progress\n\t\t\tinterval 50ms"
@@ -127,6 +139,13 @@ func startProxy(t *testing.T, extraOptions string) *proxy {
 func (p *proxy) caddyfile(extraOptions string) string {
 	global := strings.Replace(testcaddy.GlobalOptions, "\tlocal_certs\n", "\tlocal_certs\n\tservers {\n\t\tprotocols h1 h2c\n\t}\n", 1)
 	return global + fmt.Sprintf(`%s {
+	handle /witness/* {
+		upload_progress {
+			%s
+			rate_limit %d
+		}
+		reverse_proxy %s
+	}
 	handle /throttled/* {
 		upload_progress {
 			%s
@@ -151,7 +170,7 @@ func (p *proxy) caddyfile(extraOptions string) string {
 		}
 	}
 }
-`, p.base, soakOptions, throttleRate, extraOptions, p.up.host, soakOptions, extraOptions, p.up.host)
+`, p.base, soakOptions, witnessRate, p.up.host, soakOptions, throttleRate, extraOptions, p.up.host, soakOptions, extraOptions, p.up.host)
 }
 
 func (p *proxy) closeIdle() {
@@ -166,9 +185,13 @@ func (p *proxy) closeIdle() {
 //	?delay=D    wait D after reading the body
 //	?reset=N    read N bytes of the body, then reset the connection
 //	?noread     answer 200 at once, without reading the body
+//	?hold       answer 200 without reading the body, once release is called
 type upstream struct {
 	*httptest.Server
 	host string
+
+	held     chan struct{}
+	holdOnce sync.Once
 
 	mu       sync.Mutex
 	received map[string]receivedBody
@@ -181,13 +204,14 @@ type receivedBody struct {
 
 func newUpstream(t *testing.T) *upstream {
 	t.Helper()
-	u := &upstream{received: make(map[string]receivedBody)}
+	u := &upstream{received: make(map[string]receivedBody), held: make(chan struct{})}
 	u.Server = httptest.NewUnstartedServer(http.HandlerFunc(u.serve))
 	// longer than Caddy's keepalive (upstreamKeepalive), so that Caddy never
 	// sends on a connection the upstream is closing
 	u.Server.Config.IdleTimeout = 30 * time.Second
 	u.Start()
 	t.Cleanup(u.Close)
+	t.Cleanup(u.release)
 	u.host = strings.TrimPrefix(u.URL, "http://")
 	return u
 }
@@ -195,7 +219,10 @@ func newUpstream(t *testing.T) *upstream {
 func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get("X-Upload-ID")
 	q := r.URL.Query()
-	if q.Has("noread") {
+	if q.Has("hold") {
+		<-u.held
+	}
+	if q.Has("noread") || q.Has("hold") {
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, `{"early":true}`)
@@ -229,6 +256,9 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(code)
 	fmt.Fprintf(w, `{"bytes":%d}`, n)
 }
+
+// release lets every held request answer.
+func (u *upstream) release() { u.holdOnce.Do(func() { close(u.held) }) }
 
 func (u *upstream) get(id string) (receivedBody, bool) {
 	u.mu.Lock()
@@ -340,6 +370,12 @@ func backToBaseline(t *testing.T, p *proxy, base resources) resources {
 			return now
 		}
 		if time.Now().After(deadline) {
+			if path := os.Getenv("SOAK_HEAP_PROFILE"); path != "" {
+				if f, err := os.Create(path); err == nil {
+					pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
 			buf := make([]byte, 1<<20)
 			n := runtime.Stack(buf, true)
 			t.Fatalf("not back to the baseline after 30s: now %s, baseline %s\n%s", now, base, buf[:n])
