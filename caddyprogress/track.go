@@ -58,7 +58,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		var stopWatching func()
 		watched, ctx, stopWatching = clients.watch(r.Context(), u, requestConn(r.Context()))
 		defer stopWatching()
-		r = r.WithContext(ctx)
+		if watched != nil {
+			r = r.WithContext(ctx) // ended by clientWatch when the client leaves
+		}
 		answer = &earlyAnswerCloser{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, upload: u}
 	}
 
