@@ -179,6 +179,13 @@ func TestFaultUpstreamNeverReads(t *testing.T) {
 		})
 	}
 	wg.Wait() // every client gave up after a second
+	// over h2c the stream reset shows at once
+	for i := 1; i < n; i += 2 {
+		id := fmt.Sprintf("held-%d", i)
+		if s, err := px.finalStatus(id, 3*time.Second); err != nil || s.Status != "aborted" {
+			t.Errorf("%s over h2c, while the upstream still holds it: %s (%v), want aborted", id, s.Status, err)
+		}
+	}
 	f.witness()
 	px.up.release()
 	for i := range n {
