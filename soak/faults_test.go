@@ -110,6 +110,22 @@ func (f *faultRun) end() {
 	f.t.Logf("after retain: %s", after)
 }
 
+// inParallel runs do(0) to do(n-1) on the given number of goroutines.
+// (Not a goroutine each: Go keeps every goroutine it ever had at once,
+// and 150,000 of them would stay in the heap as some 70 MiB.)
+func inParallel(n, workers int, do func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, workers) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				do(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
 // generatedBody is size deterministic pseudo-random bytes, made as they
 // are read.
 func generatedBody(seed uint64, size int64) io.Reader {
@@ -295,22 +311,15 @@ func TestFaultManyEventStreams(t *testing.T) {
 // all open, and closes them at once.
 func openAndDrop(t *testing.T, px *proxy, n int, during func()) {
 	conns := make([]net.Conn, n)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 64)
 	start := time.Now()
-	for i := range conns {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			c, err := dialEvents(px, fmt.Sprintf("stream-%d", i%100), 0)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			conns[i] = c
-		})
-	}
-	wg.Wait()
+	inParallel(n, 64, func(i int) {
+		c, err := dialEvents(px, fmt.Sprintf("stream-%d", i%100), 0)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		conns[i] = c
+	})
 	t.Logf("%d event streams open in %s", n, time.Since(start).Round(time.Millisecond))
 	if during != nil {
 		during()
@@ -339,12 +348,10 @@ func TestFaultReservationFlood(t *testing.T) {
 // any) while they go on.
 func reserve(t *testing.T, px *proxy, n int, during func()) {
 	var refused atomic.Int64
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		inParallel(n, 32, func(int) {
 			resp, err := px.h1.Post(px.base+caddyprogress.DefaultStatusPath, "", nil)
 			if err != nil {
 				t.Errorf("reserving: %v", err)
@@ -356,11 +363,11 @@ func reserve(t *testing.T, px *proxy, n int, during func()) {
 				refused.Add(1)
 			}
 		})
-	}
+	}()
 	if during != nil {
 		during()
 	}
-	wg.Wait()
+	<-done
 	if refused.Load() > 0 {
 		t.Errorf("%d of %d reservations refused", refused.Load(), n)
 	}
@@ -380,12 +387,10 @@ func TestFaultGroupOfManyMembers(t *testing.T) {
 		events, eventsErr = readEvents(ctx, px.h1, px.base+caddyprogress.DefaultEventsPath+"?group=big")
 	})
 	time.Sleep(50 * time.Millisecond)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for i := range n {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+	members := make(chan struct{})
+	go func() {
+		defer close(members)
+		inParallel(n, 32, func(i int) {
 			req, _ := http.NewRequest(http.MethodPost, px.base+"/upload", strings.NewReader(string(payload(uint64(i), size))))
 			req.Header.Set("X-Upload-ID", fmt.Sprintf("member-%d", i))
 			req.Header.Set("X-Upload-Group", "big")
@@ -396,9 +401,9 @@ func TestFaultGroupOfManyMembers(t *testing.T) {
 			}
 			resp.Body.Close()
 		})
-	}
+	}()
 	f.witness()
-	wg.Wait()
+	<-members
 	resp, err := px.h1.Get(px.base + caddyprogress.DefaultStatusPath + "?group=big")
 	if err != nil {
 		t.Fatal(err)
