@@ -36,6 +36,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
+//		max_group_uploads <n>    # uploads in one group; default 1000
+//		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
@@ -88,15 +90,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "max_uploads":
-			var arg string
-			if err := oneArg(d, &arg); err != nil {
+			if err := countArg(d, &h.MaxUploads); err != nil {
 				return err
 			}
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 {
-				return d.Errf("max_uploads: %q is not a whole number of at least 1", arg)
+		case "max_group_uploads":
+			if err := countArg(d, &h.MaxGroupUploads); err != nil {
+				return err
 			}
-			h.MaxUploads = n
+		case "max_reservations":
+			if err := countArg(d, &h.MaxReservations); err != nil {
+				return err
+			}
 		case "rate_limit":
 			if err := sizeArg(d, &h.RateLimit); err != nil {
 				return err
@@ -130,6 +134,21 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	if d.NextArg() {
 		return d.Errf("%s: expected one argument, got more", name)
 	}
+	return nil
+}
+
+// countArg reads one whole number of at least 1 into dst.
+func countArg(d *caddyfile.Dispenser, dst *int) error {
+	name := d.Val()
+	var arg string
+	if err := oneArg(d, &arg); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 {
+		return d.Errf("%s: %q is not a whole number of at least 1", name, arg)
+	}
+	*dst = n
 	return nil
 }
 

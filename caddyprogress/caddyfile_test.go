@@ -24,6 +24,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		retain      10m
 		wait        30s
 		max_uploads 500
+		max_group_uploads 50
+		max_reservations  20
 		rate_limit       1MiB
 		rate_limit_total 500KB
 		burst            64KiB
@@ -44,6 +46,9 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
+
+		MaxGroupUploads: 50,
+		MaxReservations: 20,
 
 		RateLimit:       1 << 20,
 		RateLimitTotal:  500_000,
@@ -71,6 +76,7 @@ func TestCaddyfileDefaults(t *testing.T) {
 		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
+		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 ||
 		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
 		t.Fatalf("defaults: %+v", h)
 	}
@@ -91,6 +97,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_group_uploads 0\n}", `max_group_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_reservations x\n}", `max_reservations: "x" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
 		{"upload_progress {\n rate_limit fast\n}", `rate_limit: "fast" is not a size`},
 		{"upload_progress {\n rate_limit_total 0\n}", `rate_limit_total: "0" must be from 1 byte to 2GiB`},

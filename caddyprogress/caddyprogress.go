@@ -33,6 +33,8 @@ const (
 	DefaultRetain     = 5 * time.Minute
 	DefaultWait       = 60 * time.Second
 	DefaultMaxUploads = 100000
+
+	DefaultMaxGroupUploads = 1000
 )
 
 // progressIDHeader is the header the nginx upload progress module reads
@@ -74,6 +76,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		max_group_uploads <n>
+//		max_reservations  <n>
 //		rate_limit       <size>
 //		rate_limit_total <size>
 //		burst            <size>
@@ -122,6 +126,17 @@ type Handler struct {
 	// finished record makes room; if every record is in flight, new
 	// uploads are proxied untracked. Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
+
+	// How many uploads one group holds (X-Upload-Group). An upload past
+	// it is proxied and tracked on its own, outside the group.
+	// Default: 1000.
+	MaxGroupUploads int `json:"max_group_uploads,omitempty"`
+
+	// How many reserved IDs (POST <status_path>) one tracker holds at
+	// once. A reservation never makes room by removing a finished
+	// record; past this, or with the tracker full, POST answers 503 with
+	// Retry-After. Default: a tenth of max_uploads, at least 1.
+	MaxReservations int `json:"max_reservations,omitempty"`
 
 	// Bytes per second for each upload. Throttling is by backpressure:
 	// the body is read no faster than this, so TCP (or HTTP/2 flow
@@ -233,6 +248,12 @@ func (h *Handler) setDefaults() {
 	if h.MaxUploads == 0 {
 		h.MaxUploads = DefaultMaxUploads
 	}
+	if h.MaxGroupUploads == 0 {
+		h.MaxGroupUploads = DefaultMaxGroupUploads
+	}
+	if h.MaxReservations == 0 {
+		h.MaxReservations = max(h.MaxUploads/10, 1)
+	}
 }
 
 // Validate checks the handler's configuration.
@@ -265,6 +286,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxUploads < 0 {
 		return fmt.Errorf("max_uploads must not be negative")
+	}
+	if h.MaxGroupUploads < 0 || h.MaxReservations < 0 {
+		return fmt.Errorf("max_group_uploads and max_reservations must not be negative")
 	}
 	if h.RateLimit < 0 || h.RateLimitTotal < 0 || h.Burst < 0 {
 		return fmt.Errorf("rate_limit, rate_limit_total and burst must not be negative")

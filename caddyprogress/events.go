@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -29,6 +30,11 @@ const keepAliveEvery = 15 * time.Second
 // only when something changed. The final event ends the stream. An ID
 // that has not started gets "event: pending" first, and "event: error"
 // with {"status": "unknown"} if nothing starts within wait.
+//
+// A reconnect (the request carries Last-Event-ID, as EventSource sends
+// after the stream ended) to an upload that has ended, or to an unknown
+// ID, gets 204 No Content, which makes EventSource stop reconnecting; the
+// first request still gets the final event.
 // GET <events_path>?group=<id> streams a group's (groupevents.go).
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
 	if id == "" && r.URL.Query().Has(groupQuery) {
@@ -41,6 +47,12 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 	}
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
+	if isReconnect(r) {
+		if u := h.tracker.get(id); u == nil || u.currentState().final() {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
 	}
 
 	s, err := h.openEventStream(w, r)
@@ -89,6 +101,18 @@ func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{})
 	}
 }
 
+// lastEventIDKey is the header EventSource sends when it reconnects.
+var lastEventIDKey = http.CanonicalHeaderKey("Last-Event-ID")
+
+// isReconnect reports whether r is an EventSource reconnecting.
+func isReconnect(r *http.Request) bool {
+	_, ok := r.Header[lastEventIDKey]
+	return ok
+}
+
+// errStreamEnded means the final event was sent: the stream is over.
+var errStreamEnded = errors.New("the final event was sent")
+
 // streamUpload sends u's progress until it ends or the stream does.
 func (h *Handler) streamUpload(s *eventStream, u *upload) {
 	interval := time.NewTicker(time.Duration(h.Interval))
@@ -128,6 +152,7 @@ type subscriber struct {
 	lastState    state
 	lastReceived int64
 	lastObserved int64 // the multipart parts change after received does
+	sentFinal    bool
 }
 
 func newSubscriber(s *eventStream, u *upload) *subscriber {
@@ -135,18 +160,32 @@ func newSubscriber(s *eventStream, u *upload) *subscriber {
 }
 
 // progress sends a progress event if anything changed since the last.
+// Progress events never carry a final state: once the upload has ended,
+// it sends the named final event instead, and errStreamEnded.
 func (sub *subscriber) progress() error {
 	st, received, observed := sub.u.currentState(), sub.u.received.Load(), sub.u.observedBytes()
+	if st.final() {
+		sub.final()
+		return errStreamEnded
+	}
 	if st == sub.lastState && received == sub.lastReceived && observed == sub.lastObserved {
 		return nil
 	}
 	sub.lastState, sub.lastReceived, sub.lastObserved = st, received, observed
 	status := sub.u.snapshot(time.Now())
+	if status.FinishedAt != nil { // it ended after st was read
+		sub.final()
+		return errStreamEnded
+	}
 	return sub.s.event("", strconv.FormatInt(status.Received, 10), status)
 }
 
-// final sends the final event.
+// final sends the final event, once.
 func (sub *subscriber) final() {
+	if sub.sentFinal {
+		return
+	}
+	sub.sentFinal = true
 	status := sub.u.snapshot(time.Now())
 	_ = sub.s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
 }

@@ -48,14 +48,16 @@ func uploadGroup(r *http.Request) (string, error) {
 }
 
 // join makes u a member of the group with the given ID; "" is no group.
-func (t *tracker) join(id string, u *upload) {
+// A group that has limit members takes no more: u stays on its own, and
+// join reports false.
+func (t *tracker) join(id string, u *upload, limit int) bool {
 	if id == "" {
-		return
+		return true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.uploads[u.id] != u {
-		return // already replaced or removed
+		return true // already replaced or removed
 	}
 	if t.groups.byID == nil {
 		t.groups.byID = make(map[string]*group)
@@ -65,10 +67,14 @@ func (t *tracker) join(id string, u *upload) {
 		g = &group{id: id, members: make(map[*upload]struct{})}
 		t.groups.byID[id] = g
 	}
+	if len(g.members) >= limit {
+		return false
+	}
 	t.groups.joins++
 	g.members[u] = struct{}{}
 	g.lastJoin = t.groups.joins
 	u.group = g
+	return true
 }
 
 // leaveGroup takes u out of its group, and forgets the group once it has
@@ -131,7 +137,8 @@ type GroupStatus struct {
 	// once none is, the group's average from its first start to its last
 	// body's end.
 	Speed int64 `json:"speed"`
-	// Uploads are the members' statuses, in the order they started.
+	// Uploads are the members' statuses, in the order they started,
+	// without their files (each member's own status has them).
 	Uploads []Status `json:"uploads"`
 }
 
@@ -156,7 +163,7 @@ func groupSnapshot(id string, members []*upload, now time.Time) GroupStatus {
 	inFlight, anyError, anyAborted, anyUploading := false, false, false, false
 	var firstStart, lastBodyEnd time.Time
 	for i, u := range members {
-		s := u.snapshot(now)
+		s := u.snapshotWithoutFiles(now)
 		g.Uploads[i] = s
 		g.Received += s.Received
 		if s.Total == nil {

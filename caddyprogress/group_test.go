@@ -194,7 +194,7 @@ func TestGroupStatusRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr.join("g", u)
+		tr.join("g", u, 1000)
 		return u
 	}
 	status := func() GroupStatus {

@@ -25,6 +25,8 @@ import (
 // The final event comes once every member has ended and no new member
 // has started for one interval; it ends the stream. A group with no
 // member within wait gets "event: error" with {"status": "unknown"}.
+// A reconnect (Last-Event-ID) to a group whose members have all ended,
+// or that has none, gets 204 No Content, as for one upload.
 func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
@@ -33,6 +35,12 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 	}
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
+	}
+	if isReconnect(r) {
+		if members, _ := h.tracker.groupMembers(id); allEnded(members) {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
 	}
 
 	s, err := h.openEventStream(w, r)
@@ -48,6 +56,16 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 	}
 	h.streamGroup(s, id)
 	return nil
+}
+
+// allEnded reports whether every member has ended; true for none.
+func allEnded(members []*upload) bool {
+	for _, u := range members {
+		if !u.currentState().final() {
+			return false
+		}
+	}
+	return true
 }
 
 // awaitGroup sends "event: pending" and waits up to wait for a member of
@@ -83,12 +101,10 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 // groupProgress is what a group stream compares to tell whether the
 // group changed since its last event.
 type groupProgress struct {
-	status        string
-	received      int64
-	members       int
-	ended         int // members in processing or a final state
-	fileBytes     int64
-	filesComplete int
+	status   string
+	received int64
+	members  int
+	ended    int // members in processing or a final state
 }
 
 func progressOf(g GroupStatus) groupProgress {
@@ -96,12 +112,6 @@ func progressOf(g GroupStatus) groupProgress {
 	for _, u := range g.Uploads {
 		if u.Status != stateUploading.String() {
 			p.ended++
-		}
-		for _, f := range u.Files {
-			p.fileBytes += f.Received
-			if f.Status == partComplete {
-				p.filesComplete++
-			}
 		}
 	}
 	return p

@@ -157,10 +157,16 @@ func (t *tracker) stats() (inFlight int, received int64) {
 }
 
 // countBytes adds a finished (or forgotten) upload's bytes to the
-// tracker's count, once. The caller holds t.mu for writing.
+// tracker's count, once: for a finished upload, what its record shows.
+// The caller holds t.mu for writing.
 func (t *tracker) countBytes(u *upload) {
-	if !u.bytesCounted {
-		u.bytesCounted = true
+	if u.bytesCounted {
+		return
+	}
+	u.bytesCounted = true
+	if u.currentState().final() {
+		t.countedBytes += u.finalReceived
+	} else {
 		t.countedBytes += u.received.Load()
 	}
 }

@@ -51,13 +51,29 @@ type Status struct {
 	Files []FileStatus `json:"files,omitempty"`
 }
 
-// snapshot describes the upload as it is at now.
+// snapshot describes the upload as it is at now, its files included.
 func (u *upload) snapshot(now time.Time) Status {
-	// Read the state first: a final state guarantees the fields written
-	// by finish are complete, and received never grows after the body ends.
-	st := u.currentState()
+	if u.currentState().final() {
+		s := u.snapshotWithoutFiles(now)
+		s.Files = u.finalFiles // set before the final state was
+		return s
+	}
 	files := u.files() // before received, so the parts never add up to more
+	s := u.snapshotWithoutFiles(now)
+	s.Files = files
+	return s
+}
+
+// snapshotWithoutFiles describes the upload as it is at now, without
+// the parts of a multipart body.
+func (u *upload) snapshotWithoutFiles(now time.Time) Status {
+	// Read the state first: a final state guarantees the fields written
+	// by finish are complete, and received never changes after it.
+	st := u.currentState()
 	received := u.received.Load()
+	if st.final() {
+		received = u.finalReceived
+	}
 	bodyEnd := time.Duration(u.bodyEnd.Load())
 
 	s := Status{
@@ -66,7 +82,6 @@ func (u *upload) snapshot(now time.Time) Status {
 		Received:  received,
 		StartedAt: u.startedAt.UTC(),
 		UpdatedAt: u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC(),
-		Files:     files,
 	}
 	if u.total >= 0 {
 		total := u.total

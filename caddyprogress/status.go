@@ -42,9 +42,8 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 // serveReserve reserves a fresh ID for a client that wants one before it
 // uploads. The reservation lasts retain.
 func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.tracker.reserve(h.retain(), h.MaxUploads)
-	if errors.Is(err, errTrackerFull) {
-		h.warnFull("")
+	u, err := h.tracker.reserve(h.retain(), h.MaxUploads, h.MaxReservations)
+	if errors.Is(err, errTooManyReservations) {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))
 	}

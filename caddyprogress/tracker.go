@@ -21,24 +21,29 @@ var (
 	errInFlight = errors.New("an upload with this ID is already in flight")
 	// errTrackerFull means every record the tracker may hold is in flight.
 	errTrackerFull = errors.New("the tracker is full of uploads in flight")
+	// errTooManyReservations means max_reservations IDs are reserved, or
+	// the tracker is full: a reservation never removes a finished record.
+	errTooManyReservations = errors.New("too many IDs are reserved")
 )
 
 // sweepEvery is how often expired records are removed.
 const sweepEvery = 250 * time.Millisecond
 
 // tracker is the set of uploads shared by every handler that names it.
-// Finished uploads and reservations wait in a heap ordered by their
+// Finished uploads and reservations wait in two heaps ordered by their
 // expiry, so the sweeper and the eviction of the oldest record do not
-// scan the whole map.
+// scan the whole map, and finished records make room before
+// reservations do.
 type tracker struct {
 	name string
 
-	mu       sync.RWMutex
-	uploads  map[string]*upload
-	expiring expiryHeap              // finished uploads and reservations
-	waiters  map[string]*startWaiter // subscribers waiting for an ID to start
-	total    *rate.Limiter           // the shared bucket of rate_limit_total, if any
-	groups   groupSet                // groups of uploads (group.go)
+	mu           sync.RWMutex
+	uploads      map[string]*upload
+	finished     expiryHeap              // finished uploads
+	reservations expiryHeap              // reserved IDs, not started
+	waiters      map[string]*startWaiter // subscribers waiting for an ID to start
+	total        *rate.Limiter           // the shared bucket of rate_limit_total, if any
+	groups       groupSet                // groups of uploads (group.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes
 	// (finished or forgotten), for the received bytes metric.
@@ -98,18 +103,20 @@ func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*up
 }
 
 // reserve records a fresh ID as pending for retain, for a client that
-// wants its ID before it uploads.
-func (t *tracker) reserve(retain time.Duration, limit int) (*upload, error) {
+// wants its ID before it uploads. It never removes a record to make
+// room: errTooManyReservations means maxReservations IDs are reserved
+// or the tracker holds limit records.
+func (t *tracker) reserve(retain time.Duration, limit, maxReservations int) (*upload, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.makeRoom(limit) {
-		return nil, errTrackerFull
+	if t.reservations.Len() >= maxReservations || len(t.uploads) >= limit {
+		return nil, errTooManyReservations
 	}
 	now := time.Now()
 	u := newUpload(newID(), -1, now, statePending)
 	t.uploads[u.id] = u
 	u.expiresAt = now.Add(retain)
-	heap.Push(&t.expiring, u)
+	heap.Push(&t.reservations, u)
 	return u, nil
 }
 
@@ -125,7 +132,7 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	t.countBytes(u)
 	if t.uploads[u.id] == u { // not already replaced or removed
 		u.expiresAt = now.Add(retain)
-		heap.Push(&t.expiring, u)
+		heap.Push(&t.finished, u)
 	}
 	return true
 }
@@ -179,15 +186,20 @@ func (t *tracker) totalLimiter(bytesPerSecond int64, burst int) *rate.Limiter {
 	return t.total
 }
 
-// makeRoom removes the record closest to expiry while the tracker holds
-// limit records or more. It reports false if that is not possible.
-// The caller holds t.mu.
+// makeRoom removes records while the tracker holds limit records or
+// more: the finished record closest to expiry first, then the
+// reservation closest to expiry. It reports false if that is not
+// possible. The caller holds t.mu.
 func (t *tracker) makeRoom(limit int) bool {
 	for len(t.uploads) >= limit {
-		if t.expiring.Len() == 0 {
+		switch {
+		case t.finished.Len() > 0:
+			t.remove(t.finished[0])
+		case t.reservations.Len() > 0:
+			t.remove(t.reservations[0])
+		default:
 			return false
 		}
-		t.remove(t.expiring[0])
 	}
 	return true
 }
@@ -196,7 +208,11 @@ func (t *tracker) makeRoom(limit int) bool {
 func (t *tracker) remove(u *upload) {
 	t.countBytes(u)
 	if u.retiredIndex >= 0 {
-		heap.Remove(&t.expiring, u.retiredIndex)
+		if u.currentState() == statePending {
+			heap.Remove(&t.reservations, u.retiredIndex)
+		} else {
+			heap.Remove(&t.finished, u.retiredIndex)
+		}
 	}
 	if t.uploads[u.id] == u {
 		delete(t.uploads, u.id)
@@ -221,8 +237,10 @@ func (t *tracker) sweep() {
 func (t *tracker) removeExpired(now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for t.expiring.Len() > 0 && !t.expiring[0].expiresAt.After(now) {
-		t.remove(t.expiring[0])
+	for _, h := range []*expiryHeap{&t.finished, &t.reservations} {
+		for h.Len() > 0 && !(*h)[0].expiresAt.After(now) {
+			t.remove((*h)[0])
+		}
 	}
 }
 

@@ -68,7 +68,7 @@ func TestTrackerEvictsClosestToExpiry(t *testing.T) {
 	}
 	tr.finish(c, stateError, 500, "x", time.Minute)
 	tr.removeExpired(time.Now().Add(2 * time.Minute))
-	if tr.get("a") != nil || tr.get("c") != nil || tr.get("d") == nil || tr.expiring.Len() != 0 {
+	if tr.get("a") != nil || tr.get("c") != nil || tr.get("d") == nil || tr.finished.Len()+tr.reservations.Len() != 0 {
 		t.Fatalf("expired records left: %v", tr.uploads)
 	}
 }

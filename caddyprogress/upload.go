@@ -63,6 +63,13 @@ type upload struct {
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
 
+	// finalReceived and finalFiles are received and the parts when the
+	// upload ended, written before the final state is stored: a read
+	// still under way when the upload ended is not shown, so a final
+	// record never changes.
+	finalReceived int64
+	finalFiles    []FileStatus
+
 	mu             sync.Mutex
 	finishedAt     time.Time
 	upstreamStatus int    // 0 when there is none
@@ -125,6 +132,8 @@ func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Ti
 	if u.bodyEnd.Load() == 0 {
 		u.bodyEnd.Store(max(int64(now.Sub(u.startedAt)), 1))
 	}
+	u.finalFiles = u.files() // before received, so the parts never add up to more
+	u.finalReceived = u.received.Load()
 	u.finishedAt = now
 	u.upstreamStatus = upstreamStatus
 	u.errMsg = errMsg
