@@ -26,6 +26,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		max_uploads 500
 		max_group_uploads 50
 		max_reservations  20
+		max_subscribers   30
+		max_subscribers_per_upload 3
 		rate_limit       1MiB
 		rate_limit_total 500KB
 		burst            64KiB
@@ -49,6 +51,9 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 
 		MaxGroupUploads: 50,
 		MaxReservations: 20,
+
+		MaxSubscribers:          30,
+		MaxSubscribersPerUpload: 3,
 
 		RateLimit:       1 << 20,
 		RateLimitTotal:  500_000,
@@ -77,6 +82,7 @@ func TestCaddyfileDefaults(t *testing.T) {
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
 		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 ||
+		h.MaxSubscribers != 10000 || h.MaxSubscribersPerUpload != 100 ||
 		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
 		t.Fatalf("defaults: %+v", h)
 	}

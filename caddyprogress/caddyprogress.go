@@ -35,7 +35,14 @@ const (
 	DefaultMaxUploads = 100000
 
 	DefaultMaxGroupUploads = 1000
+
+	DefaultMaxSubscribers          = 10000
+	DefaultMaxSubscribersPerUpload = 100
 )
+
+// eventWriteTimeout is how long one write to an event stream may take:
+// a subscriber that stops reading is dropped after it.
+var eventWriteTimeout = 10 * time.Second
 
 // progressIDHeader is the header the nginx upload progress module reads
 // the ID from; it is always accepted after id_header.
@@ -78,6 +85,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		max_uploads <n>
 //		max_group_uploads <n>
 //		max_reservations  <n>
+//		max_subscribers   <n>
+//		max_subscribers_per_upload <n>
 //		rate_limit       <size>
 //		rate_limit_total <size>
 //		burst            <size>
@@ -138,6 +147,15 @@ type Handler struct {
 	// Retry-After. Default: a tenth of max_uploads, at least 1.
 	MaxReservations int `json:"max_reservations,omitempty"`
 
+	// How many event streams one tracker serves at once, group streams
+	// included. Past it, a new stream gets 503 with Retry-After.
+	// Default: 10000.
+	MaxSubscribers int `json:"max_subscribers,omitempty"`
+
+	// How many event streams follow one upload (or one group) at once.
+	// Past it, a new stream gets 503 with Retry-After. Default: 100.
+	MaxSubscribersPerUpload int `json:"max_subscribers_per_upload,omitempty"`
+
 	// Bytes per second for each upload. Throttling is by backpressure:
 	// the body is read no faster than this, so TCP (or HTTP/2 flow
 	// control) slows the client; nothing is buffered. Default: none.
@@ -166,6 +184,8 @@ type Handler struct {
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+
+	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -181,6 +201,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
+	h.writeTimeout = eventWriteTimeout
 
 	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))
@@ -254,6 +275,12 @@ func (h *Handler) setDefaults() {
 	if h.MaxReservations == 0 {
 		h.MaxReservations = max(h.MaxUploads/10, 1)
 	}
+	if h.MaxSubscribers == 0 {
+		h.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if h.MaxSubscribersPerUpload == 0 {
+		h.MaxSubscribersPerUpload = DefaultMaxSubscribersPerUpload
+	}
 }
 
 // Validate checks the handler's configuration.
@@ -289,6 +316,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxGroupUploads < 0 || h.MaxReservations < 0 {
 		return fmt.Errorf("max_group_uploads and max_reservations must not be negative")
+	}
+	if h.MaxSubscribers < 0 || h.MaxSubscribersPerUpload < 0 {
+		return fmt.Errorf("max_subscribers and max_subscribers_per_upload must not be negative")
 	}
 	if h.RateLimit < 0 || h.RateLimitTotal < 0 || h.Burst < 0 {
 		return fmt.Errorf("rate_limit, rate_limit_total and burst must not be negative")

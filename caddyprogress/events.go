@@ -35,6 +35,12 @@ const keepAliveEvery = 15 * time.Second
 // after the stream ended) to an upload that has ended, or to an unknown
 // ID, gets 204 No Content, which makes EventSource stop reconnecting; the
 // first request still gets the final event.
+//
+// A tracker serves at most max_subscribers streams, and at most
+// max_subscribers_per_upload follow one upload; past either, 503 with
+// Retry-After. A subscriber that does not take an event within
+// eventWriteTimeout (10s) is dropped, so it never holds up the upload
+// or the other subscribers.
 // GET <events_path>?group=<id> streams a group's (groupevents.go).
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
 	if id == "" && r.URL.Query().Has(groupQuery) {
@@ -54,6 +60,11 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 			return nil
 		}
 	}
+	release, err := h.subscribe(w, r, id, false)
+	if release == nil {
+		return err
+	}
+	defer release()
 
 	s, err := h.openEventStream(w, r)
 	defer s.close()
@@ -199,10 +210,11 @@ func (h *Handler) openEventStream(w http.ResponseWriter, r *http.Request) (*even
 	ctx, cancel := context.WithCancel(r.Context())
 	stopWatching := context.AfterFunc(h.stopCtx, cancel)
 	s := &eventStream{
-		w:         w,
-		rc:        http.NewResponseController(w),
-		done:      ctx.Done(),
-		keepAlive: time.NewTicker(keepAliveEvery),
+		w:            w,
+		rc:           http.NewResponseController(w),
+		writeTimeout: h.writeTimeout,
+		done:         ctx.Done(),
+		keepAlive:    time.NewTicker(keepAliveEvery),
 		release: func() {
 			stopWatching()
 			cancel()
@@ -223,14 +235,22 @@ type eventStream struct {
 	rc  *http.ResponseController
 	buf bytes.Buffer
 
+	// writeTimeout bounds each write; 0 for none. A write past it fails
+	// and ends the stream.
+	writeTimeout time.Duration
+
 	done      <-chan struct{} // closed when the stream must end
 	keepAlive *time.Ticker    // when an idle stream is due a comment line
 	release   func()
 }
 
-// close releases the stream's ticker and its watch on the handler.
+// close releases the stream's ticker and its watch on the handler, and
+// lifts the write deadline from the connection.
 func (s *eventStream) close() {
 	s.keepAlive.Stop()
+	if s.writeTimeout > 0 {
+		_ = s.rc.SetWriteDeadline(time.Time{})
+	}
 	s.release()
 }
 
@@ -257,6 +277,10 @@ func (s *eventStream) ping() error {
 }
 
 func (s *eventStream) send(p []byte) error {
+	if s.writeTimeout > 0 {
+		// where a writer cannot set deadlines, its writes go unbounded
+		_ = s.rc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	}
 	if _, err := s.w.Write(p); err != nil {
 		return err
 	}

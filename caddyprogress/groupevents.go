@@ -26,7 +26,9 @@ import (
 // has started for one interval; it ends the stream. A group with no
 // member within wait gets "event: error" with {"status": "unknown"}.
 // A reconnect (Last-Event-ID) to a group whose members have all ended,
-// or that has none, gets 204 No Content, as for one upload.
+// or that has none, gets 204 No Content, as for one upload. Group
+// streams count toward max_subscribers, and at most
+// max_subscribers_per_upload follow one group.
 func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
@@ -42,6 +44,11 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 			return nil
 		}
 	}
+	release, err := h.subscribe(w, r, id, true)
+	if release == nil {
+		return err
+	}
+	defer release()
 
 	s, err := h.openEventStream(w, r)
 	defer s.close()

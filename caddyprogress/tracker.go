@@ -44,6 +44,7 @@ type tracker struct {
 	waiters      map[string]*startWaiter // subscribers waiting for an ID to start
 	total        *rate.Limiter           // the shared bucket of rate_limit_total, if any
 	groups       groupSet                // groups of uploads (group.go)
+	subscribers  subscriberCounts        // open event streams (subscribers.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes
 	// (finished or forgotten), for the received bytes metric.
