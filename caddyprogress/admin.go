@@ -101,7 +101,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	if u == nil {
 		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeDoc(w, r, u.doc(time.Now()))
 }
 
 // listTrackers describes every tracker in use, by name.

@@ -95,6 +95,10 @@ func (d *discardStream) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardStream) WriteHeader(int)             {}
 func (d *discardStream) Flush()                      {}
 
+// like the server's writers, it takes strings and deadlines
+func (d *discardStream) WriteString(s string) (int, error) { return len(s), nil }
+func (d *discardStream) SetWriteDeadline(time.Time) error  { return nil }
+
 // One progress event fanned out to 1,000 subscribers of one upload: the
 // work of one interval tick for a popular upload.
 func BenchmarkEventsFanOut1000(b *testing.B) {

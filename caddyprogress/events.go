@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -183,12 +184,12 @@ func (sub *subscriber) progress() error {
 		return nil
 	}
 	sub.lastState, sub.lastReceived, sub.lastObserved = st, received, observed
-	status := sub.u.snapshot(time.Now())
-	if status.FinishedAt != nil { // it ended after st was read
+	d := sub.u.doc(time.Now())
+	if d.summary.state.final() { // it ended after st was read
 		sub.final()
 		return errStreamEnded
 	}
-	return sub.s.event("", strconv.FormatInt(status.Received, 10), status)
+	return sub.s.docEvent("", d)
 }
 
 // final sends the final event, once.
@@ -197,8 +198,8 @@ func (sub *subscriber) final() {
 		return
 	}
 	sub.sentFinal = true
-	status := sub.u.snapshot(time.Now())
-	_ = sub.s.event(status.Status, strconv.FormatInt(status.Received, 10), status)
+	d := sub.u.finalDoc.Load()
+	_ = sub.s.docEvent(d.summary.state.String(), d)
 }
 
 // openEventStream writes the headers of an event stream and its retry
@@ -271,16 +272,59 @@ func (s *eventStream) event(name, id string, data any) error {
 	return s.send(s.buf.Bytes())
 }
 
+// docEvent sends an upload's document as an event named name ("" for
+// progress), its id the received bytes.
+func (s *eventStream) docEvent(name string, d *statusDoc) error {
+	if err := s.startEvent(name, d.summary.received); err != nil {
+		return err
+	}
+	if err := d.writeTo(s.w, true); err != nil {
+		return err
+	}
+	return s.endEvent()
+}
+
+// startEvent writes an event's name (left out when empty), its id and
+// the start of its data line; the data follows straight to the stream,
+// so a large document is never copied whole.
+func (s *eventStream) startEvent(name string, id int64) error {
+	s.buf.Reset()
+	if name != "" {
+		s.buf.WriteString("event: ")
+		s.buf.WriteString(name)
+		s.buf.WriteByte('\n')
+	}
+	s.buf.WriteString("id: ")
+	s.buf.Write(strconv.AppendInt(s.buf.AvailableBuffer(), id, 10))
+	s.buf.WriteString("\ndata: ")
+	s.setWriteDeadline()
+	_, err := s.w.Write(s.buf.Bytes())
+	return err
+}
+
+// endEvent ends the event's data and flushes it.
+func (s *eventStream) endEvent() error {
+	if _, err := io.WriteString(s.w, "\n\n"); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
 // ping sends the comment line that keeps an idle stream open.
 func (s *eventStream) ping() error {
 	return s.send([]byte(": keep-alive\n\n"))
 }
 
-func (s *eventStream) send(p []byte) error {
+// setWriteDeadline bounds the next write; where a writer cannot set
+// deadlines, its writes go unbounded.
+func (s *eventStream) setWriteDeadline() {
 	if s.writeTimeout > 0 {
-		// where a writer cannot set deadlines, its writes go unbounded
 		_ = s.rc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 	}
+}
+
+func (s *eventStream) send(p []byte) error {
+	s.setWriteDeadline()
 	if _, err := s.w.Write(p); err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package caddyprogress
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -149,73 +151,119 @@ type shortGroupStatus struct {
 	Status string `json:"status"`
 }
 
-// final reports whether every member of the group has ended.
-func (g GroupStatus) final() bool {
-	return g.Status != stateUploading.String()
+// groupHead is a GroupStatus without its uploads: what a group's
+// document starts with.
+type groupHead struct {
+	Group    string `json:"group"`
+	Status   string `json:"status"`
+	Received int64  `json:"received"`
+	Total    *int64 `json:"total"`
+	Percent  *int64 `json:"percent"`
+	Speed    int64  `json:"speed"`
 }
 
-// groupSnapshot describes a group's members as they are at now. The
-// aggregate figures are sums of the members' statuses it carries.
-func groupSnapshot(id string, members []*upload, now time.Time) GroupStatus {
-	g := GroupStatus{Group: id, Uploads: make([]Status, len(members))}
+// groupDoc is a group as it was looked at: its figures, and its
+// members' shared documents. It is written member by member, never
+// built whole in memory.
+type groupDoc struct {
+	head    groupHead
+	members []*statusDoc
+	ended   int // members in processing or a final state
+}
+
+// final reports whether every member of the group has ended.
+func (g *groupDoc) final() bool {
+	return g.head.Status != stateUploading.String()
+}
+
+// lookAtGroup takes the documents of a group's members as they are at
+// now, and sums the group's figures from them.
+func lookAtGroup(id string, members []*upload, now time.Time) *groupDoc {
+	g := &groupDoc{head: groupHead{Group: id}, members: make([]*statusDoc, len(members))}
+	for i, u := range members {
+		g.members[i] = u.doc(now)
+	}
 	var total int64
 	knownTotal := true
 	inFlight, anyError, anyAborted, anyUploading := false, false, false, false
-	var firstStart, lastBodyEnd time.Time
-	for i, u := range members {
-		s := u.snapshotWithoutFiles(now)
-		g.Uploads[i] = s
-		g.Received += s.Received
-		if s.Total == nil {
+	var firstStart, lastBodyEnd int64
+	for _, d := range g.members {
+		m := d.summary
+		g.head.Received += m.received
+		if m.total < 0 {
 			knownTotal = false
 		} else {
-			total += *s.Total
+			total += m.total
 		}
-		switch s.Status {
-		case stateUploading.String():
+		switch m.state {
+		case stateUploading:
 			anyUploading = true
 			inFlight = true
-			g.Speed += s.Speed
-		case stateError.String():
+			g.head.Speed += m.speed
+		case stateError:
 			anyError = true
-		case stateAborted.String():
+		case stateAborted:
 			anyAborted = true
-		case stateComplete.String():
+		case stateComplete:
 		default: // pending or processing
 			inFlight = true
 		}
-		if firstStart.IsZero() || u.startedAt.Before(firstStart) {
-			firstStart = u.startedAt
+		if m.state != stateUploading {
+			g.ended++
 		}
-		if end := u.bodyEnd.Load(); end > 0 {
-			if at := u.startedAt.Add(time.Duration(end)); at.After(lastBodyEnd) {
-				lastBodyEnd = at
-			}
+		if firstStart == 0 || m.startedAt < firstStart {
+			firstStart = m.startedAt
 		}
+		lastBodyEnd = max(lastBodyEnd, m.bodyEndAt)
 	}
 
 	switch {
 	case inFlight:
-		g.Status = stateUploading.String()
+		g.head.Status = stateUploading.String()
 	case anyError:
-		g.Status = stateError.String()
+		g.head.Status = stateError.String()
 	case anyAborted:
-		g.Status = stateAborted.String()
+		g.head.Status = stateAborted.String()
 	default:
-		g.Status = stateComplete.String()
+		g.head.Status = stateComplete.String()
 	}
 	if !anyUploading {
-		if span := lastBodyEnd.Sub(firstStart); span > 0 {
-			g.Speed = int64(float64(g.Received) / span.Seconds())
+		if span := time.Duration(lastBodyEnd - firstStart); span > 0 {
+			g.head.Speed = int64(float64(g.head.Received) / span.Seconds())
 		}
 	}
 	if knownTotal {
-		g.Total = &total
+		g.head.Total = &total
 		percent := int64(100)
 		if total > 0 {
-			percent = min(g.Received*100/total, 100)
+			percent = min(g.head.Received*100/total, 100)
 		}
-		g.Percent = &percent
+		g.head.Percent = &percent
 	}
 	return g
+}
+
+// writeTo writes the group's GroupStatus JSON: its figures, then each
+// member's document without files, one at a time.
+func (g *groupDoc) writeTo(w io.Writer) error {
+	head, err := json.Marshal(g.head)
+	if err != nil {
+		return fmt.Errorf("encoding a group's status: %w", err)
+	}
+	head = append(head[:len(head)-1], `,"uploads":[`...)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	for i, d := range g.members {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		if err := d.writeTo(w, false); err != nil {
+			return err
+		}
+	}
+	_, err = io.WriteString(w, "]}")
+	return err
 }

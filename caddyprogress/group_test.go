@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -261,4 +262,17 @@ func TestGroupSubscriberAfterItFinished(t *testing.T) {
 	if waited := time.Since(start); waited < 100*time.Millisecond {
 		t.Fatalf("final event after %s, before one interval without a new member", waited)
 	}
+}
+
+// groupSnapshot is a group's document as a client decodes it.
+func groupSnapshot(id string, members []*upload, now time.Time) GroupStatus {
+	var buf bytes.Buffer
+	if err := lookAtGroup(id, members, now).writeTo(&buf); err != nil {
+		panic(err)
+	}
+	var g GroupStatus
+	if err := json.Unmarshal(buf.Bytes(), &g); err != nil {
+		panic(fmt.Sprintf("group document %s: %v", buf.Bytes(), err))
+	}
+	return g
 }

@@ -3,7 +3,6 @@ package caddyprogress
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -65,6 +64,18 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 	return nil
 }
 
+// groupEvent sends the group's document as an event named name ("" for
+// progress), its id the group's received bytes.
+func (s *eventStream) groupEvent(name string, g *groupDoc) error {
+	if err := s.startEvent(name, g.head.Received); err != nil {
+		return err
+	}
+	if err := g.writeTo(s.w); err != nil {
+		return err
+	}
+	return s.endEvent()
+}
+
 // allEnded reports whether every member has ended; true for none.
 func allEnded(members []*upload) bool {
 	for _, u := range members {
@@ -114,14 +125,8 @@ type groupProgress struct {
 	ended    int // members in processing or a final state
 }
 
-func progressOf(g GroupStatus) groupProgress {
-	p := groupProgress{status: g.Status, received: g.Received, members: len(g.Uploads)}
-	for _, u := range g.Uploads {
-		if u.Status != stateUploading.String() {
-			p.ended++
-		}
-	}
-	return p
+func progressOf(g *groupDoc) groupProgress {
+	return groupProgress{status: g.head.Status, received: g.head.Received, members: len(g.members), ended: g.ended}
 }
 
 // streamGroup sends the group's progress, looking at it once per
@@ -131,7 +136,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
 
-	var last GroupStatus       // the group as last seen
+	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
 	settling := false          // every member had ended when last seen
 	var settlingJoin uint64    // the newest member's join count then
@@ -141,18 +146,18 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 		members, lastJoin := h.tracker.groupMembers(id)
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
-			if last.Group != "" && last.final() {
-				_ = s.event(last.Status, strconv.FormatInt(last.Received, 10), last)
+			if last != nil && last.final() {
+				_ = s.groupEvent(last.head.Status, last)
 			} else {
 				_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
 			}
 			return true
 		}
-		g := groupSnapshot(id, members, time.Now())
+		g := lookAtGroup(id, members, time.Now())
 		last = g
 		if g.final() {
 			if settling && lastJoin == settlingJoin {
-				_ = s.event(g.Status, strconv.FormatInt(g.Received, 10), g)
+				_ = s.groupEvent(g.head.Status, g)
 				return true
 			}
 			settling, settlingJoin = true, lastJoin
@@ -164,7 +169,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 			return false
 		}
 		lastSent = progress
-		return s.event("", strconv.FormatInt(g.Received, 10), g) != nil
+		return s.groupEvent("", g) != nil
 	}
 
 	if look() {

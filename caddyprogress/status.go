@@ -36,7 +36,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if u == nil {
 		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeDoc(w, r, u.doc(time.Now()))
 }
 
 // serveReserve reserves a fresh ID for a client that wants one before it

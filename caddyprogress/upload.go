@@ -63,6 +63,13 @@ type upload struct {
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
 
+	// liveDoc is the latest encoding of the upload's status while it is
+	// in flight, made by the first reader after a change under encodeMu;
+	// finalDoc is the one encoding once it has ended (encoding.go).
+	liveDoc  atomic.Pointer[statusDoc]
+	finalDoc atomic.Pointer[statusDoc]
+	encodeMu sync.Mutex
+
 	// finalReceived and finalFiles are received and the parts when the
 	// upload ended, written before the final state is stored: a read
 	// still under way when the upload ended is not shown, so a final
@@ -137,7 +144,11 @@ func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Ti
 	u.finishedAt = now
 	u.upstreamStatus = upstreamStatus
 	u.errMsg = errMsg
+	// the final document before the final state: whoever sees the state
+	// finds the document
+	u.finalDoc.Store(encodeDoc(u.finalStatus(st), u.startedAt, u.bodyEnd.Load()))
 	u.state.Store(int32(st))
+	u.liveDoc.Store(nil)
 	close(u.done)
 	return true
 }
