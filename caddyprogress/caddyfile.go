@@ -36,6 +36,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
+//		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
 //		max_group_uploads <n>    # uploads in one group; default 1000
 //		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
 //		max_subscribers   <n>    # event streams of the tracker at once; default 10000
@@ -93,6 +94,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "max_uploads":
 			if err := countArg(d, &h.MaxUploads); err != nil {
+				return err
+			}
+		case "max_memory":
+			if err := sizeArgUpTo(d, &h.MaxMemory, 1<<50, "1PiB"); err != nil {
 				return err
 			}
 		case "max_group_uploads":
@@ -183,6 +188,12 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 // sizeArg reads one size argument (e.g. 1MiB, 500KB, 65536) of at least
 // one byte into dst.
 func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	return sizeArgUpTo(d, dst, math.MaxInt32, "2GiB")
+}
+
+// sizeArgUpTo reads one size argument from 1 byte to limit (named
+// limitName) into dst.
+func sizeArgUpTo(d *caddyfile.Dispenser, dst *int64, limit uint64, limitName string) error {
 	name := d.Val()
 	var arg string
 	if err := oneArg(d, &arg); err != nil {
@@ -192,8 +203,8 @@ func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
 	if err != nil {
 		return d.Errf("%s: %q is not a size: %v", name, arg, err)
 	}
-	if size < 1 || size > math.MaxInt32 {
-		return d.Errf("%s: %q must be from 1 byte to 2GiB", name, arg)
+	if size < 1 || size > limit {
+		return d.Errf("%s: %q must be from 1 byte to %s", name, arg, limitName)
 	}
 	*dst = int64(size)
 	return nil

@@ -24,6 +24,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		retain      10m
 		wait        30s
 		max_uploads 500
+		max_memory  4GiB
 		max_group_uploads 50
 		max_reservations  20
 		max_subscribers   30
@@ -49,6 +50,7 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
 
+		MaxMemory:       4 << 30,
 		MaxGroupUploads: 50,
 		MaxReservations: 20,
 
@@ -81,7 +83,7 @@ func TestCaddyfileDefaults(t *testing.T) {
 		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
-		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 ||
+		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 || h.MaxMemory != 64<<20 ||
 		h.MaxSubscribers != 10000 || h.MaxSubscribersPerUpload != 100 ||
 		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
 		t.Fatalf("defaults: %+v", h)
@@ -103,6 +105,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_memory 2PiB\n}", `max_memory: "2PiB" must be from 1 byte to 1PiB`},
 		{"upload_progress {\n max_group_uploads 0\n}", `max_group_uploads: "0" is not a whole number of at least 1`},
 		{"upload_progress {\n max_reservations x\n}", `max_reservations: "x" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
@@ -134,6 +137,7 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{Burst: 1 << 20}, "burst is set, but neither rate_limit nor rate_limit_total"},
 		{Handler{RateLimit: -1}, "must not be negative"},
 		{Handler{NginxReportPath: "progress"}, `nginx_report_path "progress" must start with /`},
+		{Handler{MaxMemory: 1000}, "max_memory 1000 is too small"},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

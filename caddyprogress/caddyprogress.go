@@ -83,6 +83,7 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		max_memory  <size>
 //		max_group_uploads <n>
 //		max_reservations  <n>
 //		max_subscribers   <n>
@@ -135,6 +136,15 @@ type Handler struct {
 	// finished record makes room; if every record is in flight, new
 	// uploads are proxied untracked. Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
+
+	// The bytes one tracker may keep: records, multipart part lists,
+	// groups, reservations and encoded documents, counted as they are
+	// kept. Past it, finished records make room (the oldest first), then
+	// reservations; a new upload that then leaves less than a sixteenth
+	// free is tracked without its files, and one that does not fit is
+	// proxied untracked. With several handlers on one tracker, the one
+	// provisioned last sets it. Default: 64MiB.
+	MaxMemory int64 `json:"max_memory,omitempty"`
 
 	// How many uploads one group holds (X-Upload-Group). An upload past
 	// it is proxied and tracked on its own, outside the group.
@@ -216,6 +226,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
+	h.tracker.setMaxMemory(h.MaxMemory)
 	h.metrics = newHandlerMetrics(h.Tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
@@ -269,6 +280,9 @@ func (h *Handler) setDefaults() {
 	if h.MaxUploads == 0 {
 		h.MaxUploads = DefaultMaxUploads
 	}
+	if h.MaxMemory == 0 {
+		h.MaxMemory = DefaultMaxMemory
+	}
 	if h.MaxGroupUploads == 0 {
 		h.MaxGroupUploads = DefaultMaxGroupUploads
 	}
@@ -313,6 +327,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxUploads < 0 {
 		return fmt.Errorf("max_uploads must not be negative")
+	}
+	if h.MaxMemory < minMaxMemory {
+		return fmt.Errorf("max_memory %d is too small: at least %d bytes (%s)", h.MaxMemory, minMaxMemory, "64KiB")
 	}
 	if h.MaxGroupUploads < 0 || h.MaxReservations < 0 {
 		return fmt.Errorf("max_group_uploads and max_reservations must not be negative")
@@ -401,6 +418,7 @@ func (h *Handler) warnFull(id string) {
 	h.logger.Warn("tracker full of uploads in flight; proxying upload untracked",
 		zap.String("tracker", h.Tracker),
 		zap.Int("max_uploads", h.MaxUploads),
+		zap.Int64("max_memory", h.MaxMemory),
 		zap.String("id", id))
 }
 

@@ -35,6 +35,7 @@ type docVersion struct {
 // statusDoc is one encoding of an upload's status, never changed once
 // made.
 type statusDoc struct {
+	id          string // set for a group's members, to order them
 	head, files []byte
 	version     docVersion
 	madeAt      time.Time
@@ -83,8 +84,24 @@ func (u *upload) doc(now time.Time) *statusDoc {
 	}
 	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
 	d.version, d.madeAt = v, now
-	u.liveDoc.Store(d)
+	u.keepLiveDoc(d)
 	return d
+}
+
+// keepLiveDoc keeps d as the upload's shared document if max_memory has
+// room for it; if not, d is sent but not kept.
+func (u *upload) keepLiveDoc(d *statusDoc) {
+	if !u.tracker.charge(docBytes(d)) {
+		d = nil
+	}
+	if old := u.liveDoc.Swap(d); old != nil {
+		u.tracker.uncharge(docBytes(old))
+	}
+	if u.finalDoc.Load() != nil || u.released.Load() { // it ended, or was let go, meanwhile
+		if d := u.liveDoc.Swap(nil); d != nil {
+			u.tracker.uncharge(docBytes(d))
+		}
+	}
 }
 
 // encodeDoc encodes s; bodyEnd is the upload's, in nanoseconds after it
@@ -96,7 +113,7 @@ func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
 	if err != nil { // Status has nothing encoding/json refuses
 		panic(fmt.Sprintf("encoding a status: %v", err))
 	}
-	d := &statusDoc{head: head[:len(head)-1]}
+	d := &statusDoc{id: s.ID, head: head[:len(head)-1]}
 	if len(files) > 0 {
 		list, err := json.Marshal(files)
 		if err != nil {

@@ -11,9 +11,10 @@ import (
 // what encoding/json makes of the Status, files and all.
 func TestStatusDocumentIsSharedUntilTheUploadChanges(t *testing.T) {
 	u := newUpload("shared", 1000, time.Now(), stateUploading)
-	parts := newPartList()
+	parts := newPartList(nil)
 	u.parts.Store(parts)
-	parts.add("field", fileName("a.bin")).received.Store(10)
+	p, _ := parts.add("field", fileName("a.bin"))
+	p.received.Store(10)
 	u.addReceived(100)
 	now := time.Now()
 	first := u.doc(now)

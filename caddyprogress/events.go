@@ -56,7 +56,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 	if isReconnect(r) {
-		if u := h.tracker.get(id); u == nil || u.currentState().final() {
+		if h.tracker.lookup(id).ended() {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -73,42 +73,41 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return nil // the client is gone; nothing to tell it
 	}
 
-	u, started, stopWaiting := h.tracker.watch(id)
-	if u == nil {
-		u = h.awaitStart(s, id, started)
+	rec, started, stopWaiting := h.tracker.watch(id)
+	if !rec.found() {
+		rec = h.awaitStart(s, id, started)
 		stopWaiting()
-		if u == nil {
-			return nil
-		}
 	}
-	h.streamUpload(s, u)
+	switch {
+	case rec.final != nil: // it has ended
+		_ = s.docEvent(rec.final.summary.state.String(), rec.final)
+	case rec.live != nil:
+		h.streamUpload(s, rec.live)
+	}
 	return nil
 }
 
 // awaitStart sends "event: pending" and waits up to wait for the upload
-// to start. It returns nil if the stream ended first.
-func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{}) *upload {
+// to start. It returns no record if the stream ended first.
+func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{}) record {
 	if s.event("pending", "", shortStatus{ID: id, Status: statePending.String()}) != nil {
-		return nil
+		return record{}
 	}
 	timeout := time.NewTimer(time.Duration(h.Wait))
 	defer timeout.Stop()
 	for {
 		select {
 		case <-started:
-			if u := h.tracker.get(id); u != nil {
-				return u
-			}
-			return nil // started and already gone
+			return h.tracker.lookup(id) // none if started and already gone
 		case <-timeout.C:
 			_ = s.event("error", "", shortStatus{ID: id, Status: "unknown"})
-			return nil
+			return record{}
 		case <-s.keepAlive.C:
 			if s.ping() != nil {
-				return nil
+				return record{}
 			}
 		case <-s.done:
-			return nil
+			return record{}
 		}
 	}
 }

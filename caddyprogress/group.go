@@ -22,17 +22,23 @@ var groupKey = http.CanonicalHeaderKey(groupHeader)
 const groupQuery = "group"
 
 // group is a set of uploads that report one aggregate progress. It lives
-// as long as one of its members' records does.
+// as long as one of its members' records does: live ones (in flight) by
+// pointer, finished ones by the key of their record in the finished
+// store.
 type group struct {
 	id       string
-	members  map[*upload]struct{}
+	key      uint64 // the hash of id, the group's key in groupSet
+	live     map[*upload]struct{}
+	finished map[uint64]struct{}
 	lastJoin uint64 // the tracker's join count when the newest member joined
 }
 
+func (g *group) size() int { return len(g.live) + len(g.finished) }
+
 // groupSet is a tracker's groups, guarded by the tracker's lock.
 type groupSet struct {
-	byID  map[string]*group
-	joins uint64 // members that ever joined any group, so streams can tell a new one did
+	byKey map[uint64]*group // by the hash of the group ID
+	joins uint64            // members that ever joined any group, so streams can tell a new one did
 }
 
 // uploadGroup returns the group ID the request names in its
@@ -49,9 +55,20 @@ func uploadGroup(r *http.Request) (string, error) {
 	return values[0], nil
 }
 
+// findGroup returns the group with the given ID, or nil. The caller
+// holds t.mu.
+func (t *tracker) findGroup(id string) *group {
+	g := t.groups.byKey[t.finished.hash(id)]
+	if g == nil || g.id != id {
+		return nil
+	}
+	return g
+}
+
 // join makes u a member of the group with the given ID; "" is no group.
 // A group that has limit members takes no more: u stays on its own, and
-// join reports false.
+// join reports false (as it does in the unlikely case of two group IDs
+// with one hash).
 func (t *tracker) join(id string, u *upload, limit int) bool {
 	if id == "" {
 		return true
@@ -61,59 +78,114 @@ func (t *tracker) join(id string, u *upload, limit int) bool {
 	if t.uploads[u.id] != u {
 		return true // already replaced or removed
 	}
-	if t.groups.byID == nil {
-		t.groups.byID = make(map[string]*group)
+	if t.groups.byKey == nil {
+		t.groups.byKey = make(map[uint64]*group)
 	}
-	g := t.groups.byID[id]
+	key := t.finished.hash(id)
+	g := t.groups.byKey[key]
 	if g == nil {
-		g = &group{id: id, members: make(map[*upload]struct{})}
-		t.groups.byID[id] = g
+		g = &group{id: id, key: key, live: make(map[*upload]struct{}), finished: make(map[uint64]struct{})}
+		t.groups.byKey[key] = g
 	}
-	if len(g.members) >= limit {
+	if g.id != id || g.size() >= limit {
 		return false
 	}
 	t.groups.joins++
-	g.members[u] = struct{}{}
+	g.live[u] = struct{}{}
 	g.lastJoin = t.groups.joins
 	u.group = g
 	return true
 }
 
-// leaveGroup takes u out of its group, and forgets the group once it has
-// no member left. The caller holds t.mu.
+// leaveGroup takes a live u out of its group. The caller holds t.mu.
 func (t *tracker) leaveGroup(u *upload) {
-	g := u.group
-	if g == nil {
-		return
-	}
-	u.group = nil
-	delete(g.members, u)
-	if len(g.members) == 0 && t.groups.byID[g.id] == g {
-		delete(t.groups.byID, g.id)
+	if g := u.group; g != nil {
+		u.group = nil
+		t.leaveGroupLive(g, u)
 	}
 }
 
-// groupMembers returns the members of the group with the given ID, in the
-// order they started, and the join count when the newest one joined; no
-// members when there is no such group.
-func (t *tracker) groupMembers(id string) ([]*upload, uint64) {
+// leaveGroupLive takes the live u out of g (nil for none), and forgets
+// the group once it has no member left. The caller holds t.mu.
+func (t *tracker) leaveGroupLive(g *group, u *upload) {
+	if g == nil {
+		return
+	}
+	delete(g.live, u)
+	t.forgetIfEmpty(g)
+}
+
+// leaveGroupFinished takes the finished record with the given key out of
+// the group with the given key (0 for none). The caller holds t.mu.
+func (t *tracker) leaveGroupFinished(groupKey, recordKey uint64) {
+	if g := t.groups.byKey[groupKey]; g != nil {
+		delete(g.finished, recordKey)
+		t.forgetIfEmpty(g)
+	}
+}
+
+func (t *tracker) forgetIfEmpty(g *group) {
+	if g.size() == 0 && t.groups.byKey[g.key] == g {
+		delete(t.groups.byKey, g.key)
+	}
+}
+
+// groupMembers returns the documents of the members of the group with
+// the given ID as they are at now, in the order they started, and the
+// join count when the newest one joined; no members when there is no
+// such group.
+func (t *tracker) groupMembers(id string, now time.Time) ([]*statusDoc, uint64) {
 	t.mu.RLock()
-	g := t.groups.byID[id]
+	g := t.findGroup(id)
 	if g == nil {
 		t.mu.RUnlock()
 		return nil, 0
 	}
-	members := make([]*upload, 0, len(g.members))
-	for u := range g.members {
-		members = append(members, u)
+	docs := make([]*statusDoc, 0, g.size())
+	for key := range g.finished {
+		i := t.finished.index[key]
+		d := t.finished.doc(i)
+		d.id = string(t.finished.idOf(i))
+		docs = append(docs, d)
+	}
+	live := make([]*upload, 0, len(g.live))
+	for u := range g.live {
+		live = append(live, u)
 	}
 	lastJoin := g.lastJoin
 	t.mu.RUnlock()
 
-	slices.SortFunc(members, func(a, b *upload) int {
-		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
+	for _, u := range live { // outside the lock: making a document may need it
+		docs = append(docs, u.doc(now))
+	}
+	slices.SortFunc(docs, func(a, b *statusDoc) int {
+		return cmp.Or(cmp.Compare(a.summary.startedAt, b.summary.startedAt), cmp.Compare(a.id, b.id))
 	})
-	return members, lastJoin
+	return docs, lastJoin
+}
+
+// hasGroup reports whether the group with the given ID has a member.
+func (t *tracker) hasGroup(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.findGroup(id) != nil
+}
+
+// groupEnded reports whether every member of the group has ended, or
+// it has none.
+func (t *tracker) groupEnded(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	g := t.findGroup(id)
+	if g == nil {
+		return true
+	}
+	for u := range g.live {
+		if !u.currentState().final() {
+			return false
+		}
+	}
+	return true
 }
 
 // GroupStatus is the JSON document that describes a group of uploads,
@@ -176,13 +248,9 @@ func (g *groupDoc) final() bool {
 	return g.head.Status != stateUploading.String()
 }
 
-// lookAtGroup takes the documents of a group's members as they are at
-// now, and sums the group's figures from them.
-func lookAtGroup(id string, members []*upload, now time.Time) *groupDoc {
-	g := &groupDoc{head: groupHead{Group: id}, members: make([]*statusDoc, len(members))}
-	for i, u := range members {
-		g.members[i] = u.doc(now)
-	}
+// lookAtGroup sums a group's figures from its members' documents.
+func lookAtGroup(id string, members []*statusDoc) *groupDoc {
+	g := &groupDoc{head: groupHead{Group: id}, members: members}
 	var total int64
 	knownTotal := true
 	inFlight, anyError, anyAborted, anyUploading := false, false, false, false

@@ -38,7 +38,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
 	if isReconnect(r) {
-		if members, _ := h.tracker.groupMembers(id); allEnded(members) {
+		if h.tracker.groupEnded(id) {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -55,7 +55,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return nil // the client is gone; nothing to tell it
 	}
 
-	if members, _ := h.tracker.groupMembers(id); len(members) == 0 {
+	if !h.tracker.hasGroup(id) {
 		if !h.awaitGroup(s, id) {
 			return nil
 		}
@@ -76,16 +76,6 @@ func (s *eventStream) groupEvent(name string, g *groupDoc) error {
 	return s.endEvent()
 }
 
-// allEnded reports whether every member has ended; true for none.
-func allEnded(members []*upload) bool {
-	for _, u := range members {
-		if !u.currentState().final() {
-			return false
-		}
-	}
-	return true
-}
-
 // awaitGroup sends "event: pending" and waits up to wait for a member of
 // the group to start, looking once per interval. It reports whether one
 // did before the stream ended.
@@ -100,7 +90,7 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 	for {
 		select {
 		case <-interval.C:
-			if members, _ := h.tracker.groupMembers(id); len(members) > 0 {
+			if h.tracker.hasGroup(id) {
 				return true
 			}
 		case <-timeout.C:
@@ -143,7 +133,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := h.tracker.groupMembers(id)
+		members, lastJoin := h.tracker.groupMembers(id, time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
 			if last != nil && last.final() {
@@ -153,7 +143,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 			}
 			return true
 		}
-		g := lookAtGroup(id, members, time.Now())
+		g := lookAtGroup(id, members)
 		last = g
 		if g.final() {
 			if settling && lastJoin == settlingJoin {
