@@ -148,6 +148,7 @@ func BenchmarkFinishedRecordMemory(b *testing.B) {
 		b.ReportMetric(float64(int64(after.HeapObjects)-int64(before.HeapObjects))/records, "objects/record")
 		b.ReportMetric(float64(tr.memory.used())/records, "accounted-B/record")
 		runtime.KeepAlive(tr)
+		runtime.KeepAlive(ids) // they are the test's, not the tracker's
 		tr.Destruct()
 	}
 }
