@@ -163,6 +163,9 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	u.group = nil // it moves to the finished record, below
 	t.remove(u)
 	d := u.finalDoc.Load()
+	if i, ok := t.finished.index[t.finished.hash(u.id)]; ok { // another ID with the same hash
+		t.removeFinished(i, evictReplaced)
+	}
 	if !t.fitMemory(t.finished.growth(len(u.id) + len(d.head) + len(d.files))) {
 		t.leaveGroupLive(g, u) // too large to keep
 		return true
