@@ -132,9 +132,10 @@ type Handler struct {
 	// started. Default: 60s.
 	Wait caddy.Duration `json:"wait,omitempty"`
 
-	// How many records one tracker holds. When it is full, the oldest
-	// finished record makes room; if every record is in flight, new
-	// uploads are proxied untracked. Default: 100000.
+	// How many records one tracker holds. When it is full, finished
+	// records make room (the oldest first), then reservations; if every
+	// record is in flight, new uploads are proxied untracked.
+	// Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
 
 	// The bytes one tracker may keep: records, multipart part lists,
