@@ -30,8 +30,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		methods     <method...>  # default POST PUT PATCH
 //		id_header   <field>      # default X-Upload-ID
 //		id_query    <param>      # default X-Progress-ID
-//		status_path <prefix>     # default /upload/status/
-//		events_path <prefix>     # default /upload/events/
+//		status_path <prefix>     # or off; default /upload/status/
+//		events_path <prefix>     # or off; default /upload/events/
 //		interval    <duration>   # default 100ms
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s

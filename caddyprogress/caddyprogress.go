@@ -103,11 +103,13 @@ type Handler struct {
 	// headers. Default: X-Progress-ID.
 	IDQuery string `json:"id_query,omitempty"`
 
-	// The path prefix of the JSON status route. Default: /upload/status/
+	// The path prefix of the JSON status route (and of reservations and
+	// group status), or "off" to pass those requests on to the next
+	// handler. Default: /upload/status/
 	StatusPath string `json:"status_path,omitempty"`
 
-	// The path prefix of the Server-Sent Events route.
-	// Default: /upload/events/
+	// The path prefix of the Server-Sent Events route, or "off" to pass
+	// those requests on to the next handler. Default: /upload/events/
 	EventsPath string `json:"events_path,omitempty"`
 
 	// The least time between two progress events of one upload.
@@ -229,6 +231,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	eventsApp := eventsAppIface.(*caddyevents.App)
 	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
+	}
+	if err := eventsApp.On("started", orderCheck{h: h, ctx: ctx}); err != nil { // ordercheck.go
+		return fmt.Errorf("subscribing to the started event: %v", err)
 	}
 	if h.total != nil { // the shared rate changes once this config runs (throttle.go)
 		if err := eventsApp.On("started", applyTotalRate{h}); err != nil {

@@ -56,6 +56,7 @@ func TestSharedWaitBetweenReadsIsBoundedByTheQuantum(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	t.Logf("bound %s; longest read of each upload %v; reads %v", bound, longest, reads)
 	for i := range uploads {
 		if reads[i] < 3 || longest[i] > 3*bound {
 			t.Errorf("upload %d: %d reads in 3s, the longest took %s; want several, none much over the bound %s",
