@@ -29,6 +29,9 @@ import (
 // streams count toward max_subscribers, and at most
 // max_subscribers_per_upload follow one group.
 func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
+		return err
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,

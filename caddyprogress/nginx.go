@@ -47,7 +47,11 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	}
 
 	contentType := "application/json"
-	report := nginxReport(h.tracker.lookup(id))
+	rec := h.tracker.lookup(id)
+	if !h.tokenAllows(r, uploadToken, id) {
+		rec = record{} // without its token, an upload is reported as unknown: "starting"
+	}
+	report := nginxReport(rec)
 	query := r.URL.Query()
 	if query.Has(nginxCallbackParam) {
 		callback := query.Get(nginxCallbackParam)
