@@ -67,8 +67,8 @@ func (t *tracker) findGroup(id string) *group {
 
 // join makes u a member of the group with the given ID; "" is no group.
 // A group that has limit members takes no more: u stays on its own, and
-// join reports false (as it does in the unlikely case of two group IDs
-// with one hash).
+// join reports false (as it does when max_memory has no room for a new
+// group, and in the unlikely case of two group IDs with one hash).
 func (t *tracker) join(id string, u *upload, limit int) bool {
 	if id == "" {
 		return true
@@ -84,6 +84,10 @@ func (t *tracker) join(id string, u *upload, limit int) bool {
 	key := t.finished.hash(id)
 	g := t.groups.byKey[key]
 	if g == nil {
+		if !t.fitMemory(groupBytes(id)) {
+			return false
+		}
+		t.memory.live.Add(groupBytes(id))
 		g = &group{id: id, key: key, live: make(map[*upload]struct{}), finished: make(map[uint64]struct{})}
 		t.groups.byKey[key] = g
 	}
@@ -119,7 +123,10 @@ func (t *tracker) leaveGroupLive(g *group, u *upload) {
 // the group with the given key (0 for none). The caller holds t.mu.
 func (t *tracker) leaveGroupFinished(groupKey, recordKey uint64) {
 	if g := t.groups.byKey[groupKey]; g != nil {
-		delete(g.finished, recordKey)
+		if _, ok := g.finished[recordKey]; ok {
+			delete(g.finished, recordKey)
+			t.memory.live.Add(-finishedMemberBytes)
+		}
 		t.forgetIfEmpty(g)
 	}
 }
@@ -127,6 +134,7 @@ func (t *tracker) leaveGroupFinished(groupKey, recordKey uint64) {
 func (t *tracker) forgetIfEmpty(g *group) {
 	if g.size() == 0 && t.groups.byKey[g.key] == g {
 		delete(t.groups.byKey, g.key)
+		t.memory.live.Add(-groupBytes(g.id))
 	}
 }
 

@@ -19,6 +19,8 @@ const (
 //     (recordBytes);
 //   - a multipart upload's parts, each as it is added: the part struct,
 //     its names and its place in the list (partBytes);
+//   - a group: its struct, ID, maps and entry (groupBytes), and each
+//     finished member's entry in it (finishedMemberBytes);
 //   - the shared document of an upload in flight, while it is kept;
 //   - the finished store: its chunks as allocated, its slots, heap and
 //     index (finishedStore.bytes).
@@ -41,7 +43,16 @@ const (
 	uploadStructBytes   = int64(unsafe.Sizeof(upload{}))
 	partStructBytes     = int64(unsafe.Sizeof(part{}))
 	partListStructBytes = int64(unsafe.Sizeof(partList{}))
+	groupStructBytes    = int64(unsafe.Sizeof(group{}))
+	mapHeaderBytes      = 48 // an empty map
+	finishedMemberBytes = 24 // an entry of a group's map of finished members
 )
+
+// groupBytes is what a group with the given ID keeps besides its
+// members' entries.
+func groupBytes(id string) int64 {
+	return groupStructBytes + 2*mapHeaderBytes + indexEntryBytes + int64(len(id))
+}
 
 // recordBytes is what a live record with the given ID keeps.
 func recordBytes(id string) int64 {

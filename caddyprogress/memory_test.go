@@ -152,3 +152,63 @@ func TestFloodOfLargeFormsStaysUnderMaxMemory(t *testing.T) {
 		t.Fatalf("the last upload's record: %+v", last)
 	}
 }
+
+// Everything a record counted is uncounted when it goes: once every
+// record has expired, the live records' count is back to zero.
+func TestMemoryIsReleasedWhenRecordsGo(t *testing.T) {
+	tr := newTracker("release")
+	defer tr.Destruct()
+	for i := range 50 {
+		u, err := tr.start(fmt.Sprintf("u-%d", i), 100, 0, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.join(fmt.Sprintf("g-%d", i%3), u, 1000)
+		parts := newPartList(tr)
+		u.parts.Store(parts)
+		for j := range 10 {
+			if _, err := parts.add(fmt.Sprintf("field-%d", j), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.addReceived(50)
+		u.doc(time.Now())
+		switch i % 5 {
+		case 0: // gives up its files mid-way
+			parts.giveUp()
+			tr.finish(u, stateAborted, 0, "gone", time.Minute)
+		case 1: // still in flight, then replaced... after it ends
+			tr.finish(u, stateComplete, 200, "", time.Minute)
+			if _, err := tr.start(u.id, 10, 0, 1000); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			tr.finish(u, stateComplete, 200, "", time.Minute)
+		}
+		if _, err := tr.reserve(time.Minute, 1000, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live := tr.memory.live.Load(); live <= 0 {
+		t.Fatalf("live records count %d bytes", live)
+	}
+	tr.mu.Lock()
+	var replacements []*upload // still in flight
+	for _, u := range tr.uploads {
+		if u.currentState() == stateUploading {
+			replacements = append(replacements, u)
+		}
+	}
+	tr.mu.Unlock()
+	for _, u := range replacements {
+		tr.finish(u, stateComplete, 200, "", time.Minute)
+	}
+	tr.removeExpired(time.Now().Add(time.Hour))
+	if live := tr.memory.live.Load(); live != 0 || len(tr.uploads) != 0 || tr.finished.Len() != 0 || len(tr.groups.byKey) != 0 {
+		t.Fatalf("after every record expired: %d bytes counted for live records, %d live, %d finished, %d groups",
+			live, len(tr.uploads), tr.finished.Len(), len(tr.groups.byKey))
+	}
+	if chunks := tr.finished.chunkBytes; chunks > arenaChunk {
+		t.Fatalf("the empty finished store holds %d bytes of chunks; want at most the one being filled", chunks)
+	}
+}

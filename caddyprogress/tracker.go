@@ -166,7 +166,11 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	if i, ok := t.finished.index[t.finished.hash(u.id)]; ok { // another ID with the same hash
 		t.removeFinished(i, evictReplaced)
 	}
-	if !t.fitMemory(t.finished.growth(len(u.id) + len(d.head) + len(d.files))) {
+	growth := t.finished.growth(len(u.id) + len(d.head) + len(d.files))
+	if g != nil {
+		growth += finishedMemberBytes
+	}
+	if !t.fitMemory(growth) {
 		t.leaveGroupLive(g, u) // too large to keep
 		return true
 	}
@@ -178,6 +182,7 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	t.memory.syncStore(t.finished)
 	if g != nil {
 		g.finished[t.finished.slots[i].idHash] = struct{}{}
+		t.memory.live.Add(finishedMemberBytes)
 		t.leaveGroupLive(g, u)
 	}
 	return true
