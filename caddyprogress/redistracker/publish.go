@@ -1,0 +1,258 @@
+package redistracker
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The publisher: one goroutine per tracker drains the uploads with a
+// document to send ("dirty"), all of them in one pipeline per batch.
+// The queue holds one entry per upload (its latest document), so it is
+// bounded by the uploads in flight, and a document that waits is
+// replaced by a newer one, never queued behind it. A progress document
+// waits until Interval has passed since the upload's last one; a first,
+// final or re-claiming one goes at once.
+
+// markDirty queues u's latest document; urgent wakes the publisher now.
+func (t *Tracker) markDirty(u *Upload, urgent bool) {
+	t.mu.Lock()
+	_, queued := t.dirty[u]
+	t.dirty[u] = struct{}{}
+	t.mu.Unlock()
+	if urgent || !queued {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (t *Tracker) publishLoop() {
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-t.wake:
+		case <-timer.C:
+		}
+		if !t.health.up.Load() {
+			continue // the health loop wakes us when Redis is back
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+		next := t.publishDue(ctx, false)
+		cancel()
+		if next > 0 {
+			timer.Reset(next)
+		}
+	}
+}
+
+// flush sends every queued document now, within backgroundTimeout.
+func (t *Tracker) flush() {
+	if !t.health.up.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	defer cancel()
+	t.publishDue(ctx, true)
+}
+
+// outgoing is one upload's document in a batch.
+type outgoing struct {
+	u       *Upload
+	state   State
+	doc     []byte
+	seq     int64
+	reclaim bool
+	main    *redis.Cmd // publishScript or putScript
+}
+
+// publishDue sends the documents that are due (all of them with all),
+// and returns how long until the next one is, or 0 for none.
+func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
+	batch, next := t.takeDue(time.Now(), all)
+	if len(batch) == 0 {
+		return next
+	}
+	var retire, touch []any
+	start := time.Now()
+	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for _, o := range batch {
+			if o.reclaim {
+				o.main = t.putCmd(ctx, p, o.u, o.state, o.doc, true)
+			} else {
+				o.main = publishScript.EvalSha(ctx, p, []string{t.keys.record(o.u.id)},
+					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
+					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group)
+			}
+			if o.state.Final() {
+				retire = append(retire, o.u.id)
+			} else if o.reclaim {
+				touch = append(touch, o.u.id)
+			}
+		}
+		if len(retire) > 0 {
+			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+				append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
+		}
+		if len(touch) > 0 {
+			touchScript.EvalSha(ctx, p, []string{t.keys.live()},
+				append([]any{t.cfg.Lease.Milliseconds()}, touch...)...)
+		}
+	})
+	t.stats.observePublish(time.Since(start))
+	if err != nil && !isReply(err) {
+		for _, o := range batch {
+			t.markDirty(o.u, false) // sent again once Redis is back
+		}
+		return next
+	}
+	var grouped []*outgoing
+	for _, o := range batch {
+		seq, err := o.main.Int64()
+		switch {
+		case err != nil:
+			t.markDirty(o.u, false)
+		case seq > 0:
+			t.sent(o, seq)
+			if o.u.group != "" {
+				o.seq = seq
+				grouped = append(grouped, o)
+			}
+		case seq == -2: // Redis lost the record: claim it again
+			o.u.mu.Lock()
+			o.u.claimed = false
+			o.u.mu.Unlock()
+			t.markDirty(o.u, true)
+		default:
+			t.lose(o.u, "another instance ended or took the upload's ID while this one could not reach redis")
+		}
+	}
+	if len(grouped) > 0 {
+		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+			for _, o := range grouped {
+				groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
+					o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.doc)
+			}
+		})
+	}
+	return next
+}
+
+// takeDue takes the due uploads off the dirty set, and says how long
+// until the first of the others is due (0 for none).
+func (t *Tracker) takeDue(now time.Time, all bool) ([]*outgoing, time.Duration) {
+	// A little slack, so that an upload the core updates every
+	// Interval is not put off by a whole Interval for a late tick.
+	least := t.cfg.Interval - t.cfg.Interval/10
+	var next time.Duration
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	batch := make([]*outgoing, 0, len(t.dirty))
+	for u := range t.dirty {
+		u.mu.Lock()
+		if u.done {
+			u.mu.Unlock()
+			delete(t.dirty, u)
+			continue
+		}
+		since := now.Sub(u.lastSent)
+		if !all && u.claimed && !u.state.Final() && !u.lastSent.IsZero() && since < least {
+			if wait := least - since; next == 0 || wait < next {
+				next = wait
+			}
+			u.mu.Unlock()
+			continue
+		}
+		batch = append(batch, &outgoing{u: u, state: u.state, doc: u.doc, seq: u.seq + 1, reclaim: !u.claimed})
+		u.mu.Unlock()
+		delete(t.dirty, u)
+	}
+	return batch, next
+}
+
+// sent records a document stored and published as seq.
+func (t *Tracker) sent(o *outgoing, seq int64) {
+	t.stats.published.Add(1)
+	u := o.u
+	u.mu.Lock()
+	u.seq = max(u.seq, seq)
+	u.lastSent = time.Now()
+	u.claimed = true
+	finished := o.state.Final()
+	if finished {
+		u.done = true
+	}
+	u.mu.Unlock()
+	if finished {
+		t.forgetUpload(u)
+	}
+}
+
+// lose marks u as lost: it goes on locally, no longer published.
+func (t *Tracker) lose(u *Upload, why string) {
+	u.mu.Lock()
+	already := u.lost
+	u.lost, u.done = true, true
+	u.mu.Unlock()
+	if already {
+		return
+	}
+	t.stats.lost.Add(1)
+	t.forgetUpload(u)
+	t.log.Warn("upload no longer shared through redis", zap.String("id", u.id), zap.String("reason", why))
+}
+
+// forgetUpload stops renewing u.
+func (t *Tracker) forgetUpload(u *Upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.uploads[u.id] == u {
+		delete(t.uploads, u.id)
+	}
+}
+
+// reclaimAll queues every upload of this instance to be claimed again
+// and republished: Redis came back, maybe empty.
+func (t *Tracker) reclaimAll() {
+	t.mu.Lock()
+	uploads := make([]*Upload, 0, len(t.uploads))
+	for _, u := range t.uploads {
+		uploads = append(uploads, u)
+	}
+	t.mu.Unlock()
+	for _, u := range uploads {
+		u.mu.Lock()
+		u.claimed = false
+		u.mu.Unlock()
+		t.markDirty(u, true)
+	}
+	if len(uploads) == 0 {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ttl is how long a record in state lives without renewal: Retain
+// after it ends, and while in flight one lease more.
+func (t *Tracker) ttl(state State) time.Duration {
+	if state.Final() {
+		return t.cfg.Retain
+	}
+	return t.cfg.Lease + t.cfg.Retain
+}
+
+// groupChannel is the group's channel, or "" for no group.
+func (t *Tracker) groupChannel(group string) string {
+	if group == "" {
+		return ""
+	}
+	return t.keys.groupChannel(group)
+}
