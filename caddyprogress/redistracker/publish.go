@@ -147,9 +147,7 @@ func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
 // takeDue takes the due uploads off the dirty set, and says how long
 // until the first of the others is due (0 for none).
 func (t *Tracker) takeDue(now time.Time, all bool) ([]*outgoing, time.Duration) {
-	// A little slack, so that an upload the core updates every
-	// Interval is not put off by a whole Interval for a late tick.
-	least := t.cfg.Interval - t.cfg.Interval/10
+	least := t.cfg.Interval
 	var next time.Duration
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -170,6 +168,7 @@ func (t *Tracker) takeDue(now time.Time, all bool) ([]*outgoing, time.Duration) 
 			continue
 		}
 		batch = append(batch, &outgoing{u: u, state: u.state, doc: u.doc, seq: u.seq + 1, reclaim: !u.claimed})
+		u.lastSent = now
 		u.mu.Unlock()
 		delete(t.dirty, u)
 	}
@@ -182,7 +181,6 @@ func (t *Tracker) sent(o *outgoing, seq int64) {
 	u := o.u
 	u.mu.Lock()
 	u.seq = max(u.seq, seq)
-	u.lastSent = time.Now()
 	u.claimed = true
 	finished := o.state.Final()
 	if finished {

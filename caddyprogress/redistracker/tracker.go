@@ -116,6 +116,7 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
+	quietGoRedis(cfg.Logger)
 	keys := newKeys(cfg.Tracker)
 	client, err := newClient(cfg.URL, "upload_progress:"+keys.tracker)
 	if err != nil {

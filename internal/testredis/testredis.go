@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,7 +80,7 @@ func (s *Server) Start() {
 	s.cmd = cmd
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if s.ping() {
+		if s.listening() && s.ping() {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -121,6 +122,17 @@ func (s *Server) ping() bool {
 	return c.Ping(ctx).Err() == nil
 }
 
+// listening reports whether the server accepts TCP connections (checked
+// before ping, so that go-redis does not log failed dials).
+func (s *Server) listening() bool {
+	conn, err := net.DialTimeout("tcp", s.Addr(), time.Second)
+	if err != nil {
+		return false
+	}
+	_ = conn.Close()
+	return true
+}
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -129,4 +141,19 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Pause stops the server with SIGSTOP: connections stay open and
+// commands hang, as with a Redis that is overloaded or cut off.
+func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		_ = s.cmd.Process.Signal(sig)
+	}
 }
