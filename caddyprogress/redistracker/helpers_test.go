@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 )
 
@@ -21,7 +22,9 @@ func newTestTracker(t testing.TB, srv *testredis.Server, cfg Config) *Tracker {
 		cfg.Tracker = "test"
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = zaptest.NewLogger(t)
+		// Info: go-redis's debug lines go to the first tracker's logger
+		// for the whole process, after this test has ended too
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zapcore.InfoLevel))
 	}
 	tr, err := New(cfg)
 	if err != nil {
