@@ -24,8 +24,8 @@ func timed(t *testing.T, what string, f func()) {
 
 func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 	srv := testredis.Start(t)
-	a := newTestTracker(t, srv, Config{Instance: "a", Lease: time.Second})
-	b := newTestTracker(t, srv, Config{Instance: "b", Lease: time.Second})
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: time.Second, Timeout: DefaultTimeout})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: time.Second, Timeout: DefaultTimeout})
 	u, err := a.Claim(bg(), "k1", "kg", StateUploading, progressDoc("k1", StateUploading, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +105,7 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 
 func TestRedisHangingBoundsEveryCall(t *testing.T) {
 	srv := testredis.Start(t)
-	a := newTestTracker(t, srv, Config{Instance: "a"})
+	a := newTestTracker(t, srv, Config{Instance: "a", Timeout: DefaultTimeout})
 	u, err := a.Claim(bg(), "h1", "", StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,11 @@ func newTestTracker(t testing.TB, srv *testredis.Server, cfg Config) *Tracker {
 	if cfg.Tracker == "" {
 		cfg.Tracker = "test"
 	}
+	if cfg.Timeout == 0 {
+		// a busy test machine may take longer than the default 50ms
+		// for a round trip; the tests of the bound set it themselves
+		cfg.Timeout = 500 * time.Millisecond
+	}
 	if cfg.Logger == nil {
 		// Info: go-redis's debug lines go to the first tracker's logger
 		// for the whole process, after this test has ended too

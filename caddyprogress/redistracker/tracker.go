@@ -246,6 +246,11 @@ func (t *Tracker) loadScripts(ctx context.Context) error {
 // failed counts a failed round trip and marks Redis down unless the
 // error is Redis's own reply (a command error, not a lost connection).
 func (t *Tracker) failed(err error) {
+	select {
+	case <-t.stop:
+		return // closing: the client is closed under the last calls
+	default:
+	}
 	t.stats.errors.Add(1)
 	if !isReply(err) {
 		t.health.down(err, t.log)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,8 +29,9 @@ const startTimeout = 10 * time.Second
 // Server is one redis-server process. Kill and Start stop and restart it
 // on the same port, for tests of Redis going away.
 type Server struct {
-	t    testing.TB
-	Port int
+	t       testing.TB
+	Port    int
+	cluster bool
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -51,6 +53,23 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+// StartCluster runs a one-node Redis Cluster (cluster mode, all 16384
+// slots on the one node): commands that mix hash slots fail there with
+// CROSSSLOT as on a real cluster.
+func StartCluster(t testing.TB) *Server {
+	t.Helper()
+	if _, err := os.Stat(Binary); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("redis-server is needed (apt-get install redis-server): %v", err)
+		}
+		t.Skipf("redis-server not installed: %v", err)
+	}
+	s := &Server{t: t, Port: freePort(t), cluster: true}
+	s.Start()
+	t.Cleanup(s.Kill)
+	return s
+}
+
 // Addr is host:port of the server.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
@@ -66,13 +85,17 @@ func (s *Server) Start() {
 	if s.cmd != nil {
 		s.t.Fatal("testredis: server already running")
 	}
-	cmd := exec.Command(Binary,
+	args := []string{
 		"--port", strconv.Itoa(s.Port),
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
 		"--loglevel", "warning",
-	)
+	}
+	if s.cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	}
+	cmd := exec.Command(Binary, args...)
 	cmd.Dir = s.t.TempDir()
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting redis-server: %v", err)
@@ -80,7 +103,7 @@ func (s *Server) Start() {
 	s.cmd = cmd
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if s.listening() && s.ping() {
+		if s.listening() && s.ping() && (!s.cluster || s.clusterReady()) {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -120,6 +143,26 @@ func (s *Server) ping() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	return c.Ping(ctx).Err() == nil
+}
+
+// clusterReady gives the node every slot, and reports whether the
+// cluster says it is ok.
+func (s *Server) clusterReady() bool {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.ClusterInfo(ctx).Result()
+	if err != nil {
+		return false
+	}
+	if strings.Contains(info, "cluster_state:ok") {
+		return true
+	}
+	if strings.Contains(info, "cluster_slots_assigned:0") {
+		_ = c.Do(ctx, "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err()
+	}
+	return false
 }
 
 // listening reports whether the server accepts TCP connections (checked
