@@ -135,6 +135,10 @@ func Key(rawURL string) (string, error) {
 		}
 	}
 	if q := u.Query(); len(q) > 0 {
+		for _, pw := range q["password"] { // the master's, in a Sentinel URL
+			sum := sha256.Sum256([]byte(pw))
+			q.Set("password", "sha256-"+hex.EncodeToString(sum[:8]))
+		}
 		b.WriteString("?" + q.Encode()) // Encode sorts by key
 	}
 	return b.String(), nil

@@ -25,6 +25,9 @@ const (
 // (publisher, renewal, scanner), which no request waits on.
 const backgroundTimeout = time.Second
 
+// startTimeout bounds what New waits for Redis (loading the scripts).
+const startTimeout = 250 * time.Millisecond
+
 // Config is one tracker's Redis side.
 type Config struct {
 	// URL names the Redis deployment (see connect.go for the forms).
@@ -86,9 +89,10 @@ type Tracker struct {
 	subs *mux
 }
 
-// New connects a tracker to Redis and starts its loops. It does not wait
-// for Redis: if it cannot be reached, the tracker starts marked down and
-// carries on locally until it can.
+// New connects a tracker to Redis and starts its loops. It waits at
+// most 250ms for Redis (to load its scripts): if it cannot be reached,
+// the tracker starts marked down and carries on locally until it can.
+// A URL it cannot use is an error.
 func New(cfg Config) (*Tracker, error) {
 	if cfg.Tracker == "" {
 		return nil, errors.New("redis tracker needs a tracker name")
@@ -134,7 +138,7 @@ func New(cfg Config) (*Tracker, error) {
 		stop:    make(chan struct{}),
 	}
 	t.health.up.Store(true)
-	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	_ = t.loadScripts(ctx) // if Redis is down, the health loop loads them when it is back
 	cancel()
 	t.subs = newMux(t)
