@@ -30,6 +30,14 @@ func (t *Tracker) markDirty(u *Upload, urgent bool) {
 	}
 }
 
+// requeue puts u back among the dirty uploads without waking the
+// publisher.
+func (t *Tracker) requeue(u *Upload) {
+	t.mu.Lock()
+	t.dirty[u] = struct{}{}
+	t.mu.Unlock()
+}
+
 func (t *Tracker) publishLoop() {
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -116,8 +124,12 @@ func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
 	for _, o := range batch {
 		seq, err := o.main.Int64()
 		switch {
-		case err != nil:
-			t.markDirty(o.u, false)
+		case err != nil: // an error reply: tried again in an Interval, not at once
+			t.requeue(o.u)
+			next = min(next, t.cfg.Interval)
+			if next == 0 {
+				next = t.cfg.Interval
+			}
 		case seq > 0:
 			t.sent(o, seq)
 			if o.u.group != "" {
