@@ -23,7 +23,7 @@ type Upload struct {
 	state    State
 	doc      []byte
 	seq      int64     // the seq of the last document sent
-	lastSent time.Time // when the last document was taken to be sent
+	sentTick uint64    // the publisher's tick when the last document was taken; 0: never
 	claimed  bool      // the claim is in Redis (false: re-claim when Redis answers)
 	sentDoc  bool      // the last document given was sent
 	lost     bool      // another instance ended the claim: local only from now on

@@ -11,19 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The URL forms, each parsed by go-redis's own parser (query parameters
-// such as dial_timeout, pool_size or skip_verify are go-redis options):
-//
-//	redis://[user:password@]host[:port][/db]            one server (ParseURL)
-//	rediss://[user:password@]host[:port][/db]           the same over TLS
-//	unix://[user:password@]/path/to/redis.sock[?db=N]   a Unix socket
-//	redis-sentinel://[user:password@]host[:port][/db]?master_name=NAME[&addr=host2:port2...][&password=P]
-//	rediss-sentinel://...                               Sentinel, over TLS (ParseFailoverURL;
-//	                                                    the userinfo is the Sentinels', password= the master's)
-//	redis-cluster://[user:password@]host[:port][?addr=host2:port2...]
-//	rediss-cluster://...                                Redis Cluster, over TLS (ParseClusterURL)
-//
-// The default port is 6379 and the default db 0.
+// The schemes beyond go-redis's own (redis, rediss, unix) that choose
+// its Sentinel and Cluster parsers; the URL forms are in the package doc.
 const (
 	schemeSentinel    = "redis-sentinel"
 	schemeSentinelTLS = "rediss-sentinel"

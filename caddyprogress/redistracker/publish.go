@@ -12,17 +12,19 @@ import (
 // document to send ("dirty"), all of them in one pipeline per batch.
 // The queue holds one entry per upload (its latest document), so it is
 // bounded by the uploads in flight, and a document that waits is
-// replaced by a newer one, never queued behind it. A progress document
-// waits until Interval has passed since the upload's last one; a first,
-// final or re-claiming one goes at once.
+// replaced by a newer one, never queued behind it. A first, final or
+// re-claiming document goes at once. Progress documents go on a tick
+// every half Interval, each upload's at most every second tick: at most
+// once per Interval per upload, at most two round trips per Interval
+// for all of them, and a wait of at most half an Interval.
 
-// markDirty queues u's latest document; urgent wakes the publisher now.
+// markDirty queues u's latest document; urgent wakes the publisher now,
+// the others wait for its tick.
 func (t *Tracker) markDirty(u *Upload, urgent bool) {
 	t.mu.Lock()
-	_, queued := t.dirty[u]
 	t.dirty[u] = struct{}{}
 	t.mu.Unlock()
-	if urgent || !queued {
+	if urgent {
 		select {
 		case t.wake <- struct{}{}:
 		default:
@@ -39,24 +41,23 @@ func (t *Tracker) requeue(u *Upload) {
 }
 
 func (t *Tracker) publishLoop() {
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	ticker := time.NewTicker(max(t.cfg.Interval/2, time.Millisecond))
+	defer ticker.Stop()
 	for {
+		urgentOnly := true
 		select {
 		case <-t.stop:
 			return
 		case <-t.wake:
-		case <-timer.C:
+		case <-ticker.C:
+			urgentOnly = false
 		}
 		if !t.health.up.Load() {
 			continue // the health loop wakes us when Redis is back
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
-		next := t.publishDue(ctx, false)
+		t.publishDue(ctx, urgentOnly, false)
 		cancel()
-		if next > 0 {
-			timer.Reset(next)
-		}
 	}
 }
 
@@ -67,7 +68,7 @@ func (t *Tracker) flush() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 	defer cancel()
-	t.publishDue(ctx, true)
+	t.publishDue(ctx, false, true)
 }
 
 // outgoing is one upload's document in a batch.
@@ -80,12 +81,12 @@ type outgoing struct {
 	main    *redis.Cmd // publishScript or putScript
 }
 
-// publishDue sends the documents that are due (all of them with all),
-// and returns how long until the next one is, or 0 for none.
-func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
-	batch, next := t.takeDue(time.Now(), all)
+// publishDue sends the documents that are due: the urgent ones only,
+// those of this tick, or all of them.
+func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
+	batch := t.takeDue(urgentOnly, all)
 	if len(batch) == 0 {
-		return next
+		return
 	}
 	var retire, touch []any
 	start := time.Now()
@@ -116,20 +117,16 @@ func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
 	t.stats.observePublish(time.Since(start))
 	if err != nil && !isReply(err) {
 		for _, o := range batch {
-			t.markDirty(o.u, false) // sent again once Redis is back
+			t.requeue(o.u) // sent again once Redis is back
 		}
-		return next
+		return
 	}
 	var grouped []*outgoing
 	for _, o := range batch {
 		seq, err := o.main.Int64()
 		switch {
-		case err != nil: // an error reply: tried again in an Interval, not at once
+		case err != nil: // an error reply: tried again on a tick, not at once
 			t.requeue(o.u)
-			next = min(next, t.cfg.Interval)
-			if next == 0 {
-				next = t.cfg.Interval
-			}
 		case seq > 0:
 			t.sent(o, seq)
 			if o.u.group != "" {
@@ -153,16 +150,17 @@ func (t *Tracker) publishDue(ctx context.Context, all bool) time.Duration {
 			}
 		})
 	}
-	return next
 }
 
-// takeDue takes the due uploads off the dirty set, and says how long
-// until the first of the others is due (0 for none).
-func (t *Tracker) takeDue(now time.Time, all bool) ([]*outgoing, time.Duration) {
-	least := t.cfg.Interval
-	var next time.Duration
+// takeDue takes the due uploads off the dirty set: the urgent ones
+// (never sent, final, or to be re-claimed), and unless urgentOnly those
+// whose last document went two ticks ago or more; with all, every one.
+func (t *Tracker) takeDue(urgentOnly, all bool) []*outgoing {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !urgentOnly && !all {
+		t.tick++
+	}
 	batch := make([]*outgoing, 0, len(t.dirty))
 	for u := range t.dirty {
 		u.mu.Lock()
@@ -171,20 +169,17 @@ func (t *Tracker) takeDue(now time.Time, all bool) ([]*outgoing, time.Duration) 
 			delete(t.dirty, u)
 			continue
 		}
-		since := now.Sub(u.lastSent)
-		if !all && u.claimed && !u.state.Final() && !u.lastSent.IsZero() && since < least {
-			if wait := least - since; next == 0 || wait < next {
-				next = wait
-			}
+		urgent := !u.claimed || u.state.Final() || u.sentTick == 0
+		if !all && !urgent && (urgentOnly || t.tick-u.sentTick < 2) {
 			u.mu.Unlock()
 			continue
 		}
 		batch = append(batch, &outgoing{u: u, state: u.state, doc: u.doc, seq: u.seq + 1, reclaim: !u.claimed})
-		u.lastSent = now
+		u.sentTick = max(t.tick, 1)
 		u.mu.Unlock()
 		delete(t.dirty, u)
 	}
-	return batch, next
+	return batch
 }
 
 // sent records a document stored and published as seq.

@@ -30,7 +30,7 @@ const startTimeout = 250 * time.Millisecond
 
 // Config is one tracker's Redis side.
 type Config struct {
-	// URL names the Redis deployment (see connect.go for the forms).
+	// URL names the Redis deployment (the forms are in the package doc).
 	URL string
 	// Tracker is the tracker's name: the namespace of its keys.
 	Tracker string
@@ -79,6 +79,7 @@ type Tracker struct {
 	uploads map[string]*Upload // claimed on this instance, until their final document is published
 	dirty   map[*Upload]struct{}
 	share   *rateShare
+	tick    uint64 // the publisher's ticks, under mu
 
 	wake     chan struct{} // the publisher has work
 	recover  chan struct{} // Redis came back: re-claim and republish
