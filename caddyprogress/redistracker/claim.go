@@ -22,12 +22,12 @@ type Upload struct {
 	mu       sync.Mutex
 	state    State
 	doc      []byte
-	seq      int64     // the seq of the last document sent
-	sentTick uint64    // the publisher's tick when the last document was taken; 0: never
-	claimed  bool      // the claim is in Redis (false: re-claim when Redis answers)
-	sentDoc  bool      // the last document given was sent
-	lost     bool      // another instance ended the claim: local only from now on
-	done     bool      // the final document was sent (or the upload was lost)
+	seq      int64  // the seq of the last document sent
+	sentTick uint64 // the publisher's tick when the last document was taken; 0: never
+	claimed  bool   // the claim is in Redis (false: re-claim when Redis answers)
+	sentDoc  bool   // the last document given was sent
+	lost     bool   // another instance ended the claim: local only from now on
+	done     bool   // the final document was sent (or the upload was lost)
 }
 
 // ID is the upload's ID.
