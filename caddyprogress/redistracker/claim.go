@@ -25,7 +25,6 @@ type Upload struct {
 	seq      int64  // the seq of the last document sent
 	sentTick uint64 // the publisher's tick when the last document was taken; 0: never
 	claimed  bool   // the claim is in Redis (false: re-claim when Redis answers)
-	sentDoc  bool   // the last document given was sent
 	lost     bool   // another instance ended the claim: local only from now on
 	done     bool   // the final document was sent (or the upload was lost)
 }
@@ -52,7 +51,7 @@ func (u *Upload) Publish(state State, doc []byte) {
 		u.mu.Unlock()
 		return
 	}
-	u.state, u.doc, u.sentDoc = state, doc, false
+	u.state, u.doc = state, doc
 	urgent := state.Final() || !u.claimed
 	u.mu.Unlock()
 	u.t.markDirty(u, urgent)

@@ -99,6 +99,9 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
 					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group)
 			}
+			if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds, below
+				t.groupCmd(ctx, p, o)
+			}
 			if o.state.Final() {
 				retire = append(retire, o.u.id)
 			} else if o.reclaim {
@@ -121,7 +124,7 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 		}
 		return
 	}
-	var grouped []*outgoing
+	var reclaimed []*outgoing
 	for _, o := range batch {
 		seq, err := o.main.Int64()
 		switch {
@@ -129,9 +132,9 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 			t.requeue(o.u)
 		case seq > 0:
 			t.sent(o, seq)
-			if o.u.group != "" {
+			if o.reclaim && o.u.group != "" {
 				o.seq = seq
-				grouped = append(grouped, o)
+				reclaimed = append(reclaimed, o)
 			}
 		case seq == -2: // Redis lost the record: claim it again
 			o.u.mu.Lock()
@@ -142,14 +145,22 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 			t.lose(o.u, "another instance ended or took the upload's ID while this one could not reach redis")
 		}
 	}
-	if len(grouped) > 0 {
+	if len(reclaimed) > 0 {
 		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
-			for _, o := range grouped {
-				groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
-					o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.doc)
+			for _, o := range reclaimed {
+				t.groupCmd(ctx, p, o)
 			}
 		})
 	}
+}
+
+// groupCmd queues groupScript for a member's document. In the same
+// pipeline as the record's own script: if that one refuses a stale
+// owner, the group's hash refuses it too once the record has a final
+// document of the claim (see groupScript).
+func (t *Tracker) groupCmd(ctx context.Context, p redis.Pipeliner, o *outgoing) {
+	groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
+		o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.doc)
 }
 
 // takeDue takes the due uploads off the dirty set: the urgent ones
