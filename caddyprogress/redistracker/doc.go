@@ -98,9 +98,12 @@
 // One pub/sub connection per tracker carries every channel its local
 // subscribers follow; a channel is subscribed for the first and
 // unsubscribed after the last. Subscribe returns once Redis has
-// confirmed the subscription. A slow subscriber's queue holds 64
-// documents; past that its oldest progress document is dropped, never a
-// final one.
+// confirmed the subscription. After go-redis reconnects it (Redis
+// restarted or the connection broke), each channel's subscribers get
+// the current documents, looked up, since what was published meanwhile
+// is lost: a final document included. A slow subscriber's queue holds
+// 64 documents; past that its oldest progress document is dropped,
+// never a final one.
 //
 // # Redis slow or down
 //
@@ -113,9 +116,11 @@
 // loaded again and every upload of this instance is re-claimed and its
 // latest document republished (final ones included), so a restarted,
 // empty Redis learns them back. An upload whose ID another instance
-// took or ended meanwhile goes on locally only (Upload.Lost, Stats.Lost).
-// Subscribers on other instances miss what was published while Redis
-// was away, and get the republished documents.
+// took or ended meanwhile goes on locally only (Upload.Lost, Stats.Lost;
+// logged at most once a second).
+// Subscribers on other instances get the republished documents, or
+// look them up once their pub/sub connection is back, whichever comes
+// first.
 //
 // # Shared bandwidth
 //

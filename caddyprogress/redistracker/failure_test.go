@@ -126,3 +126,41 @@ func TestRedisHangingBoundsEveryCall(t *testing.T) {
 		return err == nil && d.State == StateUploading
 	})
 }
+
+func TestUploadEndingWhileRedisIsDownReachesSubscribersAfter(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+	u, err := a.Claim(bg(), "e1", "eg", StateUploading, progressDoc("e1", StateUploading, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := b.Subscribe(bg(), "e1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	groupSub, err := b.SubscribeGroup(bg(), "eg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer groupSub.Close()
+
+	srv.Kill()
+	u.Publish(StateComplete, progressDoc("e1", StateComplete, 99)) // queued
+	time.Sleep(300 * time.Millisecond)
+	srv.Start()
+
+	for name, s := range map[string]*Subscription{"upload": sub, "group": groupSub} {
+		var pending []Doc
+		for {
+			d := next(t, s, &pending, 3*time.Second)
+			if d.Final() {
+				if d.State != StateComplete || string(d.JSON) != string(progressDoc("e1", StateComplete, 99)) {
+					t.Fatalf("%s subscriber's final document: %+v %s", name, d, d.JSON)
+				}
+				break
+			}
+		}
+	}
+}

@@ -221,7 +221,14 @@ func (t *Tracker) lose(u *Upload, why string) {
 	}
 	t.stats.lost.Add(1)
 	t.forgetUpload(u)
-	t.log.Warn("upload no longer shared through redis", zap.String("id", u.id), zap.String("reason", why))
+	// at most once a second: a partition can lose many uploads at once
+	now := time.Now().UnixNano()
+	last := t.lastLostLog.Load()
+	if now-last < int64(time.Second) || !t.lastLostLog.CompareAndSwap(last, now) {
+		return
+	}
+	t.log.Warn("upload no longer shared through redis; it goes on locally (more may follow unlogged this second)",
+		zap.String("id", u.id), zap.String("reason", why), zap.Uint64("lost_so_far", t.stats.lost.Load()))
 }
 
 // forgetUpload stops renewing u.

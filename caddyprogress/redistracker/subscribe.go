@@ -13,7 +13,9 @@ import (
 // channels of every upload and group that a local subscriber follows;
 // a channel is subscribed when its first local subscriber comes and
 // unsubscribed when its last one goes. go-redis reconnects the
-// connection and subscribes again after a failure.
+// connection and subscribes again after a failure; what was published
+// meanwhile is lost, so after a reconnection each channel's subscribers
+// get the current documents, looked up (a final one included).
 
 // maxQueued bounds what a slow subscriber may have waiting; past it the
 // oldest progress document is dropped (a final one never is).
@@ -32,11 +34,14 @@ type mux struct {
 	ops sync.Mutex // orders subscribe and unsubscribe commands with the topics map
 
 	mu     sync.Mutex
-	topics map[string]*topic // by channel
+	topics map[string]*topic   // by channel
+	stale  map[string]struct{} // channels subscribed again after a reconnection
+	resync chan struct{}       // wakes resyncLoop
 }
 
 // topic is one channel's local subscribers.
 type topic struct {
+	id, group string // what the channel carries: one upload, or a group
 	subs      map[*Subscription]struct{}
 	ready     chan struct{} // closed when Redis confirms the subscription
 	confirmed bool
@@ -49,6 +54,8 @@ func newMux(t *Tracker) *mux {
 		ps:     ps,
 		msgs:   ps.ChannelWithSubscriptions(redis.WithChannelSize(receiveBuffer)),
 		topics: make(map[string]*topic),
+		stale:  make(map[string]struct{}),
+		resync: make(chan struct{}, 1),
 	}
 }
 
@@ -62,7 +69,7 @@ func (t *Tracker) Subscribe(ctx context.Context, id string) (*Subscription, erro
 	if err := validateID("upload", id); err != nil {
 		return nil, err
 	}
-	return t.subs.subscribe(ctx, t.keys.uploadChannel(id))
+	return t.subs.subscribe(ctx, t.keys.uploadChannel(id), id, "")
 }
 
 // SubscribeGroup follows the documents of every member of a group.
@@ -70,10 +77,10 @@ func (t *Tracker) SubscribeGroup(ctx context.Context, group string) (*Subscripti
 	if err := validateID("group", group); err != nil {
 		return nil, err
 	}
-	return t.subs.subscribe(ctx, t.keys.groupChannel(group))
+	return t.subs.subscribe(ctx, t.keys.groupChannel(group), "", group)
 }
 
-func (m *mux) subscribe(ctx context.Context, channel string) (*Subscription, error) {
+func (m *mux) subscribe(ctx context.Context, channel, id, group string) (*Subscription, error) {
 	if !m.t.health.up.Load() {
 		return nil, ErrUnavailable
 	}
@@ -84,7 +91,7 @@ func (m *mux) subscribe(ctx context.Context, channel string) (*Subscription, err
 	m.mu.Lock()
 	tp, ok := m.topics[channel]
 	if !ok {
-		tp = &topic{subs: make(map[*Subscription]struct{}), ready: make(chan struct{})}
+		tp = &topic{id: id, group: group, subs: make(map[*Subscription]struct{}), ready: make(chan struct{})}
 		m.topics[channel] = tp
 	}
 	tp.subs[s] = struct{}{}
@@ -155,12 +162,62 @@ func (m *mux) receiveLoop() {
 	}
 }
 
+// confirm marks a channel subscribed; a channel confirmed again was
+// subscribed again after a reconnection, and is resynchronised.
 func (m *mux) confirm(channel string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if tp := m.topics[channel]; tp != nil && !tp.confirmed {
+	tp := m.topics[channel]
+	if tp == nil {
+		return
+	}
+	if !tp.confirmed {
 		tp.confirmed = true
 		close(tp.ready)
+		return
+	}
+	m.stale[channel] = struct{}{}
+	select {
+	case m.resync <- struct{}{}:
+	default:
+	}
+}
+
+// resyncLoop hands the subscribers of channels subscribed again the
+// current documents, one lookup per channel.
+func (m *mux) resyncLoop() {
+	for {
+		select {
+		case <-m.t.stop:
+			return
+		case <-m.resync:
+		}
+		m.mu.Lock()
+		var topics []*topic
+		var channels []string
+		for channel := range m.stale {
+			if tp := m.topics[channel]; tp != nil {
+				topics = append(topics, tp)
+				channels = append(channels, channel)
+			}
+		}
+		clear(m.stale)
+		m.mu.Unlock()
+		for i, tp := range topics {
+			ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+			var docs []Doc
+			if tp.id != "" {
+				if d, err := m.t.Lookup(ctx, tp.id); err == nil {
+					docs = []Doc{d}
+				}
+			} else {
+				docs, _ = m.t.LookupGroup(ctx, tp.group)
+			}
+			cancel()
+			for _, d := range docs {
+				m.dispatch(channels[i], d)
+			}
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,6 +75,8 @@ type Tracker struct {
 	log    *zap.Logger
 	stats  counters
 	health health
+
+	lastLostLog atomic.Int64 // unix nanoseconds of the last "upload lost" line
 
 	mu      sync.Mutex
 	uploads map[string]*Upload // claimed on this instance, until their final document is published
@@ -148,7 +151,7 @@ func New(cfg Config) (*Tracker, error) {
 }
 
 func (t *Tracker) startLoops() {
-	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop} {
+	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop, t.subs.resyncLoop} {
 		t.loops.Add(1)
 		go func() {
 			defer t.loops.Done()
