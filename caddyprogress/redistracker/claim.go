@@ -154,11 +154,12 @@ func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, stat
 }
 
 // Reserve records id as pending for Retain, across the cluster, with its
-// document, for a client that wants its ID before it uploads. It counts
+// document, for a client that wants its ID before it uploads (the
+// upload that uses it may name a group; the reservation has none). It counts
 // toward MaxUploads (ErrFull); ErrInFlight means an upload with the ID is
 // in flight; ErrUnavailable means Redis did not answer, and the core
 // keeps the reservation locally.
-func (t *Tracker) Reserve(ctx context.Context, id, group string, doc []byte) error {
+func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	if err := validateID("upload", id); err != nil {
 		return err
 	}
@@ -173,7 +174,7 @@ func (t *Tracker) Reserve(ctx context.Context, id, group string, doc []byte) err
 		}
 		return ErrUnavailable
 	}
-	u := &Upload{id: id, group: group}
+	u := &Upload{id: id}
 	var put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		put = t.putCmd(ctx, p, u, StatePending, doc, false)

@@ -77,7 +77,7 @@ func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
 	if _, err := b.Claim(bg(), "m4", "", StateUploading, nil); !errors.Is(err, ErrFull) {
 		t.Fatalf("fourth upload with three in flight: got %v, want ErrFull", err)
 	}
-	if err := b.Reserve(bg(), "r1", "", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
+	if err := b.Reserve(bg(), "r1", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
 		t.Fatalf("reservation with three in flight: got %v, want ErrFull", err)
 	}
 	// a finished record makes room: it is evicted for the new upload
@@ -102,7 +102,7 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 	a := newTestTracker(t, srv, Config{Instance: "a"})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
 
-	if err := a.Reserve(bg(), "res1", "", progressDoc("res1", StatePending, 0)); err != nil {
+	if err := a.Reserve(bg(), "res1", progressDoc("res1", StatePending, 0)); err != nil {
 		t.Fatalf("reserve: %v", err)
 	}
 	d, err := b.Lookup(bg(), "res1")
@@ -118,7 +118,7 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 		d, err := a.Lookup(bg(), "res1")
 		return err == nil && d.State == StateComplete && string(d.JSON) == string(progressDoc("res1", StateComplete, 42))
 	})
-	if err := a.Reserve(bg(), "res1", "", nil); err != nil {
+	if err := a.Reserve(bg(), "res1", nil); err != nil {
 		t.Fatalf("reserving a finished ID again: %v", err)
 	}
 	u2, err := a.Claim(bg(), "res2", "", StateUploading, nil)
@@ -126,7 +126,7 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = u2
-	if err := b.Reserve(bg(), "res2", "", nil); !errors.Is(err, ErrInFlight) {
+	if err := b.Reserve(bg(), "res2", nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("reserving an ID in flight: got %v, want ErrInFlight", err)
 	}
 }

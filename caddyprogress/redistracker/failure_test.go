@@ -53,7 +53,7 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 		}
 	})
 	timed(t, "Reserve", func() {
-		if err := a.Reserve(bg(), "k3", "", nil); !errors.Is(err, ErrUnavailable) {
+		if err := a.Reserve(bg(), "k3", nil); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("reserve with Redis down: %v", err)
 		}
 	})
@@ -115,7 +115,7 @@ func TestRedisHangingBoundsEveryCall(t *testing.T) {
 	timed(t, "Claim", func() { _, _ = a.Claim(bg(), "h2", "", StateUploading, nil) })
 	timed(t, "Lookup", func() { _, _ = a.Lookup(bg(), "h1") })
 	timed(t, "LookupGroup", func() { _, _ = a.LookupGroup(bg(), "g") })
-	timed(t, "Reserve", func() { _ = a.Reserve(bg(), "h3", "", nil) })
+	timed(t, "Reserve", func() { _ = a.Reserve(bg(), "h3", nil) })
 	timed(t, "Subscribe", func() { _, _ = a.Subscribe(bg(), "h4") })
 	timed(t, "Publish", func() { u.Publish(StateProcessing, nil) })
 	waitFor(t, 2*time.Second, "Redis marked down", func() bool { return !a.Health().Up })

@@ -71,7 +71,7 @@ func TestEverythingWorksOnRedisCluster(t *testing.T) {
 	if _, err := b.Claim(bg(), "c1", "", StateUploading, nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("duplicate claim on a cluster: %v", err)
 	}
-	if err := b.Reserve(bg(), "c2", "cg", progressDoc("c2", StatePending, 0)); err != nil {
+	if err := b.Reserve(bg(), "c2", progressDoc("c2", StatePending, 0)); err != nil {
 		t.Fatal(err)
 	}
 	u2, err := b.Claim(bg(), "c2", "cg", StateUploading, progressDoc("c2", StateUploading, 0))

@@ -35,7 +35,11 @@ func TestSharedRateLimitHoldsAcrossInstances(t *testing.T) {
 	const warmup, measure = 500 * time.Millisecond, 3 * time.Second
 
 	var received [2]atomic.Int64
-	ctx, cancel := context.WithCancel(context.Background())
+	var ctxs [2]context.Context
+	var cancels [2]context.CancelFunc
+	for i := range ctxs {
+		ctxs[i], cancels[i] = context.WithCancel(context.Background())
+	}
 	var wg sync.WaitGroup
 	limiters := make([]*rate.Limiter, 2)
 	for i, uploads := range []int{1, 3} {
@@ -51,7 +55,7 @@ func TestSharedRateLimitHoldsAcrossInstances(t *testing.T) {
 				defer wg.Done()
 				active.Add(1)
 				defer active.Add(-1)
-				for lim.WaitN(ctx, chunk) == nil {
+				for lim.WaitN(ctxs[i], chunk) == nil {
 					received[i].Add(chunk)
 				}
 			}()
@@ -63,8 +67,19 @@ func TestSharedRateLimitHoldsAcrossInstances(t *testing.T) {
 	time.Sleep(measure)
 	elapsed := time.Since(began).Seconds()
 	got := [2]int64{received[0].Load() - start[0], received[1].Load() - start[1]}
-	cancel()
+	// a's upload ends: b's three take the whole rate within a few slices
+	cancels[0]()
+	time.Sleep(5 * ShareSlice)
+	startB, beganB := received[1].Load(), time.Now()
+	time.Sleep(1500 * time.Millisecond)
+	rateB := float64(received[1].Load()-startB) / time.Since(beganB).Seconds()
+	cancels[1]()
 	wg.Wait()
+	offB := (rateB - total) / total
+	t.Logf("after a's upload ended: b alone %.0f B/s (%+.1f%%)", rateB, 100*offB)
+	if math.Abs(offB) > 0.15 {
+		t.Fatalf("b alone got %.0f B/s, %+.1f%% off the limit", rateB, 100*offB)
+	}
 
 	rateAll := float64(got[0]+got[1]) / elapsed
 	off := (rateAll - total) / total
