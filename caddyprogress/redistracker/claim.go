@@ -76,29 +76,42 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 		}
 	}
 	u := &Upload{t: t, id: id, group: group, token: newToken(), state: state, doc: doc}
-	if t.health.up.Load() {
-		ctx, cancel := t.requestContext(ctx)
-		defer cancel()
-		if err := t.admit(ctx, id, "live", t.cfg.Lease); err != nil {
-			if err == ErrFull {
-				return nil, err
-			}
-			return t.local(u), nil
+	switch err := t.usable(); err {
+	case ErrClosed:
+		return nil, err
+	case nil:
+		switch err := t.claim(ctx, u); err {
+		case ErrFull, ErrInFlight:
+			return nil, err
 		}
-		var put *redis.Cmd
-		_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-			put = t.putCmd(ctx, p, u, state, doc, false)
-		})
-		if err != nil {
-			return t.local(u), nil
-		}
-		seq, _ := put.Int64()
-		if seq == 0 {
-			return nil, ErrInFlight
-		}
-		u.seq, u.claimed = seq, true
 	}
 	return t.local(u), nil
+}
+
+// claim counts u's ID into the tracker's records and claims it, within
+// Timeout: ErrFull, ErrInFlight, ErrUnavailable (u stays unclaimed), or
+// nil (u holds the claim).
+func (t *Tracker) claim(ctx context.Context, u *Upload) error {
+	ctx, cancel := t.requestContext(ctx)
+	defer cancel()
+	if err := t.admit(ctx, u.id, "live", t.cfg.Lease); err != nil {
+		return err
+	}
+	var put *redis.Cmd
+	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		put = t.putCmd(ctx, p, u, u.state, u.doc, false)
+	}); err != nil {
+		return ErrUnavailable
+	}
+	seq, err := put.Int64()
+	switch {
+	case err != nil:
+		return ErrUnavailable
+	case seq == 0:
+		return ErrInFlight
+	}
+	u.seq, u.claimed = seq, true
+	return nil
 }
 
 // local registers u with the tracker and queues its first document.
@@ -111,14 +124,15 @@ func (t *Tracker) local(u *Upload) *Upload {
 }
 
 // admit counts id into the tracker's records (see admitScript), and
-// deletes the record it evicted to make room.
+// deletes the record it evicted to make room: ErrFull, ErrUnavailable
+// or nil.
 func (t *Tracker) admit(ctx context.Context, id, index string, score time.Duration) error {
 	var cmd *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		cmd = admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
 			id, t.cfg.MaxUploads, index, score.Milliseconds())
 	}); err != nil {
-		return err
+		return ErrUnavailable
 	}
 	reply, err := cmd.Slice()
 	if err != nil || len(reply) != 2 {
@@ -163,8 +177,8 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	if err := validateID("upload", id); err != nil {
 		return err
 	}
-	if !t.health.up.Load() {
-		return ErrUnavailable
+	if err := t.usable(); err != nil {
+		return err
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()

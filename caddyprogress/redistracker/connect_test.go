@@ -92,3 +92,23 @@ func TestNewWithRedisDownStartsMarkedDown(t *testing.T) {
 		t.Fatal("upload lost")
 	}
 }
+
+func TestCallsAfterCloseSayClosed(t *testing.T) {
+	srv := testredis.Start(t)
+	tr := newTestTracker(t, srv, Config{Instance: "a"})
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Claim(bg(), "x", "", StateUploading, nil); err != ErrClosed {
+		t.Errorf("Claim: %v", err)
+	}
+	if err := tr.Reserve(bg(), "x", nil); err != ErrClosed {
+		t.Errorf("Reserve: %v", err)
+	}
+	if _, err := tr.Lookup(bg(), "x"); err != ErrClosed {
+		t.Errorf("Lookup: %v", err)
+	}
+	if _, err := tr.Subscribe(bg(), "x"); err != ErrClosed {
+		t.Errorf("Subscribe: %v", err)
+	}
+}

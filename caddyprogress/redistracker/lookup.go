@@ -17,8 +17,8 @@ func (t *Tracker) Lookup(ctx context.Context, id string) (Doc, error) {
 	if err := validateID("upload", id); err != nil {
 		return Doc{}, err
 	}
-	if !t.health.up.Load() {
-		return Doc{}, ErrUnavailable
+	if err := t.usable(); err != nil {
+		return Doc{}, err
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
@@ -50,8 +50,8 @@ func (t *Tracker) LookupGroup(ctx context.Context, group string) ([]Doc, error) 
 	if err := validateID("group", group); err != nil {
 		return nil, err
 	}
-	if !t.health.up.Load() {
-		return nil, ErrUnavailable
+	if err := t.usable(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
@@ -90,8 +90,8 @@ func (t *Tracker) LookupGroup(ctx context.Context, group string) ([]Doc, error) 
 // uploads in flight, and finished uploads and reservations not yet
 // expired (as MaxUploads counts them).
 func (t *Tracker) Count(ctx context.Context) (inFlight, finished int64, err error) {
-	if !t.health.up.Load() {
-		return 0, 0, ErrUnavailable
+	if err := t.usable(); err != nil {
+		return 0, 0, err
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()

@@ -81,8 +81,8 @@ func (t *Tracker) SubscribeGroup(ctx context.Context, group string) (*Subscripti
 }
 
 func (m *mux) subscribe(ctx context.Context, channel, id, group string) (*Subscription, error) {
-	if !m.t.health.up.Load() {
-		return nil, ErrUnavailable
+	if err := m.t.usable(); err != nil {
+		return nil, err
 	}
 	ctx, cancel := m.t.requestContext(ctx)
 	defer cancel()

@@ -198,6 +198,20 @@ func (t *Tracker) Stats() Stats { return t.stats.snapshot() }
 // Instance is this instance's name.
 func (t *Tracker) Instance() string { return t.cfg.Instance }
 
+// usable says why a call on a request's path cannot use Redis now:
+// ErrClosed after Close, ErrUnavailable while Redis is marked down.
+func (t *Tracker) usable() error {
+	select {
+	case <-t.stop:
+		return ErrClosed
+	default:
+	}
+	if !t.health.up.Load() {
+		return ErrUnavailable
+	}
+	return nil
+}
+
 // requestContext bounds a call on a request's path by Config.Timeout.
 func (t *Tracker) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, t.cfg.Timeout)
