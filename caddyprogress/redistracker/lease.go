@@ -29,8 +29,23 @@ func (t *Tracker) renewLoop() {
 }
 
 func (t *Tracker) scanLoop() {
-	t.every(t.scanEvery(), t.abortLost)
+	t.every(t.scanEvery(), func(ctx context.Context) {
+		// 100 at a time, so that a lost instance with many uploads
+		// has them all ended in one scan
+		for range maxScanBatches {
+			if t.abortLost(ctx) < expiredBatch {
+				return
+			}
+		}
+	})
 }
+
+// expiredBatch is how many expired leases expiredScript lists at once,
+// and maxScanBatches how many lists one scan goes through.
+const (
+	expiredBatch   = 100
+	maxScanBatches = 20
+)
 
 // every runs f every d while Redis is up, until the tracker stops.
 func (t *Tracker) every(d time.Duration, f func(context.Context)) {
@@ -98,17 +113,18 @@ func (t *Tracker) renew(ctx context.Context) {
 }
 
 // abortLost ends the uploads whose lease expired (their instance is
-// lost) as aborted.
-func (t *Tracker) abortLost(ctx context.Context) {
+// lost) as aborted, up to expiredBatch of them; it returns how many
+// expired leases it found.
+func (t *Tracker) abortLost(ctx context.Context) int {
 	var list *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		list = expiredScript.EvalSha(ctx, p, []string{t.keys.live()})
+		list = expiredScript.EvalSha(ctx, p, []string{t.keys.live()}, expiredBatch)
 	}); err != nil {
-		return
+		return 0
 	}
 	ids, err := list.StringSlice()
 	if err != nil || len(ids) == 0 {
-		return
+		return 0
 	}
 	reads := make([]*redis.SliceCmd, len(ids))
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
@@ -116,7 +132,7 @@ func (t *Tracker) abortLost(ctx context.Context) {
 			reads[i] = p.HMGet(ctx, t.keys.record(id), "st", "own", "seq", "doc", "grp")
 		}
 	}); err != nil && !isReply(err) {
-		return
+		return 0
 	}
 	type lost struct {
 		id, group, token, seq string
@@ -150,7 +166,7 @@ func (t *Tracker) abortLost(ctx context.Context) {
 					t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group)
 			}
 		}); err != nil && !isReply(err) {
-			return
+			return 0
 		}
 	}
 	var grouped []*lost
@@ -166,7 +182,7 @@ func (t *Tracker) abortLost(ctx context.Context) {
 		}
 	}
 	if len(retire)+len(forget) == 0 {
-		return
+		return len(ids)
 	}
 	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, v := range grouped {
@@ -181,6 +197,7 @@ func (t *Tracker) abortLost(ctx context.Context) {
 			forgetScript.EvalSha(ctx, p, []string{t.keys.live()}, forget...)
 		}
 	})
+	return len(ids)
 }
 
 // LostError is the error of an upload whose instance was lost.

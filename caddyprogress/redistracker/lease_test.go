@@ -2,6 +2,8 @@ package redistracker
 
 import (
 	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +114,32 @@ func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
 	// the ID is free again
 	if _, err := b.Claim(bg(), "lost1", "", StateUploading, nil); err != nil {
 		t.Fatalf("claim after the abort: %v", err)
+	}
+}
+
+func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	const uploads = 3*expiredBatch + 7
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
+	for i := range uploads {
+		id := fmt.Sprintf("many-%03d", i)
+		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.flush()
+	_ = a.shutdown()
+	died := time.Now()
+	waitFor(t, lease+3*time.Second, "every upload aborted", func() bool {
+		return b.Stats().Aborted == uploads
+	})
+	if took := time.Since(died); took > lease+b.scanEvery()+500*time.Millisecond {
+		t.Fatalf("%d uploads aborted %v after their instance died (lease %v)", uploads, took, lease)
+	}
+	d, err := b.Lookup(bg(), "many-123")
+	if err != nil || d.State != StateAborted || !strings.Contains(string(d.JSON), `"received":123`) {
+		t.Fatalf("one of them: %+v %s, %v", d, d.JSON, err)
 	}
 }

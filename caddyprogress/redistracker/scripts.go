@@ -189,12 +189,12 @@ end
 return #ARGV - 1
 `)
 
-// expiredScript lists up to 100 IDs of the live index whose lease
-// deadline has passed.
+// expiredScript lists IDs of the live index whose lease deadline has
+// passed, soonest first.
 //
-// KEYS[1] live.
+// KEYS[1] live. ARGV: how many at most.
 var expiredScript = newScript(nowMS + `
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 `)
 
 // forgetScript removes IDs from the live index when their record has no
