@@ -85,7 +85,6 @@ type Tracker struct {
 	tick    uint64 // the publisher's ticks, under mu
 
 	wake     chan struct{} // the publisher has work
-	recover  chan struct{} // Redis came back: re-claim and republish
 	stop     chan struct{}
 	stopOnce sync.Once
 	loops    sync.WaitGroup
@@ -138,10 +137,10 @@ func New(cfg Config) (*Tracker, error) {
 		uploads: make(map[string]*Upload),
 		dirty:   make(map[*Upload]struct{}),
 		wake:    make(chan struct{}, 1),
-		recover: make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 	}
 	t.health.up.Store(true)
+	t.health.since = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	_ = t.loadScripts(ctx) // if Redis is down, the health loop loads them when it is back
 	cancel()
