@@ -140,12 +140,12 @@
 //
 // Measured on a 2-core AMD EPYC VM shared with other builds, Redis 7.0
 // on loopback (go test -bench): a document published with 1,000
-// uploads in flight costs 10 to 14µs of wall time (869 B and 16
+// uploads in flight costs 10 to 14µs of wall time (870 B and 16
 // allocations) and 0.001 round trips; an upload's whole life (claim,
 // 12 documents) takes 3 round trips with 1,000 in flight (the claim's
 // two, and a share of the batches); a published document reaches a
-// subscriber on another instance in 59 to 72µs (p50) and 225 to 239µs
+// subscriber on another instance in 59 to 74µs (p50) and 173 to 239µs
 // (p99); at the default Interval, a progress document handed to the
-// uploading instance reaches it in 26ms (p50) and 49ms (p99, max), the
-// publisher's tick included.
+// uploading instance reaches it in 25 to 26ms (p50) and 49 to 50ms
+// (p99, max), the publisher's tick included (three runs each).
 package redistracker
