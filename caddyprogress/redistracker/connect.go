@@ -3,6 +3,7 @@ package redistracker
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -27,6 +28,13 @@ const (
 // call waits longer than the package's timeouts, and names its
 // connections clientName (CLIENT LIST) unless the URL sets client_name.
 func newClient(rawURL, clientName string) (redis.UniversalClient, error) {
+	if _, err := url.Parse(rawURL); err != nil {
+		// url.Error repeats the URL, password included: keep its reason only
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("parsing redis URL: %w", err)
+	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
 		return nil, fmt.Errorf("redis URL has no scheme (redis://, rediss://, unix://, redis-sentinel://, redis-cluster://)")

@@ -57,10 +57,14 @@ func TestBadRedisURLsAreRefusedWithAReason(t *testing.T) {
 		"redis://cache/0?colour=blue":     "unexpected option",
 		"redis-sentinel://s1:26379":       "master_name",
 		"redis-cluster://n1?pool_size=ab": "pool_size",
+		"redis://u:s3cret@cache:bad/0":    "invalid port",
 	} {
 		_, err := Key(url)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Key(%q): %v, want an error about %q", url, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Key(%q): the error shows the password: %v", url, err)
 		}
 		if _, err := New(Config{URL: url, Tracker: "t"}); err == nil {
 			t.Errorf("New with %q: no error", url)
