@@ -49,6 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_secret  <secret>   # HMAC secret of the tokens, placeholders allowed; default generated, kept in storage
 //		token_cookie  <name>     # a cookie that may carry the token; default none
 //		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
+//		redis         <url>      # share the tracker with other instances through Redis, placeholders allowed; default none
 //	}
 //
 // status_path and events_path take "off" to turn that route off.
@@ -147,6 +148,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "token_cookie":
 			if err := oneArg(d, &h.TokenCookie); err != nil {
+				return err
+			}
+		case "redis":
+			if err := oneArg(d, &h.Redis); err != nil {
 				return err
 			}
 		case "client_ids":

@@ -96,6 +96,7 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		token_secret  <secret>
 //		token_cookie  <name>
 //		client_ids    on | off
+//		redis         <url>
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -212,6 +213,16 @@ type Handler struct {
 	// live reservation made with POST <status_path>. Default: true.
 	ClientIDs *bool `json:"client_ids,omitempty"`
 
+	// The Redis that shares the tracker's uploads with the other Caddy
+	// instances naming the same tracker and Redis (several instances
+	// behind a load balancer): redis://[user:password@]host[:port][/db],
+	// rediss:// for TLS, unix://, redis-sentinel://...?master_name=NAME,
+	// redis-cluster://... (README, "Several instances"). Placeholders
+	// such as {env.REDIS_URL} are resolved at provision time. Handlers
+	// that name one tracker must set the same one. Default: none (the
+	// tracker is this instance's only).
+	Redis string `json:"redis,omitempty"`
+
 	tracker    *tracker
 	idKey      string         // IDHeader in canonical form, the key of http.Header
 	metrics    handlerMetrics // this tracker's series, looked up once
@@ -226,6 +237,8 @@ type Handler struct {
 	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
+
+	shared *sharedEntry // the tracker's Redis side, nil without redis (clustertracker.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -262,6 +275,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}
 	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionShared(ctx); err != nil { // redis (clustertracker.go)
 		return err
 	}
 
@@ -382,6 +398,7 @@ func (h *Handler) Validate() error {
 // Cleanup ends this config's event streams and lets go of the tracker.
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
+	h.releaseShared()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
 	}

@@ -59,7 +59,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 	if isReconnect(r) {
-		if h.tracker.lookup(id).ended() {
+		if h.lookupShared(r.Context(), id, h.tracker.lookup(id)).ended() {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -77,6 +77,10 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 	}
 
 	rec, started, stopWaiting := h.tracker.watch(id)
+	if !rec.found() && h.sharedOn() && h.streamShared(s, id, started) { // on another instance (sharedevents.go)
+		stopWaiting()
+		return nil
+	}
 	if !rec.found() {
 		rec = h.awaitStart(s, id, started)
 		stopWaiting()

@@ -41,7 +41,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
 	if isReconnect(r) {
-		if h.tracker.groupEnded(id) {
+		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -58,7 +58,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return nil // the client is gone; nothing to tell it
 	}
 
-	if !h.tracker.hasGroup(id) {
+	if !h.hasGroupShared(id) { // sharedevents.go
 		if !h.awaitGroup(s, id) {
 			return nil
 		}
@@ -93,7 +93,7 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 	for {
 		select {
 		case <-interval.C:
-			if h.tracker.hasGroup(id) {
+			if h.hasGroupShared(id) {
 				return true
 			}
 		case <-timeout.C:
@@ -128,6 +128,8 @@ func progressOf(g *groupDoc) groupProgress {
 func (h *Handler) streamGroup(s *eventStream, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
+	follow := h.followGroup(id) // with redis, the members on other instances too (sharedevents.go)
+	defer follow.close()
 
 	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
@@ -136,7 +138,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := h.tracker.groupMembers(id, time.Now())
+		members, lastJoin := follow.members(time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
 			if last != nil && last.final() {

@@ -99,7 +99,9 @@ func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, 
 type applyTotalRate struct{ h *Handler }
 
 func (a applyTotalRate) Handle(context.Context, caddy.Event) error {
-	a.h.total.SetLimit(rate.Limit(a.h.RateLimitTotal))
+	if a.h.shared == nil { // with redis, its share of it is set every slice
+		a.h.total.SetLimit(rate.Limit(a.h.RateLimitTotal))
+	}
 	a.h.total.SetBurst(a.h.burst(a.h.RateLimitTotal))
 	return nil
 }
