@@ -92,10 +92,15 @@ func (h *Handler) provisionShared(ctx caddy.Context) error {
 	}
 	e.refs++
 	h.shared = e
-	if h.total != nil {
-		e.c.shareRate(rate.Limit(h.RateLimitTotal), h.total, h.tracker.uploadingCount)
-	}
 	return nil
+}
+
+// shareTotalRate shares the handler's rate_limit_total among the
+// instances, once its config runs (applyTotalRate, throttle.go): every
+// 100ms the shared side sets the tracker's bucket to this instance's
+// part, in proportion to its uploads reading their body.
+func (h *Handler) shareTotalRate() {
+	h.shared.c.shareRate(rate.Limit(h.RateLimitTotal), h.total, h.tracker.uploadingCount)
 }
 
 // releaseShared lets go of the handler's shared side, closing it when
