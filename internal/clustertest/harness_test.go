@@ -61,9 +61,14 @@ type instance struct {
 }
 
 // startInstance runs caddy with `upload_progress { redis {env.REDIS_URL}
-// <options> }` before `reverse_proxy <upstream>`.
+// <options> }` before `reverse_proxy <upstream>`; without redis when
+// redisURL is "".
 func startInstance(t testing.TB, name string, redisURL, options, upstream string) *instance {
 	t.Helper()
+	redisLine := "\t\tredis {env.REDIS_URL}"
+	if redisURL == "" {
+		redisLine = ""
+	}
 	port, adminPort := freePort(t), freePort(t)
 	dir := t.TempDir()
 	caddyfile := fmt.Sprintf(`{
@@ -76,12 +81,12 @@ func startInstance(t testing.TB, name string, redisURL, options, upstream string
 }
 http://127.0.0.1:%d {
 	upload_progress {
-		redis {env.REDIS_URL}
+%s
 %s
 	}
 	reverse_proxy %s
 }
-`, adminPort, port, options, upstream)
+`, adminPort, port, redisLine, options, upstream)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
