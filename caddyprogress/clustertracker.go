@@ -111,18 +111,21 @@ func (h *Handler) releaseShared() {
 	}
 	s := &h.tracker.shared
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	delete(s.users, h)
 	e := h.shared
-	if e == nil {
+	last := false
+	if e != nil {
+		e.refs--
+		if last = e.refs == 0; last {
+			delete(s.entries, e.key)
+			close(e.stop)
+		}
+	}
+	s.mu.Unlock()
+	if !last {
 		return
 	}
-	e.refs--
-	if e.refs > 0 {
-		return
-	}
-	delete(s.entries, e.key)
-	close(e.stop)
+	// outside the lock: closing sends what is left to publish (up to 1s)
 	if err := e.c.close(); err != nil {
 		h.logger.Warn("closing the tracker's redis connection", zap.String("tracker", h.Tracker), zap.Error(err))
 	}

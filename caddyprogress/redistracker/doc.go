@@ -108,8 +108,14 @@
 // # Redis slow or down
 //
 // Every command has a deadline (Timeout on a request's path, 1s in the
-// background loops). A network error or timeout marks Redis down
-// (logged once, with the error; Health shows it); while down, the calls
+// background loops). A network error, or a timeout in a background
+// loop, marks Redis down (logged once, with the error; Health shows
+// it); a call on a request's path that runs out of its Timeout fails
+// (ErrUnavailable; a claim hands back a handle, claimed later) and has
+// the health loop ping Redis at once, which marks it down if the ping
+// fails (within 1s): under load such calls time out while Redis
+// answers, and marking it down for them made the tracker flap between
+// shared and local. While down, the calls
 // return at once (Claim hands back a handle, the others
 // ErrUnavailable) and the uploads go on locally. A health loop pings
 // every 250ms; when Redis answers again (logged once), the scripts are

@@ -65,6 +65,7 @@ func (t *Tracker) healthLoop() {
 		case <-t.stop:
 			return
 		case <-ticker.C:
+		case <-t.checkHealth: // a call on a request's path timed out
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 		t.stats.roundTrips.Add(1)

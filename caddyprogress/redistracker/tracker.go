@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,10 +85,11 @@ type Tracker struct {
 	share   *rateShare
 	tick    uint64 // the publisher's ticks, under mu
 
-	wake     chan struct{} // the publisher has work
-	stop     chan struct{}
-	stopOnce sync.Once
-	loops    sync.WaitGroup
+	wake        chan struct{} // the publisher has work
+	checkHealth chan struct{} // the health loop pings at once
+	stop        chan struct{}
+	stopOnce    sync.Once
+	loops       sync.WaitGroup
 
 	subs *mux
 }
@@ -130,14 +132,15 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{
-		cfg:     cfg,
-		keys:    keys,
-		client:  client,
-		log:     cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
-		uploads: make(map[string]*Upload),
-		dirty:   make(map[*Upload]struct{}),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
+		cfg:         cfg,
+		keys:        keys,
+		client:      client,
+		log:         cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
+		uploads:     make(map[string]*Upload),
+		dirty:       make(map[*Upload]struct{}),
+		wake:        make(chan struct{}, 1),
+		checkHealth: make(chan struct{}, 1),
+		stop:        make(chan struct{}),
 	}
 	t.health.up.Store(true)
 	t.health.since = time.Now()
@@ -211,9 +214,12 @@ func (t *Tracker) usable() error {
 	return nil
 }
 
+// requestPathKey marks the context of a call on a request's path.
+type requestPathKey struct{}
+
 // requestContext bounds a call on a request's path by Config.Timeout.
 func (t *Tracker) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(ctx, t.cfg.Timeout)
+	return context.WithTimeout(context.WithValue(ctx, requestPathKey{}, true), t.cfg.Timeout)
 }
 
 // pipeline sends the commands fill queues in one round trip (one per
@@ -246,6 +252,19 @@ func (t *Tracker) exec(ctx context.Context, fill func(redis.Pipeliner)) ([]redis
 	t.stats.roundTrips.Add(1)
 	cmds, err := pipe.Exec(ctx)
 	if err != nil && err != redis.Nil {
+		if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
+			// A call on a request's path that ran out of its Timeout
+			// does not mark Redis down itself: with many uploads
+			// starting at once on a busy machine, such calls time out
+			// while Redis answers. It has the health loop ping Redis
+			// now, which marks it down if it does not answer.
+			t.stats.errors.Add(1)
+			select {
+			case t.checkHealth <- struct{}{}:
+			default:
+			}
+			return cmds, err
+		}
 		t.failed(err)
 	}
 	return cmds, err
@@ -276,6 +295,13 @@ func (t *Tracker) failed(err error) {
 	if !isReply(err) {
 		t.health.down(err, t.log)
 	}
+}
+
+// isTimeout reports whether err is a deadline or pool wait running out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) ||
+		(errors.As(err, &ne) && ne.Timeout())
 }
 
 // isReply reports whether err is an error reply from Redis (or nil),

@@ -107,7 +107,7 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			const size = 256 << 10
 			data := payload(size)
 			cpu0 := cpuSeconds(b, insts)
-			trips0 := roundTrips(b, insts)
+			trips0, errors0 := counter(b, insts, "round_trips_total"), counter(b, insts, "errors_total")
 			var next atomic.Int64
 			var failed atomic.Int64
 			var wg sync.WaitGroup
@@ -136,7 +136,8 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			b.ReportMetric(float64(b.N)/took.Seconds(), "req/s")
 			b.ReportMetric((cpuSeconds(b, insts)-cpu0)/gib, "cpu-s/GiB")
 			if variant == "redis" {
-				b.ReportMetric(float64(roundTrips(b, insts)-trips0)/float64(b.N), "round-trips/upload")
+				b.ReportMetric(float64(counter(b, insts, "round_trips_total")-trips0)/float64(b.N), "round-trips/upload")
+				b.ReportMetric(float64(counter(b, insts, "errors_total")-errors0), "redis-errors")
 			}
 		})
 	}
@@ -159,13 +160,12 @@ func cpuSeconds(b *testing.B, insts []*instance) float64 {
 	return float64(ticks) / 100 // USER_HZ
 }
 
-var roundTripsLine = regexp.MustCompile(`caddy_upload_progress_redis_round_trips_total\{tracker="default"\} (\d+)`)
-
-// roundTrips adds up the instances' Redis round trips.
-func roundTrips(b *testing.B, insts []*instance) int64 {
+// counter adds up the instances' caddy_upload_progress_redis_<name>.
+func counter(b *testing.B, insts []*instance, name string) int64 {
+	line := regexp.MustCompile(`caddy_upload_progress_redis_` + name + `\{tracker="default"\} (\d+)`)
 	var n int64
 	for _, inst := range insts {
-		if m := roundTripsLine.FindStringSubmatch(get(b, inst.admin+"/metrics")); m != nil {
+		if m := line.FindStringSubmatch(get(b, inst.admin+"/metrics")); m != nil {
 			v, _ := strconv.ParseInt(m[1], 10, 64)
 			n += v
 		}
