@@ -5,6 +5,7 @@
 package clustertest
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ func twoInstances(t *testing.T, options string) (a, b *instance, up *upstream, r
 }
 
 func TestUploadThroughAFollowedThroughB(t *testing.T) {
-	a, b, up, _ := twoInstances(t, "")
+	a, b, up, _ := twoInstances(t, "\t\tnginx_report_path /progress")
 	data := payload(4 << 20)
 	id := "cross-instance-1"
 
@@ -32,6 +33,7 @@ func TestUploadThroughAFollowedThroughB(t *testing.T) {
 	done := a.uploadAsync(id, paced(data, 64<<10, 30*time.Millisecond), int64(len(data)), nil)
 
 	var polled []int64
+	nginxUploading := false
 	for {
 		code, s := b.status(t, id)
 		if code == http.StatusOK {
@@ -40,7 +42,15 @@ func TestUploadThroughAFollowedThroughB(t *testing.T) {
 				break
 			}
 		}
+		if !nginxUploading && s.Status == "uploading" {
+			report := get(t, b.base+"/progress?X-Progress-ID="+id)
+			nginxUploading = strings.HasPrefix(report, `{ "state" : "uploading", "received" : `) &&
+				strings.Contains(report, fmt.Sprintf(`"size" : %d }`, len(data)))
+		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if !nginxUploading {
+		t.Error("B's nginx report never showed the upload uploading")
 	}
 	res := <-done
 	if res.err != nil || res.code != http.StatusOK {
@@ -67,11 +77,9 @@ func TestUploadThroughAFollowedThroughB(t *testing.T) {
 	}
 
 	// the nginx report on B, and a stream opened on B after the end
-	resp, err := b.client.Get(b.base + "/upload/status/" + id)
-	if err != nil {
-		t.Fatal(err)
+	if report := get(t, b.base+"/progress?X-Progress-ID="+id); report != "{ \"state\" : \"done\" }\r\n" {
+		t.Errorf("B's nginx report after the end: %q", report)
 	}
-	resp.Body.Close()
 	late := checkStream(t, b.subscribe(t, "/upload/events/"+id).all(t, 5*time.Second), "complete")
 	if late.Received != int64(len(data)) {
 		t.Errorf("late stream on B: received %d", late.Received)
@@ -306,5 +314,41 @@ func TestSharedRateLimitTotalAcrossInstances(t *testing.T) {
 	t.Logf("total rate over 3s: %.0f B/s, %.1f%% of rate_limit_total", rate, 100*rate/limit)
 	if rate < 0.85*limit || rate > 1.15*limit {
 		t.Fatalf("total rate %.0f B/s is not within 15%% of %d", rate, limit)
+	}
+}
+
+func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
+	a, b, up, _ := twoInstances(t, "\t\tmax_uploads 1")
+	data := payload(1 << 20)
+	done := a.uploadAsync("fills-it", paced(data, 32<<10, 30*time.Millisecond), int64(len(data)), nil)
+	b.waitFor(t, "fills-it", 10*time.Second, "uploading on B", func(_ int, s status) bool { return s.Status == "uploading" })
+
+	// B holds no record itself, but the tracker's one is in flight on A
+	req, _ := http.NewRequest(http.MethodPost, b.base+"/upload", bytesReader([]byte("second upload")))
+	req.Header.Set("X-Upload-ID", "untracked-on-b")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Upload-ID") != "" {
+		t.Fatalf("upload through B with the cluster full: %s, ID header %q; want 200, proxied untracked", resp.Status, resp.Header.Get("X-Upload-ID"))
+	}
+	if up.sha("untracked-on-b") != sha256Hex([]byte("second upload")) {
+		t.Fatal("the untracked upload did not reach the upstream intact")
+	}
+	if code, s := b.status(t, "untracked-on-b"); code != http.StatusNotFound {
+		t.Fatalf("untracked upload's status on B: %d %+v", code, s)
+	}
+	resp, err = b.client.Post(b.base+"/upload/status/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("reservation on B with the cluster full: %s", resp.Status)
+	}
+	if r := <-done; r.code != http.StatusOK {
+		t.Fatalf("the upload through A: %+v", r)
 	}
 }
