@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -40,6 +42,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
 //		nginx_report_path <path> # nginx upload progress format; default off
+//		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
+//			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
+//			max_size        <size>     # default 10GiB; 413 beyond
+//			max_disk        <size>     # all stored uploads together; 507 beyond; default no limit
+//			expire          <duration> # an upload without a byte this long is removed; default 24h
+//			deliver_to      <path>     # required: where the whole upload is delivered
+//			deliver_method  <method>   # default POST
+//			deliver_as      raw | multipart [<field>]  # default raw; the field defaults to "file"
+//			deliver_retries <n>        # retries of a transient delivery failure; default 5
+//			ietf_draft                 # also accept the IETF resumable uploads draft; default off
+//		}
 //	}
 //
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
@@ -111,6 +124,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "nginx_report_path":
 			if err := oneArg(d, &h.NginxReportPath); err != nil {
+				return err
+			}
+		case "resumable":
+			h.Resumable = new(resumable.Config)
+			if err := h.Resumable.UnmarshalCaddyfile(d); err != nil {
 				return err
 			}
 		default:

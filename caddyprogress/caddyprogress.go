@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -142,6 +144,11 @@ type Handler struct {
 	// parameter, JSONP with a callback parameter. Default: none (off).
 	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
+	// Resumable uploads (tus) stored on the proxy's disk and delivered
+	// to the next handler as one request once complete. Default: none
+	// (off). See package resumable and resumable.go.
+	Resumable *resumable.Config `json:"resumable,omitempty"`
+
 	tracker    *tracker
 	idKey      string         // IDHeader in canonical form, the key of http.Header
 	metrics    handlerMetrics // this tracker's series, looked up once
@@ -151,6 +158,7 @@ type Handler struct {
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+	resumable  *resumable.Server  // serves the resumable path, when configured
 }
 
 // CaddyModule returns the Caddy module information.
@@ -199,7 +207,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
 	}
-	return nil
+	return h.provisionResumable()
 }
 
 func (h *Handler) setDefaults() {
@@ -278,6 +286,7 @@ func (h *Handler) Validate() error {
 // Cleanup ends this config's event streams and lets go of the tracker.
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
+	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
 	}
@@ -301,6 +310,9 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 // ServeHTTP serves the status, events and nginx report routes, tracks
 // uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.resumable != nil {
+		h.resumable.Observe(r, next) // a delivery may wait for the route (resumable.go)
+	}
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
 		return h.serveNginxReport(w, r)
@@ -308,6 +320,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.resumable != nil && h.resumable.Handles(r):
+		return h.resumable.ServeHTTP(w, r, next)
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)
 	}

@@ -3,6 +3,8 @@ package caddyprogress
 import (
 	"math"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 // Status is the JSON document that describes one upload, served by the
@@ -49,6 +51,10 @@ type Status struct {
 	// left out for other uploads, and for a body that is not usable
 	// multipart (see multipart.go).
 	Files []FileStatus `json:"files,omitempty"`
+
+	// Resumable describes a resumable upload's storage and delivery
+	// (see resumable.go); left out for other uploads.
+	Resumable *resumable.Status `json:"resumable,omitempty"`
 }
 
 // snapshot describes the upload as it is at now.
@@ -67,6 +73,7 @@ func (u *upload) snapshot(now time.Time) Status {
 		StartedAt: u.startedAt.UTC(),
 		UpdatedAt: u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC(),
 		Files:     files,
+		Resumable: u.resumableStatus(received),
 	}
 	if u.total >= 0 {
 		total := u.total

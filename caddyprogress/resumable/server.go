@@ -1,0 +1,420 @@
+package resumable
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"go.uber.org/zap"
+)
+
+// Options are what the upload_progress handler gives its Server.
+type Options struct {
+	// Tracker tracks each upload (caddyprogress implements it).
+	Tracker Tracker
+	// IDHeader is the response header that carries the upload ID.
+	IDHeader string
+	// Logger is the handler's.
+	Logger *zap.Logger
+}
+
+// Server serves the tus endpoint of one upload_progress handler: it
+// checks each request, hands it to tusd, and delivers each finished
+// upload to the backend.
+type Server struct {
+	cfg    Config
+	opts   Options
+	spool  *spool
+	tusd   http.Handler
+	store  filestore.FileStore
+	logger *zap.Logger
+
+	lastWarned atomic.Int64 // when a refused request was last logged, in unix nanoseconds
+}
+
+// New makes the Server of a provisioned handler; cfg has its defaults.
+// Close it in the handler's Cleanup.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
+	}
+	cfg.Dir = dir
+	sp, err := loadSpool(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
+	}
+	s := &Server{cfg: cfg, opts: opts, spool: sp, logger: opts.Logger}
+	if err := s.newTusd(); err != nil {
+		_, _ = spools.Delete(dir)
+		return nil, err
+	}
+	sp.start(s)
+	return s, nil
+}
+
+// Close lets go of the upload folder; the last config using it stops
+// its background work.
+func (s *Server) Close() error {
+	s.spool.dropRoute(s)
+	if _, err := spools.Delete(s.cfg.Dir); err != nil {
+		return fmt.Errorf("releasing resumable dir %q: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+// Handles reports whether the request is for the tus endpoint.
+func (s *Server) Handles(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, s.cfg.Path)
+}
+
+// Observe keeps the route of any request the handler sees, when a
+// delivery waits for one (after a restart, or a reload).
+func (s *Server) Observe(r *http.Request, next caddyhttp.Handler) {
+	if s.spool.route.Load() == nil {
+		s.spool.offerRoute(routeOf(s, r, next))
+	}
+}
+
+func routeOf(s *Server, r *http.Request, next caddyhttp.Handler) route {
+	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return route{srv: s, next: next, server: server}
+}
+
+// requestState is what the tusd callbacks need from the request being
+// served; it travels in the request's context.
+type requestState struct {
+	w     http.ResponseWriter
+	r     *http.Request // as it reached the handler, its body counted
+	next  caddyhttp.Handler
+	group string
+	body  *lazyBody // the creation request's body, counted once the upload exists
+	entry *entry    // the upload, once known
+}
+
+type stateKey struct{}
+
+// ServeHTTP serves the tus endpoint: POST <path> creates an upload, and
+// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID and
+// the upload's delivery state allow them.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	s.spool.offerRoute(routeOf(s, r, next))
+	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
+		r.Method = strings.ToUpper(override) // as tusd would, but before the checks here
+		r.Header.Del("X-HTTP-Method-Override")
+	}
+	st := &requestState{w: w, r: r, next: next}
+	id := strings.TrimPrefix(r.URL.Path, s.cfg.Path)
+	if id == "" {
+		if r.Method == http.MethodPost {
+			return s.serveCreate(w, r, st)
+		}
+		return s.serveTusd(w, r, st)
+	}
+	if err := validateID(id); err != nil {
+		return s.refuse(w, r, http.StatusBadRequest, err)
+	}
+	if r.Method == http.MethodOptions {
+		return s.serveTusd(w, r, st)
+	}
+	rec, err := readRecord(s.cfg.Dir, id)
+	if errors.Is(err, os.ErrNotExist) {
+		return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
+	}
+	if err != nil {
+		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
+	}
+	e := s.spool.entry(rec)
+	st.entry = e
+	switch rec.Delivery {
+	case deliveryDelivering:
+		return s.serveDelivering(w, r, e)
+	case deliveryDelivered, deliveryFailed:
+		return s.serveEnded(w, r, rec)
+	}
+	switch r.Method {
+	case http.MethodHead:
+		s.track(e, rec)
+		return s.serveTusd(w, r, st)
+	case http.MethodPatch:
+		return s.servePatch(w, r, st, rec)
+	case http.MethodDelete:
+		return s.serveDelete(w, r, st, rec)
+	}
+	return s.serveTusd(w, r, st)
+}
+
+// serveTusd hands the request to tusd, with st in its context.
+func (s *Server) serveTusd(w http.ResponseWriter, r *http.Request, st *requestState) error {
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	s.tusd.ServeHTTP(&expiryWriter{ResponseWriter: w, s: s, r: r, st: st}, r)
+	return nil
+}
+
+// serveCreate creates an upload through tusd. Its callback beforeCreate
+// checks the metadata and the disk and starts tracking; the body of a
+// creation-with-upload is counted from then on.
+func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *requestState) error {
+	group, err := uploadGroup(r)
+	if err != nil {
+		return s.refuse(w, r, http.StatusBadRequest, err)
+	}
+	st.group = group
+	st.body = &lazyBody{ReadCloser: r.Body}
+	tusReq := r.Clone(r.Context())
+	tusReq.Body = st.body
+	defer s.requestEnded(st)
+	return s.serveTusd(w, tusReq, st)
+}
+
+// servePatch appends a request's bytes to an upload through tusd,
+// counted and throttled by the tracker.
+func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+	e := st.entry
+	if !s.spool.fits(max(r.ContentLength, 0)-s.reservedFor(e.id), s.cfg.MaxDisk) {
+		return s.refuseDiskFull(w, r)
+	}
+	tracked := s.track(e, rec)
+	e.requests.Add(1)
+	tracked.Uploading()
+	tracked.CountBody(r)
+	defer s.requestEnded(st)
+	return s.serveTusd(w, r, st)
+}
+
+// reservedFor is what upload id has reserved of max_disk.
+func (s *Server) reservedFor(id string) int64 {
+	s.spool.mu.Lock()
+	defer s.spool.mu.Unlock()
+	return s.spool.reserved[id]
+}
+
+// requestEnded pauses the upload after a request, unless it is being
+// delivered or has ended, and updates its expiry and disk reservation.
+func (s *Server) requestEnded(st *requestState) {
+	e := st.entry
+	if e == nil {
+		return
+	}
+	if st.r.Method == http.MethodPatch {
+		e.requests.Add(-1)
+	}
+	if e.deliveryState() != deliveryReceiving {
+		return
+	}
+	s.spool.mu.Lock()
+	tracked := e.tracked
+	s.spool.mu.Unlock()
+	if tracked != nil {
+		tracked.Paused()
+	}
+	e.setExpiry(time.Now().Add(s.cfg.expire()))
+	if info, err := s.uploadInfo(context.Background(), e.id); err == nil {
+		size := info.Offset
+		if !info.SizeIsDeferred {
+			size = info.Size
+		}
+		_ = s.spool.reserve(e.id, size, 0) // what is on disk is taken, limit or not
+	}
+}
+
+// serveDelete terminates an upload through tusd, then forgets it.
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+	_ = s.serveTusd(w, r, st)
+	if _, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID+".info")); !errors.Is(err, os.ErrNotExist) {
+		return nil // not terminated
+	}
+	s.ended(st.entry, rec, StateAborted, 0, "terminated by the client")
+	if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
+		s.logger.Error("removing a terminated upload", zap.String("id", rec.ID), zap.Error(err))
+	}
+	return nil
+}
+
+// serveDelivering answers while every byte is in and the delivery runs
+// or waits to retry: 423 Locked with Retry-After, for HEAD too. A tus
+// client must not see offset = length (it would report success before
+// the backend accepted the file); 423 is what tusd itself answers for
+// an upload another request holds, and tus-js-client retries on it.
+func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entry) error {
+	w.Header().Set("Tus-Resumable", "1.0.0")
+	w.Header().Set("Retry-After", e.retryAfter())
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusLocked)
+		return nil
+	}
+	return writeJSON(w, http.StatusLocked, map[string]string{
+		"error": "every byte of this upload is stored and it is being delivered to the backend; ask again later",
+	})
+}
+
+// serveEnded answers for an upload whose delivery ended. HEAD of a
+// delivered upload says offset = length (it is complete, and the
+// backend took it); of a failed one, 410 Gone. PATCH gets the
+// backend's answer again, for a client that lost it. DELETE removes
+// what is left.
+func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record) error {
+	h := w.Header()
+	h.Set("Tus-Resumable", "1.0.0")
+	h.Set("Cache-Control", "no-store")
+	switch r.Method {
+	case http.MethodHead:
+		if rec.Delivery == deliveryFailed {
+			w.WriteHeader(http.StatusGone)
+			return nil
+		}
+		size := strconv.FormatInt(rec.Size, 10)
+		h.Set("Upload-Offset", size)
+		h.Set("Upload-Length", size)
+		w.WriteHeader(http.StatusOK)
+		return nil
+	case http.MethodPatch:
+		if rec.Answer == nil {
+			return s.refuse(w, r, http.StatusGone, errors.New("this upload has ended"))
+		}
+		h.Set("Upload-Offset", strconv.FormatInt(rec.Size, 10))
+		rec.Answer.writeTo(w)
+		return nil
+	case http.MethodDelete:
+		if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
+			s.logger.Error("removing an ended upload", zap.String("id", rec.ID), zap.Error(err))
+		}
+		s.spool.forget(rec.ID)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+	h.Set("Allow", "HEAD, PATCH, DELETE")
+	return s.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed for an upload", r.Method))
+}
+
+// track returns the upload's tracker record, tracking it first if this
+// process has not yet (a new upload, or one from before a restart).
+func (s *Server) track(e *entry, rec *record) Record {
+	return s.trackInfo(e, rec, nil)
+}
+
+// trackInfo is track with tusd's info of the upload, when it is known
+// (at creation, before tusd stores it); nil reads it.
+func (s *Server) trackInfo(e *entry, rec *record, info *handler.FileInfo) Record {
+	s.spool.mu.Lock()
+	defer s.spool.mu.Unlock()
+	if e.tracked != nil {
+		return e.tracked
+	}
+	if info == nil {
+		if stored, err := s.uploadInfo(context.Background(), e.id); err == nil {
+			info = &stored
+		}
+	}
+	total, stored := int64(-1), int64(0)
+	if info != nil {
+		stored = info.Offset
+		if !info.SizeIsDeferred {
+			total = info.Size
+		}
+	}
+	tracked, err := s.opts.Tracker.Track(e.id, rec.Group, total, stored, e)
+	if err != nil {
+		s.logger.Debug("upload not tracked", zap.String("id", e.id), zap.Error(err))
+		tracked = untracked{}
+	}
+	e.tracked = tracked
+	if e.deliveryState() == deliveryReceiving {
+		tracked.Paused()
+		if e.expiresAt.Load() == 0 {
+			e.setExpiry(s.lastByte(rec).Add(s.cfg.expire()))
+		}
+	}
+	return tracked
+}
+
+// lastByte is when the upload last got a byte: its data file's time,
+// or its creation.
+func (s *Server) lastByte(rec *record) time.Time {
+	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID)); err == nil && fi.ModTime().After(rec.Created) {
+		return fi.ModTime()
+	}
+	return rec.Created
+}
+
+// uploadInfo reads tusd's info of upload id.
+func (s *Server) uploadInfo(ctx context.Context, id string) (handler.FileInfo, error) {
+	up, err := s.store.GetUpload(ctx, id)
+	if err != nil {
+		return handler.FileInfo{}, err
+	}
+	return up.GetInfo(ctx)
+}
+
+// ended finishes an upload's tracker record and forgets its entry.
+func (s *Server) ended(e *entry, rec *record, st State, status int, msg string) {
+	if e == nil {
+		return
+	}
+	s.spool.mu.Lock()
+	tracked := e.tracked
+	s.spool.mu.Unlock()
+	if tracked == nil {
+		tracked = s.track(e, rec)
+	}
+	tracked.Finish(st, status, msg)
+	s.spool.forget(e.id)
+}
+
+// refuse answers a request with code and {"error": "..."}, logged at
+// most once a second.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, err error) error {
+	now := time.Now().UnixNano()
+	if last := s.lastWarned.Load(); now-last >= int64(time.Second) && s.lastWarned.CompareAndSwap(last, now) {
+		s.logger.Info("resumable request refused",
+			zap.Int("status", code),
+			zap.String("method", r.Method),
+			zap.String("uri", r.RequestURI),
+			zap.String("remote_ip", r.RemoteAddr),
+			zap.Error(err))
+	}
+	if r.Method == http.MethodHead {
+		w.WriteHeader(code)
+		return nil
+	}
+	return writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+func (s *Server) refuseDiskFull(w http.ResponseWriter, r *http.Request) error {
+	return s.refuse(w, r, http.StatusInsufficientStorage,
+		errors.New("the proxy's upload store is full (max_disk); try again later"))
+}
+
+// writeJSON answers with v as JSON, never cached.
+func writeJSON(w http.ResponseWriter, code int, v any) error {
+	body, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, err = w.Write(append(body, '\n'))
+	return err
+}
+
+// lazyBody is the body of a creation request, which can only be counted
+// once the upload exists (in beforeCreate).
+type lazyBody struct{ io.ReadCloser }
