@@ -470,3 +470,8 @@ func multipartFile(t testing.TB, contentType string, body []byte) (field, filena
 }
 
 func osStat(dir, name string) (os.FileInfo, error) { return os.Stat(filepath.Join(dir, name)) }
+
+// fmtSscan reads the first two words of r (a status line's protocol and code).
+func fmtSscan(r io.Reader, proto *string, code *int) (int, error) {
+	return fmt.Fscan(bufio.NewReader(r), proto, code)
+}

@@ -3,6 +3,7 @@ package resumable_test
 import (
 	"encoding/json"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,4 +131,69 @@ func TestCaddyKilledMidUploadAndStartedAgain(t *testing.T) {
 		t.Fatalf("final status %+v %+v", s, s.Resumable)
 	}
 	t.Logf("%d of %d bytes were on disk when Caddy was killed", stored.Size(), len(data))
+}
+
+// The backend is down when the last byte arrives: the client is not
+// told of success; the backend comes back within the retries, and the
+// upload is delivered once, its status complete.
+func TestBackendDownAtDeliveryThenBack(t *testing.T) {
+	needNode(t)
+	back := newBackend(t)
+	p := startProxy(t, back, "deliver_retries 4")
+	back.stop()
+	file, data := writePayload(t, 4<<20)
+
+	c := runNode(t, "tus-upload.mjs", p.base+"/files/", file, tusOptions(t, map[string]any{"retryDelays": []int{500, 1000, 1000, 2000, 2000, 4000, 4000}}))
+	id := idOf(c.await(t, "created", 10*time.Second)["url"].(string))
+	s := p.waitStatus(t, id, "a failed attempt", func(s caddyprogress.Status) bool {
+		return s.Resumable != nil && s.Resumable.Attempts >= 1
+	})
+	if s.Status != "delivering" || s.Resumable.Delivery != "delivering" || s.Received != int64(len(data)) {
+		t.Fatalf("status while the backend is down: %+v %+v", s, s.Resumable)
+	}
+	time.Sleep(1500 * time.Millisecond) // the client retries meanwhile
+	select {
+	case ev := <-c.events:
+		t.Fatalf("while the backend is down, the client said %v", ev)
+	default:
+	}
+
+	back.start(t)
+	ev := c.await(t, "success", 60*time.Second)
+	if ev["status"] != float64(200) && ev["status"] != float64(201) {
+		t.Fatalf("success with %v", ev)
+	}
+	assertDeliveredOnce(t, back, data)
+	s = p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
+	if s.Resumable.Attempts < 2 || *s.UpstreamStatus != 201 {
+		t.Fatalf("final status: %+v %+v", s, s.Resumable)
+	}
+}
+
+// A 4xx from the backend is final: the client sees it, the upload ends
+// in error with that status.
+func TestBackendRejectionIsFinal(t *testing.T) {
+	needNode(t)
+	back := newBackend(t)
+	back.status.Store(422)
+	p := startProxy(t, back, "")
+	file, data := writePayload(t, 1<<20)
+
+	c := runNode(t, "tus-upload.mjs", p.base+"/files/", file, "{}")
+	id := idOf(c.await(t, "created", 10*time.Second)["url"].(string))
+	ev := c.await(t, "error", 30*time.Second)
+	if ev["status"] != float64(422) || !strings.Contains(ev["body"].(string), sha256Hex(data)) {
+		t.Fatalf("the client saw %v, want the backend's 422", ev)
+	}
+	s := p.waitStatus(t, id, "error", func(s caddyprogress.Status) bool { return s.Status == "error" })
+	if *s.UpstreamStatus != 422 || s.Resumable.Delivery != "failed" || s.Resumable.Attempts != 1 || s.Resumable.ExpiresAt == nil {
+		t.Fatalf("final status: %+v %+v", s, s.Resumable)
+	}
+	if len(back.got()) != 1 {
+		t.Fatalf("the backend got %d deliveries, want 1 (no retry after a 4xx)", len(back.got()))
+	}
+	resp, _ := p.tusRequest(t, "HEAD", "/files/"+id, nil, nil)
+	if resp.StatusCode != 410 {
+		t.Fatalf("HEAD of a failed upload: %d, want 410", resp.StatusCode)
+	}
 }
