@@ -99,8 +99,9 @@ func (b *backend) start(t testing.TB) {
 		t.Fatalf("backend listening: %v", err)
 	}
 	b.ln = ln
-	b.srv = &http.Server{Handler: http.HandlerFunc(b.serve)}
-	go func() { _ = b.srv.Serve(ln) }()
+	srv := &http.Server{Handler: http.HandlerFunc(b.serve)}
+	b.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 }
 
 // stop closes the backend: deliveries get connection refused.

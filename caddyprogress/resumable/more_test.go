@@ -1,0 +1,229 @@
+package resumable_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
+)
+
+// curl with the IETF draft (interop 6): a first request with part of
+// the file, then the rest; the last is answered with the backend's answer.
+func TestCurlIETFDraft(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("curl is not installed")
+	}
+	back := newBackend(t)
+	p := startProxy(t, back, "ietf_draft")
+	file, data := writePayload(t, 2<<20)
+	first := filepath.Join(t.TempDir(), "first")
+	rest := filepath.Join(t.TempDir(), "rest")
+	if err := os.WriteFile(first, data[:1<<20], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(rest, data[1<<20:], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = file
+
+	out := curl(t, "-i", "-X", "POST", p.base+"/files/", "-H", "Upload-Draft-Interop-Version: 6", "-H", "Upload-Complete: ?0",
+		"-H", "Content-Type: text/plain", "--data-binary", "@"+first)
+	if !strings.Contains(out, "HTTP/1.1 104") || !strings.Contains(out, "HTTP/1.1 201") {
+		t.Fatalf("first request:\n%s", out)
+	}
+	loc := header(out, "Location")
+	id := idOf(loc)
+	s := p.waitStatus(t, id, "paused", func(s caddyprogress.Status) bool { return s.Status == "paused" })
+	if s.Received != 1<<20 || s.Total != nil {
+		t.Fatalf("status after the first request: %+v", s)
+	}
+
+	out = curl(t, "-i", "-X", "PATCH", loc, "-H", "Upload-Draft-Interop-Version: 6", "-H", "Upload-Complete: ?1",
+		"-H", "Upload-Offset: 1048576", "-H", "Content-Type: application/partial-upload", "--data-binary", "@"+rest)
+	if !strings.Contains(out, "HTTP/1.1 201") || !strings.Contains(out, sha256Hex(data)) {
+		t.Fatalf("last request:\n%s", out)
+	}
+	d := assertDeliveredOnce(t, back, data)
+	if d.header.Get("Content-Type") != "text/plain" {
+		t.Fatalf("delivered with Content-Type %q", d.header.Get("Content-Type"))
+	}
+	p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
+}
+
+func curl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("curl", append([]string{"-sS"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// header finds a header's last value in curl -i output.
+func header(out, name string) string {
+	var value string
+	for _, line := range strings.Split(out, "\r\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.EqualFold(k, name) {
+			value = strings.TrimSpace(v)
+		}
+	}
+	return value
+}
+
+// An upload without a byte for expire is removed, and ends aborted.
+func TestAbandonedUploadExpires(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "expire 1s")
+	data := payload(1 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	if resp, body := p.patch(t, path, 0, data[:1000]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: %d %s", resp.StatusCode, body)
+	}
+	s := p.waitStatus(t, id, "aborted", func(s caddyprogress.Status) bool { return s.Status == "aborted" })
+	if !strings.Contains(s.Error, "expired") || s.Received != 1000 {
+		t.Fatalf("status of the expired upload: %+v", s)
+	}
+	entries, err := os.ReadDir(p.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), id) {
+			t.Errorf("%s is still on disk", e.Name())
+		}
+	}
+	resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil)
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD of the expired upload: %d, want 404", resp.StatusCode)
+	}
+}
+
+// deliver_as multipart: one file in the configured field, with the tus
+// filename; creation-with-upload is answered with the backend's answer.
+func TestDeliveredAsMultipart(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "deliver_as multipart document\n\t\t\tdeliver_method PUT")
+	data := payload(300 << 10)
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{
+		"Upload-Length":   fmt.Sprint(len(data)),
+		"Upload-Metadata": meta("filename", `my "report".pdf`, "filetype", "application/pdf"),
+		"Content-Type":    "application/offset+octet-stream",
+		"Authorization":   "Bearer secret",
+		"Cookie":          "session=abc",
+		"X-Upload-Group":  "batch-1",
+	}, data)
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(body, `"bytes":`) || resp.Header.Get("Location") == "" {
+		t.Fatalf("creation with upload: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	got := back.got()
+	if len(got) != 1 || got[0].method != http.MethodPut {
+		t.Fatalf("deliveries: %+v", got)
+	}
+	d := got[0]
+	field, filename, partType, content := multipartFile(t, d.header.Get("Content-Type"), d.body)
+	if field != "document" || filename != `my "report".pdf` || partType != "application/pdf" || !bytes.Equal(content, data) {
+		t.Fatalf("multipart part: field %q filename %q type %q, %d bytes", field, filename, partType, len(content))
+	}
+	if d.header.Get("Authorization") != "Bearer secret" || d.header.Get("Cookie") != "session=abc" || d.header.Get("X-Upload-Group") != "batch-1" {
+		t.Fatalf("forwarded headers: %v", d.header)
+	}
+	_, gs := groupStatus(t, p, "batch-1")
+	if gs.Status != "complete" || len(gs.Uploads) != 1 {
+		t.Fatalf("group status: %+v", gs)
+	}
+}
+
+func groupStatus(t testing.TB, p *proxy, group string) (int, caddyprogress.GroupStatus) {
+	t.Helper()
+	resp, err := p.client.Get(p.base + "/upload/status/?group=" + group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var g caddyprogress.GroupStatus
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, g
+}
+
+// Caddy killed while a delivery waits to retry: started again, it
+// delivers the upload once, and never again after it is delivered.
+func TestDeliveryPendingAcrossRestartIsDeliveredOnce(t *testing.T) {
+	back := newBackend(t)
+	back.stop()
+	p := newProxy(t, back, "")
+	first := p.startChild(t)
+	data := payload(1 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	resp, body := p.patch(t, path, 0, data)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("final PATCH with the backend down: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	assertJSONError(t, "final PATCH", body, "retried in the background")
+	resp, _ = p.tusRequest(t, http.MethodHead, path, nil, nil)
+	if resp.StatusCode != http.StatusLocked || resp.Header.Get("Upload-Offset") != "" {
+		t.Fatalf("HEAD while delivering: %d %v", resp.StatusCode, resp.Header)
+	}
+	_ = first.Process.Kill()
+	_ = first.Wait()
+
+	back.start(t)
+	second := p.startChild(t) // its first request brings the route a delivery waits for
+	s := p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
+	if s.Resumable.Delivery != "delivered" || s.Resumable.Attempts < 2 {
+		t.Fatalf("status after the restart: %+v %+v", s, s.Resumable)
+	}
+	assertDeliveredOnce(t, back, data)
+	resp, _ = p.tusRequest(t, http.MethodHead, path, nil, nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Upload-Offset") != fmt.Sprint(len(data)) {
+		t.Fatalf("HEAD after delivery: %d %v", resp.StatusCode, resp.Header)
+	}
+
+	_ = second.Process.Kill()
+	_ = second.Wait()
+	p.startChild(t)
+	time.Sleep(500 * time.Millisecond)
+	p.status(t, id)
+	assertDeliveredOnce(t, back, data)
+}
+
+// Uppy (@uppy/core with @uppy/tus, headless) uploads three files in one
+// group; the group's aggregate status is complete.
+func TestUppyGroupOfThree(t *testing.T) {
+	needNode(t)
+	back := newBackend(t)
+	p := startProxy(t, back, "")
+	var files []string
+	var sizes int64
+	for i, size := range []int{100 << 10, 2 << 20, 5 << 20} {
+		path := filepath.Join(t.TempDir(), fmt.Sprintf("file%d.bin", i))
+		if err := os.WriteFile(path, payload(size), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, path)
+		sizes += int64(size)
+	}
+	c := runNode(t, "uppy-group.mjs", append([]string{p.base + "/files/", "album-7"}, files...)...)
+	ev := c.await(t, "done", 60*time.Second)
+	if ok, _ := ev["successful"].([]any); len(ok) != 3 {
+		t.Fatalf("Uppy said %v", ev)
+	}
+	_, g := groupStatus(t, p, "album-7")
+	if g.Status != "complete" || len(g.Uploads) != 3 || g.Received != sizes || *g.Total != sizes {
+		t.Fatalf("group status: %+v", g)
+	}
+	if len(back.got()) != 3 {
+		t.Fatalf("the backend got %d deliveries, want 3", len(back.got()))
+	}
+}
