@@ -187,7 +187,9 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 // counted and throttled by the tracker.
 func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
 	e := st.entry
-	if !s.spool.fits(max(r.ContentLength, 0)-s.reservedFor(e.id), s.cfg.MaxDisk) {
+	// an upload of deferred length reserves what it stores, as it goes
+	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
+	if err := s.spool.reserveAtLeast(e.id, max(offset, 0)+max(r.ContentLength, 0), s.cfg.MaxDisk); err != nil {
 		return s.refuseDiskFull(w, r)
 	}
 	tracked := s.track(e, rec)
@@ -196,13 +198,6 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	tracked.CountBody(r)
 	defer s.requestEnded(st)
 	return s.serveTusd(w, r, st)
-}
-
-// reservedFor is what upload id has reserved of max_disk.
-func (s *Server) reservedFor(id string) int64 {
-	s.spool.mu.Lock()
-	defer s.spool.mu.Unlock()
-	return s.spool.reserved[id]
 }
 
 // requestEnded pauses the upload after a request, unless it is being

@@ -127,11 +127,16 @@ func (sp *spool) reserve(id string, n, limit int64) error {
 	return nil
 }
 
-// fits reports whether n more bytes for upload id stay within limit.
-func (sp *spool) fits(n, limit int64) bool {
+// reserveAtLeast grows what upload id reserves to n, unless that would
+// exceed limit; a reservation of n or more is left as it is.
+func (sp *spool) reserveAtLeast(id string, n, limit int64) error {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return limit <= 0 || sp.total+n <= limit
+	held := sp.reserved[id]
+	sp.mu.Unlock()
+	if n <= held {
+		return nil
+	}
+	return sp.reserve(id, n, limit)
 }
 
 // claim marks that a delivery of e runs (or will) in this process; it
