@@ -58,6 +58,23 @@ func TestBadRequestsAreRefused(t *testing.T) {
 	}
 	assertJSONError(t, "over max_disk", body, "max_disk")
 
+	// a deferred length reserves what it stores, so its PATCH is the one refused
+	resp, body = p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Defer-Length": "1"}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creation with a deferred length: %d %s", resp.StatusCode, body)
+	}
+	deferred := resp.Header.Get("Location")
+	deferred = deferred[strings.Index(deferred, "/files/"):]
+	resp, body = p.patch(t, deferred, 0, payload(1<<20))
+	if resp.StatusCode != http.StatusInsufficientStorage {
+		t.Errorf("PATCH of a deferred length over max_disk: %d %s, want 507", resp.StatusCode, body)
+	}
+	resp, body = p.tusRequest(t, http.MethodPatch, deferred, map[string]string{"Upload-Offset": "0", "Upload-Length": "100",
+		"Content-Type": "application/offset+octet-stream"}, data)
+	if resp.StatusCode != http.StatusCreated {
+		t.Errorf("PATCH declaring the length and sending all of it: %d %s, want the backend's 201", resp.StatusCode, body)
+	}
+
 	resp, body = p.tusRequest(t, http.MethodHead, "/files/0123456789abcdef0123456789abcdef", nil, nil)
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("unknown ID: %d, want 404", resp.StatusCode)
@@ -76,8 +93,8 @@ func TestBadRequestsAreRefused(t *testing.T) {
 		}
 		assertJSONError(t, "filename "+name, body, "filename")
 	}
-	if got := back.got(); len(got) != 0 {
-		t.Errorf("the backend got %d requests, want none", len(got))
+	if got := back.got(); len(got) != 1 || got[0].sha256 != sha256Hex(data) {
+		t.Errorf("the backend got %d requests, want only the deferred-length upload", len(got))
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
@@ -24,7 +25,7 @@ func meta(pairs ...string) string {
 // the last one is answered with the backend's answer to the delivery.
 func TestPatchesDeliveredRawAsOneRequest(t *testing.T) {
 	back := newBackend(t)
-	p := startProxy(t, back, "")
+	p := startProxy(t, back, "", "nginx_report_path /progress")
 	data := payload(3 << 20)
 	path := p.create(t, len(data), meta("filename", "report.pdf", "filetype", "application/pdf", "note", "x y"))
 	id := idOf(path)
@@ -41,6 +42,10 @@ func TestPatchesDeliveredRawAsOneRequest(t *testing.T) {
 	s = p.waitStatus(t, id, "paused at 1MiB", func(s caddyprogress.Status) bool { return s.Status == "paused" && s.Received == 1<<20 })
 	if s.Resumable.Offset != 1<<20 || *s.Total != int64(len(data)) {
 		t.Fatalf("status after the first PATCH: %+v %+v", s, s.Resumable)
+	}
+	report, body := p.tusRequest(t, http.MethodGet, "/progress?X-Progress-ID="+id, nil, nil)
+	if report.StatusCode != http.StatusOK || !strings.Contains(body, `"state" : "uploading", "received" : 1048576, "size" : 3145728`) {
+		t.Fatalf("nginx report of a paused upload: %d %s", report.StatusCode, body)
 	}
 
 	resp, body = p.patch(t, path, 1<<20, data[1<<20:])

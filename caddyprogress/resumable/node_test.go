@@ -55,6 +55,7 @@ func TestTusJSClientPausedAndResumed(t *testing.T) {
 	p := startProxy(t, back, "", "rate_limit 32MiB")
 	file, data := writePayload(t, 64<<20)
 
+	start := time.Now()
 	c := runNode(t, "tus-upload.mjs", p.base+"/files/", file, tusOptions(t, map[string]any{"pauseAt": 32 << 20}))
 	created := c.await(t, "created", 10*time.Second)
 	id := idOf(created["url"].(string))
@@ -66,6 +67,9 @@ func TestTusJSClientPausedAndResumed(t *testing.T) {
 	}
 	c.send(t, "resume")
 	assertSuccessAnswer(t, c.await(t, "success", 60*time.Second), data)
+	if took := time.Since(start); took < 1900*time.Millisecond {
+		t.Errorf("64 MiB with rate_limit 32MiB took %v; the throttle allows no less than 2s", took)
+	}
 	assertDeliveredOnce(t, back, data)
 	s = p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
 	if s.Received != int64(len(data)) || s.Resumable.Delivery != "delivered" {

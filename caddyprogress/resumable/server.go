@@ -105,6 +105,9 @@ type requestState struct {
 	group string
 	body  *lazyBody // the creation request's body, counted once the upload exists
 	entry *entry    // the upload, once known
+	// sending is set while the request counts in entry.requests (it
+	// may send bytes), so the sweeper leaves the upload alone.
+	sending bool
 }
 
 type stateKey struct{}
@@ -194,6 +197,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	}
 	tracked := s.track(e, rec)
 	e.requests.Add(1)
+	st.sending = true
 	tracked.Uploading()
 	tracked.CountBody(r)
 	defer s.requestEnded(st)
@@ -207,7 +211,7 @@ func (s *Server) requestEnded(st *requestState) {
 	if e == nil {
 		return
 	}
-	if st.r.Method == http.MethodPatch {
+	if st.sending {
 		e.requests.Add(-1)
 	}
 	if e.deliveryState() != deliveryReceiving {

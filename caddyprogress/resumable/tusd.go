@@ -102,7 +102,8 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 		return handler.HTTPResponse{}, none, jsonError("ERR_INTERNAL", http.StatusInternalServerError, "the upload could not be stored")
 	}
 	e := s.spool.entry(rec)
-	st.entry = e
+	e.requests.Add(1)
+	st.entry, st.sending = e, true
 	tracked := s.trackInfo(e, rec, &info)
 	tracked.Uploading()
 	tracked.CountBody(st.r) // st.r.Body is the creation request's own
