@@ -1,11 +1,14 @@
 package resumable_test
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
 )
@@ -95,4 +98,61 @@ func assertNoData(t testing.TB, dir, id string) {
 			t.Errorf("%s is still on disk", name)
 		}
 	}
+}
+
+// The events route follows a resumable upload across its requests:
+// paused between them, then the final complete event.
+func TestEventsFollowAResumableUpload(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "", "interval 20ms")
+	data := payload(2 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+
+	resp, err := p.client.Get(p.base + "/upload/events/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	events := make(chan string, 100)
+	go func() {
+		defer close(events)
+		scanner := bufio.NewScanner(resp.Body)
+		scanner.Buffer(make([]byte, 1<<20), 1<<20)
+		event := "message"
+		for scanner.Scan() {
+			line := scanner.Text()
+			if name, ok := strings.CutPrefix(line, "event: "); ok {
+				event = name
+			}
+			if data, ok := strings.CutPrefix(line, "data: "); ok {
+				var s caddyprogress.Status
+				_ = json.Unmarshal([]byte(data), &s)
+				events <- fmt.Sprintf("%s:%s:%d", event, s.Status, s.Received)
+				event = "message"
+			}
+		}
+	}()
+	await := func(want string) {
+		t.Helper()
+		timeout := time.After(20 * time.Second)
+		for {
+			select {
+			case got, ok := <-events:
+				if !ok {
+					t.Fatalf("the stream ended before %s", want)
+				}
+				if got == want {
+					return
+				}
+			case <-timeout:
+				t.Fatalf("no %s event", want)
+			}
+		}
+	}
+	await("message:paused:0")
+	p.patch(t, path, 0, data[:1<<20])
+	await("message:paused:1048576")
+	p.patch(t, path, 1<<20, data[1<<20:])
+	await("complete:complete:2097152")
 }
