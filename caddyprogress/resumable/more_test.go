@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
 // curl with the IETF draft (interop 6): a first request with part of
@@ -226,4 +227,57 @@ func TestUppyGroupOfThree(t *testing.T) {
 	if len(back.got()) != 3 {
 		t.Fatalf("the backend got %d deliveries, want 3", len(back.got()))
 	}
+}
+
+// DELETE terminates an upload: its files are gone, it ends aborted, and
+// nothing is delivered.
+func TestTerminatedUploadIsRemoved(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "")
+	data := payload(1 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	p.patch(t, path, 0, data[:1000])
+	resp, body := p.tusRequest(t, http.MethodDelete, path, nil, nil)
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", resp.StatusCode, body)
+	}
+	s := p.waitStatus(t, id, "aborted", func(s caddyprogress.Status) bool { return s.Status == "aborted" })
+	if s.Error != "terminated by the client" || s.Received != 1000 {
+		t.Fatalf("status after DELETE: %+v", s)
+	}
+	entries, _ := os.ReadDir(p.dir)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), id) {
+			t.Errorf("%s is still on disk", e.Name())
+		}
+	}
+	if resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("HEAD after DELETE: %d, want 404", resp.StatusCode)
+	}
+	if len(back.got()) != 0 {
+		t.Errorf("the backend got %d requests, want none", len(back.got()))
+	}
+}
+
+// A config reload keeps a delivery waiting to retry: after the reload,
+// the backend back, it is delivered once.
+func TestReloadKeepsAPendingDelivery(t *testing.T) {
+	back := newBackend(t)
+	back.stop()
+	p := startProxy(t, back, "")
+	data := payload(1 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	if resp, body := p.patch(t, path, 0, data); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("final PATCH with the backend down: %d %s", resp.StatusCode, body)
+	}
+	testcaddy.Load(t, p.config) // a reload: the new config is provisioned before the old one is cleaned up
+	back.start(t)
+	s := p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
+	if s.Resumable.Attempts < 2 {
+		t.Fatalf("status: %+v %+v", s, s.Resumable)
+	}
+	time.Sleep(300 * time.Millisecond)
+	assertDeliveredOnce(t, back, data)
 }
