@@ -2,7 +2,6 @@ package resumable
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
-	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
 
@@ -244,174 +242,6 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *request
 		s.logger.Error("removing a terminated upload", zap.String("id", rec.ID), zap.Error(err))
 	}
 	return nil
-}
-
-// serveDelivering answers while every byte is in and the delivery runs
-// or waits to retry: 423 Locked with Retry-After, for HEAD too. A tus
-// client must not see offset = length (it would report success before
-// the backend accepted the file); 423 is what tusd itself answers for
-// an upload another request holds, and tus-js-client retries on it.
-func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entry) error {
-	w.Header().Set("Tus-Resumable", "1.0.0")
-	w.Header().Set("Retry-After", e.retryAfter())
-	w.Header().Set("Cache-Control", "no-store")
-	if r.Method == http.MethodHead {
-		w.WriteHeader(http.StatusLocked)
-		return nil
-	}
-	return writeJSON(w, http.StatusLocked, map[string]string{
-		"error": "every byte of this upload is stored and it is being delivered to the backend; ask again later",
-	})
-}
-
-// serveEnded answers for an upload whose delivery ended. HEAD of a
-// delivered upload says offset = length (it is complete, and the
-// backend took it); of a failed one, 410 Gone. PATCH gets the
-// backend's answer again, for a client that lost it. DELETE removes
-// what is left.
-func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record) error {
-	h := w.Header()
-	h.Set("Tus-Resumable", "1.0.0")
-	h.Set("Cache-Control", "no-store")
-	switch r.Method {
-	case http.MethodHead:
-		if rec.Delivery == deliveryFailed {
-			w.WriteHeader(http.StatusGone)
-			return nil
-		}
-		size := strconv.FormatInt(rec.Size, 10)
-		h.Set("Upload-Offset", size)
-		h.Set("Upload-Length", size)
-		w.WriteHeader(http.StatusOK)
-		return nil
-	case http.MethodPatch:
-		if rec.Answer == nil {
-			return s.refuse(w, r, http.StatusGone, errors.New("this upload has ended"))
-		}
-		h.Set("Upload-Offset", strconv.FormatInt(rec.Size, 10))
-		rec.Answer.writeTo(w)
-		return nil
-	case http.MethodDelete:
-		if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
-			s.logger.Error("removing an ended upload", zap.String("id", rec.ID), zap.Error(err))
-		}
-		s.spool.forget(rec.ID)
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	}
-	h.Set("Allow", "HEAD, PATCH, DELETE")
-	return s.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed for an upload", r.Method))
-}
-
-// track returns the upload's tracker record, tracking it first if this
-// process has not yet (a new upload, or one from before a restart).
-func (s *Server) track(e *entry, rec *record) Record {
-	return s.trackInfo(e, rec, nil)
-}
-
-// trackInfo is track with tusd's info of the upload, when it is known
-// (at creation, before tusd stores it); nil reads it.
-func (s *Server) trackInfo(e *entry, rec *record, info *handler.FileInfo) Record {
-	s.spool.mu.Lock()
-	defer s.spool.mu.Unlock()
-	if e.tracked != nil {
-		return e.tracked
-	}
-	if info == nil {
-		if stored, err := s.uploadInfo(context.Background(), e.id); err == nil {
-			info = &stored
-		}
-	}
-	total, stored := int64(-1), int64(0)
-	if info != nil {
-		stored = info.Offset
-		if !info.SizeIsDeferred {
-			total = info.Size
-		}
-	}
-	tracked, err := s.opts.Tracker.Track(e.id, rec.Group, total, stored, e)
-	if err != nil {
-		s.logger.Debug("upload not tracked", zap.String("id", e.id), zap.Error(err))
-		tracked = untracked{}
-	}
-	e.tracked = tracked
-	if e.deliveryState() == deliveryReceiving {
-		tracked.Paused()
-		if e.expiresAt.Load() == 0 {
-			e.setExpiry(s.lastByte(rec).Add(s.cfg.expire()))
-		}
-	}
-	return tracked
-}
-
-// lastByte is when the upload last got a byte: its data file's time,
-// or its creation.
-func (s *Server) lastByte(rec *record) time.Time {
-	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID)); err == nil && fi.ModTime().After(rec.Created) {
-		return fi.ModTime()
-	}
-	return rec.Created
-}
-
-// uploadInfo reads tusd's info of upload id.
-func (s *Server) uploadInfo(ctx context.Context, id string) (handler.FileInfo, error) {
-	up, err := s.store.GetUpload(ctx, id)
-	if err != nil {
-		return handler.FileInfo{}, err
-	}
-	return up.GetInfo(ctx)
-}
-
-// ended finishes an upload's tracker record and forgets its entry.
-func (s *Server) ended(e *entry, rec *record, st State, status int, msg string) {
-	if e == nil {
-		return
-	}
-	s.spool.mu.Lock()
-	tracked := e.tracked
-	s.spool.mu.Unlock()
-	if tracked == nil {
-		tracked = s.track(e, rec)
-	}
-	tracked.Finish(st, status, msg)
-	s.spool.forget(e.id)
-}
-
-// refuse answers a request with code and {"error": "..."}, logged at
-// most once a second.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, err error) error {
-	now := time.Now().UnixNano()
-	if last := s.lastWarned.Load(); now-last >= int64(time.Second) && s.lastWarned.CompareAndSwap(last, now) {
-		s.logger.Info("resumable request refused",
-			zap.Int("status", code),
-			zap.String("method", r.Method),
-			zap.String("uri", r.RequestURI),
-			zap.String("remote_ip", r.RemoteAddr),
-			zap.Error(err))
-	}
-	if r.Method == http.MethodHead {
-		w.WriteHeader(code)
-		return nil
-	}
-	return writeJSON(w, code, map[string]string{"error": err.Error()})
-}
-
-func (s *Server) refuseDiskFull(w http.ResponseWriter, r *http.Request) error {
-	return s.refuse(w, r, http.StatusInsufficientStorage,
-		errors.New("the proxy's upload store is full (max_disk); try again later"))
-}
-
-// writeJSON answers with v as JSON, never cached.
-func writeJSON(w http.ResponseWriter, code int, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, err = w.Write(append(body, '\n'))
-	return err
 }
 
 // lazyBody is the body of a creation request, which can only be counted
