@@ -272,7 +272,7 @@ func TestReloadKeepsAPendingDelivery(t *testing.T) {
 	if resp, body := p.patch(t, path, 0, data); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("final PATCH with the backend down: %d %s", resp.StatusCode, body)
 	}
-	testcaddy.Load(t, p.config) // a reload: the new config is provisioned before the old one is cleaned up
+	testcaddy.Load(t, p.config)     // a reload: the new config is provisioned before the old one is cleaned up
 	p.client.CloseIdleConnections() // the old server closes them
 	back.start(t)
 	s := p.waitStatus(t, id, "complete", func(s caddyprogress.Status) bool { return s.Status == "complete" })
