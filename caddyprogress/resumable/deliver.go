@@ -65,6 +65,7 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (handler.HT
 	if err != nil {
 		return handler.HTTPResponse{}, err
 	}
+	st.answered = true
 	for name, values := range ans.Header {
 		st.w.Header()[name] = values
 	}

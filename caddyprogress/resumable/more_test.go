@@ -282,3 +282,40 @@ func TestReloadKeepsAPendingDelivery(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	assertDeliveredOnce(t, back, data)
 }
+
+// tusd's 500s carry Go errors with file paths: the client gets a plain
+// sentence instead. A backend's own 500 passes through as it is.
+func TestInternalErrorsHideDetailButNotTheBackendsAnswer(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "")
+	path := p.create(t, 100, "")
+	id := idOf(path)
+	// the upload's data goes to /dev/full, a disk that is always full
+	infoPath := filepath.Join(p.dir, id+".info")
+	var info map[string]any
+	raw, err := os.ReadFile(infoPath)
+	if err == nil {
+		err = json.Unmarshal(raw, &info)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	info["Storage"].(map[string]any)["Path"] = "/dev/full"
+	raw, _ = json.Marshal(info)
+	if err := os.WriteFile(infoPath, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	resp, body := p.patch(t, path, 0, payload(100))
+	if resp.StatusCode != http.StatusInternalServerError || strings.Contains(body, p.dir) || strings.Contains(body, "/") {
+		t.Fatalf("PATCH failing inside tusd: %d %q", resp.StatusCode, body)
+	}
+	assertJSONError(t, "PATCH failing inside tusd", body, "could not be stored")
+
+	back.status.Store(500)
+	data := payload(1000)
+	path = p.create(t, len(data), "")
+	resp, body = p.patch(t, path, 0, data)
+	if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, sha256Hex(data)) {
+		t.Fatalf("the backend's 500: %d %q, want its own answer", resp.StatusCode, body)
+	}
+}

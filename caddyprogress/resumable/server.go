@@ -106,6 +106,8 @@ type requestState struct {
 	// sending is set while the request counts in entry.requests (it
 	// may send bytes), so the sweeper leaves the upload alone.
 	sending bool
+	// answered is set when the answer is the backend's, passed on as it is.
+	answered bool
 }
 
 type stateKey struct{}
@@ -164,7 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 // serveTusd hands the request to tusd, with st in its context.
 func (s *Server) serveTusd(w http.ResponseWriter, r *http.Request, st *requestState) error {
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
-	s.tusd.ServeHTTP(&expiryWriter{ResponseWriter: w, s: s, r: r, st: st}, r)
+	s.tusd.ServeHTTP(&tusdWriter{ResponseWriter: w, s: s, r: r, st: st}, r)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package resumable
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -150,17 +151,31 @@ func jsonError(code string, status int, msg string) handler.Error {
 	}
 }
 
-// expiryWriter adds the tus expiration extension to tusd's answers:
-// "expiration" in Tus-Extension, and Upload-Expires on the answers to
-// creation and PATCH requests of an upload still receiving bytes.
-type expiryWriter struct {
+// tusdWriter is the ResponseWriter tusd answers through. It adds the tus
+// expiration extension ("expiration" in Tus-Extension, Upload-Expires on
+// the answers to creation and PATCH requests of an upload still
+// receiving bytes), and replaces the body of tusd's 500s, which carry Go
+// errors with file paths (tusd logs them, log.go).
+type tusdWriter struct {
 	http.ResponseWriter
-	s  *Server
-	r  *http.Request
-	st *requestState
+	s      *Server
+	r      *http.Request
+	st     *requestState
+	hidden bool // the body is replaced
 }
 
-func (w *expiryWriter) WriteHeader(code int) {
+func (w *tusdWriter) WriteHeader(code int) {
+	if code == http.StatusInternalServerError && !w.hidden && !w.st.answered {
+		h := w.Header()
+		h.Del("Content-Length")
+		h.Set("Content-Type", "application/json")
+		w.hidden = true
+		w.ResponseWriter.WriteHeader(code)
+		if w.r.Method != http.MethodHead {
+			_, _ = io.WriteString(w.ResponseWriter, `{"error":"the upload could not be stored; try again later"}`+"\n")
+		}
+		return
+	}
 	if code >= 200 && code < 300 {
 		h := w.Header()
 		if ext := h.Get("Tus-Extension"); ext != "" {
@@ -174,5 +189,13 @@ func (w *expiryWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write drops tusd's own body of a 500.
+func (w *tusdWriter) Write(p []byte) (int, error) {
+	if w.hidden {
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
 // Unwrap lets tusd's http.ResponseController reach Caddy's writer.
-func (w *expiryWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *tusdWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
