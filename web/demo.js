@@ -117,7 +117,7 @@ async function run(entry) {
 
 /**
  * Uploads with the resumable client; the entry's Pause button pauses and
- * resumes, Cancel pauses for good.
+ * resumes, Cancel ends the upload (the proxy deletes its bytes).
  * @param {Entry} entry
  */
 async function runResumable(entry) {
@@ -128,7 +128,7 @@ async function runResumable(entry) {
 		if (upload.paused) upload.resume(); else upload.pause();
 		pause.textContent = upload.paused ? "Resume" : "Pause";
 	};
-	entry.controller.signal.addEventListener("abort", () => upload.pause());
+	entry.controller.signal.addEventListener("abort", () => upload.cancel());
 	try {
 		return await upload.done;
 	} finally {

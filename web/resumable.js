@@ -11,6 +11,7 @@
 //	import { uploadResumable } from "/resumable.js";
 //	const upload = uploadResumable("/files/", file, { onProgress(p) { ... } });
 //	pauseButton.onclick = () => upload.paused ? upload.resume() : upload.pause();
+//	cancelButton.onclick = () => upload.cancel();
 //	const result = await upload.done; // {id, httpStatus, answer, final}
 //
 // For more (chunking, parallel uploads, Uppy), use tus-js-client against
@@ -75,6 +76,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 	/** @type {(() => void)|null} */
 	let wake = null;
 	let lastProgress = /** @type {ResumableProgress|undefined} */ (undefined);
+	let cancelled = false;
 
 	const handle = {
 		/** @type {string} the upload ID, once created */
@@ -88,6 +90,12 @@ export function uploadResumable(endpoint, file, options = {}) {
 		/** Goes on from the bytes the proxy has. */
 		resume() {
 			handle.paused = false;
+			wake?.();
+		},
+		/** Stops for good: the proxy deletes the bytes (tus termination), and done rejects. */
+		cancel() {
+			cancelled = true;
+			inFlight?.abort();
 			wake?.();
 		},
 		/** @type {Promise<{id: string, httpStatus: number, answer: unknown, final: ResumableProgress|undefined}>} */
@@ -146,7 +154,12 @@ export function uploadResumable(endpoint, file, options = {}) {
 		let url = storage?.getItem(key) ?? null;
 		let failures = 0;
 		for (;;) {
-			if (handle.paused) await untilResumed();
+			if (handle.paused && !cancelled) await untilResumed();
+			if (cancelled) {
+				if (url) await send("DELETE", url, {}).catch(() => undefined);
+				storage?.removeItem(key);
+				throw new ResumableError("The upload was cancelled.");
+			}
 			try {
 				let offset = url ? await offsetOf(url) : null;
 				if (offset === null) {
@@ -172,7 +185,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 				throw new ResumableError(`The server did not accept the file (error ${res.status}).`, res.status, answer);
 			} catch (err) {
 				if (err instanceof ResumableError) throw err;
-				if (handle.paused) continue; // our own abort
+				if (handle.paused || cancelled) continue; // our own abort
 				const wait = err instanceof Retry ? err.wait : retryDelays[Math.min(failures, retryDelays.length - 1)];
 				if (++failures > retryDelays.length) throw new ResumableError("The connection to the server keeps failing; try again later.");
 				await sleep(wait);
