@@ -319,3 +319,55 @@ func TestInternalErrorsHideDetailButNotTheBackendsAnswer(t *testing.T) {
 		t.Fatalf("the backend's 500: %d %q, want its own answer", resp.StatusCode, body)
 	}
 }
+
+// A HEAD that waited for tusd's lock while another request delivered the
+// upload finds its files gone: it is answered from the upload's record
+// (complete, offset = length), not with tusd's 404, which would make a
+// tus client upload the file again.
+func TestHeadWaitingForTheLockWhileDeliveredSeesComplete(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "")
+	path := p.create(t, 10, "")
+	id := idOf(path)
+	p.patch(t, path, 0, []byte("hello"))
+
+	// hold tusd's lock of the upload, as a request delivering it would
+	lock := filepath.Join(p.dir, id+".lock")
+	if err := os.WriteFile(lock, []byte(fmt.Sprint(os.Getpid())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	answered := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil)
+		answered <- resp
+	}()
+	time.Sleep(300 * time.Millisecond) // the HEAD is past the record check, waiting for the lock
+
+	// the other request delivers: the record says so, the bytes go, the lock is released
+	record := filepath.Join(p.dir, id+".delivery")
+	raw, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["delivery"], rec["size"] = "delivered", 10
+	raw, _ = json.Marshal(rec)
+	if err := os.WriteFile(record, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{id, id + ".info", id + ".lock"} {
+		_ = os.Remove(filepath.Join(p.dir, name))
+	}
+
+	select {
+	case resp := <-answered:
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Upload-Offset") != "10" {
+			t.Fatalf("HEAD: %d %v, want 200 with Upload-Offset 10", resp.StatusCode, resp.Header)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the HEAD was not answered")
+	}
+}

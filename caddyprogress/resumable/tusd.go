@@ -165,6 +165,9 @@ type tusdWriter struct {
 }
 
 func (w *tusdWriter) WriteHeader(code int) {
+	if code == http.StatusNotFound && !w.hidden && w.st.entry != nil && w.answerEnded() {
+		return
+	}
 	if code == http.StatusInternalServerError && !w.hidden && !w.st.answered {
 		h := w.Header()
 		h.Del("Content-Length")
@@ -189,7 +192,30 @@ func (w *tusdWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// Write drops tusd's own body of a 500.
+// answerEnded answers a request that waited for tusd's lock on the
+// upload while another request stored its last byte: tusd finds the
+// upload's files gone (delivered) and would answer 404, which makes a
+// tus client upload the file again. It answers from the upload's record
+// instead (serveDelivering, serveEnded), if the record says the upload
+// is past receiving; then tusd's own body is dropped.
+func (w *tusdWriter) answerEnded() bool {
+	rec, err := readRecord(w.s.cfg.Dir, w.st.entry.id)
+	if err != nil || rec.Delivery == deliveryReceiving {
+		return false
+	}
+	w.hidden = true
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Content-Type")
+	if rec.Delivery == deliveryDelivering {
+		_ = w.s.serveDelivering(w.ResponseWriter, w.r, w.st.entry)
+	} else {
+		_ = w.s.serveEnded(w.ResponseWriter, w.r, rec)
+	}
+	return true
+}
+
+// Write drops tusd's own body of a 500, or of a 404 answered by answerEnded.
 func (w *tusdWriter) Write(p []byte) (int, error) {
 	if w.hidden {
 		return len(p), nil
