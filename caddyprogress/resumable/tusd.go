@@ -165,7 +165,7 @@ type tusdWriter struct {
 }
 
 func (w *tusdWriter) WriteHeader(code int) {
-	if code == http.StatusNotFound && !w.hidden && w.st.entry != nil && w.answerEnded() {
+	if w.mayHaveWaited(code) && w.answerEnded() {
 		return
 	}
 	if code == http.StatusInternalServerError && !w.hidden && !w.st.answered {
@@ -192,12 +192,22 @@ func (w *tusdWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
-// answerEnded answers a request that waited for tusd's lock on the
-// upload while another request stored its last byte: tusd finds the
-// upload's files gone (delivered) and would answer 404, which makes a
-// tus client upload the file again. It answers from the upload's record
-// instead (serveDelivering, serveEnded), if the record says the upload
-// is past receiving; then tusd's own body is dropped.
+// mayHaveWaited reports whether tusd's answer code to a HEAD or PATCH of
+// an upload could come from a state the request waited out on tusd's
+// lock: another request stored the last byte meanwhile, and tusd finds
+// the files gone (404, delivered), or complete (offset = length, while
+// the delivery waits to retry), which a tus client takes for success.
+func (w *tusdWriter) mayHaveWaited(code int) bool {
+	if w.hidden || w.st.answered || w.st.entry == nil || (w.r.Method != http.MethodHead && w.r.Method != http.MethodPatch) {
+		return false
+	}
+	return code == http.StatusNotFound || (code >= 200 && code < 300)
+}
+
+// answerEnded answers a request that waited for tusd's lock (see
+// mayHaveWaited) from the upload's record instead (serveDelivering,
+// serveEnded), if the record says the upload is past receiving; then
+// tusd's own body is dropped.
 func (w *tusdWriter) answerEnded() bool {
 	rec, err := readRecord(w.s.cfg.Dir, w.st.entry.id)
 	if err != nil || rec.Delivery == deliveryReceiving {
