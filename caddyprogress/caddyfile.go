@@ -32,8 +32,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		methods     <method...>  # default POST PUT PATCH
 //		id_header   <field>      # default X-Upload-ID
 //		id_query    <param>      # default X-Progress-ID
-//		status_path <prefix>     # default /upload/status/
-//		events_path <prefix>     # default /upload/events/
+//		status_path <prefix>     # or off; default /upload/status/
+//		events_path <prefix>     # or off; default /upload/events/
 //		interval    <duration>   # default 100ms
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
@@ -42,6 +42,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
 //		nginx_report_path <path> # nginx upload progress format; default off
+//		status_access id | token # who may read progress: anyone with the ID, or only with its token; default id
+//		token_secret  <secret>   # HMAC secret of the tokens, placeholders allowed; default generated, kept in storage
+//		token_cookie  <name>     # a cookie that may carry the token; default none
+//		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
 //		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
 //			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
 //			max_size        <size>     # default 10GiB; 413 beyond
@@ -55,6 +59,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //	}
 //
+// status_path and events_path take "off" to turn that route off.
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -125,6 +130,30 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "nginx_report_path":
 			if err := oneArg(d, &h.NginxReportPath); err != nil {
 				return err
+			}
+		case "status_access":
+			if err := oneArg(d, &h.StatusAccess); err != nil {
+				return err
+			}
+		case "token_secret":
+			if err := oneArg(d, &h.TokenSecret); err != nil {
+				return err
+			}
+		case "token_cookie":
+			if err := oneArg(d, &h.TokenCookie); err != nil {
+				return err
+			}
+		case "client_ids":
+			var arg string
+			if err := oneArg(d, &arg); err != nil {
+				return err
+			}
+			switch arg {
+			case "on", "off":
+				on := arg == "on"
+				h.ClientIDs = &on
+			default:
+				return d.Errf("client_ids: %q must be on or off", arg)
 			}
 		case "resumable":
 			h.Resumable = new(resumable.Config)

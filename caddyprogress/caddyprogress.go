@@ -80,6 +80,11 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		rate_limit_total <size>
 //		burst            <size>
 //		nginx_report_path <path>
+//		status_access id | token
+//		token_secret  <secret>
+//		token_cookie  <name>
+//		client_ids    on | off
+//		resumable <path> { ... }
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -101,11 +106,13 @@ type Handler struct {
 	// headers. Default: X-Progress-ID.
 	IDQuery string `json:"id_query,omitempty"`
 
-	// The path prefix of the JSON status route. Default: /upload/status/
+	// The path prefix of the JSON status route (and of reservations and
+	// group status), or "off" to pass those requests on to the next
+	// handler. Default: /upload/status/
 	StatusPath string `json:"status_path,omitempty"`
 
-	// The path prefix of the Server-Sent Events route.
-	// Default: /upload/events/
+	// The path prefix of the Server-Sent Events route, or "off" to pass
+	// those requests on to the next handler. Default: /upload/events/
 	EventsPath string `json:"events_path,omitempty"`
 
 	// The least time between two progress events of one upload.
@@ -144,6 +151,26 @@ type Handler struct {
 	// parameter, JSONP with a callback parameter. Default: none (off).
 	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
+	// Who may read an upload's progress (status, events, nginx report
+	// and group routes): "id", anyone who knows the ID, or "token", only
+	// a client that shows the upload's token (access.go). Default: "id".
+	StatusAccess string `json:"status_access,omitempty"`
+
+	// The secret the tokens of status_access token are made with, at
+	// least 16 bytes; placeholders such as {env.UPLOAD_PROGRESS_SECRET}
+	// are resolved at provision time. Default: one generated once and
+	// kept in Caddy's storage, shared by every instance using it.
+	TokenSecret string `json:"token_secret,omitempty"`
+
+	// A cookie that may carry the token, besides the Authorization
+	// header and the token query parameter. Default: none (off).
+	TokenCookie string `json:"token_cookie,omitempty"`
+
+	// Whether uploads may name their own ID. With false, the ID a client
+	// sends is ignored (a fresh 128-bit one is made) unless it names a
+	// live reservation made with POST <status_path>. Default: true.
+	ClientIDs *bool `json:"client_ids,omitempty"`
+
 	// Resumable uploads (tus) stored on the proxy's disk and delivered
 	// to the next handler as one request once complete. Default: none
 	// (off). See package resumable and resumable.go.
@@ -159,6 +186,9 @@ type Handler struct {
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
 	resumable  *resumable.Server  // serves the resumable path, when configured
+
+	access         tokenAccess   // status_access token's secret (access.go)
+	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
 }
 
 // CaddyModule returns the Caddy module information.
@@ -192,6 +222,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
@@ -199,6 +232,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	h.lastWarned = new(atomic.Int64)
+	h.lastRefusalLog = new(atomic.Int64)
 	eventsAppIface, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("getting events app: %v", err)
@@ -206,6 +240,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	eventsApp := eventsAppIface.(*caddyevents.App)
 	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
+	}
+	if err := eventsApp.On("started", orderCheck{h: h, ctx: ctx}); err != nil { // ordercheck.go
+		return fmt.Errorf("subscribing to the started event: %v", err)
+	}
+	if h.total != nil { // the shared rate changes once this config runs (throttle.go)
+		if err := eventsApp.On("started", applyTotalRate{h}); err != nil {
+			return fmt.Errorf("subscribing to the started event: %v", err)
+		}
 	}
 	return h.provisionResumable()
 }
@@ -253,20 +295,11 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("method %q is not a valid HTTP method", m)
 		}
 	}
-	if h.IDHeader == "" || strings.ContainsAny(h.IDHeader, " \t:") {
-		return fmt.Errorf("id_header %q is not a valid header field name", h.IDHeader)
+	if err := h.validateRoutes(); err != nil {
+		return err
 	}
-	if !strings.HasPrefix(h.StatusPath, "/") {
-		return fmt.Errorf("status_path %q must start with /", h.StatusPath)
-	}
-	if !strings.HasPrefix(h.EventsPath, "/") {
-		return fmt.Errorf("events_path %q must start with /", h.EventsPath)
-	}
-	if h.NginxReportPath != "" && !strings.HasPrefix(h.NginxReportPath, "/") {
-		return fmt.Errorf("nginx_report_path %q must start with /", h.NginxReportPath)
-	}
-	if h.StatusPath == h.EventsPath {
-		return fmt.Errorf("status_path and events_path are both %q", h.StatusPath)
+	if err := h.validateAccess(); err != nil {
+		return err
 	}
 	if h.Interval < 0 || h.Retain < 0 || h.Wait < 0 {
 		return fmt.Errorf("interval, retain and wait must not be negative")
@@ -316,9 +349,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
 		return h.serveNginxReport(w, r)
-	case strings.HasPrefix(r.URL.Path, h.StatusPath):
+	case h.StatusPath != routeOff && strings.HasPrefix(r.URL.Path, h.StatusPath):
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
-	case strings.HasPrefix(r.URL.Path, h.EventsPath):
+	case h.EventsPath != routeOff && strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
 	case h.resumable != nil && h.resumable.Handles(r):
 		return h.resumable.ServeHTTP(w, r, next)

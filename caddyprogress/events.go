@@ -31,6 +31,9 @@ const keepAliveEvery = 15 * time.Second
 // with {"status": "unknown"} if nothing starts within wait.
 // GET <events_path>?group=<id> streams a group's (groupevents.go).
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, uploadToken, id); hidden {
+		return err
+	}
 	if id == "" && r.URL.Query().Has(groupQuery) {
 		return h.serveGroupEvents(w, r, r.URL.Query().Get(groupQuery))
 	}

@@ -26,6 +26,9 @@ import (
 // has started for one interval; it ends the stream. A group with no
 // member within wait gets "event: error" with {"status": "unknown"}.
 func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
+		return err
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,

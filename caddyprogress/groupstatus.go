@@ -10,6 +10,9 @@ import (
 // GroupStatus; 404 {"group": "...", "status": "unknown"} when no record
 // of a member is left.
 func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
+		return err
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,

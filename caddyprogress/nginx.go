@@ -47,7 +47,11 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	}
 
 	contentType := "application/json"
-	report := nginxReport(h.tracker.get(id))
+	u := h.tracker.get(id)
+	if !h.tokenAllows(r, uploadToken, id) {
+		u = nil // without its token, an upload is reported as unknown: "starting"
+	}
+	report := nginxReport(u)
 	query := r.URL.Query()
 	if query.Has(nginxCallbackParam) {
 		callback := query.Get(nginxCallbackParam)

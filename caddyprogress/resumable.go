@@ -90,7 +90,7 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 	h := t.h
 	for range 2 { // a second try if another request started it meanwhile
 		if u := h.tracker.get(id); u != nil && u.resumable.Load() != nil && !u.currentState().final() {
-			return &resumableRecord{h: h, u: u}, nil
+			return &resumableRecord{h: h, u: u, group: group}, nil
 		}
 		u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
 		if errors.Is(err, errInFlight) {
@@ -105,15 +105,16 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 		u.resumable.Store(&resumableUpload{progress: progress})
 		h.tracker.join(group, u)
 		h.metrics.started.Inc()
-		return &resumableRecord{h: h, u: u}, nil
+		return &resumableRecord{h: h, u: u, group: group}, nil
 	}
 	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
 }
 
 // resumableRecord is one resumable upload's record.
 type resumableRecord struct {
-	h *Handler
-	u *upload
+	h     *Handler
+	u     *upload
+	group string
 }
 
 // CountBody wraps r.Body in the counting and throttled body.
@@ -140,6 +141,12 @@ func (r *resumableRecord) Delivering() {
 			return
 		}
 	}
+}
+
+// Announce sets the upload's and its group's tokens on the creation's
+// answer, with status_access token (access.go).
+func (r *resumableRecord) Announce(w http.ResponseWriter) {
+	r.h.setTokenHeaders(w, r.u.id, r.group)
 }
 
 func (r *resumableRecord) Finish(st resumable.State, status int, msg string) {

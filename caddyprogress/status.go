@@ -18,6 +18,9 @@ type shortStatus struct {
 // POST <status_path> by reserving a fresh ID. GET <status_path>?group=<id>
 // is a group's (groupstatus.go).
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, uploadToken, id); hidden {
+		return err
+	}
 	if id == "" && r.URL.Query().Has(groupQuery) {
 		return h.serveGroupStatus(w, r, r.URL.Query().Get(groupQuery))
 	}
@@ -48,6 +51,5 @@ func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))
 	}
-	w.Header().Set(h.IDHeader, u.id)
-	return writeJSON(w, http.StatusCreated, shortStatus{ID: u.id, Status: statePending.String()})
+	return h.writeReservation(w, u)
 }

@@ -19,6 +19,7 @@ const statusClientClosedRequest = 499
 // serveUpload tracks one upload on its way to the next handler.
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, err := h.uploadID(r)
+	id, err = h.screenClientID(id, err) // client_ids off (access.go)
 	if err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
@@ -48,6 +49,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 
 	r.Header[h.idKey] = []string{id}
 	w.Header()[h.idKey] = []string{id}
+	h.setTokenHeaders(w, id, group) // status_access token (access.go)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
 

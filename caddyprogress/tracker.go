@@ -163,19 +163,18 @@ func (t *tracker) watch(id string) (*upload, <-chan struct{}, func()) {
 }
 
 // totalLimiter returns the tracker's shared bucket for rate_limit_total,
-// made or updated for the given rate and burst: the handler provisioned
-// last sets them. Uploads take turns at it, so N uploads at once each
-// get about 1/N of the rate, and a finished upload's share goes to the
-// others.
+// made for the given rate and burst if the tracker has none yet. An
+// existing bucket is returned unchanged: uploads in flight use it, and a
+// config being provisioned may still fail, so its new rate is applied
+// only once that config runs (applyTotalRate, throttle.go). Uploads take
+// turns at it, so N uploads at once each get about 1/N of the rate, and
+// a finished upload's share goes to the others.
 func (t *tracker) totalLimiter(bytesPerSecond int64, burst int) *rate.Limiter {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.total == nil {
 		t.total = newLimiter(bytesPerSecond, burst)
-		return t.total
 	}
-	t.total.SetLimit(rate.Limit(bytesPerSecond))
-	t.total.SetBurst(burst)
 	return t.total
 }
 

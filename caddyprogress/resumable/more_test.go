@@ -371,3 +371,30 @@ func TestHeadWaitingForTheLockWhileDeliveredSeesComplete(t *testing.T) {
 		t.Fatal("the HEAD was not answered")
 	}
 }
+
+// With status_access token, the creation's answer carries the upload's
+// and its group's tokens, and the status needs them, as for any upload.
+func TestTokensOfAResumableUpload(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "", "status_access token", "token_secret 0123456789abcdef0123456789abcdef")
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Length": "10", "X-Upload-Group": "g1"}, nil)
+	token, groupToken := resp.Header.Get("X-Upload-Token"), resp.Header.Get("X-Upload-Group-Token")
+	if resp.StatusCode != http.StatusCreated || token == "" || groupToken == "" {
+		t.Fatalf("creation: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	id := idOf(resp.Header.Get("Location"))
+	if code, _ := p.status(t, id); code != http.StatusNotFound {
+		t.Fatalf("status without the token: %d, want 404", code)
+	}
+	req, _ := http.NewRequest(http.MethodGet, p.base+"/upload/status/"+id, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	got, err := p.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Body.Close()
+	var s caddyprogress.Status
+	if err := json.NewDecoder(got.Body).Decode(&s); err != nil || got.StatusCode != http.StatusOK || s.Resumable == nil || s.Status != "paused" {
+		t.Fatalf("status with the token: %d %+v %v", got.StatusCode, s, err)
+	}
+}

@@ -31,6 +31,10 @@ type Record interface {
 	// Finish ends the upload: StateComplete, StateError or StateAborted,
 	// with the backend's status code (0 for none) and why it failed.
 	Finish(st State, status int, msg string)
+	// Announce puts on the answer to the creation request what the
+	// client needs to follow the upload, as the tracker gives it to any
+	// upload (the tokens of status_access token).
+	Announce(w http.ResponseWriter)
 }
 
 // State is a final state handed to Record.Finish.

@@ -107,6 +107,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	st.entry, st.sending = e, true
 	tracked := s.trackInfo(e, rec, &info)
 	tracked.Uploading()
+	tracked.Announce(st.w)
 	tracked.CountBody(st.r) // st.r.Body is the creation request's own
 	st.body.ReadCloser = st.r.Body
 	e.setExpiry(rec.Created.Add(s.cfg.expire()))
