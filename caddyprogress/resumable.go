@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,6 +32,11 @@ func (h *Handler) provisionResumable() error {
 	}
 	cfg := *h.Resumable
 	cfg.SetDefaults(h.Tracker)
+	for _, route := range []string{h.StatusPath, h.EventsPath, h.NginxReportPath} {
+		if route != "" && route != routeOff && (strings.HasPrefix(cfg.Path, route) || strings.HasPrefix(route, cfg.Path)) {
+			return fmt.Errorf("resumable path %q and the route %q overlap: one would take the other's requests", cfg.Path, route)
+		}
+	}
 	srv, err := resumable.New(cfg, resumable.Options{
 		Tracker:  resumableTracker{h},
 		IDHeader: h.IDHeader,

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
@@ -396,5 +399,28 @@ func TestTokensOfAResumableUpload(t *testing.T) {
 	var s caddyprogress.Status
 	if err := json.NewDecoder(got.Body).Decode(&s); err != nil || got.StatusCode != http.StatusOK || s.Resumable == nil || s.Status != "paused" {
 		t.Fatalf("status with the token: %d %+v %v", got.StatusCode, s, err)
+	}
+}
+
+// A resumable path that overlaps the status route is refused at load.
+func TestResumablePathOverlappingARouteIsRefused(t *testing.T) {
+	cfg := globalOptions + `http://127.0.0.1:1 {
+	upload_progress {
+		resumable /upload/status/files/ {
+			deliver_to /upload
+		}
+	}
+}`
+	adapted, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(cfg), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var config caddy.Config
+	if err := json.Unmarshal(adapted, &config); err != nil {
+		t.Fatal(err)
+	}
+	err = caddy.Validate(&config)
+	if err == nil || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("loading a resumable path under the status route: %v, want an error saying they overlap", err)
 	}
 }
