@@ -424,3 +424,42 @@ func TestResumablePathOverlappingARouteIsRefused(t *testing.T) {
 		t.Fatalf("loading a resumable path under the status route: %v, want an error saying they overlap", err)
 	}
 }
+
+// A failed delivery's bytes stay for expire (HEAD says 410), then go.
+func TestFailedDeliveryIsRemovedAfterExpire(t *testing.T) {
+	back := newBackend(t)
+	back.status.Store(http.StatusForbidden)
+	p := startProxy(t, back, "expire 1s")
+	data := payload(1000)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	if resp, _ := p.patch(t, path, 0, data); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("final PATCH: %d, want the backend's 403", resp.StatusCode)
+	}
+	if _, err := osStat(p.dir, id); err != nil {
+		t.Fatalf("the failed upload's bytes are gone at once: %v", err)
+	}
+	if resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil); resp.StatusCode != http.StatusGone {
+		t.Fatalf("HEAD of the failed upload: %d, want 410", resp.StatusCode)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		entries, _ := os.ReadDir(p.dir)
+		left := 0
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), id) {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d files of the failed upload are still on disk after expire", left)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("HEAD after expire: %d, want 404", resp.StatusCode)
+	}
+}
