@@ -143,14 +143,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
 		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
 	}
-	e := s.spool.entry(rec)
-	st.entry = e
 	switch rec.Delivery {
 	case deliveryDelivering:
-		return s.serveDelivering(w, r, e)
+		return s.serveDelivering(w, r, s.spool.entry(rec))
 	case deliveryDelivered, deliveryFailed:
-		return s.serveEnded(w, r, rec)
+		return s.serveEnded(w, r, rec) // no entry: the upload is over
 	}
+	e := s.spool.entry(rec)
+	st.entry = e
 	switch r.Method {
 	case http.MethodHead:
 		s.track(e, rec)
