@@ -178,7 +178,10 @@ export function uploadResumable(endpoint, file, options = {}) {
 					"Upload-Offset": String(offset),
 					"Content-Type": "application/offset+octet-stream",
 				}, file.slice(offset));
-				if (res.status === 204) continue; // this request ended early; ask where it stands
+				if (res.status === 204) { // this request ended early; ask where it stands
+					failures = 0;
+					continue;
+				}
 				if (res.status === 503 || res.status === 423) throw new Retry(Number(res.headers.get("Retry-After") ?? "1") * 1000);
 				const answer = await parse(res);
 				if (res.ok) return { id: handle.id, httpStatus: res.status, answer };
