@@ -153,6 +153,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 	async function run() {
 		let url = storage?.getItem(key) ?? null;
 		let failures = 0;
+		let stored = 0; // the offset the proxy last reported
 		for (;;) {
 			if (handle.paused && !cancelled) await untilResumed();
 			if (cancelled) {
@@ -166,6 +167,8 @@ export function uploadResumable(endpoint, file, options = {}) {
 					url = await create();
 					offset = 0;
 				}
+				if (offset > stored) failures = 0; // it moves: count failures anew
+				stored = offset;
 				if (!handle.id) {
 					handle.id = url.slice(url.lastIndexOf("/") + 1);
 					poll();
@@ -178,10 +181,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 					"Upload-Offset": String(offset),
 					"Content-Type": "application/offset+octet-stream",
 				}, file.slice(offset));
-				if (res.status === 204) { // this request ended early; ask where it stands
-					failures = 0;
-					continue;
-				}
+				if (res.status === 204) continue; // this request ended early; ask where it stands
 				if (res.status === 503 || res.status === 423) throw new Retry(Number(res.headers.get("Retry-After") ?? "1") * 1000);
 				const answer = await parse(res);
 				if (res.ok) return { id: handle.id, httpStatus: res.status, answer };
