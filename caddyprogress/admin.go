@@ -97,11 +97,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			Err:        fmt.Errorf("no tracker named %q is in use", name),
 		}
 	}
-	u := t.get(id)
-	if u == nil {
-		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
-	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeRecord(w, r, id, t.lookup(id))
 }
 
 // listTrackers describes every tracker in use, by name.
@@ -133,7 +129,7 @@ func liveTracker(name string) *tracker {
 // describe lists the tracker's uploads in flight, oldest first.
 func (t *tracker) describe(now time.Time) adminTracker {
 	t.mu.RLock()
-	records := len(t.uploads)
+	records := t.records()
 	var inFlight []*upload
 	for _, u := range t.uploads {
 		switch u.currentState() {

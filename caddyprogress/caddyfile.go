@@ -38,6 +38,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
+//		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
+//		max_group_uploads <n>    # uploads in one group; default 1000
+//		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
+//		max_subscribers   <n>    # event streams of the tracker at once; default 10000
+//		max_subscribers_per_upload <n> # event streams of one upload or group; default 100
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
@@ -106,15 +111,29 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 		case "max_uploads":
-			var arg string
-			if err := oneArg(d, &arg); err != nil {
+			if err := countArg(d, &h.MaxUploads); err != nil {
 				return err
 			}
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 1 {
-				return d.Errf("max_uploads: %q is not a whole number of at least 1", arg)
+		case "max_memory":
+			if err := sizeArgUpTo(d, &h.MaxMemory, 1<<50, "1PiB"); err != nil {
+				return err
 			}
-			h.MaxUploads = n
+		case "max_group_uploads":
+			if err := countArg(d, &h.MaxGroupUploads); err != nil {
+				return err
+			}
+		case "max_reservations":
+			if err := countArg(d, &h.MaxReservations); err != nil {
+				return err
+			}
+		case "max_subscribers":
+			if err := countArg(d, &h.MaxSubscribers); err != nil {
+				return err
+			}
+		case "max_subscribers_per_upload":
+			if err := countArg(d, &h.MaxSubscribersPerUpload); err != nil {
+				return err
+			}
 		case "rate_limit":
 			if err := sizeArg(d, &h.RateLimit); err != nil {
 				return err
@@ -180,6 +199,21 @@ func oneArg(d *caddyfile.Dispenser, dst *string) error {
 	return nil
 }
 
+// countArg reads one whole number of at least 1 into dst.
+func countArg(d *caddyfile.Dispenser, dst *int) error {
+	name := d.Val()
+	var arg string
+	if err := oneArg(d, &arg); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 {
+		return d.Errf("%s: %q is not a whole number of at least 1", name, arg)
+	}
+	*dst = n
+	return nil
+}
+
 // durationArg reads one positive duration argument into dst.
 func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	name := d.Val()
@@ -201,6 +235,12 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 // sizeArg reads one size argument (e.g. 1MiB, 500KB, 65536) of at least
 // one byte into dst.
 func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	return sizeArgUpTo(d, dst, math.MaxInt32, "2GiB")
+}
+
+// sizeArgUpTo reads one size argument from 1 byte to limit (named
+// limitName) into dst.
+func sizeArgUpTo(d *caddyfile.Dispenser, dst *int64, limit uint64, limitName string) error {
 	name := d.Val()
 	var arg string
 	if err := oneArg(d, &arg); err != nil {
@@ -210,8 +250,8 @@ func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
 	if err != nil {
 		return d.Errf("%s: %q is not a size: %v", name, arg, err)
 	}
-	if size < 1 || size > math.MaxInt32 {
-		return d.Errf("%s: %q must be from 1 byte to 2GiB", name, arg)
+	if size < 1 || size > limit {
+		return d.Errf("%s: %q must be from 1 byte to %s", name, arg, limitName)
 	}
 	*dst = int64(size)
 	return nil

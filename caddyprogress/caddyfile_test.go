@@ -24,6 +24,11 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		retain      10m
 		wait        30s
 		max_uploads 500
+		max_memory  4GiB
+		max_group_uploads 50
+		max_reservations  20
+		max_subscribers   30
+		max_subscribers_per_upload 3
 		rate_limit       1MiB
 		rate_limit_total 500KB
 		burst            64KiB
@@ -44,6 +49,13 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
+
+		MaxMemory:       4 << 30,
+		MaxGroupUploads: 50,
+		MaxReservations: 20,
+
+		MaxSubscribers:          30,
+		MaxSubscribersPerUpload: 3,
 
 		RateLimit:       1 << 20,
 		RateLimitTotal:  500_000,
@@ -71,6 +83,8 @@ func TestCaddyfileDefaults(t *testing.T) {
 		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
+		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 || h.MaxMemory != 64<<20 ||
+		h.MaxSubscribers != 10000 || h.MaxSubscribersPerUpload != 100 ||
 		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
 		t.Fatalf("defaults: %+v", h)
 	}
@@ -91,6 +105,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_memory 2PiB\n}", `max_memory: "2PiB" must be from 1 byte to 1PiB`},
+		{"upload_progress {\n max_group_uploads 0\n}", `max_group_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_reservations x\n}", `max_reservations: "x" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
 		{"upload_progress {\n rate_limit fast\n}", `rate_limit: "fast" is not a size`},
 		{"upload_progress {\n rate_limit_total 0\n}", `rate_limit_total: "0" must be from 1 byte to 2GiB`},
@@ -120,6 +137,7 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{Burst: 1 << 20}, "burst is set, but neither rate_limit nor rate_limit_total"},
 		{Handler{RateLimit: -1}, "must not be negative"},
 		{Handler{NginxReportPath: "progress"}, `nginx_report_path "progress" must start with /`},
+		{Handler{MaxMemory: 1000}, "max_memory 1000 is too small"},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

@@ -35,7 +35,16 @@ const (
 	DefaultRetain     = 5 * time.Minute
 	DefaultWait       = 60 * time.Second
 	DefaultMaxUploads = 100000
+
+	DefaultMaxGroupUploads = 1000
+
+	DefaultMaxSubscribers          = 10000
+	DefaultMaxSubscribersPerUpload = 100
 )
+
+// eventWriteTimeout is how long one write to an event stream may take:
+// a subscriber that stops reading is dropped after it.
+var eventWriteTimeout = 10 * time.Second
 
 // progressIDHeader is the header the nginx upload progress module reads
 // the ID from; it is always accepted after id_header.
@@ -76,6 +85,11 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		max_memory  <size>
+//		max_group_uploads <n>
+//		max_reservations  <n>
+//		max_subscribers   <n>
+//		max_subscribers_per_upload <n>
 //		rate_limit       <size>
 //		rate_limit_total <size>
 //		burst            <size>
@@ -127,10 +141,40 @@ type Handler struct {
 	// started. Default: 60s.
 	Wait caddy.Duration `json:"wait,omitempty"`
 
-	// How many records one tracker holds. When it is full, the oldest
-	// finished record makes room; if every record is in flight, new
-	// uploads are proxied untracked. Default: 100000.
+	// How many records one tracker holds. When it is full, finished
+	// records make room (the oldest first), then reservations; if every
+	// record is in flight, new uploads are proxied untracked.
+	// Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
+
+	// The bytes one tracker may keep: records, multipart part lists,
+	// groups, reservations and encoded documents, counted as they are
+	// kept. Past it, finished records make room (the oldest first), then
+	// reservations; a new upload that then leaves less than a sixteenth
+	// free is tracked without its files, and one that does not fit is
+	// proxied untracked. With several handlers on one tracker, the one
+	// provisioned last sets it. Default: 64MiB.
+	MaxMemory int64 `json:"max_memory,omitempty"`
+
+	// How many uploads one group holds (X-Upload-Group). An upload past
+	// it is proxied and tracked on its own, outside the group.
+	// Default: 1000.
+	MaxGroupUploads int `json:"max_group_uploads,omitempty"`
+
+	// How many reserved IDs (POST <status_path>) one tracker holds at
+	// once. A reservation never makes room by removing a finished
+	// record; past this, or with the tracker full, POST answers 503 with
+	// Retry-After. Default: a tenth of max_uploads, at least 1.
+	MaxReservations int `json:"max_reservations,omitempty"`
+
+	// How many event streams one tracker serves at once, group streams
+	// included. Past it, a new stream gets 503 with Retry-After.
+	// Default: 10000.
+	MaxSubscribers int `json:"max_subscribers,omitempty"`
+
+	// How many event streams follow one upload (or one group) at once.
+	// Past it, a new stream gets 503 with Retry-After. Default: 100.
+	MaxSubscribersPerUpload int `json:"max_subscribers_per_upload,omitempty"`
 
 	// Bytes per second for each upload. Throttling is by backpressure:
 	// the body is read no faster than this, so TCP (or HTTP/2 flow
@@ -189,6 +233,8 @@ type Handler struct {
 
 	access         tokenAccess   // status_access token's secret (access.go)
 	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
+
+	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -204,6 +250,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
+	h.writeTimeout = eventWriteTimeout
 
 	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))
@@ -218,6 +265,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
+	h.tracker.setMaxMemory(h.MaxMemory)
 	h.metrics = newHandlerMetrics(h.Tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
@@ -283,6 +331,21 @@ func (h *Handler) setDefaults() {
 	if h.MaxUploads == 0 {
 		h.MaxUploads = DefaultMaxUploads
 	}
+	if h.MaxMemory == 0 {
+		h.MaxMemory = DefaultMaxMemory
+	}
+	if h.MaxGroupUploads == 0 {
+		h.MaxGroupUploads = DefaultMaxGroupUploads
+	}
+	if h.MaxReservations == 0 {
+		h.MaxReservations = max(h.MaxUploads/10, 1)
+	}
+	if h.MaxSubscribers == 0 {
+		h.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if h.MaxSubscribersPerUpload == 0 {
+		h.MaxSubscribersPerUpload = DefaultMaxSubscribersPerUpload
+	}
 }
 
 // Validate checks the handler's configuration.
@@ -306,6 +369,15 @@ func (h *Handler) Validate() error {
 	}
 	if h.MaxUploads < 0 {
 		return fmt.Errorf("max_uploads must not be negative")
+	}
+	if h.MaxMemory < minMaxMemory {
+		return fmt.Errorf("max_memory %d is too small: at least %d bytes (%s)", h.MaxMemory, minMaxMemory, "64KiB")
+	}
+	if h.MaxGroupUploads < 0 || h.MaxReservations < 0 {
+		return fmt.Errorf("max_group_uploads and max_reservations must not be negative")
+	}
+	if h.MaxSubscribers < 0 || h.MaxSubscribersPerUpload < 0 {
+		return fmt.Errorf("max_subscribers and max_subscribers_per_upload must not be negative")
 	}
 	if h.RateLimit < 0 || h.RateLimitTotal < 0 || h.Burst < 0 {
 		return fmt.Errorf("rate_limit, rate_limit_total and burst must not be negative")
@@ -394,6 +466,7 @@ func (h *Handler) warnFull(id string) {
 	h.logger.Warn("tracker full of uploads in flight; proxying upload untracked",
 		zap.String("tracker", h.Tracker),
 		zap.Int("max_uploads", h.MaxUploads),
+		zap.Int64("max_memory", h.MaxMemory),
 		zap.String("id", id))
 }
 

@@ -87,6 +87,15 @@ func (u *upload) resumableStatus(received int64) *resumable.Status {
 	return &s
 }
 
+// resumableVersion changes whenever the upload's resumable object does
+// (zero for other uploads), for the shared status document (encoding.go).
+func (u *upload) resumableVersion() resumable.Version {
+	if r := u.resumable.Load(); r != nil {
+		return r.progress.Version()
+	}
+	return resumable.Version{}
+}
+
 // resumableTracker is the handler's tracker as package resumable uses it.
 type resumableTracker struct{ h *Handler }
 
@@ -109,7 +118,9 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 		}
 		u.received.Store(stored)
 		u.resumable.Store(&resumableUpload{progress: progress})
-		h.tracker.join(group, u)
+		if !h.tracker.join(group, u, h.MaxGroupUploads) {
+			h.logger.Debug("group full; tracking the upload on its own", zap.String("id", id), zap.String("group", group))
+		}
 		h.metrics.started.Inc()
 		return &resumableRecord{h: h, u: u, group: group}, nil
 	}

@@ -35,19 +35,26 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
-	u := h.tracker.get(id)
-	if u == nil {
-		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
+	return writeRecord(w, r, id, h.tracker.lookup(id))
+}
+
+// writeRecord answers with the record's status document, or 404
+// {"id": "...", "status": "unknown"} when there is none.
+func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) error {
+	switch {
+	case rec.final != nil:
+		return writeDoc(w, r, rec.final)
+	case rec.live != nil:
+		return writeDoc(w, r, rec.live.doc(time.Now()))
 	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 }
 
 // serveReserve reserves a fresh ID for a client that wants one before it
 // uploads. The reservation lasts retain.
 func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.tracker.reserve(h.retain(), h.MaxUploads)
-	if errors.Is(err, errTrackerFull) {
-		h.warnFull("")
+	u, err := h.tracker.reserve(h.retain(), h.MaxUploads, h.MaxReservations)
+	if errors.Is(err, errTooManyReservations) {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))
 	}

@@ -44,7 +44,10 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
-	h.tracker.join(group, u)
+	if !h.tracker.join(group, u, h.MaxGroupUploads) {
+		h.logger.Debug("group full; tracking the upload on its own",
+			zap.String("id", id), zap.String("group", group), zap.Int("max_group_uploads", h.MaxGroupUploads))
+	}
 	h.metrics.started.Inc()
 
 	r.Header[h.idKey] = []string{id}

@@ -165,7 +165,7 @@ func backoff(n int) time.Duration {
 func (s *Server) attempt(rt *route, rec *record, e *entry) outcome {
 	ctx := s.spool.ctx // not the client's: the delivery outlives its request
 	rec.Attempts++
-	e.attempts.Store(int32(rec.Attempts))
+	e.setAttempts(rec.Attempts)
 	e.delivered.Store(0)
 	e.retryAt.Store(0)
 	if err := rec.write(s.cfg.Dir); err != nil {

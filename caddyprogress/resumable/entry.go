@@ -15,10 +15,11 @@ type entry struct {
 
 	delivery  atomic.Pointer[string] // one of the delivery* constants
 	attempts  atomic.Int32
-	delivered atomic.Int64 // bytes sent to the backend by the latest attempt
-	expiresAt atomic.Int64 // unix nanoseconds, 0 for none
-	retryAt   atomic.Int64 // unix nanoseconds of the next delivery attempt, 0 for none
-	requests  atomic.Int32 // requests for this upload in progress
+	delivered atomic.Int64  // bytes sent to the backend by the latest attempt
+	expiresAt atomic.Int64  // unix nanoseconds, 0 for none
+	retryAt   atomic.Int64  // unix nanoseconds of the next delivery attempt, 0 for none
+	requests  atomic.Int32  // requests for this upload in progress
+	changes   atomic.Uint32 // counts changes of delivery, attempts and expiresAt, for Version
 
 	// guarded by the spool's mu
 	tracked Record // nil until tracked
@@ -28,20 +29,34 @@ type entry struct {
 func newEntry(id string, rec *record) *entry {
 	e := &entry{id: id}
 	e.setDelivery(rec.Delivery)
-	e.attempts.Store(int32(rec.Attempts))
+	e.setAttempts(rec.Attempts)
 	return e
 }
 
-func (e *entry) setDelivery(state string) { e.delivery.Store(&state) }
+func (e *entry) setDelivery(state string) {
+	e.delivery.Store(&state)
+	e.changes.Add(1)
+}
+
+func (e *entry) setAttempts(n int) {
+	e.attempts.Store(int32(n))
+	e.changes.Add(1)
+}
 
 func (e *entry) deliveryState() string { return *e.delivery.Load() }
 
 func (e *entry) setExpiry(at time.Time) {
+	defer e.changes.Add(1)
 	if at.IsZero() {
 		e.expiresAt.Store(0)
 		return
 	}
 	e.expiresAt.Store(at.UnixNano())
+}
+
+// Version changes whenever Status does.
+func (e *entry) Version() Version {
+	return Version{Changes: e.changes.Load(), Delivered: e.delivered.Load()}
 }
 
 // Status gives the resumable object of the upload's status; Offset is

@@ -47,7 +47,18 @@ const (
 )
 
 // Progress gives the resumable object of an upload's status.
-type Progress interface{ Status() Status }
+type Progress interface {
+	Status() Status
+	// Version changes whenever Status does (but for Offset), so that a
+	// status encoded once can tell it is out of date.
+	Version() Version
+}
+
+// Version tells two Status values of one upload apart.
+type Version struct {
+	Changes   uint32 // delivery state, attempts or expiry changed
+	Delivered int64
+}
 
 // Status is the "resumable" object in an upload's status JSON:
 //
