@@ -121,7 +121,12 @@ async function run(entry) {
  * @param {Entry} entry
  */
 async function runResumable(entry) {
-	const upload = uploadResumable("/files/", entry.file, { group: entry.group, onProgress: (p) => showProgress(entry, p) });
+	const upload = uploadResumable("/files/", entry.file, {
+		group: entry.group,
+		onProgress: (p) => {
+			if (entry.state !== "done" && entry.state !== "failed") showProgress(entry, p);
+		},
+	});
 	const pause = /** @type {HTMLButtonElement} */ (entry.el.querySelector(".pause"));
 	pause.hidden = false;
 	pause.onclick = () => {

@@ -140,9 +140,10 @@ export function uploadResumable(endpoint, file, options = {}) {
 		while (handle.id && !stopped) {
 			try {
 				const res = await fetch(statusPath + handle.id, { cache: "no-store" });
-				if (res.ok) {
-					lastProgress = await res.json();
-					options.onProgress?.(/** @type {ResumableProgress} */ (lastProgress));
+				const progress = res.ok ? await res.json() : undefined;
+				if (progress && !stopped) { // no report after the end
+					lastProgress = progress;
+					options.onProgress?.(/** @type {ResumableProgress} */ (progress));
 				}
 			} catch { /* the next poll tells */ }
 			await sleep(options.pollInterval ?? 500);
