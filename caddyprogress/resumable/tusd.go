@@ -24,7 +24,13 @@ func (s *Server) newTusd() error {
 	s.store.FileModePerm = 0o600
 	composer := handler.NewStoreComposer()
 	s.store.UseIn(composer)
-	filelocker.New(s.cfg.Dir).UseIn(composer)
+	// A request for an upload that another holds (a client resuming
+	// before the proxy noticed its old connection is gone) asks the holder
+	// to let go; these polls make that take about a second, not tusd's 7.
+	locker := filelocker.New(s.cfg.Dir)
+	locker.HolderPollInterval = time.Second
+	locker.AcquirerPollInterval = 200 * time.Millisecond
+	locker.UseIn(composer)
 
 	h, err := handler.NewHandler(handler.Config{
 		BasePath:                   s.cfg.Path,
