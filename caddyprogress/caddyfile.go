@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -49,6 +51,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_secret  <secret>   # HMAC secret of the tokens, placeholders allowed; default generated, kept in storage
 //		token_cookie  <name>     # a cookie that may carry the token; default none
 //		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
+//		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
+//			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
+//			max_size        <size>     # default 10GiB; 413 beyond
+//			max_disk        <size>     # all stored uploads together; 507 beyond; default no limit
+//			expire          <duration> # an upload without a byte this long is removed; default 24h
+//			deliver_to      <path>     # required: where the whole upload is delivered
+//			deliver_method  <method>   # default POST
+//			deliver_as      raw | multipart [<field>]  # default raw; the field defaults to "file"
+//			deliver_retries <n>        # retries of a transient delivery failure; default 5
+//			ietf_draft                 # also accept the IETF resumable uploads draft; default off
+//		}
 //	}
 //
 // status_path and events_path take "off" to turn that route off.
@@ -160,6 +173,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ClientIDs = &on
 			default:
 				return d.Errf("client_ids: %q must be on or off", arg)
+			}
+		case "resumable":
+			h.Resumable = new(resumable.Config)
+			if err := h.Resumable.UnmarshalCaddyfile(d); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("unrecognized upload_progress subdirective %q", d.Val())

@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -96,6 +98,7 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		token_secret  <secret>
 //		token_cookie  <name>
 //		client_ids    on | off
+//		resumable <path> { ... }
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -212,6 +215,11 @@ type Handler struct {
 	// live reservation made with POST <status_path>. Default: true.
 	ClientIDs *bool `json:"client_ids,omitempty"`
 
+	// Resumable uploads (tus) stored on the proxy's disk and delivered
+	// to the next handler as one request once complete. Default: none
+	// (off). See package resumable and resumable.go.
+	Resumable *resumable.Config `json:"resumable,omitempty"`
+
 	tracker    *tracker
 	idKey      string         // IDHeader in canonical form, the key of http.Header
 	metrics    handlerMetrics // this tracker's series, looked up once
@@ -221,6 +229,7 @@ type Handler struct {
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+	resumable  *resumable.Server  // serves the resumable path, when configured
 
 	access         tokenAccess   // status_access token's secret (access.go)
 	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
@@ -288,7 +297,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("subscribing to the started event: %v", err)
 		}
 	}
-	return nil
+	return h.provisionResumable()
 }
 
 func (h *Handler) setDefaults() {
@@ -382,6 +391,7 @@ func (h *Handler) Validate() error {
 // Cleanup ends this config's event streams and lets go of the tracker.
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
+	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
 	}
@@ -405,6 +415,9 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 // ServeHTTP serves the status, events and nginx report routes, tracks
 // uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.resumable != nil {
+		h.resumable.Observe(r, next) // a delivery may wait for the route (resumable.go)
+	}
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
 		return h.serveNginxReport(w, r)
@@ -412,6 +425,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case h.EventsPath != routeOff && strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.resumable != nil && h.resumable.Handles(r):
+		return h.resumable.ServeHTTP(w, r, next)
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)
 	}

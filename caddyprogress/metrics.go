@@ -165,7 +165,7 @@ func (t *tracker) stats() (inFlight int, received int64) {
 	received = t.countedBytes
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight++
 		}
 		if !u.bytesCounted {
