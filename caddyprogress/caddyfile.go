@@ -32,6 +32,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		id_query    <param>      # default X-Progress-ID
 //		status_path <prefix>     # or off; default /upload/status/
 //		events_path <prefix>     # or off; default /upload/events/
+//		ws_path     <prefix>     # WebSocket progress, or off; default /upload/ws/
+//		ws_origins  <pattern...> # other origins whose pages may open the WebSocket, e.g. *.example.com; default none
 //		interval    <duration>   # default 100ms
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
@@ -51,7 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
 //	}
 //
-// status_path and events_path take "off" to turn that route off.
+// status_path, events_path and ws_path take "off" to turn that route off.
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -84,6 +86,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "events_path":
 			if err := oneArg(d, &h.EventsPath); err != nil {
 				return err
+			}
+		case "ws_path":
+			if err := oneArg(d, &h.WSPath); err != nil {
+				return err
+			}
+		case "ws_origins":
+			h.WSOrigins = d.RemainingArgs()
+			if len(h.WSOrigins) == 0 {
+				return d.ArgErr()
 			}
 		case "interval":
 			if err := durationArg(d, &h.Interval); err != nil {

@@ -29,6 +29,7 @@ const (
 	DefaultIDQuery    = "X-Progress-ID"
 	DefaultStatusPath = "/upload/status/"
 	DefaultEventsPath = "/upload/events/"
+	DefaultWSPath     = "/upload/ws/"
 	DefaultInterval   = 100 * time.Millisecond
 	DefaultRetain     = 5 * time.Minute
 	DefaultWait       = 60 * time.Second
@@ -65,7 +66,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
-//	GET  <status_path>?group=<id>, <events_path>?group=<id>
+//	GET  <ws_path><id>       the same over a WebSocket (websocket.go)
+//	GET  <status_path>?group=<id>, <events_path>?group=<id>, <ws_path>?group=<id>
 //	                         the same for a group of uploads (X-Upload-Group)
 //	GET  <nginx_report_path>?X-Progress-ID=<id>
 //	                         the progress in nginx's upload progress format (if set)
@@ -79,6 +81,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		id_query    <param>
 //		status_path <prefix>
 //		events_path <prefix>
+//		ws_path     <prefix>
+//		ws_origins  <pattern...>
 //		interval    <duration>
 //		retain      <duration>
 //		wait        <duration>
@@ -125,6 +129,19 @@ type Handler struct {
 	// The path prefix of the Server-Sent Events route, or "off" to pass
 	// those requests on to the next handler. Default: /upload/events/
 	EventsPath string `json:"events_path,omitempty"`
+
+	// The path prefix of the WebSocket route (the events route's
+	// documents, one JSON message each), or "off" to pass those requests
+	// on to the next handler. Default: /upload/ws/
+	WSPath string `json:"ws_path,omitempty"`
+
+	// The origins, besides the request's own host, whose pages may open
+	// the WebSocket route: patterns matched with path.Match against the
+	// Origin's host (e.g. "app.example.com", "*.example.com"), or against
+	// "scheme://host" when the pattern has "://". Default: none (only
+	// pages of the same host; requests without Origin, from non-browser
+	// clients, are always let in).
+	WSOrigins []string `json:"ws_origins,omitempty"`
 
 	// The least time between two progress events of one upload.
 	// Default: 100ms.
@@ -310,6 +327,9 @@ func (h *Handler) setDefaults() {
 	if h.EventsPath == "" {
 		h.EventsPath = DefaultEventsPath
 	}
+	if h.WSPath == "" {
+		h.WSPath = DefaultWSPath
+	}
 	if h.Interval == 0 {
 		h.Interval = caddy.Duration(DefaultInterval)
 	}
@@ -350,6 +370,9 @@ func (h *Handler) Validate() error {
 		}
 	}
 	if err := h.validateRoutes(); err != nil {
+		return err
+	}
+	if err := h.validateOrigins(); err != nil {
 		return err
 	}
 	if err := h.validateAccess(); err != nil {
@@ -412,6 +435,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case h.EventsPath != routeOff && strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.WSPath != routeOff && strings.HasPrefix(r.URL.Path, h.WSPath):
+		return h.serveWebSocket(w, r, strings.TrimPrefix(r.URL.Path, h.WSPath))
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)
 	}
