@@ -148,6 +148,10 @@ type webSocketStream struct {
 	// writeTimeout bounds each write and ping; 0 for none. Past it, the
 	// connection is closed and the stream ends.
 	writeTimeout time.Duration
+	// writeTimer closes the connection when a write takes longer than
+	// writeTimeout: one timer, reset for each write, instead of a
+	// context each (which coder/websocket would watch with more).
+	writeTimer *time.Timer
 
 	clientGone     context.Context // done when the client closed or the connection failed
 	stopping       context.Context // done when Caddy stops or reloads
@@ -165,9 +169,12 @@ func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
 	clientGone := c.CloseRead(context.Background())
 	ctx, cancel := context.WithCancel(clientGone)
 	stopWatching := context.AfterFunc(h.stopCtx, cancel)
+	writeTimer := time.AfterFunc(time.Hour, func() { _ = c.CloseNow() })
+	writeTimer.Stop()
 	return &webSocketStream{
 		c:              c,
 		writeTimeout:   h.writeTimeout,
+		writeTimer:     writeTimer,
 		clientGone:     clientGone,
 		stopping:       h.stopCtx,
 		stop:           ctx.Done(),
@@ -189,6 +196,7 @@ func (s *webSocketStream) keepAlive() <-chan time.Time { return s.keepAliveTimer
 // answering. It returns once the socket's reader has ended.
 func (s *webSocketStream) close() {
 	s.keepAliveTimer.Stop()
+	s.writeTimer.Stop()
 	switch {
 	case s.failed || s.clientGone.Err() != nil:
 		_ = s.c.CloseNow()
@@ -243,9 +251,11 @@ func (s *webSocketStream) event(name string, data any) error {
 // send ends the message and writes it in one frame, within writeTimeout.
 func (s *webSocketStream) send() error {
 	s.buf.WriteByte('}')
-	ctx, cancel := s.deadline()
-	defer cancel()
-	err := s.c.Write(ctx, websocket.MessageText, s.buf.Bytes())
+	if s.writeTimeout > 0 {
+		s.writeTimer.Reset(s.writeTimeout)
+	}
+	err := s.c.Write(context.Background(), websocket.MessageText, s.buf.Bytes())
+	s.writeTimer.Stop()
 	if s.buf.Cap() > maxKeptMessageBuffer {
 		s.buf = bytes.Buffer{}
 	}
@@ -266,7 +276,7 @@ func (s *webSocketStream) ping() error {
 	return err
 }
 
-// deadline is the context of one write: done after writeTimeout, if set.
+// deadline is the context of one ping: done after writeTimeout, if set.
 func (s *webSocketStream) deadline() (context.Context, context.CancelFunc) {
 	if s.writeTimeout > 0 {
 		return context.WithTimeout(context.Background(), s.writeTimeout)
