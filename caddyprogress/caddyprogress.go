@@ -243,6 +243,8 @@ type Handler struct {
 	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
+
+	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -259,6 +261,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
 	h.writeTimeout = eventWriteTimeout
+	h.keepAliveEvery = keepAliveEvery
 
 	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))

@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// keepAliveEvery is how often an idle event stream gets a comment line.
-const keepAliveEvery = 15 * time.Second
+// keepAliveEvery is how often an idle event stream gets a comment line,
+// and an idle WebSocket a ping; read once in Provision (tests shorten it).
+var keepAliveEvery = 15 * time.Second
 
 // serveEvents streams an upload's progress as Server-Sent Events:
 //
@@ -224,7 +225,7 @@ func (h *Handler) openEventStream(w http.ResponseWriter, r *http.Request) (*even
 		rc:             http.NewResponseController(w),
 		writeTimeout:   h.writeTimeout,
 		stop:           ctx.Done(),
-		keepAliveTimer: time.NewTicker(keepAliveEvery),
+		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
 		release: func() {
 			stopWatching()
 			cancel()

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -153,7 +154,9 @@ type webSocketStream struct {
 	// context each (which coder/websocket would watch with more).
 	writeTimer *time.Timer
 
-	clientGone     context.Context // done when the client closed or the connection failed
+	clientGone     context.Context // done when the client closed, sent, or the connection failed
+	clientSent     atomic.Bool     // the client sent a data message
+	readerDone     chan struct{}   // closed when the socket's reader has ended
 	stopping       context.Context // done when Caddy stops or reloads
 	stop           <-chan struct{} // closed when the stream must end
 	keepAliveTimer *time.Ticker    // when an idle socket is due a ping
@@ -161,29 +164,44 @@ type webSocketStream struct {
 	release        func()
 }
 
-// openWebSocket makes the stream of an accepted socket. Its reader runs
-// until the client closes the socket or the connection fails (a data
-// message from the client closes it too: the server only sends).
+// openWebSocket makes the stream of an accepted socket and starts its
+// reader, which answers pings and takes the pongs and the close frame
+// (coder/websocket handles control frames while a read runs).
 func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
 	h.metrics.subscribers.Inc()
-	clientGone := c.CloseRead(context.Background())
+	clientGone, gone := context.WithCancel(context.Background())
 	ctx, cancel := context.WithCancel(clientGone)
 	stopWatching := context.AfterFunc(h.stopCtx, cancel)
 	writeTimer := time.AfterFunc(time.Hour, func() { _ = c.CloseNow() })
 	writeTimer.Stop()
-	return &webSocketStream{
+	s := &webSocketStream{
 		c:              c,
 		writeTimeout:   h.writeTimeout,
 		writeTimer:     writeTimer,
 		clientGone:     clientGone,
+		readerDone:     make(chan struct{}),
 		stopping:       h.stopCtx,
 		stop:           ctx.Done(),
-		keepAliveTimer: time.NewTicker(keepAliveEvery),
+		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
 		release: func() {
 			stopWatching()
 			cancel()
 			h.metrics.subscribers.Dec()
 		},
+	}
+	go s.read(gone)
+	return s
+}
+
+// read runs until the client closes the socket, the connection fails,
+// or the client sends a data message, which the stream then closes with
+// 1008 (the server only sends). coder/websocket's CloseRead would do
+// the same, but its close from within the reader waits 15s for itself.
+func (s *webSocketStream) read(gone context.CancelFunc) {
+	defer close(s.readerDone)
+	defer gone()
+	if _, _, err := s.c.Read(context.Background()); err == nil {
+		s.clientSent.Store(true)
 	}
 }
 
@@ -191,20 +209,26 @@ func (s *webSocketStream) done() <-chan struct{}       { return s.stop }
 func (s *webSocketStream) keepAlive() <-chan time.Time { return s.keepAliveTimer.C }
 
 // close ends the socket: with a normal closure (1000) after the final
-// message, with 1001 (going away) when Caddy stops or reloads, and
-// without a closing handshake when the client is gone or stopped
-// answering. It returns once the socket's reader has ended.
+// message, with 1001 (going away) when Caddy stops or reloads, with
+// 1008 after a message from the client, and without a closing
+// handshake when the client is gone or stopped answering. It returns
+// once the socket's reader has ended.
 func (s *webSocketStream) close() {
 	s.keepAliveTimer.Stop()
 	s.writeTimer.Stop()
 	switch {
-	case s.failed || s.clientGone.Err() != nil:
+	case s.failed:
+		_ = s.c.CloseNow()
+	case s.clientSent.Load():
+		_ = s.c.Close(websocket.StatusPolicyViolation, "the server only sends")
+	case s.clientGone.Err() != nil:
 		_ = s.c.CloseNow()
 	case s.stopping.Err() != nil:
 		_ = s.c.Close(websocket.StatusGoingAway, "server stopping")
 	default:
 		_ = s.c.Close(websocket.StatusNormalClosure, "")
 	}
+	<-s.readerDone // the connection is closed: the read has returned
 	s.release()
 }
 

@@ -77,7 +77,7 @@ func BenchmarkWebSocket10000Subscribers(b *testing.B) {
 	const uploads, perUpload = 1000, 10
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := &Handler{stopCtx: ctx, metrics: newHandlerMetrics("bench-ws"), writeTimeout: eventWriteTimeout}
+	h := &Handler{stopCtx: ctx, metrics: newHandlerMetrics("bench-ws"), writeTimeout: eventWriteTimeout, keepAliveEvery: keepAliveEvery}
 	ups := make([]*upload, uploads)
 	for i := range ups {
 		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), stateUploading)

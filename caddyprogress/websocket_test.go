@@ -13,6 +13,7 @@ import (
 	"runtime/pprof"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -367,17 +368,28 @@ func TestWebSocketStuckClientIsDropped(t *testing.T) {
 		code     websocket.StatusCode
 	}
 	read := make(chan result, 1)
-	go func() { // reads all along, as a client should
+	go func() { // reads all along, as a client should, and decodes later
+		var raw [][]byte
 		var got result
 		for {
-			m, err := tryReadWS(reading, 30*time.Second)
+			_, data, err := reading.Read(context.Background())
 			if err != nil {
 				got.code = websocket.CloseStatus(err)
-				read <- got
-				return
+				if got.code == -1 {
+					t.Errorf("the reading socket failed: %v", err)
+				}
+				break
+			}
+			raw = append(raw, data)
+		}
+		for _, data := range raw {
+			var m wsMessage
+			if err := json.Unmarshal(data, &m); err != nil {
+				t.Errorf("message %.100q: %v", data, err)
 			}
 			got.messages = append(got.messages, m)
 		}
+		read <- got
 	}()
 
 	body := largeForm(t, curlBoundary) // each message is over half a megabyte
@@ -532,5 +544,66 @@ func TestValidateWebSocketRoutes(t *testing.T) {
 		if err := h.Validate(); err != nil {
 			t.Errorf("%+v: %v, want it valid", h, err)
 		}
+	}
+}
+
+// An idle socket gets ping frames every keepAliveEvery; a client that
+// sends a data message (the server only sends) is closed with 1008.
+func TestWebSocketPingsAndRefusesClientMessages(t *testing.T) {
+	saved := keepAliveEvery
+	keepAliveEvery = 50 * time.Millisecond
+	t.Cleanup(func() { keepAliveEvery = saved }) // after Caddy stopped
+	up := newUpstream(t)
+	p := startProxy(t, "wait 1m", up.host)
+	var pings atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, resp, err := websocket.Dial(ctx, p.wsURL(DefaultWSPath+"idle"), &websocket.DialOptions{
+		HTTPClient:     p.client,
+		OnPingReceived: func(context.Context, []byte) bool { pings.Add(1); return true },
+	})
+	if err != nil {
+		t.Fatalf("dialing: %v (%v)", err, resp)
+	}
+	defer c.CloseNow()
+	readWS(t, c, 5*time.Second) // pending
+	reading := make(chan error, 1)
+	go func() { // reading answers the pings
+		_, err := tryReadWS(c, 10*time.Second)
+		reading <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for pings.Load() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pings in 5s, want one every 50ms", pings.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := c.Write(ctx, websocket.MessageText, []byte("hello")); err != nil {
+		t.Fatalf("writing: %v", err)
+	}
+	if err := <-reading; websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("after a client message: %v, want a close with 1008", err)
+	}
+	noWebSocketGoroutines(t)
+}
+
+// A config reload closes the old config's sockets with 1001 (going
+// away): the client reconnects to the new one.
+func TestWebSocketReloadClosesGoingAway(t *testing.T) {
+	up := newUpstream(t)
+	port := testcaddy.FreePort(t)
+	site := fmt.Sprintf("http://127.0.0.1:%d", port)
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "wait 1m", up.host))
+	p := &proxy{base: site, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
+	c := p.mustDialWS(t, DefaultWSPath+"across-reload")
+	readWS(t, c, 5*time.Second) // pending
+	testcaddy.Load(t, testcaddy.GlobalOptions+siteBlock(site, "wait 2m", up.host))
+	if messages, code := readAllWS(t, c, 10*time.Second); len(messages) != 0 || code != websocket.StatusGoingAway {
+		t.Fatalf("on reload: %d more messages, closed %v; want 1001 going away", len(messages), code)
+	}
+	again := p.mustDialWS(t, DefaultWSPath+"across-reload")
+	if m := readWS(t, again, 5*time.Second); m.Event != "pending" {
+		t.Fatalf("after the reload: %s, want pending", m.Event)
 	}
 }
