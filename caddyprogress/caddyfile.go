@@ -41,8 +41,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
 //		max_group_uploads <n>    # uploads in one group; default 1000
 //		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
-//		max_subscribers   <n>    # event streams of the tracker at once; default 10000
-//		max_subscribers_per_upload <n> # event streams of one upload or group; default 100
+//		max_subscribers   <n>    # event streams and WebSockets of the tracker at once; default 10000
+//		max_subscribers_per_upload <n> # event streams and WebSockets of one upload or group; default 100
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB

@@ -1,6 +1,6 @@
 // Package caddyprogress is a Caddy HTTP handler that tracks the progress
 // of uploads on their way to an upstream, and serves that progress as
-// JSON (polling) and as Server-Sent Events.
+// JSON (polling), as Server-Sent Events and over WebSockets.
 package caddyprogress
 
 import (
@@ -181,12 +181,13 @@ type Handler struct {
 	// Retry-After. Default: a tenth of max_uploads, at least 1.
 	MaxReservations int `json:"max_reservations,omitempty"`
 
-	// How many event streams one tracker serves at once, group streams
-	// included. Past it, a new stream gets 503 with Retry-After.
+	// How many event streams and WebSockets one tracker serves at once,
+	// group ones included. Past it, a new stream gets 503 with Retry-After.
 	// Default: 10000.
 	MaxSubscribers int `json:"max_subscribers,omitempty"`
 
-	// How many event streams follow one upload (or one group) at once.
+	// How many event streams and WebSockets follow one upload (or one
+	// group) at once.
 	// Past it, a new stream gets 503 with Retry-After. Default: 100.
 	MaxSubscribersPerUpload int `json:"max_subscribers_per_upload,omitempty"`
 
