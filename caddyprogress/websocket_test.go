@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
@@ -606,4 +610,71 @@ func TestWebSocketReloadClosesGoingAway(t *testing.T) {
 	if m := readWS(t, again, 5*time.Second); m.Event != "pending" {
 		t.Fatalf("after the reload: %s, want pending", m.Event)
 	}
+}
+
+// Go's HTTP/2 server offers RFC 8441's extended CONNECT only with
+// GODEBUG=http2xconnect=1 (off by default): without it, a client cannot
+// open a WebSocket over HTTP/2 at all; with it, a browser would, and
+// coder/websocket cannot serve that, so the route refuses it before
+// anything else: 405, GET only. The test runs itself again in a child
+// process with that GODEBUG, as it is read once when a process starts.
+func TestWebSocketOverExtendedConnectIsRefused(t *testing.T) {
+	if strings.Contains(os.Getenv("GODEBUG"), "http2xconnect=1") {
+		resp, err := extendedConnect(t)
+		if err != nil {
+			t.Fatalf("extended CONNECT with http2xconnect=1: %v", err)
+		}
+		defer resp.Body.Close()
+		answer, _ := io.ReadAll(resp.Body)
+		if resp.ProtoMajor != 2 || resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" ||
+			!strings.Contains(string(answer), `"error":"method CONNECT not allowed here`) {
+			t.Fatalf("extended CONNECT answered %d over HTTP/%d: %s; want 405 with a JSON error", resp.StatusCode, resp.ProtoMajor, answer)
+		}
+		return
+	}
+	if resp, err := extendedConnect(t); err == nil || !strings.Contains(err.Error(), "extended connect not supported by peer") {
+		t.Fatalf("extended CONNECT by default: %v %v; want it not offered", err, resp)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestWebSocketOverExtendedConnectIsRefused$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "GODEBUG=http2xconnect=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestWebSocketOverExtendedConnectIsRefused") {
+		t.Fatalf("the child process with GODEBUG=http2xconnect=1: %v\n%s", err, out)
+	}
+}
+
+// extendedConnect runs an HTTPS site and sends it an RFC 8441 extended
+// CONNECT for a WebSocket to the WebSocket route.
+func extendedConnect(t *testing.T) (*http.Response, error) {
+	t.Helper()
+	up := newUpstream(t)
+	site := fmt.Sprintf("https://127.0.0.1:%d", testcaddy.FreePort(t))
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "", up.host))
+	// net/http's Transport refuses a :protocol header; x/net's HTTP/2
+	// transport sends it, and fails if the server did not offer
+	// extended CONNECT.
+	h2 := &http2.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}} // Caddy's internal CA, made for this test
+	t.Cleanup(h2.CloseIdleConnections)
+	deadline := time.Now().Add(20 * time.Second)
+	for { // the site's certificate may still be on its way
+		req, _ := http.NewRequest(http.MethodGet, site+DefaultStatusPath+"x", nil)
+		resp, err := h2.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status over HTTPS: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body, toServer := io.Pipe()
+	t.Cleanup(func() { toServer.Close() })
+	req, err := http.NewRequest(http.MethodConnect, site+DefaultWSPath+"extended", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(":protocol", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	return h2.RoundTrip(req)
 }
