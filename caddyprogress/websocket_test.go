@@ -678,3 +678,20 @@ func extendedConnect(t *testing.T) (*http.Response, error) {
 	req.Header.Set("Sec-WebSocket-Version", "13")
 	return h2.RoundTrip(req)
 }
+
+// Caddy's server timeouts (timeouts { read_body, write }) bound a
+// request, not a socket: Go's server lifts the connection's deadlines
+// when it is hijacked, and the socket's writes have their own timeout.
+func TestWebSocketOutlivesServerTimeouts(t *testing.T) {
+	up := newUpstream(t)
+	port := testcaddy.FreePort(t)
+	site := fmt.Sprintf("http://127.0.0.1:%d", port)
+	global := strings.Replace(testcaddy.GlobalOptions, "\tadmin off\n",
+		"\tadmin off\n\tservers {\n\t\ttimeouts {\n\t\t\tread_body 300ms\n\t\t\twrite 300ms\n\t\t}\n\t}\n", 1)
+	testcaddy.Run(t, global+siteBlock(site, "wait 1s", up.host))
+	p := &proxy{base: site, client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
+	messages, code := readAllWS(t, p.mustDialWS(t, DefaultWSPath+"slow"), 5*time.Second)
+	if len(messages) != 2 || messages[1].Event != "error" || code != websocket.StatusNormalClosure {
+		t.Fatalf("after 1s past 300ms timeouts: %+v, closed %v; want pending, error unknown, normal closure", messages, code)
+	}
+}
