@@ -4,6 +4,8 @@
 //
 // Query parameters, for trying things out (and for the browser test):
 //   ?events=off        poll the status route instead of using EventSource
+//   ?transport=websocket
+//                      follow progress over the WebSocket route
 //   ?target=/upload?status=500
 //                      where to send uploads (must start with /upload);
 //                      the demo backend takes ?delay=2s and ?status=500
@@ -20,6 +22,7 @@ const concurrency = 2;
 const params = new URLSearchParams(location.search);
 const target = (params.get("target") ?? "").startsWith("/upload") ? params.get("target") : "/upload";
 const useEvents = params.get("events") !== "off";
+const transport = params.get("transport") === "websocket" ? "websocket" : "events";
 
 /**
  * One file's upload, as the page shows it.
@@ -98,6 +101,7 @@ async function run(entry) {
 			signal: entry.controller.signal,
 			group: entry.group,
 			useEvents,
+			transport,
 			onProgress: (p) => showProgress(entry, p),
 		});
 		entry.received = entry.file.size;

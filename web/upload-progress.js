@@ -404,6 +404,9 @@ function watch(id, token, opts) {
 			} catch {
 				return; // not JSON: ignore the message
 			}
+			if (typeof message?.data !== "object" || message.data === null) {
+				return; // not a progress message: ignore it
+			}
 			report(message.data, "websocket");
 			if (message.event === "error" && !finalSeen) {
 				startPolling(); // e.g. {"status":"unknown"}: ask again by polling
