@@ -34,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		id_query    <param>      # default X-Progress-ID
 //		status_path <prefix>     # or off; default /upload/status/
 //		events_path <prefix>     # or off; default /upload/events/
+//		ws_path     <prefix>     # WebSocket progress, or off; default /upload/ws/
+//		ws_origins  <pattern...> # other origins whose pages may open the WebSocket, e.g. *.example.com; default none
 //		interval    <duration>   # default 100ms
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
@@ -41,8 +43,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
 //		max_group_uploads <n>    # uploads in one group; default 1000
 //		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
-//		max_subscribers   <n>    # event streams of the tracker at once; default 10000
-//		max_subscribers_per_upload <n> # event streams of one upload or group; default 100
+//		max_subscribers   <n>    # event streams and WebSockets of the tracker at once; default 10000
+//		max_subscribers_per_upload <n> # event streams and WebSockets of one upload or group; default 100
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
@@ -64,7 +66,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		}
 //	}
 //
-// status_path and events_path take "off" to turn that route off.
+// status_path, events_path and ws_path take "off" to turn that route off.
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -97,6 +99,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "events_path":
 			if err := oneArg(d, &h.EventsPath); err != nil {
 				return err
+			}
+		case "ws_path":
+			if err := oneArg(d, &h.WSPath); err != nil {
+				return err
+			}
+		case "ws_origins":
+			h.WSOrigins = d.RemainingArgs()
+			if len(h.WSOrigins) == 0 {
+				return d.ArgErr()
 			}
 		case "interval":
 			if err := durationArg(d, &h.Interval); err != nil {

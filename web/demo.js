@@ -4,6 +4,8 @@
 //
 // Query parameters, for trying things out (and for the browser test):
 //   ?events=off        poll the status route instead of using EventSource
+//   ?transport=websocket
+//                      follow progress over the WebSocket route
 //   ?target=/upload?status=500
 //                      where to send uploads (must start with /upload);
 //                      the demo backend takes ?delay=2s and ?status=500
@@ -22,6 +24,7 @@ const concurrency = 2;
 const params = new URLSearchParams(location.search);
 const target = (params.get("target") ?? "").startsWith("/upload") ? params.get("target") : "/upload";
 const useEvents = params.get("events") !== "off";
+const transport = params.get("transport") === "websocket" ? "websocket" : "events";
 /** The resumable switch: uploads go to the tus endpoint (Caddyfile.example's /files/). */
 const resumableSwitch = /** @type {HTMLInputElement} */ (document.getElementById("resumable"));
 resumableSwitch.checked = params.get("resumable") === "on";
@@ -103,6 +106,7 @@ async function run(entry) {
 			signal: entry.controller.signal,
 			group: entry.group,
 			useEvents,
+			transport,
 			onProgress: (p) => showProgress(entry, p),
 		});
 		entry.received = entry.file.size;
