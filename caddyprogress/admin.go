@@ -136,7 +136,7 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	var inFlight []*upload
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight = append(inFlight, u)
 		}
 	}
@@ -148,7 +148,7 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight)), Redis: t.describeShared()}
 	for _, u := range inFlight {
 		s := u.snapshot(now)
-		if s.Status != stateUploading.String() && s.Status != stateProcessing.String() {
+		if s.FinishedAt != nil {
 			continue // finished since the tracker was read
 		}
 		desc.Uploads = append(desc.Uploads, adminUpload{

@@ -10,6 +10,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -32,6 +34,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		id_query    <param>      # default X-Progress-ID
 //		status_path <prefix>     # or off; default /upload/status/
 //		events_path <prefix>     # or off; default /upload/events/
+//		ws_path     <prefix>     # WebSocket progress, or off; default /upload/ws/
+//		ws_origins  <pattern...> # other origins whose pages may open the WebSocket, e.g. *.example.com; default none
 //		interval    <duration>   # default 100ms
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
@@ -39,8 +43,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
 //		max_group_uploads <n>    # uploads in one group; default 1000
 //		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
-//		max_subscribers   <n>    # event streams of the tracker at once; default 10000
-//		max_subscribers_per_upload <n> # event streams of one upload or group; default 100
+//		max_subscribers   <n>    # event streams and WebSockets of the tracker at once; default 10000
+//		max_subscribers_per_upload <n> # event streams and WebSockets of one upload or group; default 100
 //		rate_limit       <size>  # bytes per second for each upload, e.g. 1MiB or 500KB; default none
 //		rate_limit_total <size>  # bytes per second for all uploads of this tracker together; default none
 //		burst            <size>  # token bucket size; default a tenth of a second at the rate, at least 32KiB
@@ -50,9 +54,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_cookie  <name>     # a cookie that may carry the token; default none
 //		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
 //		redis         <url>      # share the tracker with other instances through Redis, placeholders allowed; default none
+//		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
+//			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
+//			max_size        <size>     # default 10GiB; 413 beyond
+//			max_disk        <size>     # all stored uploads together; 507 beyond; default no limit
+//			expire          <duration> # an upload without a byte this long is removed; default 24h
+//			deliver_to      <path>     # required: where the whole upload is delivered
+//			deliver_method  <method>   # default POST
+//			deliver_as      raw | multipart [<field>]  # default raw; the field defaults to "file"
+//			deliver_retries <n>        # retries of a transient delivery failure; default 5
+//			ietf_draft                 # also accept the IETF resumable uploads draft; default off
+//		}
 //	}
 //
-// status_path and events_path take "off" to turn that route off.
+// status_path, events_path and ws_path take "off" to turn that route off.
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -85,6 +100,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "events_path":
 			if err := oneArg(d, &h.EventsPath); err != nil {
 				return err
+			}
+		case "ws_path":
+			if err := oneArg(d, &h.WSPath); err != nil {
+				return err
+			}
+		case "ws_origins":
+			h.WSOrigins = d.RemainingArgs()
+			if len(h.WSOrigins) == 0 {
+				return d.ArgErr()
 			}
 		case "interval":
 			if err := durationArg(d, &h.Interval); err != nil {
@@ -165,6 +189,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				h.ClientIDs = &on
 			default:
 				return d.Errf("client_ids: %q must be on or off", arg)
+			}
+		case "resumable":
+			h.Resumable = new(resumable.Config)
+			if err := h.Resumable.UnmarshalCaddyfile(d); err != nil {
+				return err
 			}
 		default:
 			return d.Errf("unrecognized upload_progress subdirective %q", d.Val())

@@ -20,6 +20,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		id_query    upload
 		status_path /progress/status/
 		events_path /progress/events/
+		ws_path     /progress/ws/
+		ws_origins  app.example.com https://*.example.net
 		interval    250ms
 		retain      10m
 		wait        30s
@@ -45,6 +47,8 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		IDQuery:    "upload",
 		StatusPath: "/progress/status/",
 		EventsPath: "/progress/events/",
+		WSPath:     "/progress/ws/",
+		WSOrigins:  []string{"app.example.com", "https://*.example.net"},
 		Interval:   caddy.Duration(250 * time.Millisecond),
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
@@ -80,7 +84,7 @@ func TestCaddyfileDefaults(t *testing.T) {
 	}
 	h.setDefaults()
 	if h.Tracker != "default" || h.IDHeader != "X-Upload-ID" || h.IDQuery != "X-Progress-ID" ||
-		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
+		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" || h.WSPath != "/upload/ws/" ||
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
 		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 || h.MaxMemory != 64<<20 ||
@@ -100,6 +104,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n tracker\n}", "tracker: expected one argument"},
 		{"upload_progress {\n tracker a b\n}", "tracker: expected one argument, got more"},
 		{"upload_progress {\n methods\n}", "wrong argument count"},
+		{"upload_progress {\n ws_origins\n}", "wrong argument count"},
 		{"upload_progress {\n interval soon\n}", `interval: "soon" is not a duration`},
 		{"upload_progress {\n retain 0s\n}", `retain: "0s" must be longer than zero`},
 		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},

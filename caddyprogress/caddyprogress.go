@@ -1,6 +1,6 @@
 // Package caddyprogress is a Caddy HTTP handler that tracks the progress
 // of uploads on their way to an upstream, and serves that progress as
-// JSON (polling) and as Server-Sent Events.
+// JSON (polling), as Server-Sent Events and over WebSockets.
 package caddyprogress
 
 import (
@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -29,6 +31,7 @@ const (
 	DefaultIDQuery    = "X-Progress-ID"
 	DefaultStatusPath = "/upload/status/"
 	DefaultEventsPath = "/upload/events/"
+	DefaultWSPath     = "/upload/ws/"
 	DefaultInterval   = 100 * time.Millisecond
 	DefaultRetain     = 5 * time.Minute
 	DefaultWait       = 60 * time.Second
@@ -65,7 +68,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
-//	GET  <status_path>?group=<id>, <events_path>?group=<id>
+//	GET  <ws_path><id>       the same over a WebSocket (websocket.go)
+//	GET  <status_path>?group=<id>, <events_path>?group=<id>, <ws_path>?group=<id>
 //	                         the same for a group of uploads (X-Upload-Group)
 //	GET  <nginx_report_path>?X-Progress-ID=<id>
 //	                         the progress in nginx's upload progress format (if set)
@@ -79,6 +83,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		id_query    <param>
 //		status_path <prefix>
 //		events_path <prefix>
+//		ws_path     <prefix>
+//		ws_origins  <pattern...>
 //		interval    <duration>
 //		retain      <duration>
 //		wait        <duration>
@@ -97,6 +103,7 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		token_cookie  <name>
 //		client_ids    on | off
 //		redis         <url>
+//		resumable <path> { ... }
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -126,6 +133,19 @@ type Handler struct {
 	// The path prefix of the Server-Sent Events route, or "off" to pass
 	// those requests on to the next handler. Default: /upload/events/
 	EventsPath string `json:"events_path,omitempty"`
+
+	// The path prefix of the WebSocket route (the events route's
+	// documents, one JSON message each), or "off" to pass those requests
+	// on to the next handler. Default: /upload/ws/
+	WSPath string `json:"ws_path,omitempty"`
+
+	// The origins, besides the request's own host, whose pages may open
+	// the WebSocket route: patterns matched with path.Match against the
+	// Origin's host (e.g. "app.example.com", "*.example.com"), or against
+	// "scheme://host" when the pattern has "://". Default: none (only
+	// pages of the same host; requests without Origin, from non-browser
+	// clients, are always let in).
+	WSOrigins []string `json:"ws_origins,omitempty"`
 
 	// The least time between two progress events of one upload.
 	// Default: 100ms.
@@ -165,12 +185,13 @@ type Handler struct {
 	// Retry-After. Default: a tenth of max_uploads, at least 1.
 	MaxReservations int `json:"max_reservations,omitempty"`
 
-	// How many event streams one tracker serves at once, group streams
-	// included. Past it, a new stream gets 503 with Retry-After.
+	// How many event streams and WebSockets one tracker serves at once,
+	// group ones included. Past it, a new stream gets 503 with Retry-After.
 	// Default: 10000.
 	MaxSubscribers int `json:"max_subscribers,omitempty"`
 
-	// How many event streams follow one upload (or one group) at once.
+	// How many event streams and WebSockets follow one upload (or one
+	// group) at once.
 	// Past it, a new stream gets 503 with Retry-After. Default: 100.
 	MaxSubscribersPerUpload int `json:"max_subscribers_per_upload,omitempty"`
 
@@ -222,6 +243,10 @@ type Handler struct {
 	// that name one tracker must set the same one. Default: none (the
 	// tracker is this instance's only).
 	Redis string `json:"redis,omitempty"`
+	// Resumable uploads (tus) stored on the proxy's disk and delivered
+	// to the next handler as one request once complete. Default: none
+	// (off). See package resumable and resumable.go.
+	Resumable *resumable.Config `json:"resumable,omitempty"`
 
 	tracker    *tracker
 	idKey      string         // IDHeader in canonical form, the key of http.Header
@@ -232,13 +257,15 @@ type Handler struct {
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+	resumable  *resumable.Server  // serves the resumable path, when configured
 
 	access         tokenAccess   // status_access token's secret (access.go)
 	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
-	shared *sharedEntry // the tracker's Redis side, nil without redis (clustertracker.go)
+	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
+	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -255,6 +282,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
 	h.writeTimeout = eventWriteTimeout
+	h.keepAliveEvery = keepAliveEvery
 
 	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))
@@ -304,7 +332,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("subscribing to the started event: %v", err)
 		}
 	}
-	return nil
+	return h.provisionResumable()
 }
 
 func (h *Handler) setDefaults() {
@@ -325,6 +353,9 @@ func (h *Handler) setDefaults() {
 	}
 	if h.EventsPath == "" {
 		h.EventsPath = DefaultEventsPath
+	}
+	if h.WSPath == "" {
+		h.WSPath = DefaultWSPath
 	}
 	if h.Interval == 0 {
 		h.Interval = caddy.Duration(DefaultInterval)
@@ -368,6 +399,9 @@ func (h *Handler) Validate() error {
 	if err := h.validateRoutes(); err != nil {
 		return err
 	}
+	if err := h.validateOrigins(); err != nil {
+		return err
+	}
 	if err := h.validateAccess(); err != nil {
 		return err
 	}
@@ -399,6 +433,7 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
 	h.releaseShared()
+	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
 	}
@@ -422,6 +457,9 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 // ServeHTTP serves the status, events and nginx report routes, tracks
 // uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.resumable != nil {
+		h.resumable.Observe(r, next) // a delivery may wait for the route (resumable.go)
+	}
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
 		return h.serveNginxReport(w, r)
@@ -429,6 +467,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
 	case h.EventsPath != routeOff && strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.WSPath != routeOff && strings.HasPrefix(r.URL.Path, h.WSPath):
+		return h.serveWebSocket(w, r, strings.TrimPrefix(r.URL.Path, h.WSPath))
+	case h.resumable != nil && h.resumable.Handles(r):
+		return h.resumable.ServeHTTP(w, r, next)
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 // A status document is encoded once per upload per change and shared
@@ -27,9 +29,10 @@ const docMaxAge = speedSampleSpread
 
 // docVersion is what tells whether an upload changed.
 type docVersion struct {
-	state    state
-	received int64
-	observed int64 // the multipart parts change after received does
+	state     state
+	received  int64
+	observed  int64             // the multipart parts change after received does
+	resumable resumable.Version // a resumable upload's delivery changes while its state does not
 }
 
 // statusDoc is one encoding of an upload's status, never changed once
@@ -55,7 +58,7 @@ type docSummary struct {
 
 // version reads what the upload's document depends on.
 func (u *upload) version() docVersion {
-	return docVersion{state: u.currentState(), received: u.received.Load(), observed: u.observedBytes()}
+	return docVersion{state: u.currentState(), received: u.received.Load(), observed: u.observedBytes(), resumable: u.resumableVersion()}
 }
 
 // doc returns the upload's document as of now: the shared one while the

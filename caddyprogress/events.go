@@ -12,8 +12,9 @@ import (
 	"time"
 )
 
-// keepAliveEvery is how often an idle event stream gets a comment line.
-const keepAliveEvery = 15 * time.Second
+// keepAliveEvery is how often an idle event stream gets a comment line,
+// and an idle WebSocket a ping; read once in Provision (tests shorten it).
+var keepAliveEvery = 15 * time.Second
 
 // serveEvents streams an upload's progress as Server-Sent Events:
 //
@@ -76,10 +77,18 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return nil // the client is gone; nothing to tell it
 	}
 
+	h.followUpload(s, id)
+	return nil
+}
+
+// followUpload sends the upload's events to s until the final one, or
+// until s ends: "pending" first if it has not started, then its
+// progress, then its final state.
+func (h *Handler) followUpload(s eventSink, id string) {
 	rec, started, stopWaiting := h.tracker.watch(id)
 	if !rec.found() && h.sharedOn() && h.streamShared(s, id, started) { // on another instance (sharedevents.go)
 		stopWaiting()
-		return nil
+		return
 	}
 	if !rec.found() {
 		rec = h.awaitStart(s, id, started)
@@ -91,13 +100,12 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 	case rec.live != nil:
 		h.streamUpload(s, rec.live)
 	}
-	return nil
 }
 
 // awaitStart sends "event: pending" and waits up to wait for the upload
 // to start. It returns no record if the stream ended first.
-func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{}) record {
-	if s.event("pending", "", shortStatus{ID: id, Status: statePending.String()}) != nil {
+func (h *Handler) awaitStart(s eventSink, id string, started <-chan struct{}) record {
+	if s.event("pending", shortStatus{ID: id, Status: statePending.String()}) != nil {
 		return record{}
 	}
 	timeout := time.NewTimer(time.Duration(h.Wait))
@@ -107,13 +115,13 @@ func (h *Handler) awaitStart(s *eventStream, id string, started <-chan struct{})
 		case <-started:
 			return h.tracker.lookup(id) // none if started and already gone
 		case <-timeout.C:
-			_ = s.event("error", "", shortStatus{ID: id, Status: "unknown"})
+			_ = s.event("error", shortStatus{ID: id, Status: "unknown"})
 			return record{}
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return record{}
 			}
-		case <-s.done:
+		case <-s.done():
 			return record{}
 		}
 	}
@@ -132,7 +140,7 @@ func isReconnect(r *http.Request) bool {
 var errStreamEnded = errors.New("the final event was sent")
 
 // streamUpload sends u's progress until it ends or the stream does.
-func (h *Handler) streamUpload(s *eventStream, u *upload) {
+func (h *Handler) streamUpload(s eventSink, u *upload) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
 
@@ -153,11 +161,11 @@ func (h *Handler) streamUpload(s *eventStream, u *upload) {
 			if sub.progress() != nil {
 				return
 			}
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return
 			}
-		case <-s.done:
+		case <-s.done():
 			return
 		}
 	}
@@ -165,7 +173,7 @@ func (h *Handler) streamUpload(s *eventStream, u *upload) {
 
 // subscriber is one event stream following one upload.
 type subscriber struct {
-	s            *eventStream
+	s            eventSink
 	u            *upload
 	lastState    state
 	lastReceived int64
@@ -173,7 +181,7 @@ type subscriber struct {
 	sentFinal    bool
 }
 
-func newSubscriber(s *eventStream, u *upload) *subscriber {
+func newSubscriber(s eventSink, u *upload) *subscriber {
 	return &subscriber{s: s, u: u, lastState: statePending, lastReceived: -1}
 }
 
@@ -217,11 +225,11 @@ func (h *Handler) openEventStream(w http.ResponseWriter, r *http.Request) (*even
 	ctx, cancel := context.WithCancel(r.Context())
 	stopWatching := context.AfterFunc(h.stopCtx, cancel)
 	s := &eventStream{
-		w:            w,
-		rc:           http.NewResponseController(w),
-		writeTimeout: h.writeTimeout,
-		done:         ctx.Done(),
-		keepAlive:    time.NewTicker(keepAliveEvery),
+		w:              w,
+		rc:             http.NewResponseController(w),
+		writeTimeout:   h.writeTimeout,
+		stop:           ctx.Done(),
+		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
 		release: func() {
 			stopWatching()
 			cancel()
@@ -246,29 +254,29 @@ type eventStream struct {
 	// and ends the stream.
 	writeTimeout time.Duration
 
-	done      <-chan struct{} // closed when the stream must end
-	keepAlive *time.Ticker    // when an idle stream is due a comment line
-	release   func()
+	stop           <-chan struct{} // closed when the stream must end
+	keepAliveTimer *time.Ticker    // when an idle stream is due a comment line
+	release        func()
 }
+
+func (s *eventStream) done() <-chan struct{}       { return s.stop }
+func (s *eventStream) keepAlive() <-chan time.Time { return s.keepAliveTimer.C }
 
 // close releases the stream's ticker and its watch on the handler, and
 // lifts the write deadline from the connection.
 func (s *eventStream) close() {
-	s.keepAlive.Stop()
+	s.keepAliveTimer.Stop()
 	if s.writeTimeout > 0 {
 		_ = s.rc.SetWriteDeadline(time.Time{})
 	}
 	s.release()
 }
 
-// event sends one event; name and id are left out when empty.
-func (s *eventStream) event(name, id string, data any) error {
+// event sends one event without an id; its name is left out when empty.
+func (s *eventStream) event(name string, data any) error {
 	s.buf.Reset()
 	if name != "" {
 		s.buf.WriteString("event: " + name + "\n")
-	}
-	if id != "" {
-		s.buf.WriteString("id: " + id + "\n")
 	}
 	s.buf.WriteString("data: ")
 	if err := json.NewEncoder(&s.buf).Encode(data); err != nil { // ends with \n
@@ -336,3 +344,6 @@ func (s *eventStream) send(p []byte) error {
 	}
 	return s.rc.Flush()
 }
+
+// Interface guard
+var _ eventSink = (*eventStream)(nil)

@@ -58,13 +58,20 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return nil // the client is gone; nothing to tell it
 	}
 
+	h.followGroup(s, id)
+	return nil
+}
+
+// followGroup sends the group's events to s until the final one, or
+// until s ends: "pending" first if no member has started, then its
+// progress, then its final state.
+func (h *Handler) followGroup(s eventSink, id string) {
 	if !h.hasGroupShared(id) { // sharedevents.go
 		if !h.awaitGroup(s, id) {
-			return nil
+			return
 		}
 	}
 	h.streamGroup(s, id)
-	return nil
 }
 
 // groupEvent sends the group's document as an event named name ("" for
@@ -82,8 +89,8 @@ func (s *eventStream) groupEvent(name string, g *groupDoc) error {
 // awaitGroup sends "event: pending" and waits up to wait for a member of
 // the group to start, looking once per interval. It reports whether one
 // did before the stream ended.
-func (h *Handler) awaitGroup(s *eventStream, id string) bool {
-	if s.event("pending", "", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
+func (h *Handler) awaitGroup(s eventSink, id string) bool {
+	if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
 		return false
 	}
 	interval := time.NewTicker(time.Duration(h.Interval))
@@ -97,13 +104,13 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 				return true
 			}
 		case <-timeout.C:
-			_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
+			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
 			return false
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return false
 			}
-		case <-s.done:
+		case <-s.done():
 			return false
 		}
 	}
@@ -125,11 +132,11 @@ func progressOf(g *groupDoc) groupProgress {
 // streamGroup sends the group's progress, looking at it once per
 // interval, until every member has ended and no new one has started for
 // one interval, or until the stream ends.
-func (h *Handler) streamGroup(s *eventStream, id string) {
+func (h *Handler) streamGroup(s eventSink, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
-	follow := h.followGroup(id) // with redis, the members on other instances too (sharedevents.go)
-	defer follow.close()
+	members := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
+	defer members.close()
 
 	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
@@ -138,13 +145,13 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := follow.members(time.Now())
+		members, lastJoin := members.members(time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
 			if last != nil && last.final() {
 				_ = s.groupEvent(last.head.Status, last)
 			} else {
-				_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
+				_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
 			}
 			return true
 		}
@@ -176,11 +183,11 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 			if look() {
 				return
 			}
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return
 			}
-		case <-s.done:
+		case <-s.done():
 			return
 		}
 	}

@@ -17,7 +17,7 @@ import (
 //	caddy_upload_progress_uploads_in_flight{tracker}              uploading or processing now
 //	caddy_upload_progress_received_bytes_total{tracker}           bytes read from clients by tracked uploads
 //	caddy_upload_progress_uploads_untracked_total{tracker}        proxied untracked: the tracker was full
-//	caddy_upload_progress_event_subscribers{tracker}              open Server-Sent Events streams
+//	caddy_upload_progress_event_subscribers{tracker}              open Server-Sent Events streams and WebSockets
 //	caddy_upload_progress_throttled_seconds_total{tracker}        time uploads spent waiting on a rate limit
 //	caddy_upload_progress_memory_bytes{tracker}                   bytes the tracker keeps, against max_memory
 //	caddy_upload_progress_evictions_total{tracker,record,reason}  records removed early to make room:
@@ -64,7 +64,7 @@ var metrics = struct {
 		Namespace: metricsNamespace,
 		Subsystem: metricsSubsystem,
 		Name:      "event_subscribers",
-		Help:      "Open Server-Sent Events streams.",
+		Help:      "Open Server-Sent Events streams and WebSockets.",
 	}, []string{"tracker"}),
 	throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -166,7 +166,7 @@ func (t *tracker) stats() (inFlight int, received int64) {
 	received = t.countedBytes
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight++
 		}
 		if !u.bytesCounted {

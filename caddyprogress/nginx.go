@@ -94,13 +94,13 @@ func nginxReport(rec record) string {
 	switch st {
 	case statePending:
 		return `{ "state" : "starting" }`
-	case stateUploading, stateProcessing:
+	case stateUploading, stateProcessing, statePaused, stateDelivering:
 		received := u.received.Load()
 		size := u.total
 		if size < 0 {
 			size = received // chunked: nginx would say -1; report the bytes so far
 		}
-		if st == stateProcessing {
+		if st == stateProcessing || st == stateDelivering {
 			received = size
 		}
 		return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)

@@ -7,10 +7,11 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// routeOff, as status_path or events_path, turns that route off: its
-// requests go on to the next handler, as for a site that only wants the
-// nginx report (status_path off also turns reservations and group
-// status off; events_path off, the event streams).
+// routeOff, as status_path, events_path or ws_path, turns that route
+// off: its requests go on to the next handler, as for a site that only
+// wants the nginx report (status_path off also turns reservations and
+// group status off; events_path off, the event streams; ws_path off,
+// the WebSockets).
 //
 //	upload_progress {
 //		status_path off
@@ -28,6 +29,7 @@ func (h *Handler) validateRoutes() error {
 	routes := []struct{ name, path string }{
 		{"status_path", h.StatusPath},
 		{"events_path", h.EventsPath},
+		{"ws_path", h.WSPath},
 	}
 	for _, route := range routes {
 		if route.path == routeOff {
@@ -46,18 +48,30 @@ func (h *Handler) validateRoutes() error {
 	if h.NginxReportPath != "" && !strings.HasPrefix(h.NginxReportPath, "/") {
 		return fmt.Errorf("nginx_report_path %q must start with /", h.NginxReportPath)
 	}
-	status, events := h.StatusPath, h.EventsPath
-	if status == routeOff || events == routeOff {
+	for i, a := range routes {
+		for _, b := range routes[i+1:] {
+			if err := overlap(a.name, a.path, b.name, b.path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// overlap refuses two routes (both on) of which one would take the
+// other's requests.
+func overlap(nameA, a, nameB, b string) error {
+	if a == routeOff || b == routeOff {
 		return nil
 	}
-	if status == events {
-		return fmt.Errorf("status_path and events_path are both %q", status)
+	if a == b {
+		return fmt.Errorf("%s and %s are both %q", nameA, nameB, a)
 	}
-	if strings.HasPrefix(events, status) {
-		return fmt.Errorf("status_path %q is a prefix of events_path %q: the status route would take the event streams", status, events)
+	if strings.HasPrefix(b, a) {
+		return fmt.Errorf("%s %q is a prefix of %s %q: it would take that route's requests", nameA, a, nameB, b)
 	}
-	if strings.HasPrefix(status, events) {
-		return fmt.Errorf("events_path %q is a prefix of status_path %q: the events route would take the status requests", events, status)
+	if strings.HasPrefix(a, b) {
+		return fmt.Errorf("%s %q is a prefix of %s %q: it would take that route's requests", nameB, b, nameA, a)
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ import (
 // this instance, from the shared store. It reports false, having sent
 // nothing, when the store cannot be used: the caller then waits for a
 // local upload as without redis.
-func (h *Handler) streamShared(s *eventStream, id string, started <-chan struct{}) bool {
+func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) bool {
 	ctx := context.Background()
 	sub, err := h.shared.c.subscribe(ctx, id, false)
 	if err != nil {
@@ -48,7 +48,7 @@ func (h *Handler) streamShared(s *eventStream, id string, started <-chan struct{
 	}
 	var timeout <-chan time.Time
 	if !sentAny {
-		if s.event("pending", "", shortStatus{ID: id, Status: statePending.String()}) != nil {
+		if s.event("pending", shortStatus{ID: id, Status: statePending.String()}) != nil {
 			return true
 		}
 		timer := time.NewTimer(time.Duration(h.Wait))
@@ -88,13 +88,13 @@ func (h *Handler) streamShared(s *eventStream, id string, started <-chan struct{
 				return true
 			}
 		case <-timeout:
-			_ = s.event("error", "", shortStatus{ID: id, Status: "unknown"})
+			_ = s.event("error", shortStatus{ID: id, Status: "unknown"})
 			return true
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return true
 			}
-		case <-s.done:
+		case <-s.done():
 			return true
 		}
 	}
@@ -110,8 +110,8 @@ type groupFollow struct {
 	remote map[string]sharedDoc // by member ID; nil: look up at each look
 }
 
-// followGroup starts following the group's members.
-func (h *Handler) followGroup(id string) *groupFollow {
+// groupMembersFrom starts following the group's members.
+func (h *Handler) groupMembersFrom(id string) *groupFollow {
 	f := &groupFollow{h: h, id: id}
 	if !h.sharedOn() {
 		return f

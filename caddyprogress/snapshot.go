@@ -3,6 +3,8 @@ package caddyprogress
 import (
 	"math"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 // Status is the JSON document that describes one upload, served by the
@@ -44,6 +46,10 @@ type Status struct {
 	// RateLimit is this upload's own bandwidth limit in bytes per second,
 	// or null when it has none.
 	RateLimit *int64 `json:"rate_limit"`
+
+	// Resumable describes a resumable upload's storage and delivery
+	// (see resumable.go); left out for other uploads.
+	Resumable *resumable.Status `json:"resumable,omitempty"`
 
 	// Files are the parts of a multipart/form-data upload, in order;
 	// left out for other uploads, and for a body that is not usable
@@ -133,6 +139,7 @@ func (u *upload) baseStatus(st state, received int64) Status {
 		Status:    st.String(),
 		Received:  received,
 		StartedAt: u.startedAt.UTC(),
+		Resumable: u.resumableStatus(received),
 	}
 	if u.total >= 0 {
 		total := u.total

@@ -97,7 +97,7 @@ func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*up
 	defer t.mu.Unlock()
 	if old, ok := t.uploads[id]; ok {
 		switch old.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			return nil, errInFlight
 		}
 		t.remove(old)

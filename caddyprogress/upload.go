@@ -13,6 +13,8 @@ const (
 	statePending    state = iota // reserved by POST <status_path>, not started
 	stateUploading               // the body is being read from the client
 	stateProcessing              // every byte received, waiting for the upstream's answer
+	statePaused                  // a resumable upload between two requests
+	stateDelivering              // a resumable upload stored whole, being delivered to the backend
 	stateComplete                // answered below 400
 	stateError                   // answered 400 or above
 	stateAborted                 // the client went away before the body ended
@@ -26,6 +28,10 @@ func (s state) String() string {
 		return "uploading"
 	case stateProcessing:
 		return "processing"
+	case statePaused:
+		return "paused"
+	case stateDelivering:
+		return "delivering"
 	case stateComplete:
 		return "complete"
 	case stateError:
@@ -59,6 +65,9 @@ type upload struct {
 
 	// parts is set for a multipart/form-data upload (see multipart.go).
 	parts atomic.Pointer[partList]
+
+	// resumable is set for a resumable upload (see resumable.go).
+	resumable atomic.Pointer[resumableUpload]
 
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
@@ -134,7 +143,10 @@ func (u *upload) allReceived() bool {
 // markBodyEnded moves an uploading upload to processing: the whole body
 // has been read and the upstream's answer is awaited.
 func (u *upload) markBodyEnded(since int64) {
-	if u.state.CompareAndSwap(int32(stateUploading), int32(stateProcessing)) {
+	if u.resumable.Load() != nil && !u.allReceived() {
+		return // one request of a resumable upload ended, not its body
+	}
+	if u.state.CompareAndSwap(int32(stateUploading), int32(u.bodyEndedState())) {
 		u.bodyEnd.Store(since)
 	}
 }

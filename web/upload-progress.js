@@ -12,8 +12,10 @@
 //
 // The upload gets an ID (yours, or one reserved with POST <statusPath>),
 // is sent with fetch and the X-Upload-ID header, and its progress comes
-// from the server: over EventSource (<eventsPath><id>), or by polling
-// <statusPath><id> where EventSource is missing or fails.
+// from the server: over EventSource (<eventsPath><id>), or a WebSocket
+// (<wsPath><id>, with transport: "websocket"), or by polling
+// <statusPath><id>. A WebSocket that fails falls back to events, and
+// events that fail fall back to polling.
 
 /**
  * The server's view of one upload, as the status route and the events
@@ -56,7 +58,7 @@
  * @property {?Array<FileStatus>} files each part of a multipart/form-data upload, or null
  * @property {?string} error what went wrong, for "error" and "aborted", else null
  * @property {?number} upstream_status the answer's status code once known, else null
- * @property {"events"|"polling"} via how the progress arrived
+ * @property {"websocket"|"events"|"polling"} via how the progress arrived
  */
 
 /**
@@ -81,8 +83,10 @@
  * @property {string} [group] sent as the X-Upload-Group header
  * @property {string} [statusPath] default "/upload/status/"
  * @property {string} [eventsPath] default "/upload/events/"
+ * @property {string} [wsPath] default "/upload/ws/"
+ * @property {"events"|"websocket"|"polling"} [transport] how to follow progress; default "events"
  * @property {string} [idHeader] default "X-Upload-ID"
- * @property {boolean} [useEvents] false to poll even where EventSource exists; default true
+ * @property {boolean} [useEvents] false to poll even where EventSource exists (as transport: "polling"); default true
  * @property {number} [pollInterval] milliseconds between two polls; default 500
  */
 
@@ -112,6 +116,8 @@ const defaults = {
 	method: "POST",
 	statusPath: "/upload/status/",
 	eventsPath: "/upload/events/",
+	wsPath: "/upload/ws/",
+	transport: "events",
 	idHeader: "X-Upload-ID",
 	useEvents: true,
 	pollInterval: 500,
@@ -254,10 +260,10 @@ function randomID() {
 }
 
 /**
- * Follows an upload's progress, over EventSource or by polling, and
- * hands each report to onProgress. With a token (status_access token),
- * the event stream shows it as ?token= (EventSource cannot set
- * headers) and polls as "Authorization: Bearer".
+ * Follows an upload's progress, over a WebSocket, EventSource or by
+ * polling, and hands each report to onProgress. With a token
+ * (status_access token), the WebSocket and the event stream show it as
+ * ?token= (neither can set headers) and polls as "Authorization: Bearer".
  * @param {string} id
  * @param {?string} token
  * @param {UploadOptions & typeof defaults} opts
@@ -272,12 +278,14 @@ function watch(id, token, opts) {
 	let waiters = [];
 	/** @type {?EventSource} */
 	let source = null;
+	/** @type {?WebSocket} */
+	let socket = null;
 	/** @type {?ReturnType<typeof setTimeout>} */
 	let pollTimer = null;
 	/** connection errors of the event stream since its last event */
 	let streamErrors = 0;
 
-	/** @param {UploadStatus} s @param {"events"|"polling"} via */
+	/** @param {UploadStatus} s @param {"websocket"|"events"|"polling"} via */
 	const report = (s, via) => {
 		if (stopped || finalSeen) {
 			return;
@@ -301,6 +309,9 @@ function watch(id, token, opts) {
 	const closeSource = () => {
 		source?.close();
 		source = null;
+		const open = socket;
+		socket = null; // before close(), so its onclose falls back to nothing
+		open?.close();
 	};
 
 	const poll = async () => {
@@ -324,7 +335,14 @@ function watch(id, token, opts) {
 		}
 	};
 
-	if (opts.useEvents && typeof EventSource === "function") {
+	const startEvents = () => {
+		if (stopped || finalSeen) {
+			return;
+		}
+		if (typeof EventSource !== "function") {
+			startPolling();
+			return;
+		}
 		let url = opts.eventsPath + encodeURIComponent(id);
 		if (token) {
 			url += "?" + tokenQuery + "=" + encodeURIComponent(token);
@@ -360,6 +378,56 @@ function watch(id, token, opts) {
 				startPolling();
 			}
 		});
+	};
+
+	// One JSON message per report, {"event": ..., "data": <status>}; the
+	// server closes the socket after the final one. A socket that closes
+	// before it (refused, or broken) hands over to events.
+	const startWebSocket = () => {
+		const url = new URL(opts.wsPath + encodeURIComponent(id), location.href);
+		url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+		if (token) {
+			url.searchParams.set(tokenQuery, token);
+		}
+		let ws;
+		try {
+			ws = new WebSocket(url);
+		} catch {
+			startEvents();
+			return;
+		}
+		socket = ws;
+		ws.onmessage = (ev) => {
+			let message;
+			try {
+				message = JSON.parse(ev.data);
+			} catch {
+				return; // not JSON: ignore the message
+			}
+			if (typeof message?.data !== "object" || message.data === null) {
+				return; // not a progress message: ignore it
+			}
+			report(message.data, "websocket");
+			if (message.event === "error" && !finalSeen) {
+				startPolling(); // e.g. {"status":"unknown"}: ask again by polling
+			}
+		};
+		ws.onclose = () => {
+			if (socket !== ws) {
+				return; // closed by this client, or replaced
+			}
+			socket = null;
+			if (!stopped && !finalSeen && pollTimer === null) {
+				startEvents();
+			}
+		};
+	};
+
+	const transport = opts.useEvents === false ? "polling" : opts.transport;
+	if (transport === "websocket" && typeof WebSocket === "function") {
+		startWebSocket();
+	} else if (transport !== "polling") {
+		startEvents();
 	} else {
 		startPolling();
 	}
@@ -429,7 +497,7 @@ async function fetchStatus(id, token, opts) {
 
 /**
  * @param {UploadStatus} s
- * @param {"events"|"polling"} via
+ * @param {"websocket"|"events"|"polling"} via
  * @returns {Progress}
  */
 function toProgress(s, via) {
