@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // twoInstances starts Redis, an upstream, and instances A and B with
@@ -30,6 +32,7 @@ func TestUploadThroughAFollowedThroughB(t *testing.T) {
 	id := "cross-instance-1"
 
 	stream := b.subscribe(t, "/upload/events/"+id) // before it starts: pending, then through pub/sub
+	ws := b.followWS(t, "/upload/ws/"+id)
 	done := a.uploadAsync(id, paced(data, 64<<10, 30*time.Millisecond), int64(len(data)), nil)
 
 	var polled []int64
@@ -74,6 +77,26 @@ func TestUploadThroughAFollowedThroughB(t *testing.T) {
 	}
 	if len(events) < 4 {
 		t.Errorf("B's stream had %d events; want pending, progress and the final one", len(events))
+	}
+
+	// the WebSocket through B: the same documents, then a normal closure
+	ws.wait(t, 10*time.Second)
+	if ws.status != websocket.StatusNormalClosure {
+		t.Errorf("WebSocket through B closed with %v (%v), want a normal closure", ws.status, ws.err)
+	}
+	var wsEvents []sseEvent
+	for _, m := range ws.messages {
+		name := m.Event
+		if name == "progress" {
+			name = ""
+		}
+		wsEvents = append(wsEvents, sseEvent{name: name, data: string(m.Data)})
+	}
+	if wsFinal := checkStream(t, wsEvents, "complete"); wsFinal.Received != int64(len(data)) {
+		t.Errorf("WebSocket's final message on B: received %d, want %d", wsFinal.Received, len(data))
+	}
+	if len(ws.messages) < 4 || ws.messages[0].Event != "pending" {
+		t.Errorf("WebSocket through B: %d messages, first %q; want pending, progress and the final one", len(ws.messages), ws.messages[0].Event)
 	}
 
 	// the nginx report on B, and a stream opened on B after the end

@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -506,4 +508,64 @@ func get(t testing.TB, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// wsMessage is one message of the WebSocket route.
+type wsMessage struct {
+	Event string          `json:"event"`
+	Data  json.RawMessage `json:"data"`
+}
+
+// wsFollow reads the WebSocket route's messages in a goroutine, until
+// the server closes the socket; the channel gets the messages, then the
+// close status (-1 for a closure without one).
+type wsFollow struct {
+	messages []wsMessage
+	status   websocket.StatusCode
+	err      error
+	done     chan struct{}
+}
+
+func (inst *instance) followWS(t testing.TB, path string) *wsFollow {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	c, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(inst.base, "http")+path, &websocket.DialOptions{HTTPClient: inst.client})
+	if err != nil {
+		cancel()
+		t.Fatalf("WebSocket to %s on %s: %v (%v)", path, inst.name, err, resp)
+	}
+	f := &wsFollow{done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		defer cancel()
+		for {
+			_, data, err := c.Read(ctx)
+			if err != nil {
+				f.status, f.err = websocket.CloseStatus(err), err
+				return
+			}
+			var m wsMessage
+			if err := json.Unmarshal(data, &m); err != nil {
+				f.err = fmt.Errorf("message %q: %w", data, err)
+				_ = c.CloseNow()
+				return
+			}
+			f.messages = append(f.messages, m)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = c.CloseNow()
+		<-f.done
+	})
+	return f
+}
+
+// wait waits for the server to close the socket, or fails after limit.
+func (f *wsFollow) wait(t testing.TB, limit time.Duration) {
+	t.Helper()
+	select {
+	case <-f.done:
+	case <-time.After(limit):
+		t.Fatalf("the WebSocket did not close within %s; %d messages", limit, len(f.messages))
+	}
 }
