@@ -135,8 +135,8 @@ func progressOf(g *groupDoc) groupProgress {
 func (h *Handler) streamGroup(s eventSink, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
-	members := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
-	defer members.close()
+	group := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
+	defer group.close()
 
 	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
@@ -145,7 +145,7 @@ func (h *Handler) streamGroup(s eventSink, id string) {
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := members.members(time.Now())
+		members, lastJoin := group.members(time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
 			if last != nil && last.final() {

@@ -150,7 +150,8 @@ func (f *groupFollow) close() {
 }
 
 // hasGroupShared reports whether the group has a member here or, with
-// redis, on another instance.
+// redis, on another instance: one lookup, so a group stream waiting for
+// its first member costs a round trip per interval until one starts.
 func (h *Handler) hasGroupShared(id string) bool {
 	if h.tracker.hasGroup(id) {
 		return true
