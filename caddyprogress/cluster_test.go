@@ -118,3 +118,48 @@ func TestRedisPlaceholderAndWhatTheTrackerStores(t *testing.T) {
 		t.Fatalf("an ID claimed by another instance: %s %s", resp.Status, body)
 	}
 }
+
+func TestRedisSideSurvivesAReload(t *testing.T) {
+	rs := testredis.Start(t)
+	up := newUpstream(t)
+	port := testcaddy.FreePort(t)
+	site := fmt.Sprintf("http://127.0.0.1:%d", port)
+	options := "\t\ttracker reloaded\n\t\tredis " + rs.URL()
+	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, options, up.host))
+	p := &proxy{base: site, client: &http.Client{}}
+	before := liveTracker("reloaded").sharedEntries()
+	if len(before) != 1 {
+		t.Fatalf("%d redis sides before the reload", len(before))
+	}
+
+	data := payload(1 << 20)
+	body := &pacedReader{data: data, chunk: 64 << 10, stopAt: 256 << 10, release: make(chan struct{})}
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := p.upload(t, http.MethodPost, "/", body, int64(len(data)), http.Header{"X-Upload-ID": {"across-reload"}})
+		done <- resp
+	}()
+	p.waitFor(t, "across-reload", "256 KiB received", func(_ int, s Status) bool { return s.Received == 256<<10 })
+
+	testcaddy.Load(t, testcaddy.GlobalOptions+siteBlock(site, options+"\n\t\tinterval 50ms", up.host))
+	after := liveTracker("reloaded").sharedEntries()
+	if len(after) != 1 || after[0] != before[0] {
+		t.Fatalf("the redis side was replaced by a reload with the same redis: %v, then %v", before, after)
+	}
+	close(body.release)
+	if resp := <-done; resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload across the reload: %s", resp.Status)
+	}
+	client := rs.Client(t)
+	var st string
+	for range 200 {
+		st, _ = client.HGet(context.Background(), "upload_progress:{reloaded:across-reload}:record", "st").Result()
+		if st == "complete" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st != "complete" {
+		t.Fatalf("Redis holds the upload as %q after the reload, want complete", st)
+	}
+}
