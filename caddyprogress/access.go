@@ -247,6 +247,9 @@ func (h *Handler) screenClientID(id string, err error) (string, error) {
 		if u := h.tracker.get(id); u != nil && u.currentState() == statePending {
 			return id, nil
 		}
+		if h.reservedElsewhere(id) { // with redis (clusterroutes.go)
+			return id, nil
+		}
 	}
 	return "", nil
 }

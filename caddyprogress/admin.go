@@ -57,6 +57,9 @@ type adminTracker struct {
 	Records int `json:"records"`
 	// Uploads are the uploads in flight, oldest first.
 	Uploads []adminUpload `json:"uploads"`
+	// Redis is the health of the tracker's Redis, with redis set
+	// (clustermetrics.go); left out without.
+	Redis []adminRedis `json:"redis,omitempty"`
 }
 
 // adminUpload is one upload in flight in the listing.
@@ -142,7 +145,7 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	slices.SortFunc(inFlight, func(a, b *upload) int {
 		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
 	})
-	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight))}
+	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight)), Redis: t.describeShared()}
 	for _, u := range inFlight {
 		s := u.snapshot(now)
 		if s.FinishedAt != nil {

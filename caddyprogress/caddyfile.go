@@ -53,6 +53,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		token_secret  <secret>   # HMAC secret of the tokens, placeholders allowed; default generated, kept in storage
 //		token_cookie  <name>     # a cookie that may carry the token; default none
 //		client_ids    on | off   # off: ignore client-supplied IDs, except live reservations; default on
+//		redis         <url>      # share the tracker with other instances through Redis, placeholders allowed; default none
 //		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
 //			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
 //			max_size        <size>     # default 10GiB; 413 beyond
@@ -171,6 +172,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "token_cookie":
 			if err := oneArg(d, &h.TokenCookie); err != nil {
+				return err
+			}
+		case "redis":
+			if err := oneArg(d, &h.Redis); err != nil {
 				return err
 			}
 		case "client_ids":

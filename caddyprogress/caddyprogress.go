@@ -102,6 +102,7 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		token_secret  <secret>
 //		token_cookie  <name>
 //		client_ids    on | off
+//		redis         <url>
 //		resumable <path> { ... }
 //	}
 //
@@ -233,6 +234,15 @@ type Handler struct {
 	// live reservation made with POST <status_path>. Default: true.
 	ClientIDs *bool `json:"client_ids,omitempty"`
 
+	// The Redis that shares the tracker's uploads with the other Caddy
+	// instances naming the same tracker and Redis (several instances
+	// behind a load balancer): redis://[user:password@]host[:port][/db],
+	// rediss:// for TLS, unix://, redis-sentinel://...?master_name=NAME,
+	// redis-cluster://... (README, "Several instances"). Placeholders
+	// such as {env.REDIS_URL} are resolved at provision time. Handlers
+	// that name one tracker must set the same one. Default: none (the
+	// tracker is this instance's only).
+	Redis string `json:"redis,omitempty"`
 	// Resumable uploads (tus) stored on the proxy's disk and delivered
 	// to the next handler as one request once complete. Default: none
 	// (off). See package resumable and resumable.go.
@@ -254,6 +264,7 @@ type Handler struct {
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
+	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
 	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
 
@@ -292,6 +303,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}
 	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionShared(ctx); err != nil { // redis (clustertracker.go)
 		return err
 	}
 
@@ -418,6 +432,7 @@ func (h *Handler) Validate() error {
 // Cleanup ends this config's event streams and lets go of the tracker.
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
+	h.releaseShared()
 	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)

@@ -60,7 +60,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 	if isReconnect(r) {
-		if h.tracker.lookup(id).ended() {
+		if h.lookupShared(r.Context(), id, h.tracker.lookup(id)).ended() {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -86,6 +86,10 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 // progress, then its final state.
 func (h *Handler) followUpload(s eventSink, id string) {
 	rec, started, stopWaiting := h.tracker.watch(id)
+	if !rec.found() && h.sharedOn() && h.streamShared(s, id, started) { // on another instance (sharedevents.go)
+		stopWaiting()
+		return
+	}
 	if !rec.found() {
 		rec = h.awaitStart(s, id, started)
 		stopWaiting()

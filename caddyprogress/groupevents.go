@@ -41,7 +41,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
 	if isReconnect(r) {
-		if h.tracker.groupEnded(id) {
+		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
@@ -66,7 +66,7 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 // until s ends: "pending" first if no member has started, then its
 // progress, then its final state.
 func (h *Handler) followGroup(s eventSink, id string) {
-	if !h.tracker.hasGroup(id) {
+	if !h.hasGroupShared(id) { // sharedevents.go
 		if !h.awaitGroup(s, id) {
 			return
 		}
@@ -100,7 +100,7 @@ func (h *Handler) awaitGroup(s eventSink, id string) bool {
 	for {
 		select {
 		case <-interval.C:
-			if h.tracker.hasGroup(id) {
+			if h.hasGroupShared(id) {
 				return true
 			}
 		case <-timeout.C:
@@ -135,6 +135,8 @@ func progressOf(g *groupDoc) groupProgress {
 func (h *Handler) streamGroup(s eventSink, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
+	group := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
+	defer group.close()
 
 	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
@@ -143,7 +145,7 @@ func (h *Handler) streamGroup(s eventSink, id string) {
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := h.tracker.groupMembers(id, time.Now())
+		members, lastJoin := group.members(time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
 			if last != nil && last.final() {

@@ -22,7 +22,7 @@ func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id st
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
-	members, _ := h.tracker.groupMembers(id, time.Now())
+	members, _ := h.groupMembersShared(r.Context(), id, time.Now(), nil) // with redis, those on other instances too
 	if len(members) == 0 {
 		return writeJSON(w, http.StatusNotFound, shortGroupStatus{Group: id, Status: "unknown"})
 	}

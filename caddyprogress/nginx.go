@@ -47,7 +47,7 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	}
 
 	contentType := "application/json"
-	rec := h.tracker.lookup(id)
+	rec := h.lookupShared(r.Context(), id, h.tracker.lookup(id))
 	if !h.tokenAllows(r, uploadToken, id) {
 		rec = record{} // without its token, an upload is reported as unknown: "starting"
 	}
@@ -84,6 +84,9 @@ func nginxReport(rec record) string {
 		return nginxFinalReport(rec.final.summary.state, rec.upstream)
 	}
 	u := rec.live
+	if rec.remote != nil {
+		return nginxRemoteReport(rec.remote, rec.upstream) // clusterroutes.go
+	}
 	if u == nil {
 		return `{ "state" : "starting" }`
 	}

@@ -35,7 +35,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
-	return writeRecord(w, r, id, h.tracker.lookup(id))
+	return writeRecord(w, r, id, h.lookupShared(r.Context(), id, h.tracker.lookup(id)))
 }
 
 // writeRecord answers with the record's status document, or 404
@@ -46,6 +46,8 @@ func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) 
 		return writeDoc(w, r, rec.final)
 	case rec.live != nil:
 		return writeDoc(w, r, rec.live.doc(time.Now()))
+	case rec.remote != nil:
+		return writeDoc(w, r, rec.remote)
 	}
 	return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 }
@@ -54,6 +56,9 @@ func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) 
 // uploads. The reservation lasts retain.
 func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
 	u, err := h.tracker.reserve(h.retain(), h.MaxUploads, h.MaxReservations)
+	if err == nil {
+		err = h.reserveShared(r.Context(), u) // across instances, with redis (clustertracker.go)
+	}
 	if errors.Is(err, errTooManyReservations) {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))

@@ -33,6 +33,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 
 	total := r.ContentLength // -1 when unknown
 	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
+	if err == nil {
+		err = h.claimShared(r.Context(), u, group) // across instances, with redis (clustertracker.go)
+	}
 	switch {
 	case errors.Is(err, errInFlight):
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
@@ -88,6 +91,7 @@ func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string)
 	if !h.tracker.finish(u, st, upstreamStatus, errMsg, h.retain()) {
 		return
 	}
+	publishFinal(u) // to the other instances, with redis
 	h.metrics.finished[st].Inc()
 	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
 }

@@ -47,6 +47,7 @@ type tracker struct {
 	total        *rate.Limiter           // the shared bucket of rate_limit_total, if any
 	groups       groupSet                // groups of uploads (group.go)
 	subscribers  subscriberCounts        // open event streams (subscribers.go)
+	shared       sharedSet               // the Redis sides shared with other instances (clustertracker.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes
 	// (finished or forgotten), for the received bytes metric.
@@ -194,9 +195,10 @@ type record struct {
 	live     *upload
 	final    *statusDoc
 	upstream int
+	remote   *statusDoc // published by another instance (clusterroutes.go)
 }
 
-func (r record) found() bool { return r.live != nil || r.final != nil }
+func (r record) found() bool { return r.live != nil || r.final != nil || r.remote != nil }
 
 // lookup returns the record for id; none when unknown.
 func (t *tracker) lookup(id string) record {
@@ -218,6 +220,9 @@ func (t *tracker) lookupLocked(id string) record {
 // ended reports whether the record is of an upload that has ended, or
 // of none.
 func (r record) ended() bool {
+	if r.remote != nil {
+		return r.remote.summary.state.final()
+	}
 	return r.final != nil || (r.live == nil) || r.live.currentState().final()
 }
 

@@ -99,6 +99,10 @@ type upload struct {
 	withoutFiles bool
 	released     atomic.Bool // the tracker let go of the record
 
+	// shared is the upload's claim across the cluster, with redis
+	// (clustertracker.go); nil without.
+	shared atomic.Pointer[sharedHandle]
+
 	// tracker bookkeeping, guarded by the tracker's lock
 	expiresAt    time.Time // when a reservation is removed
 	retiredIndex int       // position in the tracker's reservations heap, -1 when not in it
