@@ -57,6 +57,9 @@ type adminTracker struct {
 	Records int `json:"records"`
 	// Uploads are the uploads in flight, oldest first.
 	Uploads []adminUpload `json:"uploads"`
+	// Redis is the health of the tracker's Redis, with redis set
+	// (clustermetrics.go); left out without.
+	Redis []adminRedis `json:"redis,omitempty"`
 }
 
 // adminUpload is one upload in flight in the listing.
@@ -97,11 +100,7 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			Err:        fmt.Errorf("no tracker named %q is in use", name),
 		}
 	}
-	u := t.get(id)
-	if u == nil {
-		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
-	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeRecord(w, r, id, t.lookup(id))
 }
 
 // listTrackers describes every tracker in use, by name.
@@ -133,11 +132,11 @@ func liveTracker(name string) *tracker {
 // describe lists the tracker's uploads in flight, oldest first.
 func (t *tracker) describe(now time.Time) adminTracker {
 	t.mu.RLock()
-	records := len(t.uploads)
+	records := t.records()
 	var inFlight []*upload
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight = append(inFlight, u)
 		}
 	}
@@ -146,10 +145,10 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	slices.SortFunc(inFlight, func(a, b *upload) int {
 		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
 	})
-	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight))}
+	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight)), Redis: t.describeShared()}
 	for _, u := range inFlight {
 		s := u.snapshot(now)
-		if s.Status != stateUploading.String() && s.Status != stateProcessing.String() {
+		if s.FinishedAt != nil {
 			continue // finished since the tracker was read
 		}
 		desc.Uploads = append(desc.Uploads, adminUpload{

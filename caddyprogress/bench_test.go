@@ -95,6 +95,10 @@ func (d *discardStream) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardStream) WriteHeader(int)             {}
 func (d *discardStream) Flush()                      {}
 
+// like the server's writers, it takes strings and deadlines
+func (d *discardStream) WriteString(s string) (int, error) { return len(s), nil }
+func (d *discardStream) SetWriteDeadline(time.Time) error  { return nil }
+
 // One progress event fanned out to 1,000 subscribers of one upload: the
 // work of one interval tick for a popular upload.
 func BenchmarkEventsFanOut1000(b *testing.B) {
@@ -116,11 +120,13 @@ func BenchmarkEventsFanOut1000(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/event")
 }
 
-// Memory a finished record costs while it is kept for retain.
+// Memory a finished record costs while it is kept for retain, and the
+// heap objects it leaves for the garbage collector to mark.
 func BenchmarkFinishedRecordMemory(b *testing.B) {
 	const records = 100000
 	for b.Loop() {
 		tr := newTracker("memory")
+		tr.setMaxMemory(1 << 30)
 		ids := make([]string, records)
 		for i := range ids {
 			ids[i] = newID()
@@ -139,7 +145,10 @@ func BenchmarkFinishedRecordMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/records, "B/record")
+		b.ReportMetric(float64(int64(after.HeapObjects)-int64(before.HeapObjects))/records, "objects/record")
+		b.ReportMetric(float64(tr.memory.used())/records, "accounted-B/record")
 		runtime.KeepAlive(tr)
+		runtime.KeepAlive(ids) // they are the test's, not the tracker's
 		tr.Destruct()
 	}
 }
@@ -292,5 +301,174 @@ func BenchmarkThrottleTotalAccuracy(b *testing.B) {
 		measured := float64(len(data)*uploads) / all.Seconds()
 		b.ReportMetric((measured-rate)/rate*100, "%-off-rate")
 		b.ReportMetric(spread, "%-spread")
+	}
+}
+
+// 10,000 event subscribers, ten on each of 1,000 uploads: one interval
+// tick (every upload moved on, every subscriber sent its event) per
+// iteration. It reports the CPU time per event sent and the heap each
+// subscriber holds between ticks.
+func BenchmarkEvents10000Subscribers(b *testing.B) {
+	const uploads, perUpload = 1000, 10
+	ups := make([]*upload, uploads)
+	for i := range ups {
+		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), stateUploading)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	subs := make([]*subscriber, 0, uploads*perUpload)
+	for _, u := range ups {
+		for range perUpload {
+			w := &discardStream{header: http.Header{}}
+			subs = append(subs, newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, u))
+		}
+	}
+	tick := func() {
+		for _, u := range ups {
+			u.addReceived(32 << 10)
+		}
+		for _, sub := range subs {
+			if err := sub.progress(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	tick()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		tick()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(subs)), "ns/event")
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(subs)), "B/subscriber")
+	runtime.KeepAlive(subs)
+}
+
+// Tail latency of small uploads through real Caddy: plain reverse_proxy,
+// and upload_progress with a full tracker (max_uploads finished records,
+// each upload making room by removing the oldest). After 2,000 uploads
+// to warm up, one iteration is 20,000 uploads of 16 KiB, 64 at a time;
+// it reports p50 and p99 and the rate reached:
+//
+//	go test -run '^$' -bench TailLatencyFullTracker -benchtime 1x ./caddyprogress/
+func BenchmarkTailLatencyFullTracker(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+	}))
+	defer sink.Close()
+	sinkHost := strings.TrimPrefix(sink.URL, "http://")
+	body := payload(16 << 10)
+
+	for _, tracked := range []bool{false, true} {
+		name := "reverse_proxy"
+		if tracked {
+			name = "upload_progress full tracker"
+		}
+		b.Run(name, func(b *testing.B) {
+			port := testcaddy.FreePort(b)
+			site := fmt.Sprintf("http://127.0.0.1:%d", port)
+			if tracked {
+				testcaddy.Run(b, testcaddy.GlobalOptions+siteBlock(site, "tracker tail", sinkHost))
+				fillTracker(b, liveTracker("tail"), DefaultMaxUploads)
+			} else {
+				testcaddy.Run(b, testcaddy.GlobalOptions+fmt.Sprintf("%s {\n\treverse_proxy %s\n}\n", site, sinkHost))
+			}
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
+			for range 2000 { // warm up: connections, buffers, the heap's size
+				resp, err := client.Post(site+"/", "application/octet-stream", bytes.NewReader(body))
+				if err != nil {
+					b.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			for b.Loop() {
+				const uploads, workers = 20000, 64
+				latencies := make([]time.Duration, uploads)
+				var next sync.WaitGroup
+				var mu sync.Mutex
+				i := 0
+				start := time.Now()
+				for range workers {
+					next.Go(func() {
+						for {
+							mu.Lock()
+							n := i
+							i++
+							mu.Unlock()
+							if n >= uploads {
+								return
+							}
+							sent := time.Now()
+							resp, err := client.Post(site+"/", "application/octet-stream", bytes.NewReader(body))
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							io.Copy(io.Discard, resp.Body)
+							resp.Body.Close()
+							latencies[n] = time.Since(sent)
+						}
+					})
+				}
+				next.Wait()
+				took := time.Since(start)
+				slices.Sort(latencies)
+				b.ReportMetric(float64(latencies[uploads/2].Microseconds())/1000, "p50-ms")
+				b.ReportMetric(float64(latencies[uploads*99/100].Microseconds())/1000, "p99-ms")
+				b.ReportMetric(uploads/took.Seconds(), "uploads/s")
+			}
+		})
+	}
+}
+
+// fillTracker fills t with n finished records kept for the default
+// retain, as the uploads that follow them are.
+func fillTracker(b *testing.B, t *tracker, n int) {
+	b.Helper()
+	for i := range n {
+		u, err := t.start(fmt.Sprintf("filler-%d", i), 16<<10, 0, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		u.addReceived(16 << 10)
+		t.finish(u, stateComplete, 200, "", DefaultRetain)
+	}
+	runtime.GC()
+}
+
+// What a full tracker (the default 100,000 finished records) costs each
+// garbage collection: the time of a forced collection with the tracker,
+// less its time without one. Finished records hold no pointers, so the
+// collector has next to nothing to mark in them.
+func BenchmarkGCWithFullTracker(b *testing.B) {
+	gcTime := func() time.Duration {
+		const cycles = 10
+		runtime.GC()
+		start := time.Now()
+		for range cycles {
+			runtime.GC()
+		}
+		return time.Since(start) / cycles
+	}
+	for b.Loop() {
+		empty := gcTime()
+		tr := newTracker("gc")
+		for i := range DefaultMaxUploads {
+			u, err := tr.start(fmt.Sprintf("record-%d", i), 16<<10, 0, DefaultMaxUploads)
+			if err != nil {
+				b.Fatal(err)
+			}
+			u.addReceived(16 << 10)
+			tr.finish(u, stateComplete, 200, "", DefaultRetain)
+		}
+		full := gcTime()
+		runtime.KeepAlive(tr)
+		tr.Destruct()
+		b.ReportMetric(float64(empty.Microseconds())/1000, "empty-ms/gc")
+		b.ReportMetric(float64(full.Microseconds())/1000, "full-ms/gc")
 	}
 }

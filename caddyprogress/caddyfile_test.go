@@ -20,10 +20,17 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		id_query    upload
 		status_path /progress/status/
 		events_path /progress/events/
+		ws_path     /progress/ws/
+		ws_origins  app.example.com https://*.example.net
 		interval    250ms
 		retain      10m
 		wait        30s
 		max_uploads 500
+		max_memory  4GiB
+		max_group_uploads 50
+		max_reservations  20
+		max_subscribers   30
+		max_subscribers_per_upload 3
 		rate_limit       1MiB
 		rate_limit_total 500KB
 		burst            64KiB
@@ -40,10 +47,19 @@ func TestCaddyfileEverySubdirective(t *testing.T) {
 		IDQuery:    "upload",
 		StatusPath: "/progress/status/",
 		EventsPath: "/progress/events/",
+		WSPath:     "/progress/ws/",
+		WSOrigins:  []string{"app.example.com", "https://*.example.net"},
 		Interval:   caddy.Duration(250 * time.Millisecond),
 		Retain:     caddy.Duration(10 * time.Minute),
 		Wait:       caddy.Duration(30 * time.Second),
 		MaxUploads: 500,
+
+		MaxMemory:       4 << 30,
+		MaxGroupUploads: 50,
+		MaxReservations: 20,
+
+		MaxSubscribers:          30,
+		MaxSubscribersPerUpload: 3,
 
 		RateLimit:       1 << 20,
 		RateLimitTotal:  500_000,
@@ -68,9 +84,11 @@ func TestCaddyfileDefaults(t *testing.T) {
 	}
 	h.setDefaults()
 	if h.Tracker != "default" || h.IDHeader != "X-Upload-ID" || h.IDQuery != "X-Progress-ID" ||
-		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" ||
+		h.StatusPath != "/upload/status/" || h.EventsPath != "/upload/events/" || h.WSPath != "/upload/ws/" ||
 		time.Duration(h.Interval) != 100*time.Millisecond || time.Duration(h.Retain) != 5*time.Minute ||
 		time.Duration(h.Wait) != time.Minute || h.MaxUploads != 100000 ||
+		h.MaxGroupUploads != 1000 || h.MaxReservations != 10000 || h.MaxMemory != 64<<20 ||
+		h.MaxSubscribers != 10000 || h.MaxSubscribersPerUpload != 100 ||
 		!reflect.DeepEqual(h.Methods, []string{"POST", "PUT", "PATCH"}) {
 		t.Fatalf("defaults: %+v", h)
 	}
@@ -86,11 +104,15 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"upload_progress {\n tracker\n}", "tracker: expected one argument"},
 		{"upload_progress {\n tracker a b\n}", "tracker: expected one argument, got more"},
 		{"upload_progress {\n methods\n}", "wrong argument count"},
+		{"upload_progress {\n ws_origins\n}", "wrong argument count"},
 		{"upload_progress {\n interval soon\n}", `interval: "soon" is not a duration`},
 		{"upload_progress {\n retain 0s\n}", `retain: "0s" must be longer than zero`},
 		{"upload_progress {\n wait -1s\n}", `wait: "-1s" must be longer than zero`},
 		{"upload_progress {\n max_uploads many\n}", `max_uploads: "many" is not a whole number of at least 1`},
 		{"upload_progress {\n max_uploads 0\n}", `max_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_memory 2PiB\n}", `max_memory: "2PiB" must be from 1 byte to 1PiB`},
+		{"upload_progress {\n max_group_uploads 0\n}", `max_group_uploads: "0" is not a whole number of at least 1`},
+		{"upload_progress {\n max_reservations x\n}", `max_reservations: "x" is not a whole number of at least 1`},
 		{"upload_progress {\n status_path\n}", "status_path: expected one argument"},
 		{"upload_progress {\n rate_limit fast\n}", `rate_limit: "fast" is not a size`},
 		{"upload_progress {\n rate_limit_total 0\n}", `rate_limit_total: "0" must be from 1 byte to 2GiB`},
@@ -120,6 +142,7 @@ func TestValidateErrors(t *testing.T) {
 		{Handler{Burst: 1 << 20}, "burst is set, but neither rate_limit nor rate_limit_total"},
 		{Handler{RateLimit: -1}, "must not be negative"},
 		{Handler{NginxReportPath: "progress"}, `nginx_report_path "progress" must start with /`},
+		{Handler{MaxMemory: 1000}, "max_memory 1000 is too small"},
 	} {
 		tc.h.setDefaults()
 		err := tc.h.Validate()

@@ -1,6 +1,6 @@
 // Package caddyprogress is a Caddy HTTP handler that tracks the progress
 // of uploads on their way to an upstream, and serves that progress as
-// JSON (polling) and as Server-Sent Events.
+// JSON (polling), as Server-Sent Events and over WebSockets.
 package caddyprogress
 
 import (
@@ -16,6 +16,8 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 func init() {
@@ -29,11 +31,21 @@ const (
 	DefaultIDQuery    = "X-Progress-ID"
 	DefaultStatusPath = "/upload/status/"
 	DefaultEventsPath = "/upload/events/"
+	DefaultWSPath     = "/upload/ws/"
 	DefaultInterval   = 100 * time.Millisecond
 	DefaultRetain     = 5 * time.Minute
 	DefaultWait       = 60 * time.Second
 	DefaultMaxUploads = 100000
+
+	DefaultMaxGroupUploads = 1000
+
+	DefaultMaxSubscribers          = 10000
+	DefaultMaxSubscribersPerUpload = 100
 )
+
+// eventWriteTimeout is how long one write to an event stream may take:
+// a subscriber that stops reading is dropped after it.
+var eventWriteTimeout = 10 * time.Second
 
 // progressIDHeader is the header the nginx upload progress module reads
 // the ID from; it is always accepted after id_header.
@@ -56,7 +68,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //	GET  <status_path><id>   the upload's status as JSON
 //	POST <status_path>       reserve a fresh ID (201 {"id": "...", "status": "pending"})
 //	GET  <events_path><id>   the upload's progress as Server-Sent Events
-//	GET  <status_path>?group=<id>, <events_path>?group=<id>
+//	GET  <ws_path><id>       the same over a WebSocket (websocket.go)
+//	GET  <status_path>?group=<id>, <events_path>?group=<id>, <ws_path>?group=<id>
 //	                         the same for a group of uploads (X-Upload-Group)
 //	GET  <nginx_report_path>?X-Progress-ID=<id>
 //	                         the progress in nginx's upload progress format (if set)
@@ -70,14 +83,27 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //		id_query    <param>
 //		status_path <prefix>
 //		events_path <prefix>
+//		ws_path     <prefix>
+//		ws_origins  <pattern...>
 //		interval    <duration>
 //		retain      <duration>
 //		wait        <duration>
 //		max_uploads <n>
+//		max_memory  <size>
+//		max_group_uploads <n>
+//		max_reservations  <n>
+//		max_subscribers   <n>
+//		max_subscribers_per_upload <n>
 //		rate_limit       <size>
 //		rate_limit_total <size>
 //		burst            <size>
 //		nginx_report_path <path>
+//		status_access id | token
+//		token_secret  <secret>
+//		token_cookie  <name>
+//		client_ids    on | off
+//		redis         <url>
+//		resumable <path> { ... }
 //	}
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
@@ -99,12 +125,27 @@ type Handler struct {
 	// headers. Default: X-Progress-ID.
 	IDQuery string `json:"id_query,omitempty"`
 
-	// The path prefix of the JSON status route. Default: /upload/status/
+	// The path prefix of the JSON status route (and of reservations and
+	// group status), or "off" to pass those requests on to the next
+	// handler. Default: /upload/status/
 	StatusPath string `json:"status_path,omitempty"`
 
-	// The path prefix of the Server-Sent Events route.
-	// Default: /upload/events/
+	// The path prefix of the Server-Sent Events route, or "off" to pass
+	// those requests on to the next handler. Default: /upload/events/
 	EventsPath string `json:"events_path,omitempty"`
+
+	// The path prefix of the WebSocket route (the events route's
+	// documents, one JSON message each), or "off" to pass those requests
+	// on to the next handler. Default: /upload/ws/
+	WSPath string `json:"ws_path,omitempty"`
+
+	// The origins, besides the request's own host, whose pages may open
+	// the WebSocket route: patterns matched with path.Match against the
+	// Origin's host (e.g. "app.example.com", "*.example.com"), or against
+	// "scheme://host" when the pattern has "://". Default: none (only
+	// pages of the same host; requests without Origin, from non-browser
+	// clients, are always let in).
+	WSOrigins []string `json:"ws_origins,omitempty"`
 
 	// The least time between two progress events of one upload.
 	// Default: 100ms.
@@ -118,10 +159,41 @@ type Handler struct {
 	// started. Default: 60s.
 	Wait caddy.Duration `json:"wait,omitempty"`
 
-	// How many records one tracker holds. When it is full, the oldest
-	// finished record makes room; if every record is in flight, new
-	// uploads are proxied untracked. Default: 100000.
+	// How many records one tracker holds. When it is full, finished
+	// records make room (the oldest first), then reservations; if every
+	// record is in flight, new uploads are proxied untracked.
+	// Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
+
+	// The bytes one tracker may keep: records, multipart part lists,
+	// groups, reservations and encoded documents, counted as they are
+	// kept. Past it, finished records make room (the oldest first), then
+	// reservations; a new upload that then leaves less than a sixteenth
+	// free is tracked without its files, and one that does not fit is
+	// proxied untracked. With several handlers on one tracker, the one
+	// provisioned last sets it. Default: 64MiB.
+	MaxMemory int64 `json:"max_memory,omitempty"`
+
+	// How many uploads one group holds (X-Upload-Group). An upload past
+	// it is proxied and tracked on its own, outside the group.
+	// Default: 1000.
+	MaxGroupUploads int `json:"max_group_uploads,omitempty"`
+
+	// How many reserved IDs (POST <status_path>) one tracker holds at
+	// once. A reservation never makes room by removing a finished
+	// record; past this, or with the tracker full, POST answers 503 with
+	// Retry-After. Default: a tenth of max_uploads, at least 1.
+	MaxReservations int `json:"max_reservations,omitempty"`
+
+	// How many event streams and WebSockets one tracker serves at once,
+	// group ones included. Past it, a new stream gets 503 with Retry-After.
+	// Default: 10000.
+	MaxSubscribers int `json:"max_subscribers,omitempty"`
+
+	// How many event streams and WebSockets follow one upload (or one
+	// group) at once.
+	// Past it, a new stream gets 503 with Retry-After. Default: 100.
+	MaxSubscribersPerUpload int `json:"max_subscribers_per_upload,omitempty"`
 
 	// Bytes per second for each upload. Throttling is by backpressure:
 	// the body is read no faster than this, so TCP (or HTTP/2 flow
@@ -142,6 +214,40 @@ type Handler struct {
 	// parameter, JSONP with a callback parameter. Default: none (off).
 	NginxReportPath string `json:"nginx_report_path,omitempty"`
 
+	// Who may read an upload's progress (status, events, nginx report
+	// and group routes): "id", anyone who knows the ID, or "token", only
+	// a client that shows the upload's token (access.go). Default: "id".
+	StatusAccess string `json:"status_access,omitempty"`
+
+	// The secret the tokens of status_access token are made with, at
+	// least 16 bytes; placeholders such as {env.UPLOAD_PROGRESS_SECRET}
+	// are resolved at provision time. Default: one generated once and
+	// kept in Caddy's storage, shared by every instance using it.
+	TokenSecret string `json:"token_secret,omitempty"`
+
+	// A cookie that may carry the token, besides the Authorization
+	// header and the token query parameter. Default: none (off).
+	TokenCookie string `json:"token_cookie,omitempty"`
+
+	// Whether uploads may name their own ID. With false, the ID a client
+	// sends is ignored (a fresh 128-bit one is made) unless it names a
+	// live reservation made with POST <status_path>. Default: true.
+	ClientIDs *bool `json:"client_ids,omitempty"`
+
+	// The Redis that shares the tracker's uploads with the other Caddy
+	// instances naming the same tracker and Redis (several instances
+	// behind a load balancer): redis://[user:password@]host[:port][/db],
+	// rediss:// for TLS, unix://, redis-sentinel://...?master_name=NAME,
+	// redis-cluster://... (README, "Several instances"). Placeholders
+	// such as {env.REDIS_URL} are resolved at provision time. Handlers
+	// that name one tracker must set the same one. Default: none (the
+	// tracker is this instance's only).
+	Redis string `json:"redis,omitempty"`
+	// Resumable uploads (tus) stored on the proxy's disk and delivered
+	// to the next handler as one request once complete. Default: none
+	// (off). See package resumable and resumable.go.
+	Resumable *resumable.Config `json:"resumable,omitempty"`
+
 	tracker    *tracker
 	idKey      string         // IDHeader in canonical form, the key of http.Header
 	metrics    handlerMetrics // this tracker's series, looked up once
@@ -151,6 +257,15 @@ type Handler struct {
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
 	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+	resumable  *resumable.Server  // serves the resumable path, when configured
+
+	access         tokenAccess   // status_access token's secret (access.go)
+	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
+
+	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
+
+	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
+	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
 
 // CaddyModule returns the Caddy module information.
@@ -166,6 +281,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
+	h.writeTimeout = eventWriteTimeout
+	h.keepAliveEvery = keepAliveEvery
 
 	h.idKey = http.CanonicalHeaderKey(h.IDHeader)
 	h.methods = make(map[string]bool, len(h.Methods))
@@ -180,9 +297,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
+	h.tracker.setMaxMemory(h.MaxMemory)
 	h.metrics = newHandlerMetrics(h.Tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
+	}
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
+	if err := h.provisionShared(ctx); err != nil { // redis (clustertracker.go)
+		return err
 	}
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
@@ -195,6 +319,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	h.lastWarned = new(atomic.Int64)
+	h.lastRefusalLog = new(atomic.Int64)
 	eventsAppIface, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("getting events app: %v", err)
@@ -203,7 +328,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
 	}
-	return nil
+	if err := eventsApp.On("started", orderCheck{h: h, ctx: ctx}); err != nil { // ordercheck.go
+		return fmt.Errorf("subscribing to the started event: %v", err)
+	}
+	if h.total != nil { // the shared rate changes once this config runs (throttle.go)
+		if err := eventsApp.On("started", applyTotalRate{h}); err != nil {
+			return fmt.Errorf("subscribing to the started event: %v", err)
+		}
+	}
+	return h.provisionResumable()
 }
 
 func (h *Handler) setDefaults() {
@@ -225,6 +358,9 @@ func (h *Handler) setDefaults() {
 	if h.EventsPath == "" {
 		h.EventsPath = DefaultEventsPath
 	}
+	if h.WSPath == "" {
+		h.WSPath = DefaultWSPath
+	}
 	if h.Interval == 0 {
 		h.Interval = caddy.Duration(DefaultInterval)
 	}
@@ -236,6 +372,21 @@ func (h *Handler) setDefaults() {
 	}
 	if h.MaxUploads == 0 {
 		h.MaxUploads = DefaultMaxUploads
+	}
+	if h.MaxMemory == 0 {
+		h.MaxMemory = DefaultMaxMemory
+	}
+	if h.MaxGroupUploads == 0 {
+		h.MaxGroupUploads = DefaultMaxGroupUploads
+	}
+	if h.MaxReservations == 0 {
+		h.MaxReservations = max(h.MaxUploads/10, 1)
+	}
+	if h.MaxSubscribers == 0 {
+		h.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if h.MaxSubscribersPerUpload == 0 {
+		h.MaxSubscribersPerUpload = DefaultMaxSubscribersPerUpload
 	}
 }
 
@@ -249,26 +400,29 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("method %q is not a valid HTTP method", m)
 		}
 	}
-	if h.IDHeader == "" || strings.ContainsAny(h.IDHeader, " \t:") {
-		return fmt.Errorf("id_header %q is not a valid header field name", h.IDHeader)
+	if err := h.validateRoutes(); err != nil {
+		return err
 	}
-	if !strings.HasPrefix(h.StatusPath, "/") {
-		return fmt.Errorf("status_path %q must start with /", h.StatusPath)
+	if err := h.validateOrigins(); err != nil {
+		return err
 	}
-	if !strings.HasPrefix(h.EventsPath, "/") {
-		return fmt.Errorf("events_path %q must start with /", h.EventsPath)
-	}
-	if h.NginxReportPath != "" && !strings.HasPrefix(h.NginxReportPath, "/") {
-		return fmt.Errorf("nginx_report_path %q must start with /", h.NginxReportPath)
-	}
-	if h.StatusPath == h.EventsPath {
-		return fmt.Errorf("status_path and events_path are both %q", h.StatusPath)
+	if err := h.validateAccess(); err != nil {
+		return err
 	}
 	if h.Interval < 0 || h.Retain < 0 || h.Wait < 0 {
 		return fmt.Errorf("interval, retain and wait must not be negative")
 	}
 	if h.MaxUploads < 0 {
 		return fmt.Errorf("max_uploads must not be negative")
+	}
+	if h.MaxMemory < minMaxMemory {
+		return fmt.Errorf("max_memory %d is too small: at least %d bytes (%s)", h.MaxMemory, minMaxMemory, "64KiB")
+	}
+	if h.MaxGroupUploads < 0 || h.MaxReservations < 0 {
+		return fmt.Errorf("max_group_uploads and max_reservations must not be negative")
+	}
+	if h.MaxSubscribers < 0 || h.MaxSubscribersPerUpload < 0 {
+		return fmt.Errorf("max_subscribers and max_subscribers_per_upload must not be negative")
 	}
 	if h.RateLimit < 0 || h.RateLimitTotal < 0 || h.Burst < 0 {
 		return fmt.Errorf("rate_limit, rate_limit_total and burst must not be negative")
@@ -282,6 +436,8 @@ func (h *Handler) Validate() error {
 // Cleanup ends this config's event streams and lets go of the tracker.
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
+	h.releaseShared()
+	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
 	}
@@ -305,13 +461,20 @@ func (s stopHandler) Handle(context.Context, caddy.Event) error {
 // ServeHTTP serves the status, events and nginx report routes, tracks
 // uploads, and passes every other request to the next handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.resumable != nil {
+		h.resumable.Observe(r, next) // a delivery may wait for the route (resumable.go)
+	}
 	switch {
 	case h.NginxReportPath != "" && r.URL.Path == h.NginxReportPath:
 		return h.serveNginxReport(w, r)
-	case strings.HasPrefix(r.URL.Path, h.StatusPath):
+	case h.StatusPath != routeOff && strings.HasPrefix(r.URL.Path, h.StatusPath):
 		return h.serveStatus(w, r, strings.TrimPrefix(r.URL.Path, h.StatusPath))
-	case strings.HasPrefix(r.URL.Path, h.EventsPath):
+	case h.EventsPath != routeOff && strings.HasPrefix(r.URL.Path, h.EventsPath):
 		return h.serveEvents(w, r, strings.TrimPrefix(r.URL.Path, h.EventsPath))
+	case h.WSPath != routeOff && strings.HasPrefix(r.URL.Path, h.WSPath):
+		return h.serveWebSocket(w, r, strings.TrimPrefix(r.URL.Path, h.WSPath))
+	case h.resumable != nil && h.resumable.Handles(r):
+		return h.resumable.ServeHTTP(w, r, next)
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)
 	}
@@ -351,6 +514,7 @@ func (h *Handler) warnFull(id string) {
 	h.logger.Warn("tracker full of uploads in flight; proxying upload untracked",
 		zap.String("tracker", h.Tracker),
 		zap.Int("max_uploads", h.MaxUploads),
+		zap.Int64("max_memory", h.MaxMemory),
 		zap.String("id", id))
 }
 

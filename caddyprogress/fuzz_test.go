@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -103,7 +104,7 @@ func FuzzNginxReport(f *testing.F) {
 	}
 	f.Add("", "up-1")
 	f.Add("callback=cb", "bad id")
-	h := &Handler{NginxReportPath: "/progress", logger: zap.NewNop(), tracker: newTracker("fuzz")}
+	h := &Handler{NginxReportPath: "/progress", logger: zap.NewNop(), tracker: newTracker("fuzz"), lastRefusalLog: new(atomic.Int64)}
 	f.Cleanup(func() { h.tracker.Destruct() })
 	u, err := h.tracker.start("up-1", 100, 0, 10)
 	if err != nil {
@@ -170,6 +171,8 @@ func FuzzStatusRoundTrip(f *testing.F) {
 	f.Add("up-3", int64(0), int64(0), int64(0), uint8(stateError), 502, phraseUpstreamUnreachable, int64(0), "")
 	f.Add("up-4", int64(10), int64(20), int64(5), uint8(stateAborted), 0, phraseClientGone, int64(0), "field\xff")
 	f.Add("up-5", int64(1)<<62, int64(1)<<62, int64(1)<<40, uint8(stateProcessing), 0, "", int64(0), "")
+	tr := newTracker("fuzz-status")
+	f.Cleanup(func() { tr.Destruct() })
 	f.Fuzz(func(t *testing.T, id string, total, received, elapsedNanos int64, st uint8, code int, phrase string, rateLimit int64, partName string) {
 		if validateID(id) != nil || received < 0 || elapsedNanos < 0 || st > uint8(stateAborted) || !utf8.ValidString(phrase) {
 			return
@@ -178,8 +181,10 @@ func FuzzStatusRoundTrip(f *testing.F) {
 		u := newUpload(id, max(total, -1), started, stateUploading)
 		u.rateLimit = max(rateLimit, 0)
 		if partName != "" {
-			parts := newPartList()
-			parts.add(cleanName(partName), nil)
+			parts := newPartList(tr)
+			if _, err := parts.add(cleanName(partName), nil); err != nil {
+				return
+			}
 			u.parts.Store(parts)
 		}
 		u.received.Store(received)

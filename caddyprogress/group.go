@@ -2,7 +2,9 @@ package caddyprogress
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"time"
@@ -20,17 +22,23 @@ var groupKey = http.CanonicalHeaderKey(groupHeader)
 const groupQuery = "group"
 
 // group is a set of uploads that report one aggregate progress. It lives
-// as long as one of its members' records does.
+// as long as one of its members' records does: live ones (in flight) by
+// pointer, finished ones by the key of their record in the finished
+// store.
 type group struct {
 	id       string
-	members  map[*upload]struct{}
+	key      uint64 // the hash of id, the group's key in groupSet
+	live     map[*upload]struct{}
+	finished map[uint64]struct{}
 	lastJoin uint64 // the tracker's join count when the newest member joined
 }
 
+func (g *group) size() int { return len(g.live) + len(g.finished) }
+
 // groupSet is a tracker's groups, guarded by the tracker's lock.
 type groupSet struct {
-	byID  map[string]*group
-	joins uint64 // members that ever joined any group, so streams can tell a new one did
+	byKey map[uint64]*group // by the hash of the group ID
+	joins uint64            // members that ever joined any group, so streams can tell a new one did
 }
 
 // uploadGroup returns the group ID the request names in its
@@ -47,65 +55,145 @@ func uploadGroup(r *http.Request) (string, error) {
 	return values[0], nil
 }
 
+// findGroup returns the group with the given ID, or nil. The caller
+// holds t.mu.
+func (t *tracker) findGroup(id string) *group {
+	g := t.groups.byKey[t.finished.hash(id)]
+	if g == nil || g.id != id {
+		return nil
+	}
+	return g
+}
+
 // join makes u a member of the group with the given ID; "" is no group.
-func (t *tracker) join(id string, u *upload) {
+// A group that has limit members takes no more: u stays on its own, and
+// join reports false (as it does when max_memory has no room for a new
+// group, and in the unlikely case of two group IDs with one hash).
+func (t *tracker) join(id string, u *upload, limit int) bool {
 	if id == "" {
-		return
+		return true
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.uploads[u.id] != u {
-		return // already replaced or removed
+		return true // already replaced or removed
 	}
-	if t.groups.byID == nil {
-		t.groups.byID = make(map[string]*group)
+	if t.groups.byKey == nil {
+		t.groups.byKey = make(map[uint64]*group)
 	}
-	g := t.groups.byID[id]
+	key := t.finished.hash(id)
+	g := t.groups.byKey[key]
 	if g == nil {
-		g = &group{id: id, members: make(map[*upload]struct{})}
-		t.groups.byID[id] = g
+		if !t.fitMemory(groupBytes(id)) {
+			return false
+		}
+		t.memory.live.Add(groupBytes(id))
+		g = &group{id: id, key: key, live: make(map[*upload]struct{}), finished: make(map[uint64]struct{})}
+		t.groups.byKey[key] = g
+	}
+	if g.id != id || g.size() >= limit {
+		return false
 	}
 	t.groups.joins++
-	g.members[u] = struct{}{}
+	g.live[u] = struct{}{}
 	g.lastJoin = t.groups.joins
 	u.group = g
+	return true
 }
 
-// leaveGroup takes u out of its group, and forgets the group once it has
-// no member left. The caller holds t.mu.
+// leaveGroup takes a live u out of its group. The caller holds t.mu.
 func (t *tracker) leaveGroup(u *upload) {
-	g := u.group
+	if g := u.group; g != nil {
+		u.group = nil
+		t.leaveGroupLive(g, u)
+	}
+}
+
+// leaveGroupLive takes the live u out of g (nil for none), and forgets
+// the group once it has no member left. The caller holds t.mu.
+func (t *tracker) leaveGroupLive(g *group, u *upload) {
 	if g == nil {
 		return
 	}
-	u.group = nil
-	delete(g.members, u)
-	if len(g.members) == 0 && t.groups.byID[g.id] == g {
-		delete(t.groups.byID, g.id)
+	delete(g.live, u)
+	t.forgetIfEmpty(g)
+}
+
+// leaveGroupFinished takes the finished record with the given key out of
+// the group with the given key (0 for none). The caller holds t.mu.
+func (t *tracker) leaveGroupFinished(groupKey, recordKey uint64) {
+	if g := t.groups.byKey[groupKey]; g != nil {
+		if _, ok := g.finished[recordKey]; ok {
+			delete(g.finished, recordKey)
+			t.memory.live.Add(-finishedMemberBytes)
+		}
+		t.forgetIfEmpty(g)
 	}
 }
 
-// groupMembers returns the members of the group with the given ID, in the
-// order they started, and the join count when the newest one joined; no
-// members when there is no such group.
-func (t *tracker) groupMembers(id string) ([]*upload, uint64) {
+func (t *tracker) forgetIfEmpty(g *group) {
+	if g.size() == 0 && t.groups.byKey[g.key] == g {
+		delete(t.groups.byKey, g.key)
+		t.memory.live.Add(-groupBytes(g.id))
+	}
+}
+
+// groupMembers returns the documents of the members of the group with
+// the given ID as they are at now, in the order they started, and the
+// join count when the newest one joined; no members when there is no
+// such group.
+func (t *tracker) groupMembers(id string, now time.Time) ([]*statusDoc, uint64) {
 	t.mu.RLock()
-	g := t.groups.byID[id]
+	g := t.findGroup(id)
 	if g == nil {
 		t.mu.RUnlock()
 		return nil, 0
 	}
-	members := make([]*upload, 0, len(g.members))
-	for u := range g.members {
-		members = append(members, u)
+	docs := make([]*statusDoc, 0, g.size())
+	for key := range g.finished {
+		i := t.finished.index[key]
+		d := t.finished.doc(i)
+		d.id = string(t.finished.idOf(i))
+		docs = append(docs, d)
+	}
+	live := make([]*upload, 0, len(g.live))
+	for u := range g.live {
+		live = append(live, u)
 	}
 	lastJoin := g.lastJoin
 	t.mu.RUnlock()
 
-	slices.SortFunc(members, func(a, b *upload) int {
-		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
+	for _, u := range live { // outside the lock: making a document may need it
+		docs = append(docs, u.doc(now))
+	}
+	slices.SortFunc(docs, func(a, b *statusDoc) int {
+		return cmp.Or(cmp.Compare(a.summary.startedAt, b.summary.startedAt), cmp.Compare(a.id, b.id))
 	})
-	return members, lastJoin
+	return docs, lastJoin
+}
+
+// hasGroup reports whether the group with the given ID has a member.
+func (t *tracker) hasGroup(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.findGroup(id) != nil
+}
+
+// groupEnded reports whether every member of the group has ended, or
+// it has none.
+func (t *tracker) groupEnded(id string) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	g := t.findGroup(id)
+	if g == nil {
+		return true
+	}
+	for u := range g.live {
+		if !u.currentState().final() {
+			return false
+		}
+	}
+	return true
 }
 
 // GroupStatus is the JSON document that describes a group of uploads,
@@ -131,7 +219,8 @@ type GroupStatus struct {
 	// once none is, the group's average from its first start to its last
 	// body's end.
 	Speed int64 `json:"speed"`
-	// Uploads are the members' statuses, in the order they started.
+	// Uploads are the members' statuses, in the order they started,
+	// without their files (each member's own status has them).
 	Uploads []Status `json:"uploads"`
 }
 
@@ -142,73 +231,115 @@ type shortGroupStatus struct {
 	Status string `json:"status"`
 }
 
-// final reports whether every member of the group has ended.
-func (g GroupStatus) final() bool {
-	return g.Status != stateUploading.String()
+// groupHead is a GroupStatus without its uploads: what a group's
+// document starts with.
+type groupHead struct {
+	Group    string `json:"group"`
+	Status   string `json:"status"`
+	Received int64  `json:"received"`
+	Total    *int64 `json:"total"`
+	Percent  *int64 `json:"percent"`
+	Speed    int64  `json:"speed"`
 }
 
-// groupSnapshot describes a group's members as they are at now. The
-// aggregate figures are sums of the members' statuses it carries.
-func groupSnapshot(id string, members []*upload, now time.Time) GroupStatus {
-	g := GroupStatus{Group: id, Uploads: make([]Status, len(members))}
+// groupDoc is a group as it was looked at: its figures, and its
+// members' shared documents. It is written member by member, never
+// built whole in memory.
+type groupDoc struct {
+	head    groupHead
+	members []*statusDoc
+	ended   int // members in processing or a final state
+}
+
+// final reports whether every member of the group has ended.
+func (g *groupDoc) final() bool {
+	return g.head.Status != stateUploading.String()
+}
+
+// lookAtGroup sums a group's figures from its members' documents.
+func lookAtGroup(id string, members []*statusDoc) *groupDoc {
+	g := &groupDoc{head: groupHead{Group: id}, members: members}
 	var total int64
 	knownTotal := true
 	inFlight, anyError, anyAborted, anyUploading := false, false, false, false
-	var firstStart, lastBodyEnd time.Time
-	for i, u := range members {
-		s := u.snapshot(now)
-		g.Uploads[i] = s
-		g.Received += s.Received
-		if s.Total == nil {
+	var firstStart, lastBodyEnd int64
+	for _, d := range g.members {
+		m := d.summary
+		g.head.Received += m.received
+		if m.total < 0 {
 			knownTotal = false
 		} else {
-			total += *s.Total
+			total += m.total
 		}
-		switch s.Status {
-		case stateUploading.String():
+		switch m.state {
+		case stateUploading:
 			anyUploading = true
 			inFlight = true
-			g.Speed += s.Speed
-		case stateError.String():
+			g.head.Speed += m.speed
+		case stateError:
 			anyError = true
-		case stateAborted.String():
+		case stateAborted:
 			anyAborted = true
-		case stateComplete.String():
+		case stateComplete:
 		default: // pending or processing
 			inFlight = true
 		}
-		if firstStart.IsZero() || u.startedAt.Before(firstStart) {
-			firstStart = u.startedAt
+		if m.state != stateUploading {
+			g.ended++
 		}
-		if end := u.bodyEnd.Load(); end > 0 {
-			if at := u.startedAt.Add(time.Duration(end)); at.After(lastBodyEnd) {
-				lastBodyEnd = at
-			}
+		if firstStart == 0 || m.startedAt < firstStart {
+			firstStart = m.startedAt
 		}
+		lastBodyEnd = max(lastBodyEnd, m.bodyEndAt)
 	}
 
 	switch {
 	case inFlight:
-		g.Status = stateUploading.String()
+		g.head.Status = stateUploading.String()
 	case anyError:
-		g.Status = stateError.String()
+		g.head.Status = stateError.String()
 	case anyAborted:
-		g.Status = stateAborted.String()
+		g.head.Status = stateAborted.String()
 	default:
-		g.Status = stateComplete.String()
+		g.head.Status = stateComplete.String()
 	}
 	if !anyUploading {
-		if span := lastBodyEnd.Sub(firstStart); span > 0 {
-			g.Speed = int64(float64(g.Received) / span.Seconds())
+		if span := time.Duration(lastBodyEnd - firstStart); span > 0 {
+			g.head.Speed = int64(float64(g.head.Received) / span.Seconds())
 		}
 	}
 	if knownTotal {
-		g.Total = &total
+		g.head.Total = &total
 		percent := int64(100)
 		if total > 0 {
-			percent = min(g.Received*100/total, 100)
+			percent = min(g.head.Received*100/total, 100)
 		}
-		g.Percent = &percent
+		g.head.Percent = &percent
 	}
 	return g
+}
+
+// writeTo writes the group's GroupStatus JSON: its figures, then each
+// member's document without files, one at a time.
+func (g *groupDoc) writeTo(w io.Writer) error {
+	head, err := json.Marshal(g.head)
+	if err != nil {
+		return fmt.Errorf("encoding a group's status: %w", err)
+	}
+	head = append(head[:len(head)-1], `,"uploads":[`...)
+	if _, err := w.Write(head); err != nil {
+		return err
+	}
+	for i, d := range g.members {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
+				return err
+			}
+		}
+		if err := d.writeTo(w, false); err != nil {
+			return err
+		}
+	}
+	_, err = io.WriteString(w, "]}")
+	return err
 }

@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -194,12 +195,12 @@ func TestGroupStatusRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr.join("g", u)
+		tr.join("g", u, 1000)
 		return u
 	}
 	status := func() GroupStatus {
-		members, _ := tr.groupMembers("g")
-		return groupSnapshot("g", members, time.Now())
+		members, _ := tr.groupMembers("g", time.Now())
+		return groupSnapshot("g", members)
 	}
 	a, b := start("a", 10), start("b", 20)
 	a.addReceived(10)
@@ -232,11 +233,11 @@ func TestGroupStatusRules(t *testing.T) {
 	if _, err := tr.start("d", 1, 0, 100); err != nil {
 		t.Fatal(err)
 	}
-	if members, _ := tr.groupMembers("g"); len(members) != 3 {
+	if members, _ := tr.groupMembers("g", time.Now()); len(members) != 3 {
 		t.Fatalf("%d members after d was replaced, want 3", len(members))
 	}
 	tr.removeExpired(time.Now().Add(2 * time.Minute))
-	if members, _ := tr.groupMembers("g"); len(members) != 0 || len(tr.groups.byID) != 0 {
+	if members, _ := tr.groupMembers("g", time.Now()); len(members) != 0 || len(tr.groups.byKey) != 0 {
 		t.Fatalf("group left after its records expired: %d members", len(members))
 	}
 }
@@ -261,4 +262,17 @@ func TestGroupSubscriberAfterItFinished(t *testing.T) {
 	if waited := time.Since(start); waited < 100*time.Millisecond {
 		t.Fatalf("final event after %s, before one interval without a new member", waited)
 	}
+}
+
+// groupSnapshot is a group's document as a client decodes it.
+func groupSnapshot(id string, members []*statusDoc) GroupStatus {
+	var buf bytes.Buffer
+	if err := lookAtGroup(id, members).writeTo(&buf); err != nil {
+		panic(err)
+	}
+	var g GroupStatus
+	if err := json.Unmarshal(buf.Bytes(), &g); err != nil {
+		panic(fmt.Sprintf("group document %s: %v", buf.Bytes(), err))
+	}
+	return g
 }

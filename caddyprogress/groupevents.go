@@ -3,7 +3,6 @@ package caddyprogress
 import (
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -25,7 +24,14 @@ import (
 // The final event comes once every member has ended and no new member
 // has started for one interval; it ends the stream. A group with no
 // member within wait gets "event: error" with {"status": "unknown"}.
+// A reconnect (Last-Event-ID) to a group whose members have all ended,
+// or that has none, gets 204 No Content, as for one upload. Group
+// streams count toward max_subscribers, and at most
+// max_subscribers_per_upload follow one group.
 func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
+		return err
+	}
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
@@ -34,6 +40,17 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
 	}
+	if isReconnect(r) {
+		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+	}
+	release, err := h.subscribe(w, r, id, true)
+	if release == nil {
+		return err
+	}
+	defer release()
 
 	s, err := h.openEventStream(w, r)
 	defer s.close()
@@ -41,20 +58,39 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return nil // the client is gone; nothing to tell it
 	}
 
-	if members, _ := h.tracker.groupMembers(id); len(members) == 0 {
+	h.followGroup(s, id)
+	return nil
+}
+
+// followGroup sends the group's events to s until the final one, or
+// until s ends: "pending" first if no member has started, then its
+// progress, then its final state.
+func (h *Handler) followGroup(s eventSink, id string) {
+	if !h.hasGroupShared(id) { // sharedevents.go
 		if !h.awaitGroup(s, id) {
-			return nil
+			return
 		}
 	}
 	h.streamGroup(s, id)
-	return nil
+}
+
+// groupEvent sends the group's document as an event named name ("" for
+// progress), its id the group's received bytes.
+func (s *eventStream) groupEvent(name string, g *groupDoc) error {
+	if err := s.startEvent(name, g.head.Received); err != nil {
+		return err
+	}
+	if err := g.writeTo(s.w); err != nil {
+		return err
+	}
+	return s.endEvent()
 }
 
 // awaitGroup sends "event: pending" and waits up to wait for a member of
 // the group to start, looking once per interval. It reports whether one
 // did before the stream ended.
-func (h *Handler) awaitGroup(s *eventStream, id string) bool {
-	if s.event("pending", "", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
+func (h *Handler) awaitGroup(s eventSink, id string) bool {
+	if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
 		return false
 	}
 	interval := time.NewTicker(time.Duration(h.Interval))
@@ -64,17 +100,17 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 	for {
 		select {
 		case <-interval.C:
-			if members, _ := h.tracker.groupMembers(id); len(members) > 0 {
+			if h.hasGroupShared(id) {
 				return true
 			}
 		case <-timeout.C:
-			_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
+			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
 			return false
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return false
 			}
-		case <-s.done:
+		case <-s.done():
 			return false
 		}
 	}
@@ -83,59 +119,47 @@ func (h *Handler) awaitGroup(s *eventStream, id string) bool {
 // groupProgress is what a group stream compares to tell whether the
 // group changed since its last event.
 type groupProgress struct {
-	status        string
-	received      int64
-	members       int
-	ended         int // members in processing or a final state
-	fileBytes     int64
-	filesComplete int
+	status   string
+	received int64
+	members  int
+	ended    int // members in processing or a final state
 }
 
-func progressOf(g GroupStatus) groupProgress {
-	p := groupProgress{status: g.Status, received: g.Received, members: len(g.Uploads)}
-	for _, u := range g.Uploads {
-		if u.Status != stateUploading.String() {
-			p.ended++
-		}
-		for _, f := range u.Files {
-			p.fileBytes += f.Received
-			if f.Status == partComplete {
-				p.filesComplete++
-			}
-		}
-	}
-	return p
+func progressOf(g *groupDoc) groupProgress {
+	return groupProgress{status: g.head.Status, received: g.head.Received, members: len(g.members), ended: g.ended}
 }
 
 // streamGroup sends the group's progress, looking at it once per
 // interval, until every member has ended and no new one has started for
 // one interval, or until the stream ends.
-func (h *Handler) streamGroup(s *eventStream, id string) {
+func (h *Handler) streamGroup(s eventSink, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
+	group := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
+	defer group.close()
 
-	var last GroupStatus       // the group as last seen
+	var last *groupDoc         // the group as last seen
 	var lastSent groupProgress // the group as its last progress event showed it
 	settling := false          // every member had ended when last seen
 	var settlingJoin uint64    // the newest member's join count then
 
 	// look looks at the group once, and reports whether the stream is over.
 	look := func() bool {
-		members, lastJoin := h.tracker.groupMembers(id)
+		members, lastJoin := group.members(time.Now())
 		if len(members) == 0 {
 			// every member's record is gone: end with what was last seen
-			if last.Group != "" && last.final() {
-				_ = s.event(last.Status, strconv.FormatInt(last.Received, 10), last)
+			if last != nil && last.final() {
+				_ = s.groupEvent(last.head.Status, last)
 			} else {
-				_ = s.event("error", "", shortGroupStatus{Group: id, Status: "unknown"})
+				_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
 			}
 			return true
 		}
-		g := groupSnapshot(id, members, time.Now())
+		g := lookAtGroup(id, members)
 		last = g
 		if g.final() {
 			if settling && lastJoin == settlingJoin {
-				_ = s.event(g.Status, strconv.FormatInt(g.Received, 10), g)
+				_ = s.groupEvent(g.head.Status, g)
 				return true
 			}
 			settling, settlingJoin = true, lastJoin
@@ -147,7 +171,7 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 			return false
 		}
 		lastSent = progress
-		return s.event("", strconv.FormatInt(g.Received, 10), g) != nil
+		return s.groupEvent("", g) != nil
 	}
 
 	if look() {
@@ -159,11 +183,11 @@ func (h *Handler) streamGroup(s *eventStream, id string) {
 			if look() {
 				return
 			}
-		case <-s.keepAlive.C:
+		case <-s.keepAlive():
 			if s.ping() != nil {
 				return
 			}
-		case <-s.done:
+		case <-s.done():
 			return
 		}
 	}

@@ -17,8 +17,12 @@ import (
 //	caddy_upload_progress_uploads_in_flight{tracker}              uploading or processing now
 //	caddy_upload_progress_received_bytes_total{tracker}           bytes read from clients by tracked uploads
 //	caddy_upload_progress_uploads_untracked_total{tracker}        proxied untracked: the tracker was full
-//	caddy_upload_progress_event_subscribers{tracker}              open Server-Sent Events streams
+//	caddy_upload_progress_event_subscribers{tracker}              open Server-Sent Events streams and WebSockets
 //	caddy_upload_progress_throttled_seconds_total{tracker}        time uploads spent waiting on a rate limit
+//	caddy_upload_progress_memory_bytes{tracker}                   bytes the tracker keeps, against max_memory
+//	caddy_upload_progress_evictions_total{tracker,record,reason}  records removed early to make room:
+//	                                                              record finished or reservation,
+//	                                                              reason max_uploads or max_memory
 //
 // The collectors are made once: each config load makes a new registry,
 // and they are registered into every one. Uploads in flight and bytes
@@ -35,6 +39,7 @@ var metrics = struct {
 	untracked   *prometheus.CounterVec
 	subscribers *prometheus.GaugeVec
 	throttled   *prometheus.CounterVec
+	evictions   *prometheus.CounterVec
 	trackers    *trackerCollector
 }{
 	started: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -59,7 +64,7 @@ var metrics = struct {
 		Namespace: metricsNamespace,
 		Subsystem: metricsSubsystem,
 		Name:      "event_subscribers",
-		Help:      "Open Server-Sent Events streams.",
+		Help:      "Open Server-Sent Events streams and WebSockets.",
 	}, []string{"tracker"}),
 	throttled: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: metricsNamespace,
@@ -67,6 +72,12 @@ var metrics = struct {
 		Name:      "throttled_seconds_total",
 		Help:      "Time tracked uploads spent waiting on their rate limit, in seconds.",
 	}, []string{"tracker"}),
+	evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metricsNamespace,
+		Subsystem: metricsSubsystem,
+		Name:      "evictions_total",
+		Help:      "Records removed before their time to make room, by record (finished, reservation) and reason (max_uploads, max_memory).",
+	}, []string{"tracker", "record", "reason"}),
 	trackers: &trackerCollector{
 		inFlight: prometheus.NewDesc(
 			prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "uploads_in_flight"),
@@ -75,6 +86,10 @@ var metrics = struct {
 		received: prometheus.NewDesc(
 			prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "received_bytes_total"),
 			"Bytes read from clients by tracked uploads, those in flight included.",
+			[]string{"tracker"}, nil),
+		memory: prometheus.NewDesc(
+			prometheus.BuildFQName(metricsNamespace, metricsSubsystem, "memory_bytes"),
+			"Bytes the tracker keeps (records, parts, documents, groups), counted toward max_memory.",
 			[]string{"tracker"}, nil),
 	},
 }
@@ -92,7 +107,9 @@ func registerMetrics(registry *prometheus.Registry) error {
 		metrics.untracked,
 		metrics.subscribers,
 		metrics.throttled,
+		metrics.evictions,
 		metrics.trackers,
+		sharedCollector{}, // clustermetrics.go
 	} {
 		if err := registry.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
@@ -117,11 +134,13 @@ func observeThrottled(tracker string, d time.Duration) {
 type trackerCollector struct {
 	inFlight *prometheus.Desc
 	received *prometheus.Desc
+	memory   *prometheus.Desc
 }
 
 func (c *trackerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.inFlight
 	ch <- c.received
+	ch <- c.memory
 }
 
 func (c *trackerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -133,20 +152,21 @@ func (c *trackerCollector) Collect(ch chan<- prometheus.Metric) {
 		inFlight, received := t.stats()
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(inFlight), t.name)
 		ch <- prometheus.MustNewConstMetric(c.received, prometheus.CounterValue, float64(received), t.name)
+		ch <- prometheus.MustNewConstMetric(c.memory, prometheus.GaugeValue, float64(t.memoryInUse()), t.name)
 		return true
 	})
 }
 
 // stats counts the tracker's uploads in flight, and the bytes received
-// by all its uploads so far: those of records it no longer holds, plus
-// those of the records it holds.
+// by all its uploads so far: those counted when they finished or were
+// forgotten, plus those of the live records.
 func (t *tracker) stats() (inFlight int, received int64) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	received = t.countedBytes
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing:
+		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight++
 		}
 		if !u.bytesCounted {
@@ -157,10 +177,16 @@ func (t *tracker) stats() (inFlight int, received int64) {
 }
 
 // countBytes adds a finished (or forgotten) upload's bytes to the
-// tracker's count, once. The caller holds t.mu for writing.
+// tracker's count, once: for a finished upload, what its record shows.
+// The caller holds t.mu for writing.
 func (t *tracker) countBytes(u *upload) {
-	if !u.bytesCounted {
-		u.bytesCounted = true
+	if u.bytesCounted {
+		return
+	}
+	u.bytesCounted = true
+	if u.currentState().final() {
+		t.countedBytes += u.finalReceived
+	} else {
 		t.countedBytes += u.received.Load()
 	}
 }
@@ -187,4 +213,29 @@ func newHandlerMetrics(tracker string) handlerMetrics {
 		m.finished[st] = metrics.finished.WithLabelValues(tracker, st.String())
 	}
 	return m
+}
+
+// Why a record is removed; only the early removals are counted.
+const (
+	evictExpired    = iota // its time was up
+	evictReplaced          // a new upload took its ID
+	evictMaxUploads        // to make room: max_uploads
+	evictMaxMemory         // to make room: max_memory
+	evictReasons
+)
+
+// evictionCounters are a tracker's series of the evictions metric, by
+// reason; nil for the reasons not counted.
+type evictionCounters struct {
+	finished     [evictReasons]prometheus.Counter
+	reservations [evictReasons]prometheus.Counter
+}
+
+func newEvictionCounters(tracker string) evictionCounters {
+	var c evictionCounters
+	for reason, name := range map[int]string{evictMaxUploads: "max_uploads", evictMaxMemory: "max_memory"} {
+		c.finished[reason] = metrics.evictions.WithLabelValues(tracker, "finished", name)
+		c.reservations[reason] = metrics.evictions.WithLabelValues(tracker, "reservation", name)
+	}
+	return c
 }

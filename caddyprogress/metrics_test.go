@@ -218,3 +218,21 @@ func TestMetricsCarryOnAcrossReloads(t *testing.T) {
 	s.wantIncrease(t, "after a second upload", before, 2, "uploads_finished_total", tr, `status="complete"`)
 	s.want(t, "after a second upload", 11, "received_bytes_total", tr)
 }
+
+func TestMetricsShowMemoryAndEvictions(t *testing.T) {
+	const tr = "metrics-memory"
+	up := newUpstream(t)
+	p := startProxyWithAdmin(t, "\t\ttracker "+tr+"\n\t\tmax_uploads 2", up.host)
+	before := p.scrapeMetrics(t)
+	for _, id := range []string{"evicted", "kept-1", "kept-2"} {
+		p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {id}})
+		p.waitForStatus(t, id, "complete")
+	}
+	s := p.scrapeMetrics(t)
+	s.wantIncrease(t, "after", before, 1, "evictions_total", tr, `reason="max_uploads"`, `record="finished"`)
+	s.wantIncrease(t, "after", before, 0, "evictions_total", tr, `reason="max_memory"`, `record="finished"`)
+	used, ok := s.metric("memory_bytes", tr)
+	if want := float64(liveTracker(tr).memoryInUse()); !ok || used != want || used < 500 {
+		t.Fatalf("memory_bytes = %v (present: %v), want the tracker's %v for two finished records", used, ok, want)
+	}
+}

@@ -96,7 +96,12 @@ func (h *Handler) observeMultipart(r *http.Request, u *upload) *multipartObserve
 	if mediaType != "multipart/form-data" {
 		return nil
 	}
-	parts := newPartList()
+	if u.withoutFiles {
+		h.logger.Debug("not following the parts of a multipart upload: max_memory is nearly taken",
+			zap.String("id", u.id))
+		return nil
+	}
+	parts := newPartList(u.tracker)
 	o, err := newMultipartObserver(params["boundary"], parts, h.logger, u.id)
 	if err != nil {
 		h.logger.Debug("not following the parts of a multipart upload; tracking it as a whole",
@@ -268,9 +273,9 @@ func (o *multipartObserver) startPart() {
 	field, filename := partNames(o.header)
 	o.header = o.header[:0]
 	o.hasText = false
-	p := o.parts.add(field, filename)
-	if p == nil {
-		o.giveUp(fmt.Sprintf("the body has more than %d parts", maxParts))
+	p, err := o.parts.add(field, filename)
+	if err != nil {
+		o.giveUp(err.Error())
 		return
 	}
 	o.cur = p

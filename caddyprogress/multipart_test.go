@@ -87,7 +87,7 @@ type observed struct {
 func observeBody(t testing.TB, boundary string, body []byte, sizes ...int) observed {
 	t.Helper()
 	u := newUpload("test", int64(len(body)), time.Now(), stateUploading)
-	parts := newPartList()
+	parts := newPartList(nil)
 	o, err := newMultipartObserver(boundary, parts, zap.NewNop(), u.id)
 	if err != nil {
 		t.Fatalf("boundary %q: %v", boundary, err)
@@ -265,7 +265,7 @@ func TestMultipartObserverShowsPartsInProgress(t *testing.T) {
 		{field: "two", filename: fileName("2"), content: []byte("ghijkl")},
 	})
 	u := newUpload("test", int64(len(body)), time.Now(), stateUploading)
-	parts := newPartList()
+	parts := newPartList(nil)
 	o, _ := newMultipartObserver("bb", parts, zap.NewNop(), u.id)
 	u.parts.Store(parts)
 	cut := bytes.Index(body, []byte("abc")) + 3
@@ -328,7 +328,7 @@ func TestMultipartObserverGivesUpOnHostileBodies(t *testing.T) {
 
 func TestMultipartObserverRefusesUnusableBoundaries(t *testing.T) {
 	for _, b := range []string{"", strings.Repeat("b", 71), "a\rb", "a\nb"} {
-		if _, err := newMultipartObserver(b, newPartList(), zap.NewNop(), "x"); err == nil {
+		if _, err := newMultipartObserver(b, newPartList(nil), zap.NewNop(), "x"); err == nil {
 			t.Errorf("boundary %q accepted", b)
 		}
 	}
@@ -372,7 +372,7 @@ func FuzzMultipartObserver(f *testing.F) {
 	f.Add("b", []byte("--b\r\nContent-Disposition: form-data; name=\"\xff\"; filename*=UTF-8''%E2%82%AC\r\n\r\n\r\n--b--"), []byte{})
 	f.Add("b", []byte("--b\n\n--b--"), []byte{0, 255})
 	f.Fuzz(func(t *testing.T, boundary string, body []byte, cuts []byte) {
-		if _, err := newMultipartObserver(boundary, newPartList(), zap.NewNop(), "x"); err != nil {
+		if _, err := newMultipartObserver(boundary, newPartList(nil), zap.NewNop(), "x"); err != nil {
 			return
 		}
 		sizes := make([]int, len(cuts))
@@ -428,7 +428,7 @@ func BenchmarkMultipartObserver(b *testing.B) {
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {
-		o, _ := newMultipartObserver(boundary, newPartList(), zap.NewNop(), "bench")
+		o, _ := newMultipartObserver(boundary, newPartList(nil), zap.NewNop(), "bench")
 		for p := body; len(p) > 0; {
 			n := min(len(p), 32<<10)
 			o.observe(p[:n])
@@ -443,7 +443,7 @@ func BenchmarkMultipartObserver(b *testing.B) {
 
 func TestMultipartObserverLogsOnceWhenItGivesUp(t *testing.T) {
 	core, logs := observer.New(zap.DebugLevel)
-	parts := newPartList()
+	parts := newPartList(nil)
 	o, _ := newMultipartObserver("b", parts, zap.New(core), "loud")
 	o.observe([]byte("--b\r\nX-Big: " + strings.Repeat("x", maxHeaderBlock)))
 	o.observe([]byte("\r\n\r\nmore\r\n--b--\r\n"))

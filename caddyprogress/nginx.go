@@ -47,7 +47,11 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	}
 
 	contentType := "application/json"
-	report := nginxReport(h.tracker.get(id))
+	rec := h.lookupShared(r.Context(), id, h.tracker.lookup(id))
+	if !h.tokenAllows(r, uploadToken, id) {
+		rec = record{} // without its token, an upload is reported as unknown: "starting"
+	}
+	report := nginxReport(rec)
 	query := r.URL.Query()
 	if query.Has(nginxCallbackParam) {
 		callback := query.Get(nginxCallbackParam)
@@ -73,9 +77,16 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	return err
 }
 
-// nginxReport is the JSON nginx's module would give for u (nil when the
-// ID is unknown), without the line end.
-func nginxReport(u *upload) string {
+// nginxReport is the JSON nginx's module would give for the record,
+// without the line end.
+func nginxReport(rec record) string {
+	if rec.final != nil {
+		return nginxFinalReport(rec.final.summary.state, rec.upstream)
+	}
+	u := rec.live
+	if rec.remote != nil {
+		return nginxRemoteReport(rec.remote, rec.upstream) // clusterroutes.go
+	}
 	if u == nil {
 		return `{ "state" : "starting" }`
 	}
@@ -83,33 +94,41 @@ func nginxReport(u *upload) string {
 	switch st {
 	case statePending:
 		return `{ "state" : "starting" }`
-	case stateUploading, stateProcessing:
+	case stateUploading, stateProcessing, statePaused, stateDelivering:
 		received := u.received.Load()
 		size := u.total
 		if size < 0 {
 			size = received // chunked: nginx would say -1; report the bytes so far
 		}
-		if st == stateProcessing {
+		if st == stateProcessing || st == stateDelivering {
 			received = size
 		}
 		return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)
-	case stateComplete:
+	}
+	u.mu.Lock()
+	upstream := u.upstreamStatus
+	u.mu.Unlock()
+	return nginxFinalReport(st, upstream)
+}
+
+// nginxFinalReport is the report of an upload that ended in st, with
+// the answer's status code upstream (0 for none).
+func nginxFinalReport(st state, upstream int) string {
+	if st == stateComplete {
 		return `{ "state" : "done" }`
 	}
-	return fmt.Sprintf(`{ "state" : "error", "status" : %d }`, nginxErrorStatus(u, st))
+	return fmt.Sprintf(`{ "state" : "error", "status" : %d }`, nginxErrorStatus(st, upstream))
 }
 
 // nginxErrorStatus is the status nginx would report for a failed upload:
 // the answer's status code, or 400 when the client went away mid-body
 // (nginx's status for a body it could not read).
-func nginxErrorStatus(u *upload, st state) int {
+func nginxErrorStatus(st state, upstream int) int {
 	if st == stateAborted {
 		return http.StatusBadRequest
 	}
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.upstreamStatus >= http.StatusBadRequest {
-		return u.upstreamStatus
+	if upstream >= http.StatusBadRequest {
+		return upstream
 	}
 	return http.StatusInternalServerError
 }

@@ -1,6 +1,8 @@
 package caddyprogress
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,27 +61,52 @@ type partList struct {
 	// stream can tell the parts changed after the upload's received did.
 	observed atomic.Int64
 
-	mu     sync.Mutex
-	parts  []*part
-	gaveUp bool // the body is not usable multipart: the upload is tracked as a whole
+	// tracker counts the list's memory toward max_memory; nil for none.
+	tracker *tracker
+
+	mu       sync.Mutex
+	parts    []*part
+	gaveUp   bool  // the body is not usable multipart: the upload is tracked as a whole
+	released bool  // the tracker let go of the record: keep nothing more
+	charged  int64 // bytes counted toward max_memory for the parts
 }
 
-func newPartList() *partList {
-	return &partList{parts: make([]*part, 0, 8)}
+func newPartList(t *tracker) *partList {
+	return &partList{parts: make([]*part, 0, 8), tracker: t}
 }
 
 // add appends a new part and returns it, or nil when the list already
-// holds maxParts parts.
-func (l *partList) add(field string, filename *string) *part {
+// holds maxParts parts, or max_memory has no room for it (errNoRoom).
+func (l *partList) add(field string, filename *string) (*part, error) {
+	l.mu.Lock()
+	full, released := len(l.parts) >= maxParts, l.released
+	l.mu.Unlock()
+	switch {
+	case full:
+		return nil, errTooManyParts
+	case released:
+		return nil, errNoRoom
+	}
+	cost := partBytes(field, filename)
+	if !l.tracker.charge(cost) { // never while holding l.mu: charge may take the tracker's lock
+		return nil, errNoRoom
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if len(l.parts) >= maxParts {
-		return nil
+	if l.released || l.gaveUp {
+		l.tracker.uncharge(cost)
+		return nil, errNoRoom
 	}
 	p := &part{field: field, filename: filename}
 	l.parts = append(l.parts, p)
-	return p
+	l.charged += cost
+	return p, nil
 }
+
+var (
+	errTooManyParts = fmt.Errorf("the body has more than %d parts", maxParts)
+	errNoRoom       = errors.New("max_memory has no room for more parts")
+)
 
 // giveUp drops the parts: the upload is tracked as a whole from now on.
 func (l *partList) giveUp() {
@@ -87,6 +114,19 @@ func (l *partList) giveUp() {
 	defer l.mu.Unlock()
 	l.gaveUp = true
 	l.parts = nil
+	l.tracker.uncharge(l.charged)
+	l.charged = 0
+}
+
+// release keeps nothing more, and returns the bytes the parts counted,
+// for the tracker to uncount. The parts stay readable.
+func (l *partList) release() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.released = true
+	n := l.charged
+	l.charged = 0
+	return n
 }
 
 // statuses describes the parts as they are now; nil when there are

@@ -3,6 +3,8 @@ package caddyprogress
 import (
 	"math"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
 // Status is the JSON document that describes one upload, served by the
@@ -45,59 +47,46 @@ type Status struct {
 	// or null when it has none.
 	RateLimit *int64 `json:"rate_limit"`
 
+	// Resumable describes a resumable upload's storage and delivery
+	// (see resumable.go); left out for other uploads.
+	Resumable *resumable.Status `json:"resumable,omitempty"`
+
 	// Files are the parts of a multipart/form-data upload, in order;
 	// left out for other uploads, and for a body that is not usable
 	// multipart (see multipart.go).
 	Files []FileStatus `json:"files,omitempty"`
 }
 
-// snapshot describes the upload as it is at now.
+// snapshot describes the upload as it is at now, its files included.
+// A final upload's is always the same.
 func (u *upload) snapshot(now time.Time) Status {
-	// Read the state first: a final state guarantees the fields written
-	// by finish are complete, and received never grows after the body ends.
-	st := u.currentState()
+	if st := u.currentState(); st.final() {
+		return u.finalStatus(st)
+	}
 	files := u.files() // before received, so the parts never add up to more
+	s := u.liveStatus(now)
+	if s.FinishedAt == nil { // else it ended meanwhile, and has its final files
+		s.Files = files
+	}
+	return s
+}
+
+// liveStatus describes an upload that had not ended when it was called
+// (it may have since), without its files.
+func (u *upload) liveStatus(now time.Time) Status {
+	st := u.currentState()
 	received := u.received.Load()
 	bodyEnd := time.Duration(u.bodyEnd.Load())
-
-	s := Status{
-		ID:        u.id,
-		Status:    st.String(),
-		Received:  received,
-		StartedAt: u.startedAt.UTC(),
-		UpdatedAt: u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC(),
-		Files:     files,
-	}
-	if u.total >= 0 {
-		total := u.total
-		s.Total = &total
-		percent := int64(100)
-		if total > 0 {
-			percent = min(received*100/total, 100)
-		}
-		s.Percent = &percent
-	}
-	if u.rateLimit > 0 {
-		limit := u.rateLimit
-		s.RateLimit = &limit
+	s := u.baseStatus(st, received)
+	s.UpdatedAt = u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC()
+	if st.final() {
+		return u.finalStatus(st)
 	}
 
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if st.final() {
-		finished := u.finishedAt.UTC()
-		s.FinishedAt = &finished
-		s.UpdatedAt = finished
-		s.Error = u.errMsg
-		if u.upstreamStatus != 0 {
-			code := u.upstreamStatus
-			s.UpstreamStatus = &code
-		}
-		now = u.finishedAt
-	}
 	elapsed := now.Sub(u.startedAt)
 	s.Elapsed = roundSeconds(elapsed)
-
 	switch {
 	case st == statePending:
 		s.UpdatedAt = s.StartedAt
@@ -114,6 +103,56 @@ func (u *upload) snapshot(now time.Time) Status {
 			remaining := roundSeconds(time.Duration(float64(max(u.total-received, 0)) / float64(s.Speed) * float64(time.Second)))
 			s.Remaining = &remaining
 		}
+	}
+	return s
+}
+
+// finalStatus describes an upload that ended in st, its files included,
+// from the fields finish fixed: the caller is finish, or has seen the
+// final state.
+func (u *upload) finalStatus(st state) Status {
+	s := u.baseStatus(st, u.finalReceived)
+	finished := u.finishedAt.UTC()
+	s.FinishedAt = &finished
+	s.UpdatedAt = finished
+	s.Error = u.errMsg
+	if u.upstreamStatus != 0 {
+		code := u.upstreamStatus
+		s.UpstreamStatus = &code
+	}
+	s.Elapsed = roundSeconds(u.finishedAt.Sub(u.startedAt))
+	if bodyEnd := time.Duration(u.bodyEnd.Load()); bodyEnd > 0 {
+		s.Speed = int64(float64(u.finalReceived) / bodyEnd.Seconds())
+	}
+	if s.Total != nil {
+		zero := 0.0
+		s.Remaining = &zero
+	}
+	s.Files = u.finalFiles
+	return s
+}
+
+// baseStatus holds what every status of the upload shows the same way.
+func (u *upload) baseStatus(st state, received int64) Status {
+	s := Status{
+		ID:        u.id,
+		Status:    st.String(),
+		Received:  received,
+		StartedAt: u.startedAt.UTC(),
+		Resumable: u.resumableStatus(received),
+	}
+	if u.total >= 0 {
+		total := u.total
+		s.Total = &total
+		percent := int64(100)
+		if total > 0 {
+			percent = min(received*100/total, 100)
+		}
+		s.Percent = &percent
+	}
+	if u.rateLimit > 0 {
+		limit := u.rateLimit
+		s.RateLimit = &limit
 	}
 	return s
 }

@@ -18,6 +18,9 @@ type shortStatus struct {
 // POST <status_path> by reserving a fresh ID. GET <status_path>?group=<id>
 // is a group's (groupstatus.go).
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	if hidden, err := h.hideWithoutToken(w, r, uploadToken, id); hidden {
+		return err
+	}
 	if id == "" && r.URL.Query().Has(groupQuery) {
 		return h.serveGroupStatus(w, r, r.URL.Query().Get(groupQuery))
 	}
@@ -32,22 +35,33 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
-	u := h.tracker.get(id)
-	if u == nil {
-		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
+	return writeRecord(w, r, id, h.lookupShared(r.Context(), id, h.tracker.lookup(id)))
+}
+
+// writeRecord answers with the record's status document, or 404
+// {"id": "...", "status": "unknown"} when there is none.
+func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) error {
+	switch {
+	case rec.final != nil:
+		return writeDoc(w, r, rec.final)
+	case rec.live != nil:
+		return writeDoc(w, r, rec.live.doc(time.Now()))
+	case rec.remote != nil:
+		return writeDoc(w, r, rec.remote)
 	}
-	return writeJSON(w, http.StatusOK, u.snapshot(time.Now()))
+	return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 }
 
 // serveReserve reserves a fresh ID for a client that wants one before it
 // uploads. The reservation lasts retain.
 func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.tracker.reserve(h.retain(), h.MaxUploads)
-	if errors.Is(err, errTrackerFull) {
-		h.warnFull("")
+	u, err := h.tracker.reserve(h.retain(), h.MaxUploads, h.MaxReservations)
+	if err == nil {
+		err = h.reserveShared(r.Context(), u) // across instances, with redis (clustertracker.go)
+	}
+	if errors.Is(err, errTooManyReservations) {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))
 	}
-	w.Header().Set(h.IDHeader, u.id)
-	return writeJSON(w, http.StatusCreated, shortStatus{ID: u.id, Status: statePending.String()})
+	return h.writeReservation(w, u)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"golang.org/x/time/rate"
 )
 
@@ -58,6 +60,9 @@ func newThrottle(perUpload, total *rate.Limiter) *throttle {
 	}
 	if total != nil {
 		t.quantum = min(total.Burst(), minBurst)
+		// A read pays at most one quantum turn, so the longest wait
+		// between two reads is about quantum × uploads / rate_limit_total.
+		t.maxRead = min(t.maxRead, t.quantum)
 	}
 	return t
 }
@@ -84,3 +89,24 @@ func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, 
 	}
 	return time.Since(start), nil
 }
+
+// applyTotalRate sets the tracker's shared bucket to a handler's
+// rate_limit_total and burst on Caddy's started event, once the config
+// the handler belongs to runs. Set at provision time, a reload that
+// failed later (another module refusing its config) would leave the old
+// config running with the new rate. Handlers subscribe in provisioning
+// order, so the last one provisioned that sets rate_limit_total wins.
+type applyTotalRate struct{ h *Handler }
+
+func (a applyTotalRate) Handle(context.Context, caddy.Event) error {
+	if a.h.shared != nil { // with redis, its share of it, set every 100ms (clustertracker.go)
+		a.h.shareTotalRate()
+	} else {
+		a.h.total.SetLimit(rate.Limit(a.h.RateLimitTotal))
+	}
+	a.h.total.SetBurst(a.h.burst(a.h.RateLimitTotal))
+	return nil
+}
+
+// Interface guard
+var _ caddyevents.Handler = applyTotalRate{}

@@ -19,6 +19,7 @@ const statusClientClosedRequest = 499
 // serveUpload tracks one upload on its way to the next handler.
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, err := h.uploadID(r)
+	id, err = h.screenClientID(id, err) // client_ids off (access.go)
 	if err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
@@ -32,6 +33,9 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 
 	total := r.ContentLength // -1 when unknown
 	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
+	if err == nil {
+		err = h.claimShared(r.Context(), u, group) // across instances, with redis (clustertracker.go)
+	}
 	switch {
 	case errors.Is(err, errInFlight):
 		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
@@ -43,11 +47,15 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
-	h.tracker.join(group, u)
+	if !h.tracker.join(group, u, h.MaxGroupUploads) {
+		h.logger.Debug("group full; tracking the upload on its own",
+			zap.String("id", id), zap.String("group", group), zap.Int("max_group_uploads", h.MaxGroupUploads))
+	}
 	h.metrics.started.Inc()
 
 	r.Header[h.idKey] = []string{id}
 	w.Header()[h.idKey] = []string{id}
+	h.setTokenHeaders(w, id, group) // status_access token (access.go)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
 
@@ -110,6 +118,7 @@ func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string)
 	if !h.tracker.finish(u, st, upstreamStatus, errMsg, h.retain()) {
 		return
 	}
+	publishFinal(u) // to the other instances, with redis
 	h.metrics.finished[st].Inc()
 	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
 }

@@ -60,7 +60,7 @@ func TestTrackerEvictsClosestToExpiry(t *testing.T) {
 	if _, err := tr.start("d", 1, 0, 3); err != nil {
 		t.Fatal(err)
 	}
-	if tr.get("b") != nil || tr.get("a") == nil {
+	if tr.lookup("b").found() || !tr.lookup("a").found() {
 		t.Fatalf("the first finished record (b) should have made room")
 	}
 	if _, err := tr.start("c", 1, 0, 3); err != errInFlight {
@@ -68,7 +68,7 @@ func TestTrackerEvictsClosestToExpiry(t *testing.T) {
 	}
 	tr.finish(c, stateError, 500, "x", time.Minute)
 	tr.removeExpired(time.Now().Add(2 * time.Minute))
-	if tr.get("a") != nil || tr.get("c") != nil || tr.get("d") == nil || tr.expiring.Len() != 0 {
+	if tr.lookup("a").found() || tr.lookup("c").found() || tr.get("d") == nil || tr.finished.Len()+tr.reservations.Len() != 0 {
 		t.Fatalf("expired records left: %v", tr.uploads)
 	}
 }

@@ -13,6 +13,8 @@ const (
 	statePending    state = iota // reserved by POST <status_path>, not started
 	stateUploading               // the body is being read from the client
 	stateProcessing              // every byte received, waiting for the upstream's answer
+	statePaused                  // a resumable upload between two requests
+	stateDelivering              // a resumable upload stored whole, being delivered to the backend
 	stateComplete                // answered below 400
 	stateError                   // answered 400 or above
 	stateAborted                 // the client went away before the body ended
@@ -26,6 +28,10 @@ func (s state) String() string {
 		return "uploading"
 	case stateProcessing:
 		return "processing"
+	case statePaused:
+		return "paused"
+	case stateDelivering:
+		return "delivering"
 	case stateComplete:
 		return "complete"
 	case stateError:
@@ -60,8 +66,25 @@ type upload struct {
 	// parts is set for a multipart/form-data upload (see multipart.go).
 	parts atomic.Pointer[partList]
 
+	// resumable is set for a resumable upload (see resumable.go).
+	resumable atomic.Pointer[resumableUpload]
+
 	// done is closed when the upload reaches a final state.
 	done chan struct{}
+
+	// liveDoc is the latest encoding of the upload's status while it is
+	// in flight, made by the first reader after a change under encodeMu;
+	// finalDoc is the one encoding once it has ended (encoding.go).
+	liveDoc  atomic.Pointer[statusDoc]
+	finalDoc atomic.Pointer[statusDoc]
+	encodeMu sync.Mutex
+
+	// finalReceived and finalFiles are received and the parts when the
+	// upload ended, written before the final state is stored: a read
+	// still under way when the upload ended is not shown, so a final
+	// record never changes.
+	finalReceived int64
+	finalFiles    []FileStatus
 
 	mu             sync.Mutex
 	finishedAt     time.Time
@@ -69,9 +92,20 @@ type upload struct {
 	errMsg         string // why it ended in error or aborted
 	speed          speedWindow
 
+	// tracker is the tracker that keeps the record and counts its memory;
+	// nil for an untracked upload. withoutFiles is set when max_memory
+	// left no room for a multipart upload's parts.
+	tracker      *tracker
+	withoutFiles bool
+	released     atomic.Bool // the tracker let go of the record
+
+	// shared is the upload's claim across the cluster, with redis
+	// (clustertracker.go); nil without.
+	shared atomic.Pointer[sharedHandle]
+
 	// tracker bookkeeping, guarded by the tracker's lock
-	expiresAt    time.Time // when a finished upload or a reservation is removed
-	retiredIndex int       // position in the tracker's expiry heap, -1 when not in it
+	expiresAt    time.Time // when a reservation is removed
+	retiredIndex int       // position in the tracker's reservations heap, -1 when not in it
 	bytesCounted bool      // received was added to the tracker's countedBytes
 	group        *group    // the group the upload is a member of, or nil
 }
@@ -109,9 +143,27 @@ func (u *upload) allReceived() bool {
 // markBodyEnded moves an uploading upload to processing: the whole body
 // has been read and the upstream's answer is awaited.
 func (u *upload) markBodyEnded(since int64) {
-	if u.state.CompareAndSwap(int32(stateUploading), int32(stateProcessing)) {
+	if u.resumable.Load() != nil && !u.allReceived() {
+		return // one request of a resumable upload ended, not its body
+	}
+	if u.state.CompareAndSwap(int32(stateUploading), int32(u.bodyEndedState())) {
 		u.bodyEnd.Store(since)
 	}
+}
+
+// releaseMemory drops what the live record keeps besides itself (its
+// parts and its shared document) and returns the bytes it counted for
+// them. The tracker calls it when it lets go of the record.
+func (u *upload) releaseMemory() int64 {
+	u.released.Store(true)
+	var n int64
+	if l := u.parts.Load(); l != nil {
+		n += l.release()
+	}
+	if d := u.liveDoc.Swap(nil); d != nil {
+		n += docBytes(d)
+	}
+	return n
 }
 
 // finish records how the upload ended and wakes everyone waiting on it.
@@ -125,10 +177,18 @@ func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Ti
 	if u.bodyEnd.Load() == 0 {
 		u.bodyEnd.Store(max(int64(now.Sub(u.startedAt)), 1))
 	}
+	u.finalFiles = u.files() // before received, so the parts never add up to more
+	u.finalReceived = u.received.Load()
 	u.finishedAt = now
 	u.upstreamStatus = upstreamStatus
 	u.errMsg = errMsg
+	// the final document before the final state: whoever sees the state
+	// finds the document
+	u.finalDoc.Store(encodeDoc(u.finalStatus(st), u.startedAt, u.bodyEnd.Load()))
 	u.state.Store(int32(st))
+	if d := u.liveDoc.Swap(nil); d != nil {
+		u.tracker.uncharge(docBytes(d))
+	}
 	close(u.done)
 	return true
 }

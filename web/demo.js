@@ -4,12 +4,16 @@
 //
 // Query parameters, for trying things out (and for the browser test):
 //   ?events=off        poll the status route instead of using EventSource
+//   ?transport=websocket
+//                      follow progress over the WebSocket route
 //   ?target=/upload?status=500
 //                      where to send uploads (must start with /upload);
 //                      the demo backend takes ?delay=2s and ?status=500
+//   ?resumable=on      start with the resumable (tus) switch on
 
 import { uploadWithProgress } from "./upload-progress.js";
 import { formatBytes, formatSpeed, formatRemaining } from "./format.js";
+import { uploadResumable } from "./resumable.js";
 
 /**
  * Uploads at the same time. Each uses two connections (the upload and
@@ -20,6 +24,10 @@ const concurrency = 2;
 const params = new URLSearchParams(location.search);
 const target = (params.get("target") ?? "").startsWith("/upload") ? params.get("target") : "/upload";
 const useEvents = params.get("events") !== "off";
+const transport = params.get("transport") === "websocket" ? "websocket" : "events";
+/** The resumable switch: uploads go to the tus endpoint (Caddyfile.example's /files/). */
+const resumableSwitch = /** @type {HTMLInputElement} */ (document.getElementById("resumable"));
+resumableSwitch.checked = params.get("resumable") === "on";
 
 /**
  * One file's upload, as the page shows it.
@@ -94,10 +102,11 @@ async function run(entry) {
 	}
 	setState(entry, "uploading", "Starting…");
 	try {
-		const result = await uploadWithProgress(target, entry.file, {
+		const result = resumableSwitch.checked ? await runResumable(entry) : await uploadWithProgress(target, entry.file, {
 			signal: entry.controller.signal,
 			group: entry.group,
 			useEvents,
+			transport,
 			onProgress: (p) => showProgress(entry, p),
 		});
 		entry.received = entry.file.size;
@@ -108,6 +117,32 @@ async function run(entry) {
 		fail(entry, err.message);
 	}
 	updateOverall();
+}
+
+/**
+ * Uploads with the resumable client; the entry's Pause button pauses and
+ * resumes, Cancel ends the upload (the proxy deletes its bytes).
+ * @param {Entry} entry
+ */
+async function runResumable(entry) {
+	const upload = uploadResumable("/files/", entry.file, {
+		group: entry.group,
+		onProgress: (p) => {
+			if (entry.state !== "done" && entry.state !== "failed") showProgress(entry, p);
+		},
+	});
+	const pause = /** @type {HTMLButtonElement} */ (entry.el.querySelector(".pause"));
+	pause.hidden = false;
+	pause.onclick = () => {
+		if (upload.paused) upload.resume(); else upload.pause();
+		pause.textContent = upload.paused ? "Resume" : "Pause";
+	};
+	entry.controller.signal.addEventListener("abort", () => upload.cancel());
+	try {
+		return await upload.done;
+	} finally {
+		pause.hidden = true;
+	}
 }
 
 /**
@@ -133,6 +168,12 @@ function showProgress(entry, p) {
 			break;
 		case "processing":
 			setState(entry, "processing", "All bytes are in; waiting for the server's answer…");
+			break;
+		case "paused":
+			setState(entry, "uploading", `Paused at ${formatBytes(p.received)} of ${formatBytes(total)}; the proxy keeps them`);
+			break;
+		case "delivering":
+			setState(entry, "processing", "All bytes are stored; the proxy is delivering the file to the backend…");
 			break;
 	}
 	updateOverall();

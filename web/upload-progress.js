@@ -12,8 +12,10 @@
 //
 // The upload gets an ID (yours, or one reserved with POST <statusPath>),
 // is sent with fetch and the X-Upload-ID header, and its progress comes
-// from the server: over EventSource (<eventsPath><id>), or by polling
-// <statusPath><id> where EventSource is missing or fails.
+// from the server: over EventSource (<eventsPath><id>), or a WebSocket
+// (<wsPath><id>, with transport: "websocket"), or by polling
+// <statusPath><id>. A WebSocket that fails falls back to events, and
+// events that fail fall back to polling.
 
 /**
  * The server's view of one upload, as the status route and the events
@@ -29,6 +31,17 @@
  * @property {?number} [remaining] seconds left, or null when unknown
  * @property {?number} [upstream_status] the backend's status code, once known
  * @property {string} [error] what went wrong, for "error" and "aborted"
+ * @property {Array<FileStatus>} [files] the parts of a multipart/form-data upload
+ */
+
+/**
+ * One part of a multipart/form-data upload (see the README's "Files
+ * inside multipart uploads").
+ * @typedef {Object} FileStatus
+ * @property {string} field the form field name
+ * @property {?string} filename the file name, or null for a plain field
+ * @property {number} received bytes of the part received so far
+ * @property {"uploading"|"complete"} status
  */
 
 /**
@@ -42,7 +55,10 @@
  * @property {number} speed bytes per second
  * @property {?number} remaining seconds left, or null when unknown
  * @property {number} elapsed seconds since the upload started
- * @property {"events"|"polling"} via how the progress arrived
+ * @property {?Array<FileStatus>} files each part of a multipart/form-data upload, or null
+ * @property {?string} error what went wrong, for "error" and "aborted", else null
+ * @property {?number} upstream_status the answer's status code once known, else null
+ * @property {"websocket"|"events"|"polling"} via how the progress arrived
  */
 
 /**
@@ -61,13 +77,16 @@
  * @property {(e: UploadError) => void} [onError] called once on failure
  * @property {AbortSignal} [signal] cancels the upload
  * @property {string} [id] an upload ID of your own (1 to 128 of A-Z a-z 0-9 . _ ~ : -); default: reserve one
+ * @property {string} [token] the upload's token, with status_access token; default: the reservation's
  * @property {string} [method] default "POST"
- * @property {Object<string, string>} [headers] more request headers
+ * @property {HeadersInit} [headers] more request headers: a Headers object, an object or [name, value] pairs
  * @property {string} [group] sent as the X-Upload-Group header
  * @property {string} [statusPath] default "/upload/status/"
  * @property {string} [eventsPath] default "/upload/events/"
+ * @property {string} [wsPath] default "/upload/ws/"
+ * @property {"events"|"websocket"|"polling"} [transport] how to follow progress; default "events"
  * @property {string} [idHeader] default "X-Upload-ID"
- * @property {boolean} [useEvents] false to poll even where EventSource exists; default true
+ * @property {boolean} [useEvents] false to poll even where EventSource exists (as transport: "polling"); default true
  * @property {number} [pollInterval] milliseconds between two polls; default 500
  */
 
@@ -97,6 +116,8 @@ const defaults = {
 	method: "POST",
 	statusPath: "/upload/status/",
 	eventsPath: "/upload/events/",
+	wsPath: "/upload/ws/",
+	transport: "events",
 	idHeader: "X-Upload-ID",
 	useEvents: true,
 	pollInterval: 500,
@@ -104,6 +125,18 @@ const defaults = {
 
 /** How long to wait, after the answer, for the server's final status. */
 const finalWait = 3000;
+
+/**
+ * How many connection errors in a row, with no event in between, an
+ * event stream may have before the client polls instead. EventSource
+ * reconnects by itself after each (the server asks for 1 s), so a
+ * stream broken once, e.g. by a server reload, carries on.
+ */
+const maxStreamErrors = 3;
+
+/** The response header and query parameter of status_access token. */
+const tokenHeader = "X-Upload-Token";
+const tokenQuery = "token";
 
 /**
  * Uploads body to url and reports the server's progress.
@@ -138,16 +171,16 @@ export async function uploadWithProgress(url, body, options = {}) {
  */
 async function upload(url, body, opts) {
 	throwIfCancelled(opts.signal);
-	const id = opts.id ?? (await reserveID(opts));
-	const watcher = watch(id, opts);
+	const reserved = opts.id === undefined ? await reserveID(opts) : { id: opts.id, token: opts.token ?? null };
+	const following = { watcher: watch(reserved.id, reserved.token, opts) };
 	try {
-		return await send(url, body, id, watcher, opts);
+		return await send(url, body, reserved.id, following, opts);
 	} catch (err) {
 		const uerr = asUploadError(err, opts.signal);
-		uerr.id ??= id;
+		uerr.id ??= reserved.id;
 		throw uerr;
 	} finally {
-		watcher.stop();
+		following.watcher.stop();
 	}
 }
 
@@ -156,14 +189,15 @@ async function upload(url, body, opts) {
  * @param {string} url
  * @param {*} body
  * @param {string} id
- * @param {ReturnType<typeof watch>} watcher
+ * @param {{watcher: ReturnType<typeof watch>}} following the watcher of the upload, replaced if the server names another ID
  * @param {UploadOptions & typeof defaults} opts
  * @returns {Promise<UploadResult>}
  */
-async function send(url, body, id, watcher, opts) {
-	const headers = { ...opts.headers, [opts.idHeader]: id };
+async function send(url, body, id, following, opts) {
+	const headers = new Headers(opts.headers ?? {}); // a Headers object, an object or pairs
+	headers.set(opts.idHeader, id);
 	if (opts.group) {
-		headers["X-Upload-Group"] = opts.group;
+		headers.set("X-Upload-Group", opts.group);
 	}
 	let response;
 	try {
@@ -172,8 +206,21 @@ async function send(url, body, id, watcher, opts) {
 		throwIfCancelled(opts.signal);
 		throw new UploadError("network", "The upload did not get through: the server could not be reached, or the connection broke off.", { id, cause: err });
 	}
+	// The server may have made the ID (client_ids off ignores an ID that
+	// is not a reservation), and with status_access token it sends the
+	// upload's token: follow the final status with those.
+	const answeredID = response.headers.get(opts.idHeader) || id;
+	const answeredToken = response.headers.get(tokenHeader);
+	if (answeredID !== id) {
+		following.watcher.stop();
+		following.watcher = watch(answeredID, answeredToken, opts);
+		id = answeredID;
+	} else if (answeredToken) {
+		following.watcher.useToken(answeredToken);
+	}
 	const answer = await readAnswer(response);
-	const final = await watcher.settle(finalWait);
+	const final = await following.watcher.settle(finalWait, opts.signal);
+	throwIfCancelled(opts.signal);
 	if (!response.ok) {
 		throw new UploadError("http", httpErrorMessage(response.status, answer), { httpStatus: response.status, answer, id });
 	}
@@ -181,11 +228,13 @@ async function send(url, body, id, watcher, opts) {
 }
 
 /**
- * Reserves a fresh ID with POST <statusPath>. If that fails for any
- * reason but cancellation, it makes up a random ID instead: the server
- * accepts an ID of the client's choosing.
+ * Reserves a fresh ID with POST <statusPath>, and with status_access
+ * token gets its token. If that fails for any reason but cancellation,
+ * it makes up a random ID instead: the server accepts an ID of the
+ * client's choosing (unless client_ids is off: then it makes one, and
+ * the client follows that).
  * @param {UploadOptions & typeof defaults} opts
- * @returns {Promise<string>}
+ * @returns {Promise<{id: string, token: ?string}>}
  */
 async function reserveID(opts) {
 	try {
@@ -193,13 +242,15 @@ async function reserveID(opts) {
 		if (response.status === 201) {
 			const reserved = await response.json();
 			if (typeof reserved.id === "string" && reserved.id !== "") {
-				return reserved.id;
+				const token = typeof reserved.token === "string" ? reserved.token : response.headers.get(tokenHeader);
+				return { id: reserved.id, token: opts.token ?? token };
 			}
 		}
 	} catch (err) {
 		throwIfCancelled(opts.signal);
 	}
-	return randomID();
+	throwIfCancelled(opts.signal);
+	return { id: randomID(), token: opts.token ?? null };
 }
 
 /** @returns {string} 22 random URL-safe characters */
@@ -209,13 +260,16 @@ function randomID() {
 }
 
 /**
- * Follows an upload's progress, over EventSource or by polling, and
- * hands each report to onProgress.
+ * Follows an upload's progress, over a WebSocket, EventSource or by
+ * polling, and hands each report to onProgress. With a token
+ * (status_access token), the WebSocket and the event stream show it as
+ * ?token= (neither can set headers) and polls as "Authorization: Bearer".
  * @param {string} id
+ * @param {?string} token
  * @param {UploadOptions & typeof defaults} opts
- * @returns {{settle: (ms: number) => Promise<?Progress>, stop: () => void}}
+ * @returns {{settle: (ms: number, signal?: AbortSignal) => Promise<?Progress>, useToken: (token: string) => void, stop: () => void}}
  */
-function watch(id, opts) {
+function watch(id, token, opts) {
 	/** @type {?Progress} */
 	let last = null;
 	let stopped = false;
@@ -224,10 +278,14 @@ function watch(id, opts) {
 	let waiters = [];
 	/** @type {?EventSource} */
 	let source = null;
+	/** @type {?WebSocket} */
+	let socket = null;
 	/** @type {?ReturnType<typeof setTimeout>} */
 	let pollTimer = null;
+	/** connection errors of the event stream since its last event */
+	let streamErrors = 0;
 
-	/** @param {UploadStatus} s @param {"events"|"polling"} via */
+	/** @param {UploadStatus} s @param {"websocket"|"events"|"polling"} via */
 	const report = (s, via) => {
 		if (stopped || finalSeen) {
 			return;
@@ -251,6 +309,9 @@ function watch(id, opts) {
 	const closeSource = () => {
 		source?.close();
 		source = null;
+		const open = socket;
+		socket = null; // before close(), so its onclose falls back to nothing
+		open?.close();
 	};
 
 	const poll = async () => {
@@ -258,7 +319,7 @@ function watch(id, opts) {
 		if (stopped || finalSeen) {
 			return;
 		}
-		const s = await fetchStatus(id, opts);
+		const s = await fetchStatus(id, token, opts);
 		if (s) {
 			report(s, "polling");
 		}
@@ -274,10 +335,22 @@ function watch(id, opts) {
 		}
 	};
 
-	if (opts.useEvents && typeof EventSource === "function") {
-		source = new EventSource(opts.eventsPath + encodeURIComponent(id));
+	const startEvents = () => {
+		if (stopped || finalSeen) {
+			return;
+		}
+		if (typeof EventSource !== "function") {
+			startPolling();
+			return;
+		}
+		let url = opts.eventsPath + encodeURIComponent(id);
+		if (token) {
+			url += "?" + tokenQuery + "=" + encodeURIComponent(token);
+		}
+		source = new EventSource(url);
 		/** @param {MessageEvent} ev */
 		const onEvent = (ev) => {
+			streamErrors = 0;
 			try {
 				report(JSON.parse(ev.data), "events");
 			} catch {
@@ -296,36 +369,101 @@ function watch(id, opts) {
 				}
 				return;
 			}
-			// EventSource's connection error: poll instead of reconnecting
-			startPolling();
+			// EventSource's connection error. While it is CONNECTING, the
+			// browser reconnects by itself: give a broken stream a few
+			// tries. CLOSED means the server refused the stream (an HTTP
+			// error, not an event stream): poll at once.
+			streamErrors++;
+			if (source?.readyState === EventSource.CLOSED || streamErrors >= maxStreamErrors) {
+				startPolling();
+			}
 		});
+	};
+
+	// One JSON message per report, {"event": ..., "data": <status>}; the
+	// server closes the socket after the final one. A socket that closes
+	// before it (refused, or broken) hands over to events.
+	const startWebSocket = () => {
+		const url = new URL(opts.wsPath + encodeURIComponent(id), location.href);
+		url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+		if (token) {
+			url.searchParams.set(tokenQuery, token);
+		}
+		let ws;
+		try {
+			ws = new WebSocket(url);
+		} catch {
+			startEvents();
+			return;
+		}
+		socket = ws;
+		ws.onmessage = (ev) => {
+			let message;
+			try {
+				message = JSON.parse(ev.data);
+			} catch {
+				return; // not JSON: ignore the message
+			}
+			if (typeof message?.data !== "object" || message.data === null) {
+				return; // not a progress message: ignore it
+			}
+			report(message.data, "websocket");
+			if (message.event === "error" && !finalSeen) {
+				startPolling(); // e.g. {"status":"unknown"}: ask again by polling
+			}
+		};
+		ws.onclose = () => {
+			if (socket !== ws) {
+				return; // closed by this client, or replaced
+			}
+			socket = null;
+			if (!stopped && !finalSeen && pollTimer === null) {
+				startEvents();
+			}
+		};
+	};
+
+	const transport = opts.useEvents === false ? "polling" : opts.transport;
+	if (transport === "websocket" && typeof WebSocket === "function") {
+		startWebSocket();
+	} else if (transport !== "polling") {
+		startEvents();
 	} else {
 		startPolling();
 	}
 
 	return {
 		/**
-		 * Waits up to ms for the final status; then asks once more.
+		 * Waits up to ms for the final status, or until signal aborts;
+		 * then asks once more.
 		 * @param {number} ms
+		 * @param {AbortSignal} [signal]
 		 * @returns {Promise<?Progress>}
 		 */
-		async settle(ms) {
-			if (!finalSeen) {
+		async settle(ms, signal) {
+			if (!finalSeen && !signal?.aborted) {
 				await new Promise((resolve) => {
-					const timer = setTimeout(resolve, ms);
-					waiters.push(() => {
+					const wake = () => {
 						clearTimeout(timer);
+						signal?.removeEventListener("abort", wake);
 						resolve(undefined);
-					});
+					};
+					const timer = setTimeout(wake, ms);
+					signal?.addEventListener("abort", wake);
+					waiters.push(wake);
 				});
 			}
-			if (!finalSeen) {
-				const s = await fetchStatus(id, opts);
+			if (!finalSeen && !signal?.aborted) {
+				const s = await fetchStatus(id, token, opts);
 				if (s) {
 					report(s, "polling");
 				}
 			}
 			return last;
+		},
+		/** @param {string} newToken the upload's token, from its response */
+		useToken(newToken) {
+			token = newToken;
 		},
 		stop() {
 			stopped = true;
@@ -340,12 +478,14 @@ function watch(id, opts) {
 /**
  * Reads <statusPath><id>; null when it cannot be read.
  * @param {string} id
+ * @param {?string} token
  * @param {UploadOptions & typeof defaults} opts
  * @returns {Promise<?UploadStatus>}
  */
-async function fetchStatus(id, opts) {
+async function fetchStatus(id, token, opts) {
 	try {
-		const response = await fetch(opts.statusPath + encodeURIComponent(id), { cache: "no-store" });
+		const headers = token ? { Authorization: "Bearer " + token } : {};
+		const response = await fetch(opts.statusPath + encodeURIComponent(id), { cache: "no-store", headers });
 		if (response.status !== 200 && response.status !== 404) {
 			return null;
 		}
@@ -357,7 +497,7 @@ async function fetchStatus(id, opts) {
 
 /**
  * @param {UploadStatus} s
- * @param {"events"|"polling"} via
+ * @param {"websocket"|"events"|"polling"} via
  * @returns {Progress}
  */
 function toProgress(s, via) {
@@ -370,6 +510,9 @@ function toProgress(s, via) {
 		speed: s.speed ?? 0,
 		remaining: s.remaining ?? null,
 		elapsed: s.elapsed ?? 0,
+		files: s.files ?? null,
+		error: s.error ?? null,
+		upstream_status: s.upstream_status ?? null,
 		via,
 	};
 }

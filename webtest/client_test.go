@@ -16,7 +16,13 @@ import (
 // uploadScript runs the statements %[5]s, then uploadWithProgress in the
 // page on a generated body of %[1]d bytes (byte i is i %% 251), posted to
 // %[2]q with the options %[3]s (JSON). With %[4]d > 0 it cancels once
-// the server reports that many bytes. It returns what clientRun decodes.
+// the server reports that many bytes. Setup statements may set, on
+// window: extraOptions (merged into the options, for what JSON cannot
+// carry, such as a Headers object), makeBody(bytes) (the body to send
+// instead of a Blob), onStarted(controller) (called as soon as the
+// upload is started), abortOnStatus (cancel on the first report with
+// that status), and probe (returned as is). It returns what clientRun
+// decodes.
 const uploadScript = `(async () => {
 	%[5]s
 	const { uploadWithProgress } = await import("/upload-progress.js");
@@ -25,18 +31,22 @@ const uploadScript = `(async () => {
 	const abortAt = %[4]d;
 	const controller = new AbortController();
 	const reports = [];
-	const options = Object.assign(%[3]s, {
+	const options = Object.assign(%[3]s, window.extraOptions ?? {}, {
 		signal: controller.signal,
 		onProgress: (p) => {
 			reports.push(p);
 			if (abortAt > 0 && p.received >= abortAt) controller.abort();
+			if (p.status === window.abortOnStatus) controller.abort();
 		},
 	});
+	const started = performance.now();
 	try {
-		const result = await uploadWithProgress(%[2]q, new Blob([body]), options);
-		return { result, reports };
+		const upload = uploadWithProgress(%[2]q, window.makeBody ? window.makeBody(body) : new Blob([body]), options);
+		window.onStarted?.(controller);
+		const result = await upload;
+		return { result, reports, probe: window.probe ?? null, ms: performance.now() - started };
 	} catch (e) {
-		return { error: { name: e.name, kind: e.kind, message: e.message, httpStatus: e.httpStatus, id: e.id }, reports };
+		return { error: { name: e.name, kind: e.kind, message: e.message, httpStatus: e.httpStatus, id: e.id }, reports, probe: window.probe ?? null, ms: performance.now() - started };
 	}
 })()`
 
@@ -50,6 +60,15 @@ type progress struct {
 	Speed     int64    `json:"speed"`
 	Remaining *float64 `json:"remaining"`
 	Via       string   `json:"via"`
+
+	Files []struct {
+		Field    string  `json:"field"`
+		Filename *string `json:"filename"`
+		Received int64   `json:"received"`
+		Status   string  `json:"status"`
+	} `json:"files"`
+	Error          *string `json:"error"`
+	UpstreamStatus *int    `json:"upstream_status"`
 }
 
 // clientRun is what uploadScript returns: a result or an error, and
@@ -68,7 +87,9 @@ type clientRun struct {
 		HTTPStatus *int   `json:"httpStatus"`
 		ID         string `json:"id"`
 	} `json:"error"`
-	Reports []progress `json:"reports"`
+	Reports []progress      `json:"reports"`
+	Probe   json.RawMessage `json:"probe"` // window.probe, as set by the setup
+	MS      float64         `json:"ms"`    // how long uploadWithProgress took, in milliseconds
 }
 
 // answer is the demo backend's answer.

@@ -27,7 +27,8 @@ func TestMain(m *testing.M) { os.Exit(testcaddy.Main(m)) }
 // with upload_progress and proxies them to the demo backend, as
 // Caddyfile.example does.
 type site struct {
-	base string // e.g. http://127.0.0.1:1234
+	base      string // e.g. http://127.0.0.1:1234
+	caddyfile string // the config it runs, to reload it
 }
 
 // webDir is the absolute path of the web/ folder.
@@ -45,7 +46,7 @@ func webDir(t testing.TB) string {
 func startSite(t testing.TB, options string) *site {
 	t.Helper()
 	port, backendPort := testcaddy.FreePort(t), testcaddy.FreePort(t)
-	testcaddy.Run(t, testcaddy.GlobalOptions+fmt.Sprintf(`
+	caddyfile := testcaddy.GlobalOptions + fmt.Sprintf(`
 http://127.0.0.1:%[1]d {
 	upload_progress {
 %[3]s
@@ -60,8 +61,9 @@ http://127.0.0.1:%[1]d {
 http://127.0.0.1:%[2]d {
 	upload_demo_backend
 }
-`, port, backendPort, options, webDir(t)))
-	return &site{base: fmt.Sprintf("http://127.0.0.1:%d", port)}
+`, port, backendPort, options, webDir(t))
+	testcaddy.Run(t, caddyfile)
+	return &site{base: fmt.Sprintf("http://127.0.0.1:%d", port), caddyfile: caddyfile}
 }
 
 // status reads an upload's status from the status route.

@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
+	"github.com/caddyserver/certmagic"
 )
 
 // GlobalOptions are the Caddyfile global options of every test config:
@@ -37,6 +38,9 @@ func Main(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	os.Setenv("XDG_DATA_HOME", dir)
 	os.Setenv("XDG_CONFIG_HOME", dir)
+	// Caddy computed its default storage's folder when it was
+	// initialized, before the variables above: point it here too.
+	caddy.DefaultStorage = &certmagic.FileStorage{Path: caddy.AppDataDir()}
 	return m.Run()
 }
 

@@ -1,0 +1,163 @@
+package caddyprogress
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
+)
+
+// The Redis implementation of cluster (cluster.go): the one file of the
+// core that imports redistracker. It maps the core's states and errors
+// to redistracker's and back.
+
+// redisTimeout bounds each Redis call made on a request's path (the
+// claim of a starting upload, a reservation, a lookup, a subscription);
+// past it the call fails, Redis is marked down and the tracker carries
+// on locally. redistracker's default, 50ms, marked Redis down again and
+// again with 1,000 uploads starting at once on a busy 2-core machine
+// (BenchmarkThousandUploadsInFlight), though it answered.
+const redisTimeout = 250 * time.Millisecond
+
+// newRedisCluster connects the handler's tracker to Redis at url.
+func newRedisCluster(url string, h *Handler) (cluster, error) {
+	t, err := redistracker.New(redistracker.Config{
+		URL:        url,
+		Tracker:    h.Tracker,
+		Interval:   time.Duration(h.Interval),
+		Retain:     time.Duration(h.Retain),
+		MaxUploads: h.MaxUploads,
+		Timeout:    redisTimeout,
+		LostDoc:    lostDoc,
+		Logger:     h.logger.Named("redis"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return redisCluster{t}, nil
+}
+
+// sharedKey is a comparable form of a redis URL, its password hashed;
+// an error if the URL cannot be used.
+func sharedKey(url string) (string, error) { return redistracker.Key(url) }
+
+type redisCluster struct{ t *redistracker.Tracker }
+
+func (c redisCluster) claim(ctx context.Context, id, group string, doc []byte) (sharedUpload, error) {
+	u, err := c.t.Claim(ctx, id, group, redistracker.StateUploading, doc)
+	if err != nil {
+		return nil, coreError(err)
+	}
+	return redisUpload{u}, nil
+}
+
+func (c redisCluster) reserve(ctx context.Context, id string, doc []byte) error {
+	return coreError(c.t.Reserve(ctx, id, doc))
+}
+
+func (c redisCluster) lookup(ctx context.Context, id string) (sharedDoc, error) {
+	d, err := c.t.Lookup(ctx, id)
+	if err != nil {
+		return sharedDoc{}, coreError(err)
+	}
+	return coreDoc(d), nil
+}
+
+func (c redisCluster) lookupGroup(ctx context.Context, group string) ([]sharedDoc, error) {
+	docs, err := c.t.LookupGroup(ctx, group)
+	if err != nil {
+		return nil, coreError(err)
+	}
+	out := make([]sharedDoc, len(docs))
+	for i, d := range docs {
+		out[i] = coreDoc(d)
+	}
+	return out, nil
+}
+
+func (c redisCluster) subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error) {
+	var s *redistracker.Subscription
+	var err error
+	if group {
+		s, err = c.t.SubscribeGroup(ctx, id)
+	} else {
+		s, err = c.t.Subscribe(ctx, id)
+	}
+	if err != nil {
+		return nil, coreError(err)
+	}
+	return redisSubscription{s}, nil
+}
+
+func (c redisCluster) shareRate(total rate.Limit, limiter *rate.Limiter, demand func() int) {
+	c.t.ShareRate(total, limiter, demand)
+}
+
+func (c redisCluster) health() sharedHealth {
+	h := c.t.Health()
+	return sharedHealth{Up: h.Up, LastError: h.LastError, Since: h.Since}
+}
+
+func (c redisCluster) stats() sharedStats {
+	s := c.t.Stats()
+	return sharedStats{
+		roundTrips:     s.RoundTrips,
+		errors:         s.Errors,
+		published:      s.Published,
+		lost:           s.Lost,
+		aborted:        s.Aborted,
+		latencyBuckets: redistracker.LatencyBuckets,
+		latencyCounts:  s.PublishLatency.Counts,
+		latencyCount:   s.PublishLatency.Count,
+		latencySum:     s.PublishLatency.Sum,
+	}
+}
+
+func (c redisCluster) close() error { return c.t.Close() }
+
+type redisUpload struct{ u *redistracker.Upload }
+
+func (u redisUpload) publish(st state, doc []byte) { u.u.Publish(redistracker.State(st.String()), doc) }
+
+type redisSubscription struct{ s *redistracker.Subscription }
+
+func (s redisSubscription) notify() <-chan struct{} { return s.s.Notify() }
+func (s redisSubscription) close()                  { s.s.Close() }
+
+func (s redisSubscription) take() []sharedDoc {
+	docs := s.s.Take()
+	out := make([]sharedDoc, len(docs))
+	for i, d := range docs {
+		out[i] = coreDoc(d)
+	}
+	return out
+}
+
+func coreDoc(d redistracker.Doc) sharedDoc {
+	return sharedDoc{id: d.ID, group: d.Group, state: parseState(string(d.State)), seq: d.Seq, json: d.JSON}
+}
+
+// coreError maps redistracker's errors to the core's.
+func coreError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, redistracker.ErrInFlight):
+		return errInFlight
+	case errors.Is(err, redistracker.ErrFull):
+		return errTrackerFull
+	case errors.Is(err, redistracker.ErrNotFound):
+		return errSharedNotFound
+	}
+	return errSharedUnavailable
+}
+
+// Interface guards
+var (
+	_ cluster            = redisCluster{}
+	_ sharedUpload       = redisUpload{}
+	_ sharedSubscription = redisSubscription{}
+)

@@ -1,0 +1,185 @@
+package caddyprogress
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+)
+
+// A status document is encoded once per upload per change and shared
+// by every poller and subscriber of that upload: nobody takes a
+// snapshot or encodes JSON of their own. It is kept in two pieces, so
+// that a group's document can take its members' statuses without their
+// files:
+//
+//	head  {"id":"...","status":"uploading",...,"rate_limit":null   (no closing brace)
+//	files ,"files":[...]                                            (empty without files)
+//
+// The status JSON is head, files and "}", exactly what encoding/json
+// makes of Status (Files is its last field).
+
+// docMaxAge is how long an upload's document is served while nothing
+// changes, before elapsed, speed and remaining are brought up to date.
+const docMaxAge = speedSampleSpread
+
+// docVersion is what tells whether an upload changed.
+type docVersion struct {
+	state     state
+	received  int64
+	observed  int64             // the multipart parts change after received does
+	resumable resumable.Version // a resumable upload's delivery changes while its state does not
+}
+
+// statusDoc is one encoding of an upload's status, never changed once
+// made.
+type statusDoc struct {
+	id          string // set for a group's members, to order them
+	head, files []byte
+	version     docVersion
+	madeAt      time.Time
+	summary     docSummary
+}
+
+// docSummary is what a group's figures are summed from. It holds no
+// pointers, so finished records can keep it cheaply.
+type docSummary struct {
+	state     state
+	received  int64
+	total     int64 // -1 when unknown
+	speed     int64
+	startedAt int64 // unix nanoseconds
+	bodyEndAt int64 // unix nanoseconds when the body ended, 0 before
+}
+
+// version reads what the upload's document depends on.
+func (u *upload) version() docVersion {
+	return docVersion{state: u.currentState(), received: u.received.Load(), observed: u.observedBytes(), resumable: u.resumableVersion()}
+}
+
+// doc returns the upload's document as of now: the shared one while the
+// upload is unchanged (and, in flight, younger than docMaxAge), else a
+// new one made by this caller, once, while others wait for it.
+func (u *upload) doc(now time.Time) *statusDoc {
+	if d := u.finalDoc.Load(); d != nil {
+		return d
+	}
+	v := u.version()
+	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+		return d
+	}
+	u.encodeMu.Lock()
+	defer u.encodeMu.Unlock()
+	if d := u.finalDoc.Load(); d != nil {
+		return d
+	}
+	v = u.version()
+	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+		return d
+	}
+	s := u.snapshot(now)
+	if s.FinishedAt != nil { // it ended meanwhile
+		return u.finalDoc.Load()
+	}
+	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
+	d.version, d.madeAt = v, now
+	u.keepLiveDoc(d)
+	return d
+}
+
+// keepLiveDoc keeps d as the upload's shared document if max_memory has
+// room for it; if not, d is sent but not kept.
+func (u *upload) keepLiveDoc(d *statusDoc) {
+	if !u.tracker.charge(docBytes(d)) {
+		d = nil
+	}
+	if old := u.liveDoc.Swap(d); old != nil {
+		u.tracker.uncharge(docBytes(old))
+	}
+	if u.finalDoc.Load() != nil || u.released.Load() { // it ended, or was let go, meanwhile
+		if d := u.liveDoc.Swap(nil); d != nil {
+			u.tracker.uncharge(docBytes(d))
+		}
+	}
+}
+
+// encodeDoc encodes s; bodyEnd is the upload's, in nanoseconds after it
+// started (0 before the body ended).
+func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
+	files := s.Files
+	s.Files = nil
+	head, err := json.Marshal(s)
+	if err != nil { // Status has nothing encoding/json refuses
+		panic(fmt.Sprintf("encoding a status: %v", err))
+	}
+	d := &statusDoc{id: s.ID, head: head[:len(head)-1]}
+	if len(files) > 0 {
+		list, err := json.Marshal(files)
+		if err != nil {
+			panic(fmt.Sprintf("encoding a status's files: %v", err))
+		}
+		d.files = append([]byte(`,"files":`), list...)
+	}
+	d.summary = docSummary{
+		state:     parseState(s.Status),
+		received:  s.Received,
+		total:     -1,
+		speed:     s.Speed,
+		startedAt: startedAt.UnixNano(),
+	}
+	if s.Total != nil {
+		d.summary.total = *s.Total
+	}
+	if bodyEnd > 0 {
+		d.summary.bodyEndAt = startedAt.UnixNano() + bodyEnd
+	}
+	return d
+}
+
+// parseState is the state named s.
+func parseState(s string) state {
+	for st := statePending; st <= stateAborted; st++ {
+		if st.String() == s {
+			return st
+		}
+	}
+	return statePending
+}
+
+// size is the length of the document's JSON.
+func (d *statusDoc) size() int { return len(d.head) + len(d.files) + 1 }
+
+// writeTo writes the document's JSON, its files included or not.
+func (d *statusDoc) writeTo(w io.Writer, withFiles bool) error {
+	if _, err := w.Write(d.head); err != nil {
+		return err
+	}
+	if withFiles && len(d.files) > 0 {
+		if _, err := w.Write(d.files); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(w, "}")
+	return err
+}
+
+// writeDoc answers with the document as JSON, never cached.
+func writeDoc(w http.ResponseWriter, r *http.Request, d *statusDoc) error {
+	header := w.Header()
+	header.Set("Content-Type", "application/json")
+	header.Set("Cache-Control", "no-store")
+	header.Set("Content-Length", strconv.Itoa(d.size()+1))
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	if err := d.writeTo(w, true); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, "\n")
+	return err
+}

@@ -1,0 +1,135 @@
+package caddyprogress
+
+import (
+	"sync/atomic"
+	"unsafe"
+)
+
+// DefaultMaxMemory is the default max_memory of a tracker; minMaxMemory
+// the least it may be.
+const (
+	DefaultMaxMemory = 64 << 20
+	minMaxMemory     = 64 << 10
+)
+
+// What a tracker keeps is counted as it is kept, toward max_memory:
+//
+//   - a live record (in flight or reserved): the upload struct, its done
+//     channel, its ID, its entry in the tracker's map and in a group's
+//     (recordBytes);
+//   - a multipart upload's parts, each as it is added: the part struct,
+//     its names and its place in the list (partBytes);
+//   - a group: its struct, ID, maps and entry (groupBytes), and each
+//     finished member's entry in it (finishedMemberBytes);
+//   - the shared document of an upload in flight, while it is kept;
+//   - the finished store: its chunks as allocated, its slots, heap and
+//     index (finishedStore.bytes).
+//
+// When that would pass max_memory, finished records go first (the
+// oldest first), then reservations; a new upload that then leaves less
+// than a sixteenth of max_memory free is tracked without its files, and
+// one whose record does not fit at all is proxied untracked. A part that
+// does not fit makes its upload give up its files; a document that does
+// not fit is sent but not kept.
+
+// Fixed sizes, from the structs themselves where Go can tell them.
+const (
+	chanBytes           = 96 // a chan struct{} (runtime.hchan)
+	liveMapEntryBytes   = 48 // a map[string]*upload entry: key, value, slack
+	partSlotBytes       = 8  // a *part in the list
+	stringHeaderBytes   = 16 // a filename's *string target
+	groupMapEntryBytes  = 48 // an entry of a group's member maps
+	docStructBytes      = int64(unsafe.Sizeof(statusDoc{}))
+	uploadStructBytes   = int64(unsafe.Sizeof(upload{}))
+	partStructBytes     = int64(unsafe.Sizeof(part{}))
+	partListStructBytes = int64(unsafe.Sizeof(partList{}))
+	groupStructBytes    = int64(unsafe.Sizeof(group{}))
+	mapHeaderBytes      = 48 // an empty map
+	finishedMemberBytes = 24 // an entry of a group's map of finished members
+)
+
+// groupBytes is what a group with the given ID keeps besides its
+// members' entries.
+func groupBytes(id string) int64 {
+	return groupStructBytes + 2*mapHeaderBytes + indexEntryBytes + int64(len(id))
+}
+
+// recordBytes is what a live record with the given ID keeps.
+func recordBytes(id string) int64 {
+	return uploadStructBytes + chanBytes + liveMapEntryBytes + groupMapEntryBytes + int64(len(id))
+}
+
+// partBytes is what one part with the given names keeps.
+func partBytes(field string, filename *string) int64 {
+	n := partStructBytes + partSlotBytes + int64(len(field))
+	if filename != nil {
+		n += stringHeaderBytes + int64(len(*filename))
+	}
+	return n
+}
+
+// docBytes is what a kept document takes.
+func docBytes(d *statusDoc) int64 {
+	return docStructBytes + int64(cap(d.head)+cap(d.files))
+}
+
+// memoryAccount is a tracker's count of the bytes it keeps.
+type memoryAccount struct {
+	live  atomic.Int64 // live records, their parts and documents
+	store atomic.Int64 // the finished store, as of its last change
+	max   atomic.Int64 // max_memory
+}
+
+func (m *memoryAccount) used() int64 { return m.live.Load() + m.store.Load() }
+
+// syncStore takes the finished store's size after it changed. The
+// caller holds the tracker's lock.
+func (m *memoryAccount) syncStore(s *finishedStore) { m.store.Store(s.bytes()) }
+
+// setMaxMemory sets max_memory: the handler provisioned last sets it.
+func (t *tracker) setMaxMemory(n int64) { t.memory.max.Store(n) }
+
+// fitMemory removes finished records, then reservations, until extra
+// more bytes fit in max_memory. It reports false if they cannot. The
+// caller holds t.mu.
+func (t *tracker) fitMemory(extra int64) bool {
+	for t.memory.used()+extra > t.memory.max.Load() {
+		if !t.evictOne(evictMaxMemory) {
+			return false
+		}
+	}
+	return true
+}
+
+// charge counts n more bytes kept for a live record, making room if it
+// must. It reports false, and counts nothing, when they do not fit. A
+// nil tracker (an untracked upload) keeps nothing. Every count that
+// grows is made under t.mu, after fitMemory, so none passes max_memory;
+// counts that shrink need no lock.
+func (t *tracker) charge(n int64) bool {
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.fitMemory(n) {
+		return false
+	}
+	t.memory.live.Add(n)
+	return true
+}
+
+// uncharge counts n bytes less kept for a live record.
+func (t *tracker) uncharge(n int64) {
+	if t != nil {
+		t.memory.live.Add(-n)
+	}
+}
+
+// memoryInUse is the bytes the tracker keeps, read under its lock so
+// that a record moving from live to finished is not counted twice.
+func (t *tracker) memoryInUse() int64 {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.memory.used()
+}

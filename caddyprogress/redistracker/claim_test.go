@@ -1,0 +1,132 @@
+package redistracker
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+)
+
+func TestClaimRefusesLiveDuplicateOnAnotherInstance(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	u, err := a.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0))
+	if err != nil {
+		t.Fatalf("claim on a: %v", err)
+	}
+	if _, err := b.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0)); !errors.Is(err, ErrInFlight) {
+		t.Fatalf("claim of a live ID on b: got %v, want ErrInFlight", err)
+	}
+	// once it has finished, the ID may be used again, on any instance
+	u.Publish(StateComplete, progressDoc("up1", StateComplete, 10))
+	waitFor(t, 2*time.Second, "the final document in redis", func() bool {
+		d, err := b.Lookup(bg(), "up1")
+		return err == nil && d.State == StateComplete
+	})
+	if _, err := b.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0)); err != nil {
+		t.Fatalf("claim of a finished ID on b: %v", err)
+	}
+}
+
+func TestClaimAtOnceFromTwoInstancesLetsExactlyOneProceed(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+	for i := range 50 {
+		id := "race-" + string(rune('a'+i%26)) + string(rune('a'+i/26))
+		errs := make(chan error, 2)
+		for _, tr := range []*Tracker{a, b} {
+			go func() {
+				_, err := tr.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+				errs <- err
+			}()
+		}
+		e1, e2 := <-errs, <-errs
+		ok := 0
+		for _, err := range []error{e1, e2} {
+			switch {
+			case err == nil:
+				ok++
+			case !errors.Is(err, ErrInFlight):
+				t.Fatalf("%s: unexpected error %v", id, err)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%s: %d claims succeeded (%v, %v), want exactly 1", id, ok, e1, e2)
+		}
+	}
+}
+
+func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a", MaxUploads: 3})
+	b := newTestTracker(t, srv, Config{Instance: "b", MaxUploads: 3})
+
+	var uploads []*Upload
+	for i, tr := range []*Tracker{a, b, a} {
+		id := []string{"m1", "m2", "m3"}[i]
+		u, err := tr.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		if err != nil {
+			t.Fatalf("claim %s: %v", id, err)
+		}
+		uploads = append(uploads, u)
+	}
+	if _, err := b.Claim(bg(), "m4", "", StateUploading, nil); !errors.Is(err, ErrFull) {
+		t.Fatalf("fourth upload with three in flight: got %v, want ErrFull", err)
+	}
+	if err := b.Reserve(bg(), "r1", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
+		t.Fatalf("reservation with three in flight: got %v, want ErrFull", err)
+	}
+	// a finished record makes room: it is evicted for the new upload
+	uploads[0].Publish(StateComplete, progressDoc("m1", StateComplete, 5))
+	waitFor(t, 2*time.Second, "m1 retired", func() bool {
+		live, done, err := a.Count(bg())
+		return err == nil && live == 2 && done == 1
+	})
+	if _, err := b.Claim(bg(), "m4", "", StateUploading, progressDoc("m4", StateUploading, 0)); err != nil {
+		t.Fatalf("claim after one finished: %v", err)
+	}
+	if _, err := b.Lookup(bg(), "m1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("evicted record m1: got %v, want ErrNotFound", err)
+	}
+	if live, done, err := a.Count(bg()); err != nil || live != 3 || done != 0 {
+		t.Fatalf("count: %d live, %d done, %v; want 3, 0", live, done, err)
+	}
+}
+
+func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	if err := a.Reserve(bg(), "res1", progressDoc("res1", StatePending, 0)); err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	d, err := b.Lookup(bg(), "res1")
+	if err != nil || d.State != StatePending {
+		t.Fatalf("lookup of the reservation on b: %+v, %v", d, err)
+	}
+	u, err := b.Claim(bg(), "res1", "", StateUploading, progressDoc("res1", StateUploading, 0))
+	if err != nil {
+		t.Fatalf("upload of a reserved ID: %v", err)
+	}
+	u.Publish(StateComplete, progressDoc("res1", StateComplete, 42))
+	waitFor(t, 2*time.Second, "the final state on a", func() bool {
+		d, err := a.Lookup(bg(), "res1")
+		return err == nil && d.State == StateComplete && string(d.JSON) == string(progressDoc("res1", StateComplete, 42))
+	})
+	if err := a.Reserve(bg(), "res1", nil); err != nil {
+		t.Fatalf("reserving a finished ID again: %v", err)
+	}
+	u2, err := a.Claim(bg(), "res2", "", StateUploading, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = u2
+	if err := b.Reserve(bg(), "res2", nil); !errors.Is(err, ErrInFlight) {
+		t.Fatalf("reserving an ID in flight: got %v, want ErrInFlight", err)
+	}
+}

@@ -1,0 +1,157 @@
+// Package redistracker is the Redis side of an upload_progress tracker:
+// it lets several Caddy instances behind a load balancer share their
+// uploads, so that an upload running on instance A can be followed
+// (status, events, groups, reservations) through instance B. It knows
+// nothing of the core package: uploads are IDs with an optional group
+// ID, a State and an opaque JSON document that the core encodes. It
+// uses github.com/redis/go-redis/v9 and no protocol code of its own.
+//
+// # Use from the core
+//
+//	tr, err := redistracker.New(redistracker.Config{URL: url, Tracker: name, ...})
+//	u, err := tr.Claim(ctx, id, group, redistracker.StateUploading, doc) // ErrInFlight: 409; ErrFull
+//	u.Publish(state, doc)             // at most once per Interval; never blocks
+//	u.Publish(redistracker.StateComplete, doc) // the final one
+//	tr.Reserve(ctx, id, doc)          // POST <status_path>, across the cluster
+//	d, err := tr.Lookup(ctx, id)      // status and nginx routes on any instance
+//	docs, err := tr.LookupGroup(ctx, group)
+//	s, err := tr.Subscribe(ctx, id)   // or SubscribeGroup; then <-s.Notify(), s.Take()
+//	tr.ShareRate(total, limiter, demand) // rate_limit_total across the cluster
+//	tr.Health(), tr.Stats(), tr.Count(ctx) // admin listing and metrics
+//	redistracker.Key(url)             // refuse one tracker with two redis settings
+//
+// Calls on a request's path (Claim, Reserve, Lookup, LookupGroup,
+// Subscribe) wait at most Config.Timeout (default 50ms), and not at all
+// while Redis is marked down; Publish never waits. An upload's body
+// reads never involve Redis.
+//
+// # URLs
+//
+//	redis://[user:password@]host[:port][/db]          one server
+//	rediss://[user:password@]host[:port][/db]         one server over TLS
+//	unix://[user:password@]/path/redis.sock[?db=N]    a Unix socket
+//	redis-sentinel://[user:password@]host[:port][/db]?master_name=NAME[&addr=host2:port2...][&password=P]
+//	rediss-sentinel://...                             Sentinel (over TLS): the userinfo is the
+//	                                                  Sentinels', password= the master's
+//	redis-cluster://[user:password@]host[:port][?addr=host2:port2...]
+//	rediss-cluster://...                              Redis Cluster (over TLS)
+//
+// They are parsed by go-redis's ParseURL, ParseFailoverURL and
+// ParseClusterURL (the -sentinel and -cluster schemes choose the parser),
+// so their query parameters (dial_timeout, pool_size, skip_verify, ...)
+// are go-redis's options. The client is used through go-redis's
+// UniversalClient interface. Key gives a comparable form of a URL.
+//
+// # Keys
+//
+// Names are query-escaped (a ':' in a tracker name becomes %3A), so
+// trackers never share a key; T is the tracker, ID an upload, G a group:
+//
+//	upload_progress:{T:ID}:record      hash: st (state), doc, own (claim token), lease (ms), grp, seq
+//	upload_progress:{T:ID}:events      pub/sub channel of the upload's documents
+//	upload_progress:group:{T:G}:members  hash: member ID -> "token state expires seq doc"
+//	upload_progress:group:{T:G}:events   pub/sub channel of the members' documents
+//	upload_progress:tracker:{T}:live   sorted set: uploads in flight by lease deadline
+//	upload_progress:tracker:{T}:done   sorted set: finished uploads and reservations by expiry
+//	upload_progress:tracker:{T}:demand, :demand_count  instances sharing rate_limit_total
+//
+// The braces are Redis Cluster hash tags: one upload's keys share a
+// slot, as do one group's and the tracker's indexes, and every script
+// touches one slot only. A message is "<seq> <state> <id> <group>\n<doc>".
+//
+// # Publishing
+//
+// Each tracker has one publisher goroutine. Publish records the
+// upload's latest document (one entry per upload, so the queue is
+// bounded by the uploads in flight and a waiting document is replaced,
+// never queued). A first or final document goes at once; progress
+// documents go on the publisher's tick, every half Interval, each
+// upload's at most every second tick: at most once per Interval per
+// upload, after a wait of at most half an Interval. The due documents
+// go in one pipeline: per upload, a Lua script that stores the
+// document, sets the record's TTL and PUBLISHes it (plus the group's
+// hash), so one round trip carries the documents of all uploads. Plain
+// pub/sub, not a Stream: a subscriber that connects late reads the
+// record first (Lookup) and needs no history, and a Stream per upload
+// would have to be trimmed and read with a blocking XREAD per upload.
+// Documents carry a per-ID seq, so a subscriber drops one it has (a
+// lookup and a message can overlap).
+//
+// # Claims and leases
+//
+// Claim counts the ID into the tracker's records (admitScript: at
+// MaxUploads, the finished record closest to expiry is evicted, or
+// ErrFull), then claims it (putScript): refused with ErrInFlight while
+// another claim's upload is in flight. A claim holds a lease (default
+// 5s), renewed by one loop per tracker for all its uploads in one
+// pipeline, three times per lease. Every instance scans the live index
+// every second (or twice per lease, if shorter); an upload whose lease
+// has passed (its instance died, or lost Redis) is ended as aborted with
+// error "instance lost" by abortScript, which acts once whichever
+// instance gets there first, and publishes the final document, built by
+// Config.LostDoc from the last one (DefaultLostDoc edits the core's
+// status fields). So a lost instance's uploads end within lease + 1s.
+// A finished record expires Retain after it finished (a Redis TTL).
+//
+// # Subscriptions
+//
+// One pub/sub connection per tracker carries every channel its local
+// subscribers follow; a channel is subscribed for the first and
+// unsubscribed after the last. Subscribe returns once Redis has
+// confirmed the subscription. After go-redis reconnects it (Redis
+// restarted or the connection broke), each channel's subscribers get
+// the current documents, looked up, since what was published meanwhile
+// is lost: a final document included. A slow subscriber's queue holds
+// 64 documents; past that its oldest progress document is dropped,
+// never a final one.
+//
+// # Redis slow or down
+//
+// Every command has a deadline (Timeout on a request's path, 1s in the
+// background loops). A network error, or a timeout in a background
+// loop, marks Redis down (logged once, with the error; Health shows
+// it); a call on a request's path that runs out of its Timeout fails
+// (ErrUnavailable; a claim hands back a handle, claimed later) and has
+// the health loop ping Redis at once, which marks it down if the ping
+// fails (within 1s): under load such calls time out while Redis
+// answers, and marking it down for them made the tracker flap between
+// shared and local. While down, the calls
+// return at once (Claim hands back a handle, the others
+// ErrUnavailable) and the uploads go on locally. A health loop pings
+// every 250ms; when Redis answers again (logged once), the scripts are
+// loaded again and every upload of this instance is re-claimed and its
+// latest document republished (final ones included), so a restarted,
+// empty Redis learns them back. An upload whose ID another instance
+// took or ended meanwhile goes on locally only (Upload.Lost, Stats.Lost;
+// logged at most once a second).
+// Subscribers on other instances get the republished documents, or
+// look them up once their pub/sub connection is back, whichever comes
+// first.
+//
+// # Shared bandwidth
+//
+// ShareRate shares rate_limit_total across instances without a Redis
+// round trip per read: every 100ms each instance registers its demand
+// (its throttled uploads) and sets its local limiter to its share,
+// total × mine / all (an instance without demand keeps what one upload
+// would get). In TestSharedRateLimitHoldsAcrossInstances (two instances,
+// each with its own client and limiter, readers as fast as the limiters
+// allow), 1 and 3 uploads got the total within 0.1 % over 3 s, split
+// 1:3, and when the one upload ended the other instance's three got it
+// within 1.5 % (three runs); a change of demand shows after one slice.
+// Real uploads read in bursts, so the accuracy through HTTP is for the
+// handler's tests to measure.
+//
+// # Figures
+//
+// Measured on a 2-core AMD EPYC VM shared with other builds, Redis 7.0
+// on loopback (go test -bench): a document published with 1,000
+// uploads in flight costs 10 to 14µs of wall time (870 B and 16
+// allocations) and 0.001 round trips; an upload's whole life (claim,
+// 12 documents) takes 3 round trips with 1,000 in flight (the claim's
+// two, and a share of the batches); a published document reaches a
+// subscriber on another instance in 59 to 74µs (p50) and 173 to 239µs
+// (p99); at the default Interval, a progress document handed to the
+// uploading instance reaches it in 25 to 26ms (p50) and 49 to 50ms
+// (p99, max), the publisher's tick included (three runs each).
+package redistracker

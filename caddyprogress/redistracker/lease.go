@@ -1,0 +1,228 @@
+package redistracker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Leases: a claimed upload in flight holds a lease (its record's lease
+// field, and its score in the tracker's live index), renewed by one
+// loop per tracker for all of this instance's uploads, in one pipeline,
+// three times per Lease. Every instance scans the live index for leases
+// past their deadline (every second, or twice per Lease if shorter) and
+// ends those uploads as aborted with LostDoc's document: abortScript
+// makes that happen once, whichever instance gets there first, and it
+// publishes the final document to the subscribers everywhere.
+
+// renewEvery is how often leases are renewed.
+func (t *Tracker) renewEvery() time.Duration { return t.cfg.Lease / 3 }
+
+// scanEvery is how often the live index is scanned for lost leases.
+func (t *Tracker) scanEvery() time.Duration { return min(time.Second, t.cfg.Lease/2) }
+
+func (t *Tracker) renewLoop() {
+	t.every(t.renewEvery(), t.renew)
+}
+
+func (t *Tracker) scanLoop() {
+	t.every(t.scanEvery(), func(ctx context.Context) {
+		// 100 at a time, so that a lost instance with many uploads
+		// has them all ended in one scan
+		for range maxScanBatches {
+			if t.abortLost(ctx) < expiredBatch {
+				return
+			}
+		}
+	})
+}
+
+// expiredBatch is how many expired leases expiredScript lists at once,
+// and maxScanBatches how many lists one scan goes through.
+const (
+	expiredBatch   = 100
+	maxScanBatches = 20
+)
+
+// every runs f every d while Redis is up, until the tracker stops.
+func (t *Tracker) every(d time.Duration, f func(context.Context)) {
+	ticker := time.NewTicker(d)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-ticker.C:
+		}
+		if !t.health.up.Load() {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+		f(ctx)
+		cancel()
+	}
+}
+
+// renew extends the leases of this instance's claimed uploads.
+func (t *Tracker) renew(ctx context.Context) {
+	t.mu.Lock()
+	var uploads []*Upload
+	for _, u := range t.uploads {
+		u.mu.Lock()
+		if u.claimed && !u.done {
+			uploads = append(uploads, u)
+		}
+		u.mu.Unlock()
+	}
+	t.mu.Unlock()
+	if len(uploads) == 0 {
+		return
+	}
+	lease := t.cfg.Lease.Milliseconds()
+	ids := make([]any, 0, 1+len(uploads))
+	ids = append(ids, lease)
+	cmds := make([]*redis.Cmd, len(uploads))
+	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for i, u := range uploads {
+			cmds[i] = renewScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, lease, t.cfg.Retain.Milliseconds())
+			ids = append(ids, u.id)
+			if u.group != "" {
+				p.PExpire(ctx, t.keys.group(u.group), t.ttl(StateUploading))
+			}
+		}
+		touchScript.EvalSha(ctx, p, []string{t.keys.live()}, ids...)
+	})
+	if err != nil && !isReply(err) {
+		return
+	}
+	for i, u := range uploads {
+		switch n, err := cmds[i].Int64(); {
+		case err != nil:
+		case n == -2: // Redis lost the record: claim it again
+			u.mu.Lock()
+			u.claimed = false
+			u.mu.Unlock()
+			t.markDirty(u, true)
+		case n == 0:
+			t.lose(u, "its lease expired and another instance ended it")
+		}
+	}
+}
+
+// abortLost ends the uploads whose lease expired (their instance is
+// lost) as aborted, up to expiredBatch of them; it returns how many
+// expired leases it found.
+func (t *Tracker) abortLost(ctx context.Context) int {
+	var list *redis.Cmd
+	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		list = expiredScript.EvalSha(ctx, p, []string{t.keys.live()}, expiredBatch)
+	}); err != nil {
+		return 0
+	}
+	ids, err := list.StringSlice()
+	if err != nil || len(ids) == 0 {
+		return 0
+	}
+	reads := make([]*redis.SliceCmd, len(ids))
+	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for i, id := range ids {
+			reads[i] = p.HMGet(ctx, t.keys.record(id), "st", "own", "seq", "doc", "grp")
+		}
+	}); err != nil && !isReply(err) {
+		return 0
+	}
+	type lost struct {
+		id, group, token, seq string
+		doc                   []byte
+		abort                 *redis.Cmd
+	}
+	var victims []*lost
+	var forget []any
+	for i, id := range ids {
+		f, err := reads[i].Result()
+		if err != nil || len(f) != 5 {
+			continue
+		}
+		st, _ := f[0].(string)
+		if !State(st).inFlight() {
+			forget = append(forget, id) // expired, or ended without retiring
+			continue
+		}
+		own, _ := f[1].(string)
+		seq, _ := f[2].(string)
+		doc, _ := f[3].(string)
+		grp, _ := f[4].(string)
+		victims = append(victims, &lost{id: id, group: grp, token: own, seq: seq, doc: t.cfg.LostDoc([]byte(doc))})
+	}
+	var retire []any
+	if len(victims) > 0 {
+		if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+			for _, v := range victims {
+				v.abort = abortScript.EvalSha(ctx, p, []string{t.keys.record(v.id)},
+					v.token, v.seq, v.doc, t.cfg.Retain.Milliseconds(), v.id,
+					t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group)
+			}
+		}); err != nil && !isReply(err) {
+			return 0
+		}
+	}
+	var grouped []*lost
+	var seqs []int64
+	for _, v := range victims {
+		if seq, err := v.abort.Int64(); err == nil && seq > 0 {
+			t.stats.aborted.Add(1)
+			retire = append(retire, v.id)
+			if v.group != "" {
+				grouped = append(grouped, v)
+				seqs = append(seqs, seq)
+			}
+		}
+	}
+	if len(retire)+len(forget) == 0 {
+		return len(ids)
+	}
+	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+		for i, v := range grouped {
+			groupScript.EvalSha(ctx, p, []string{t.keys.group(v.group)},
+				v.id, v.token, string(StateAborted), t.cfg.Retain.Milliseconds(), seqs[i], v.doc)
+		}
+		if len(retire) > 0 {
+			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+				append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
+		}
+		if len(forget) > 0 {
+			forgetScript.EvalSha(ctx, p, []string{t.keys.live()}, forget...)
+		}
+	})
+	return len(ids)
+}
+
+// LostError is the error of an upload whose instance was lost.
+const LostError = "instance lost"
+
+// DefaultLostDoc makes the final document of an upload whose instance
+// was lost from its last one, for the core's status JSON: "status"
+// becomes "aborted", "error" "instance lost", and "finished_at" and
+// "updated_at" now; the other fields are kept. A document that is not a
+// JSON object is replaced by {"status":"aborted","error":"instance lost"}.
+func DefaultLostDoc(last []byte) []byte {
+	doc := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(last))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil || doc == nil {
+		doc = map[string]any{}
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	doc["status"] = string(StateAborted)
+	doc["error"] = LostError
+	doc["finished_at"] = now
+	doc["updated_at"] = now
+	out, err := json.Marshal(doc)
+	if err != nil {
+		return []byte(`{"status":"aborted","error":"instance lost"}`)
+	}
+	return out
+}

@@ -1,0 +1,145 @@
+package redistracker
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+)
+
+func TestLeaseRenewedWhileTheUploadRuns(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
+	if _, err := a.Claim(bg(), "long", "", StateUploading, progressDoc("long", StateUploading, 0)); err != nil {
+		t.Fatal(err)
+	}
+	// no document for five leases: the renewal alone keeps it alive
+	time.Sleep(5 * lease)
+	d, err := b.Lookup(bg(), "long")
+	if err != nil || d.State != StateUploading {
+		t.Fatalf("after five leases: %+v, %v", d, err)
+	}
+	if a.Stats().Aborted+b.Stats().Aborted != 0 {
+		t.Fatal("a live upload was aborted")
+	}
+}
+
+func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 800 * time.Millisecond
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
+	c := newTestTracker(t, srv, Config{Instance: "c", Lease: lease})
+
+	subB, err := b.Subscribe(bg(), "lost1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subB.Close()
+	subC, err := c.SubscribeGroup(bg(), "grp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer subC.Close()
+	u, err := a.Claim(bg(), "lost1", "grp", StateUploading, progressDoc("lost1", StateUploading, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	u.Publish(StateUploading, progressDoc("lost1", StateUploading, 4096))
+	waitFor(t, time.Second, "the progress on b", func() bool {
+		d, err := b.Lookup(bg(), "lost1")
+		return err == nil && string(d.JSON) == string(progressDoc("lost1", StateUploading, 4096))
+	})
+	_ = a.shutdown() // the instance dies: no final document, no renewal
+	died := time.Now()
+
+	var pendingB []Doc
+	var final Doc
+	for {
+		d := next(t, subB, &pendingB, 3*lease)
+		if d.Final() {
+			final = d
+			break
+		}
+	}
+	took := time.Since(died)
+	if took > lease+a.scanEvery()+500*time.Millisecond {
+		t.Fatalf("aborted %v after the instance died; the lease is %v", took, lease)
+	}
+	if final.State != StateAborted {
+		t.Fatalf("final state %q", final.State)
+	}
+	var doc struct {
+		ID       string `json:"id"`
+		Status   string `json:"status"`
+		Error    string `json:"error"`
+		Received int    `json:"received"`
+	}
+	if err := json.Unmarshal(final.JSON, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Status != "aborted" || doc.Error != "instance lost" || doc.Received != 4096 || doc.ID != "lost1" {
+		t.Fatalf("final document: %s", final.JSON)
+	}
+	// exactly once: two instances scan, one aborts
+	time.Sleep(3 * a.scanEvery())
+	for _, d := range append(pendingB, subB.Take()...) {
+		t.Fatalf("another document after the final one: %+v", d)
+	}
+	if n := b.Stats().Aborted + c.Stats().Aborted; n != 1 {
+		t.Fatalf("aborted %d times", n)
+	}
+	finalsC := 0
+	for _, d := range subC.Take() {
+		if d.Final() {
+			finalsC++
+		}
+	}
+	if finalsC != 1 {
+		t.Fatalf("group subscriber on c saw %d final documents", finalsC)
+	}
+	docs, err := c.LookupGroup(bg(), "grp")
+	if err != nil || len(docs) != 1 || docs[0].State != StateAborted {
+		t.Fatalf("group after the abort: %+v, %v", docs, err)
+	}
+	if live, _, err := b.Count(bg()); err != nil || live != 0 {
+		t.Fatalf("still %d live, %v", live, err)
+	}
+	// the ID is free again
+	if _, err := b.Claim(bg(), "lost1", "", StateUploading, nil); err != nil {
+		t.Fatalf("claim after the abort: %v", err)
+	}
+}
+
+func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	const uploads = 3*expiredBatch + 7
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
+	for i := range uploads {
+		id := fmt.Sprintf("many-%03d", i)
+		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.flush()
+	_ = a.shutdown()
+	died := time.Now()
+	waitFor(t, lease+3*time.Second, "every upload aborted", func() bool {
+		return b.Stats().Aborted == uploads
+	})
+	if took := time.Since(died); took > lease+b.scanEvery()+500*time.Millisecond {
+		t.Fatalf("%d uploads aborted %v after their instance died (lease %v)", uploads, took, lease)
+	}
+	d, err := b.Lookup(bg(), "many-123")
+	if err != nil || d.State != StateAborted || !strings.Contains(string(d.JSON), `"received":123`) {
+		t.Fatalf("one of them: %+v %s, %v", d, d.JSON, err)
+	}
+}

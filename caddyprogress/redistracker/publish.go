@@ -1,0 +1,281 @@
+package redistracker
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The publisher: one goroutine per tracker drains the uploads with a
+// document to send ("dirty"), all of them in one pipeline per batch.
+// The queue holds one entry per upload (its latest document), so it is
+// bounded by the uploads in flight, and a document that waits is
+// replaced by a newer one, never queued behind it. A first, final or
+// re-claiming document goes at once. Progress documents go on a tick
+// every half Interval, each upload's at most every second tick: at most
+// once per Interval per upload, at most two round trips per Interval
+// for all of them, and a wait of at most half an Interval.
+
+// markDirty queues u's latest document; urgent wakes the publisher now,
+// the others wait for its tick.
+func (t *Tracker) markDirty(u *Upload, urgent bool) {
+	t.mu.Lock()
+	t.dirty[u] = struct{}{}
+	t.mu.Unlock()
+	if urgent {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// requeue puts u back among the dirty uploads without waking the
+// publisher.
+func (t *Tracker) requeue(u *Upload) {
+	t.mu.Lock()
+	t.dirty[u] = struct{}{}
+	t.mu.Unlock()
+}
+
+func (t *Tracker) publishLoop() {
+	ticker := time.NewTicker(max(t.cfg.Interval/2, time.Millisecond))
+	defer ticker.Stop()
+	for {
+		urgentOnly := true
+		select {
+		case <-t.stop:
+			return
+		case <-t.wake:
+		case <-ticker.C:
+			urgentOnly = false
+		}
+		if !t.health.up.Load() {
+			continue // the health loop wakes us when Redis is back
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+		t.publishDue(ctx, urgentOnly, false)
+		cancel()
+	}
+}
+
+// flush sends every queued document now, within backgroundTimeout.
+func (t *Tracker) flush() {
+	if !t.health.up.Load() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
+	defer cancel()
+	t.publishDue(ctx, false, true)
+}
+
+// outgoing is one upload's document in a batch.
+type outgoing struct {
+	u       *Upload
+	state   State
+	doc     []byte
+	seq     int64
+	reclaim bool
+	main    *redis.Cmd // publishScript or putScript
+}
+
+// publishDue sends the documents that are due: the urgent ones only,
+// those of this tick, or all of them.
+func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
+	batch := t.takeDue(urgentOnly, all)
+	if len(batch) == 0 {
+		return
+	}
+	var retire, touch []any
+	start := time.Now()
+	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for _, o := range batch {
+			if o.reclaim {
+				o.main = t.putCmd(ctx, p, o.u, o.state, o.doc, true)
+			} else {
+				o.main = publishScript.EvalSha(ctx, p, []string{t.keys.record(o.u.id)},
+					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
+					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group)
+			}
+			if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds, below
+				t.groupCmd(ctx, p, o)
+			}
+			if o.state.Final() {
+				retire = append(retire, o.u.id)
+			} else if o.reclaim {
+				touch = append(touch, o.u.id)
+			}
+		}
+		if len(retire) > 0 {
+			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+				append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
+		}
+		if len(touch) > 0 {
+			touchScript.EvalSha(ctx, p, []string{t.keys.live()},
+				append([]any{t.cfg.Lease.Milliseconds()}, touch...)...)
+		}
+	})
+	t.stats.observePublish(time.Since(start))
+	if err != nil && !isReply(err) {
+		for _, o := range batch {
+			t.requeue(o.u) // sent again once Redis is back
+		}
+		return
+	}
+	var reclaimed []*outgoing
+	for _, o := range batch {
+		seq, err := o.main.Int64()
+		switch {
+		case err != nil: // an error reply: tried again on a tick, not at once
+			t.requeue(o.u)
+		case seq > 0:
+			t.sent(o, seq)
+			if o.reclaim && o.u.group != "" {
+				o.seq = seq
+				reclaimed = append(reclaimed, o)
+			}
+		case seq == -2: // Redis lost the record: claim it again
+			o.u.mu.Lock()
+			o.u.claimed = false
+			o.u.mu.Unlock()
+			t.markDirty(o.u, true)
+		default:
+			t.lose(o.u, "another instance ended or took the upload's ID while this one could not reach redis")
+		}
+	}
+	if len(reclaimed) > 0 {
+		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+			for _, o := range reclaimed {
+				t.groupCmd(ctx, p, o)
+			}
+		})
+	}
+}
+
+// groupCmd queues groupScript for a member's document. In the same
+// pipeline as the record's own script: if that one refuses a stale
+// owner, the group's hash refuses it too once the record has a final
+// document of the claim (see groupScript).
+func (t *Tracker) groupCmd(ctx context.Context, p redis.Pipeliner, o *outgoing) {
+	groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
+		o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.doc)
+}
+
+// takeDue takes the due uploads off the dirty set: the urgent ones
+// (never sent, final, or to be re-claimed), and unless urgentOnly those
+// whose last document went two ticks ago or more; with all, every one.
+func (t *Tracker) takeDue(urgentOnly, all bool) []*outgoing {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !urgentOnly && !all {
+		t.tick++
+	}
+	batch := make([]*outgoing, 0, len(t.dirty))
+	for u := range t.dirty {
+		u.mu.Lock()
+		if u.done {
+			u.mu.Unlock()
+			delete(t.dirty, u)
+			continue
+		}
+		urgent := !u.claimed || u.state.Final() || u.sentTick == 0
+		if !all && !urgent && (urgentOnly || t.tick-u.sentTick < 2) {
+			u.mu.Unlock()
+			continue
+		}
+		batch = append(batch, &outgoing{u: u, state: u.state, doc: u.doc, seq: u.seq + 1, reclaim: !u.claimed})
+		u.sentTick = max(t.tick, 1)
+		u.mu.Unlock()
+		delete(t.dirty, u)
+	}
+	return batch
+}
+
+// sent records a document stored and published as seq.
+func (t *Tracker) sent(o *outgoing, seq int64) {
+	t.stats.published.Add(1)
+	u := o.u
+	u.mu.Lock()
+	u.seq = max(u.seq, seq)
+	u.claimed = true
+	finished := o.state.Final()
+	if finished {
+		u.done = true
+	}
+	u.mu.Unlock()
+	if finished {
+		t.forgetUpload(u)
+	}
+}
+
+// lose marks u as lost: it goes on locally, no longer published.
+func (t *Tracker) lose(u *Upload, why string) {
+	u.mu.Lock()
+	already := u.lost
+	u.lost, u.done = true, true
+	u.mu.Unlock()
+	if already {
+		return
+	}
+	t.stats.lost.Add(1)
+	t.forgetUpload(u)
+	// at most once a second: a partition can lose many uploads at once
+	now := time.Now().UnixNano()
+	last := t.lastLostLog.Load()
+	if now-last < int64(time.Second) || !t.lastLostLog.CompareAndSwap(last, now) {
+		return
+	}
+	t.log.Warn("upload no longer shared through redis; it goes on locally (more may follow unlogged this second)",
+		zap.String("id", u.id), zap.String("reason", why), zap.Uint64("lost_so_far", t.stats.lost.Load()))
+}
+
+// forgetUpload stops renewing u.
+func (t *Tracker) forgetUpload(u *Upload) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.uploads[u.id] == u {
+		delete(t.uploads, u.id)
+	}
+}
+
+// reclaimAll queues every upload of this instance to be claimed again
+// and republished: Redis came back, maybe empty.
+func (t *Tracker) reclaimAll() {
+	t.mu.Lock()
+	uploads := make([]*Upload, 0, len(t.uploads))
+	for _, u := range t.uploads {
+		uploads = append(uploads, u)
+	}
+	t.mu.Unlock()
+	for _, u := range uploads {
+		u.mu.Lock()
+		u.claimed = false
+		u.mu.Unlock()
+		t.markDirty(u, true)
+	}
+	if len(uploads) == 0 {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ttl is how long a record in state lives without renewal: Retain
+// after it ends, and while in flight one lease more.
+func (t *Tracker) ttl(state State) time.Duration {
+	if state.Final() {
+		return t.cfg.Retain
+	}
+	return t.cfg.Lease + t.cfg.Retain
+}
+
+// groupChannel is the group's channel, or "" for no group.
+func (t *Tracker) groupChannel(group string) string {
+	if group == "" {
+		return ""
+	}
+	return t.keys.groupChannel(group)
+}

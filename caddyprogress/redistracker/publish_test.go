@@ -1,0 +1,187 @@
+package redistracker
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+)
+
+func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	sub, err := b.Subscribe(bg(), "up1")
+	if err != nil {
+		t.Fatalf("subscribe on b: %v", err)
+	}
+	defer sub.Close()
+	u, err := a.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pending []Doc
+	first := next(t, sub, &pending, 2*time.Second)
+	if first.ID != "up1" || first.State != StateUploading || string(first.JSON) != string(progressDoc("up1", StateUploading, 0)) {
+		t.Fatalf("first document: %+v %s", first, first.JSON)
+	}
+	for i := 1; i <= 5; i++ {
+		time.Sleep(110 * time.Millisecond) // the core publishes once per interval
+		u.Publish(StateUploading, progressDoc("up1", StateUploading, i*100))
+	}
+	u.Publish(StateComplete, progressDoc("up1", StateComplete, 600))
+
+	lastSeq, lastReceived, finals := first.Seq, -1, 0
+	for finals == 0 {
+		d := next(t, sub, &pending, 2*time.Second)
+		if d.Seq <= lastSeq {
+			t.Fatalf("seq went from %d to %d", lastSeq, d.Seq)
+		}
+		lastSeq = d.Seq
+		var st struct{ Received int }
+		if err := json.Unmarshal(d.JSON, &st); err != nil {
+			t.Fatalf("document %q: %v", d.JSON, err)
+		}
+		if st.Received < lastReceived {
+			t.Fatalf("progress went back from %d to %d", lastReceived, st.Received)
+		}
+		lastReceived = st.Received
+		if d.Final() {
+			finals++
+			if d.State != StateComplete || st.Received != 600 {
+				t.Fatalf("final document: %+v %s", d, d.JSON)
+			}
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if extra := sub.Take(); len(extra) > 0 {
+		t.Fatalf("documents after the final one: %+v", extra)
+	}
+	got, err := b.Lookup(bg(), "up1")
+	if err != nil || got.State != StateComplete || got.Seq != lastSeq {
+		t.Fatalf("lookup after the end: %+v, %v (want seq %d)", got, err, lastSeq)
+	}
+}
+
+func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a", Interval: 100 * time.Millisecond})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	const uploads = 20
+	var us []*Upload
+	for i := range uploads {
+		id := "c" + string(rune('a'+i))
+		u, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, u)
+	}
+	sub, err := b.Subscribe(bg(), "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	time.Sleep(200 * time.Millisecond) // the first documents are out
+	before := a.Stats()
+	// each upload changes 1,000 times in one second: far more often
+	// than the interval
+	start := time.Now()
+	for i := range 1000 {
+		for _, u := range us {
+			u.Publish(StateUploading, progressDoc(u.ID(), StateUploading, i))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	time.Sleep(150 * time.Millisecond)
+	after := a.Stats()
+
+	intervals := int(elapsed/(100*time.Millisecond)) + 2
+	published := int(after.Published - before.Published)
+	if published > uploads*intervals {
+		t.Fatalf("published %d documents of %d uploads in %v: more than one per upload per interval (%d)", published, uploads, elapsed, uploads*intervals)
+	}
+	if published < uploads*intervals/2 { // a loose floor: a busy machine delays the publisher
+		t.Fatalf("published only %d documents of %d uploads in %v", published, uploads, elapsed)
+	}
+	// the documents of all uploads go together: about one round trip per
+	// interval (plus the health pings and lease renewals)
+	trips := int(after.RoundTrips - before.RoundTrips)
+	if trips > 2*intervals+int(elapsed/healthEvery)+int(elapsed/a.renewEvery())+2 {
+		t.Fatalf("%d round trips for %d intervals of %d uploads", trips, intervals, uploads)
+	}
+	t.Logf("%d uploads, %v: %d documents published in %d round trips", uploads, elapsed.Round(time.Millisecond), published, trips)
+	// the subscriber saw the latest value
+	var last Doc
+	for _, d := range sub.Take() {
+		last = d
+	}
+	if string(last.JSON) != string(progressDoc("ca", StateUploading, 999)) {
+		t.Fatalf("last document seen: %s", last.JSON)
+	}
+}
+
+func TestPublishNeverBlocksTheCaller(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	u, err := a.Claim(bg(), "nb", "", StateUploading, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Pause() // Redis hangs: every command would wait for its timeout
+	defer srv.Resume()
+	var worst time.Duration
+	for i := range 200 {
+		start := time.Now()
+		u.Publish(StateUploading, progressDoc("nb", StateUploading, i))
+		worst = max(worst, time.Since(start))
+		time.Sleep(2 * time.Millisecond)
+	}
+	if worst > 5*time.Millisecond {
+		t.Fatalf("Publish took up to %v with Redis hanging", worst)
+	}
+}
+
+func TestFinishedRecordsExpireRetainAfterTheyFinish(t *testing.T) {
+	srv := testredis.Start(t)
+	const retain = 700 * time.Millisecond
+	a := newTestTracker(t, srv, Config{Instance: "a", Retain: retain, Lease: 2 * time.Second})
+	u, err := a.Claim(bg(), "ttl1", "g1", StateUploading, progressDoc("ttl1", StateUploading, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := srv.Client(t)
+	// in flight: the record lives a lease plus retain without renewal
+	if ttl := rc.PTTL(bg(), a.keys.record("ttl1")).Val(); ttl <= retain || ttl > retain+2*time.Second {
+		t.Fatalf("TTL in flight: %v", ttl)
+	}
+	u.Publish(StateComplete, progressDoc("ttl1", StateComplete, 1))
+	finished := time.Now()
+	waitFor(t, time.Second, "the final document", func() bool {
+		d, err := a.Lookup(bg(), "ttl1")
+		return err == nil && d.State == StateComplete
+	})
+	if ttl := rc.PTTL(bg(), a.keys.record("ttl1")).Val(); ttl <= 0 || ttl > retain {
+		t.Fatalf("TTL once finished: %v, want at most %v", ttl, retain)
+	}
+	if docs, err := a.LookupGroup(bg(), "g1"); err != nil || len(docs) != 1 || docs[0].State != StateComplete {
+		t.Fatalf("group before expiry: %+v, %v", docs, err)
+	}
+	waitFor(t, 2*retain, "the record to expire", func() bool {
+		_, err := a.Lookup(bg(), "ttl1")
+		return err == ErrNotFound
+	})
+	if gone := time.Since(finished); gone < retain-50*time.Millisecond {
+		t.Fatalf("record gone %v after it finished, before retain (%v)", gone, retain)
+	}
+	if _, err := a.LookupGroup(bg(), "g1"); err != ErrNotFound {
+		t.Fatalf("group after expiry: %v, want ErrNotFound", err)
+	}
+	if live, done, err := a.Count(bg()); err != nil || live != 0 || done != 0 {
+		t.Fatalf("count after expiry: %d, %d, %v", live, done, err)
+	}
+}

@@ -1,0 +1,247 @@
+package redistracker
+
+import "github.com/redis/go-redis/v9"
+
+// The Lua scripts that make each step atomic. They read the time from
+// Redis (TIME), so the instances' clocks never have to agree. Each one
+// touches the keys of one hash tag only, so that it runs on Redis
+// Cluster: an upload's record, a group's hash, or the tracker's indexes.
+//
+// A record is a hash: st (state), doc (the JSON), own (the token of the
+// claim that owns it), lease (the lease deadline, ms, while in flight),
+// grp (its group) and seq (the number of its last document).
+
+// nowMS is the Lua prelude of every script that needs the time.
+const nowMS = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+`
+
+// isLive is the Lua test of an in-flight state.
+const isLive = `
+local function live(st) return st == 'uploading' or st == 'processing' end
+`
+
+// putScript claims an ID for an upload and stores its document, or
+// re-claims it after Redis was away. It refuses (0) while another claim's
+// upload is in flight, and refuses a re-claim (-1) of a record the claim
+// no longer owns as in flight (another instance ended it). A final
+// state is stored without a lease. A re-claim also publishes the
+// document (a first claim leaves that to the publisher, which also
+// writes the group's hash).
+//
+// KEYS[1] record. ARGV: token, state, doc, group, lease ms, retain ms,
+// reclaim ("1" or "0"), least seq, id, upload channel or "", group
+// channel or "". Returns the document's seq.
+var putScript = newScript(nowMS + isLive + `
+local st, own, seq = unpack(redis.call('HMGET', KEYS[1], 'st', 'own', 'seq'))
+if live(st) and own ~= ARGV[1] then return 0 end
+if ARGV[7] == '1' and st and own == ARGV[1] and not live(st) then return -1 end
+seq = math.max((tonumber(seq) or 0) + 1, tonumber(ARGV[8]))
+redis.call('HSET', KEYS[1], 'st', ARGV[2], 'doc', ARGV[3], 'own', ARGV[1], 'grp', ARGV[4], 'seq', seq)
+local ttl = tonumber(ARGV[6])
+if live(ARGV[2]) then
+	redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[5]))
+	ttl = ttl + tonumber(ARGV[5])
+else
+	redis.call('HDEL', KEYS[1], 'lease')
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+if ARGV[10] ~= '' then
+	local msg = seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[9] .. ' ' .. ARGV[4] .. '\n' .. ARGV[3]
+	redis.call('PUBLISH', ARGV[10], msg)
+	if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], msg) end
+end
+return seq
+`)
+
+// publishScript stores an owned upload's new document and publishes it
+// on the upload's channel and its group's, in one step. -1: the claim
+// does not own the record in flight any more (lost); -2: there is no
+// record (Redis lost its data), so the upload must be re-claimed.
+//
+// KEYS[1] record. ARGV: token, state, doc, ttl ms, seq, id, upload
+// channel, group channel or "", group.
+var publishScript = newScript(isLive + `
+local st, own = unpack(redis.call('HMGET', KEYS[1], 'st', 'own'))
+if not st then return -2 end
+if own ~= ARGV[1] or not live(st) then return -1 end
+redis.call('HSET', KEYS[1], 'st', ARGV[2], 'doc', ARGV[3], 'seq', ARGV[5])
+if not live(ARGV[2]) then redis.call('HDEL', KEYS[1], 'lease') end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local msg = ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. ARGV[6] .. ' ' .. ARGV[9] .. '\n' .. ARGV[3]
+redis.call('PUBLISH', ARGV[7], msg)
+if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], msg) end
+return tonumber(ARGV[5])
+`)
+
+// renewScript extends the lease of an owned upload in flight. 1: done;
+// 0: lost; -2: no record (re-claim).
+//
+// KEYS[1] record. ARGV: token, lease ms, retain ms.
+var renewScript = newScript(nowMS + isLive + `
+local st, own = unpack(redis.call('HMGET', KEYS[1], 'st', 'own'))
+if not st then return -2 end
+if own ~= ARGV[1] or not live(st) then return 0 end
+redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
+return 1
+`)
+
+// abortScript ends an upload whose lease has expired as aborted, with
+// the document the scanner built from the last one, and publishes it.
+// It acts only if the record is still the one the scanner read (same
+// owner and seq), in flight, past its lease, so exactly one instance
+// aborts it. Returns the new seq, or 0 when it did nothing.
+//
+// KEYS[1] record. ARGV: token, seq read, doc, retain ms, id, upload
+// channel, group channel or "", group.
+var abortScript = newScript(nowMS + isLive + `
+local st, own, lease, seq = unpack(redis.call('HMGET', KEYS[1], 'st', 'own', 'lease', 'seq'))
+if own ~= ARGV[1] or seq ~= ARGV[2] or not live(st) then return 0 end
+if not lease or tonumber(lease) > now then return 0 end
+seq = tonumber(seq) + 1
+redis.call('HSET', KEYS[1], 'st', 'aborted', 'doc', ARGV[3], 'seq', seq)
+redis.call('HDEL', KEYS[1], 'lease')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local msg = seq .. ' aborted ' .. ARGV[5] .. ' ' .. ARGV[8] .. '\n' .. ARGV[3]
+redis.call('PUBLISH', ARGV[6], msg)
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], msg) end
+return seq
+`)
+
+// groupScript stores a member's document in its group's hash, as
+// "<token> <state> <expires ms> <seq> <doc>". A final document of a
+// claim is never replaced by a later one of the same claim (a stale
+// owner's), and the hash lives at least ttl.
+//
+// KEYS[1] group hash. ARGV: id, token, state, ttl ms, seq, doc.
+var groupScript = newScript(nowMS + `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+	local tok, st = string.match(cur, '^(%S+) (%S+) ')
+	if tok == ARGV[2] and (st == 'complete' or st == 'error' or st == 'aborted') then return 0 end
+end
+local ttl = tonumber(ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. (now + ttl) .. ' ' .. ARGV[5] .. ' ' .. ARGV[6])
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return 1
+`)
+
+// admitScript counts an ID into the tracker's records before it is
+// claimed or reserved, holding max_uploads across the cluster: it drops
+// expired records from the index, and when the tracker is full makes
+// room by evicting the finished record closest to expiry. An ID the
+// tracker already counts is not counted twice. Returns {1, evicted ID
+// or ""} or {0, ""} when every record is in flight.
+//
+// KEYS[1] live, KEYS[2] done. ARGV: id, limit (0: none), "live" or
+// "done", ms from now to the score (lease or retain).
+var admitScript = newScript(nowMS + `
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local limit = tonumber(ARGV[2])
+local evicted = ''
+local known = redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1])
+if limit > 0 and not known and redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= limit then
+	local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+	if #oldest == 0 then return {0, ''} end
+	redis.call('ZREM', KEYS[2], oldest[1])
+	evicted = oldest[1]
+end
+local score = now + tonumber(ARGV[4])
+if ARGV[3] == 'live' then
+	redis.call('ZREM', KEYS[2], ARGV[1])
+	redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
+else
+	redis.call('ZADD', KEYS[2], score, ARGV[1])
+end
+return {1, evicted}
+`)
+
+// dropScript deletes an evicted record unless an upload claimed it
+// again meanwhile.
+//
+// KEYS[1] record.
+var dropScript = newScript(isLive + `
+if live(redis.call('HGET', KEYS[1], 'st')) then return 0 end
+return redis.call('DEL', KEYS[1])
+`)
+
+// touchScript sets the lease deadline of the IDs in the live index.
+//
+// KEYS[1] live. ARGV: lease ms, IDs...
+var touchScript = newScript(nowMS + `
+local score = now + tonumber(ARGV[1])
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], score, ARGV[i]) end
+return #ARGV - 1
+`)
+
+// retireScript moves finished IDs from the live index to the done index
+// until their record expires.
+//
+// KEYS[1] live, KEYS[2] done. ARGV: retain ms, IDs...
+var retireScript = newScript(nowMS + `
+local score = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+	redis.call('ZREM', KEYS[1], ARGV[i])
+	redis.call('ZADD', KEYS[2], score, ARGV[i])
+end
+return #ARGV - 1
+`)
+
+// expiredScript lists IDs of the live index whose lease deadline has
+// passed, soonest first.
+//
+// KEYS[1] live. ARGV: how many at most.
+var expiredScript = newScript(nowMS + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+`)
+
+// forgetScript removes IDs from the live index when their record has no
+// lease any more (expired, or ended and retired elsewhere).
+//
+// KEYS[1] live. ARGV: IDs...
+var forgetScript = newScript(`
+for i = 1, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+return #ARGV
+`)
+
+// demandScript registers this instance's demand for the shared
+// bandwidth (its throttled uploads) until ttl, forgets instances whose
+// registration expired, and returns the demand of all.
+//
+// KEYS[1] demand (instances by expiry), KEYS[2] demand counts.
+// ARGV: instance, demand, ttl ms.
+var demandScript = newScript(nowMS + `
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for _, inst in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+	redis.call('ZREM', KEYS[1], inst)
+	redis.call('HDEL', KEYS[2], inst)
+end
+local total = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(v) end
+return total
+`)
+
+// countScript counts the live index and the unexpired part of the
+// done index.
+//
+// KEYS[1] live, KEYS[2] done.
+var countScript = newScript(nowMS + `
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf')}
+`)
+
+// scriptSources are the scripts' sources by SHA-1, loaded into Redis's
+// script cache when a command finds one missing (NOSCRIPT: the first
+// use, or after a restart).
+var scriptSources = map[string]string{}
+
+// newScript makes a script and remembers its source for loading.
+func newScript(src string) *redis.Script {
+	s := redis.NewScript(src)
+	scriptSources[s.Hash()] = src
+	return s
+}

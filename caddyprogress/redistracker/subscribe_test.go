@@ -1,0 +1,144 @@
+package redistracker
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+)
+
+// subscriberConnections counts the connections of a tracker's client
+// name that are subscribed to something.
+func subscriberConnections(t *testing.T, srv *testredis.Server, tr *Tracker) (subscribed, all int) {
+	t.Helper()
+	list, err := srv.Client(t).ClientList(bg()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if !strings.Contains(line, " name=upload_progress:"+tr.keys.tracker+" ") {
+			continue
+		}
+		all++
+		if !strings.Contains(line, " sub=0 ") {
+			subscribed++
+		}
+	}
+	return subscribed, all
+}
+
+func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Tracker: "other", Instance: "b"})
+
+	const uploads, perUpload = 20, 5
+	subs := make(map[string][]*Subscription)
+	for i := range uploads {
+		id := fmt.Sprintf("m%02d", i)
+		for range perUpload {
+			s, err := b.Subscribe(bg(), id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			subs[id] = append(subs[id], s)
+		}
+	}
+	groupSub, err := b.SubscribeGroup(bg(), "all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub, _ := subscriberConnections(t, srv, b); sub != 1 {
+		t.Fatalf("%d subscribed connections for %d subscribers, want 1", sub, uploads*perUpload+1)
+	}
+	// wrong tracker: b's subscribers are in another namespace
+	if _, err := a.Claim(bg(), "m00", "all", StateUploading, progressDoc("m00", StateUploading, 0)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, s := range subs["m00"] {
+		if got := s.Take(); len(got) != 0 {
+			t.Fatalf("a document of tracker test reached tracker other: %+v", got)
+		}
+	}
+	// same tracker: every subscriber of an ID gets its documents, and
+	// only its own
+	c := newTestTracker(t, srv, Config{Tracker: "other", Instance: "c"})
+	for i := range uploads {
+		id := fmt.Sprintf("m%02d", i)
+		u, err := c.Claim(bg(), id, "all", StateUploading, progressDoc(id, StateUploading, 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Publish(StateComplete, progressDoc(id, StateComplete, i))
+	}
+	for id, list := range subs {
+		for _, s := range list {
+			var pending []Doc
+			var final Doc
+			for !final.Final() {
+				final = next(t, s, &pending, 2*time.Second)
+				if final.ID != id {
+					t.Fatalf("subscriber of %s got a document of %s", id, final.ID)
+				}
+			}
+			s.Close()
+		}
+	}
+	finals := map[string]bool{}
+	waitFor(t, 2*time.Second, "the group's final documents", func() bool {
+		for _, d := range groupSub.Take() {
+			if d.Final() {
+				if d.Group != "all" || finals[d.ID] {
+					t.Fatalf("group document %+v (seen: %v)", d, finals[d.ID])
+				}
+				finals[d.ID] = true
+			}
+		}
+		return len(finals) == uploads
+	})
+	groupSub.Close()
+	// unsubscribed: the connection stays, subscribed to nothing
+	waitFor(t, time.Second, "the channels to be unsubscribed", func() bool {
+		sub, _ := subscriberConnections(t, srv, b)
+		return sub == 0
+	})
+}
+
+func TestSlowSubscriberKeepsTheFinalDocument(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a", Interval: time.Millisecond})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+	s, err := b.Subscribe(bg(), "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	u, err := a.Claim(bg(), "slow", "", StateUploading, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 500 {
+		u.Publish(StateUploading, progressDoc("slow", StateUploading, i))
+		time.Sleep(200 * time.Microsecond)
+	}
+	u.Publish(StateError, progressDoc("slow", StateError, 500))
+	var last Doc
+	waitFor(t, 2*time.Second, "the final document", func() bool {
+		s.mu.Lock()
+		n := len(s.queue)
+		if n > 0 {
+			last = s.queue[n-1]
+		}
+		s.mu.Unlock()
+		if n > maxQueued {
+			t.Fatalf("%d documents queued, more than %d", n, maxQueued)
+		}
+		return last.Final()
+	})
+	if last.State != StateError {
+		t.Fatalf("final: %+v", last)
+	}
+}

@@ -1,0 +1,315 @@
+package redistracker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultLease    = 5 * time.Second
+	DefaultInterval = 100 * time.Millisecond
+	DefaultRetain   = 5 * time.Minute
+	DefaultTimeout  = 50 * time.Millisecond
+)
+
+// backgroundTimeout bounds a round trip of the package's own loops
+// (publisher, renewal, scanner), which no request waits on.
+const backgroundTimeout = time.Second
+
+// startTimeout bounds what New waits for Redis (loading the scripts).
+const startTimeout = 250 * time.Millisecond
+
+// Config is one tracker's Redis side.
+type Config struct {
+	// URL names the Redis deployment (the forms are in the package doc).
+	URL string
+	// Tracker is the tracker's name: the namespace of its keys.
+	Tracker string
+	// Instance names this instance in the shared bandwidth registry and
+	// the logs; default a random ID.
+	Instance string
+	// Lease is how long an upload's claim lasts without renewal: an
+	// instance that stops renewing (it died, or lost Redis) has its
+	// uploads ended as aborted ("instance lost") this long after its
+	// last renewal, within one more second. Default 5s.
+	Lease time.Duration
+	// Interval is the least time between two published progress
+	// documents of one upload (the first and the final one are sent at
+	// once). Default 100ms.
+	Interval time.Duration
+	// Retain is how long a finished record or a reservation stays in
+	// Redis. Default 5m.
+	Retain time.Duration
+	// MaxUploads caps the tracker's records across the cluster (live,
+	// finished and reserved); 0 for no cap.
+	MaxUploads int
+	// Timeout bounds each call made on a request's path (Claim, Reserve,
+	// Lookup, LookupGroup, Subscribe); while Redis is marked down they
+	// return at once. Default 50ms.
+	Timeout time.Duration
+	// LostDoc builds the final document of an upload whose instance was
+	// lost, from its last published one; default DefaultLostDoc.
+	LostDoc func(last []byte) []byte
+	// Logger gets one line per change of Redis's health and rate-limited
+	// lines about lost uploads; default none.
+	Logger *zap.Logger
+}
+
+// Tracker is the Redis side of one tracker on this instance: one
+// go-redis client, one pub/sub connection, and the loops that publish,
+// renew leases, end the uploads of lost instances and share bandwidth.
+type Tracker struct {
+	cfg    Config
+	keys   keys
+	client redis.UniversalClient
+	log    *zap.Logger
+	stats  counters
+	health health
+
+	lastLostLog atomic.Int64 // unix nanoseconds of the last "upload lost" line
+
+	mu      sync.Mutex
+	uploads map[string]*Upload // claimed on this instance, until their final document is published
+	dirty   map[*Upload]struct{}
+	share   *rateShare
+	tick    uint64 // the publisher's ticks, under mu
+
+	wake        chan struct{} // the publisher has work
+	checkHealth chan struct{} // the health loop pings at once
+	stop        chan struct{}
+	stopOnce    sync.Once
+	loops       sync.WaitGroup
+
+	subs *mux
+}
+
+// New connects a tracker to Redis and starts its loops. It waits at
+// most 250ms for Redis (to load its scripts): if it cannot be reached,
+// the tracker starts marked down and carries on locally until it can.
+// A URL it cannot use is an error.
+func New(cfg Config) (*Tracker, error) {
+	if cfg.Tracker == "" {
+		return nil, errors.New("redis tracker needs a tracker name")
+	}
+	if cfg.Instance == "" {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		cfg.Instance = hex.EncodeToString(b[:])
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = DefaultInterval
+	}
+	if cfg.Retain <= 0 {
+		cfg.Retain = DefaultRetain
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.LostDoc == nil {
+		cfg.LostDoc = DefaultLostDoc
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	quietGoRedis(cfg.Logger)
+	keys := newKeys(cfg.Tracker)
+	client, err := newClient(cfg.URL, "upload_progress:"+keys.tracker)
+	if err != nil {
+		return nil, err
+	}
+	t := &Tracker{
+		cfg:         cfg,
+		keys:        keys,
+		client:      client,
+		log:         cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
+		uploads:     make(map[string]*Upload),
+		dirty:       make(map[*Upload]struct{}),
+		wake:        make(chan struct{}, 1),
+		checkHealth: make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+	}
+	t.health.up.Store(true)
+	t.health.since = time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	_ = t.loadScripts(ctx) // if Redis is down, the health loop loads them when it is back
+	cancel()
+	t.subs = newMux(t)
+	t.startLoops()
+	return t, nil
+}
+
+func (t *Tracker) startLoops() {
+	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop, t.subs.resyncLoop} {
+		t.loops.Add(1)
+		go func() {
+			defer t.loops.Done()
+			loop()
+		}()
+	}
+}
+
+// Close sends what is left to publish (within a second), stops the
+// loops and closes the connections. Uploads still in flight keep their
+// claims until their lease expires.
+func (t *Tracker) Close() error {
+	t.flush()
+	return t.shutdown()
+}
+
+// shutdown stops everything without flushing: what a crash leaves.
+func (t *Tracker) shutdown() error {
+	var err error
+	t.stopOnce.Do(func() {
+		close(t.stop)
+		t.loops.Wait()
+		t.subs.close()
+		err = t.client.Close()
+	})
+	return err
+}
+
+// Health is Redis's health as this tracker sees it.
+type Health struct {
+	Up bool
+	// LastError is the last error that marked Redis down; "" if none.
+	LastError string
+	// Since is when Up last changed (New counts).
+	Since time.Time
+}
+
+// Health reports whether Redis answers, for the admin listing.
+func (t *Tracker) Health() Health { return t.health.get() }
+
+// Stats returns the tracker's counters, for the metrics.
+func (t *Tracker) Stats() Stats { return t.stats.snapshot() }
+
+// Instance is this instance's name.
+func (t *Tracker) Instance() string { return t.cfg.Instance }
+
+// usable says why a call on a request's path cannot use Redis now:
+// ErrClosed after Close, ErrUnavailable while Redis is marked down.
+func (t *Tracker) usable() error {
+	select {
+	case <-t.stop:
+		return ErrClosed
+	default:
+	}
+	if !t.health.up.Load() {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// requestPathKey marks the context of a call on a request's path.
+type requestPathKey struct{}
+
+// requestContext bounds a call on a request's path by Config.Timeout.
+func (t *Tracker) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithValue(ctx, requestPathKey{}, true), t.cfg.Timeout)
+}
+
+// pipeline sends the commands fill queues in one round trip (one per
+// node on a cluster), counts it, and marks Redis down on a network
+// error or timeout. If a script was missing from Redis's cache
+// (NOSCRIPT: Redis restarted between two health checks), the scripts
+// are loaded and fill runs again, so the caller's commands are the
+// second run's; the scripts are written so that running one twice is
+// harmless. The commands are returned in order, whatever their errors.
+func (t *Tracker) pipeline(ctx context.Context, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
+	cmds, err := t.exec(ctx, fill)
+	if err == nil || !isReply(err) {
+		return cmds, err
+	}
+	for _, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			if err := t.loadScripts(ctx); err != nil {
+				return cmds, err
+			}
+			return t.exec(ctx, fill)
+		}
+	}
+	return cmds, err
+}
+
+// exec is one round trip of pipeline.
+func (t *Tracker) exec(ctx context.Context, fill func(redis.Pipeliner)) ([]redis.Cmder, error) {
+	pipe := t.client.Pipeline()
+	fill(pipe)
+	t.stats.roundTrips.Add(1)
+	cmds, err := pipe.Exec(ctx)
+	if err != nil && err != redis.Nil {
+		if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
+			// A call on a request's path that ran out of its Timeout
+			// does not mark Redis down itself: with many uploads
+			// starting at once on a busy machine, such calls time out
+			// while Redis answers. It has the health loop ping Redis
+			// now, which marks it down if it does not answer.
+			t.stats.errors.Add(1)
+			select {
+			case t.checkHealth <- struct{}{}:
+			default:
+			}
+			return cmds, err
+		}
+		t.failed(err)
+	}
+	return cmds, err
+}
+
+// loadScripts loads every script into Redis's script cache (on a
+// cluster, ScriptLoad goes to every shard).
+func (t *Tracker) loadScripts(ctx context.Context) error {
+	for _, src := range scriptSources {
+		t.stats.roundTrips.Add(1)
+		if err := t.client.ScriptLoad(ctx, src).Err(); err != nil {
+			t.failed(err)
+			return fmt.Errorf("loading a script into redis: %w", err)
+		}
+	}
+	return nil
+}
+
+// failed counts a failed round trip and marks Redis down unless the
+// error is Redis's own reply (a command error, not a lost connection).
+func (t *Tracker) failed(err error) {
+	select {
+	case <-t.stop:
+		return // closing: the client is closed under the last calls
+	default:
+	}
+	t.stats.errors.Add(1)
+	if !isReply(err) {
+		t.health.down(err, t.log)
+	}
+}
+
+// isTimeout reports whether err is a deadline or pool wait running out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redis.ErrPoolTimeout) ||
+		(errors.As(err, &ne) && ne.Timeout())
+}
+
+// isReply reports whether err is an error reply from Redis (or nil),
+// not a failure to reach it.
+func isReply(err error) bool {
+	if err == nil || err == redis.Nil {
+		return true
+	}
+	var re redis.Error
+	return errors.As(err, &re) && !redis.HasErrorPrefix(err, "LOADING")
+}

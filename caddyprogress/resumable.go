@@ -1,0 +1,184 @@
+package caddyprogress
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+)
+
+// This file joins the handler to package resumable (resumable uploads
+// through tusd, kept on disk and delivered to the next handler as one
+// request): it provisions the resumable Server when the resumable block
+// is set, and implements the resumable.Tracker the Server tracks its
+// uploads through, so they show in the status and events routes, the
+// nginx report, groups and metrics like any upload, and are throttled
+// by rate_limit and rate_limit_total.
+//
+// A resumable upload's record lives across all its requests: uploading
+// while a request sends bytes, paused between requests, delivering once
+// every byte is stored, then complete, error or aborted. Its received
+// counts every byte stored, and its status has a "resumable" object.
+
+// provisionResumable starts the resumable Server, if configured.
+func (h *Handler) provisionResumable() error {
+	if h.Resumable == nil {
+		return nil
+	}
+	cfg := *h.Resumable
+	cfg.SetDefaults(h.Tracker)
+	for _, route := range []string{h.StatusPath, h.EventsPath, h.NginxReportPath} {
+		if route != "" && route != routeOff && (strings.HasPrefix(cfg.Path, route) || strings.HasPrefix(route, cfg.Path)) {
+			return fmt.Errorf("resumable path %q and the route %q overlap: one would take the other's requests", cfg.Path, route)
+		}
+	}
+	srv, err := resumable.New(cfg, resumable.Options{
+		Tracker:  resumableTracker{h},
+		IDHeader: h.IDHeader,
+		Logger:   h.logger.Named("resumable"),
+	})
+	if err != nil {
+		return fmt.Errorf("resumable: %w", err)
+	}
+	h.resumable = srv
+	return nil
+}
+
+// cleanupResumable lets go of the resumable Server's upload folder.
+func (h *Handler) cleanupResumable() {
+	if h.resumable == nil {
+		return
+	}
+	if err := h.resumable.Close(); err != nil {
+		h.logger.Error("closing resumable uploads", zap.Error(err))
+	}
+}
+
+// resumableUpload is what a resumable upload's record holds beyond a
+// plain upload's.
+type resumableUpload struct {
+	progress resumable.Progress
+}
+
+// bodyEndedState is the state an upload goes to once its whole body is
+// in: delivering for a resumable upload, processing for the others.
+func (u *upload) bodyEndedState() state {
+	if u.resumable.Load() != nil {
+		return stateDelivering
+	}
+	return stateProcessing
+}
+
+// resumableStatus is the "resumable" object of a resumable upload's
+// status, nil for the others. Its offset is the bytes received, which
+// tusd stores as it reads them.
+func (u *upload) resumableStatus(received int64) *resumable.Status {
+	r := u.resumable.Load()
+	if r == nil {
+		return nil
+	}
+	s := r.progress.Status()
+	s.Offset = received
+	return &s
+}
+
+// resumableVersion changes whenever the upload's resumable object does
+// (zero for other uploads), for the shared status document (encoding.go).
+func (u *upload) resumableVersion() resumable.Version {
+	if r := u.resumable.Load(); r != nil {
+		return r.progress.Version()
+	}
+	return resumable.Version{}
+}
+
+// resumableTracker is the handler's tracker as package resumable uses it.
+type resumableTracker struct{ h *Handler }
+
+// Track starts tracking a resumable upload, or returns its record if it
+// is still in flight.
+func (t resumableTracker) Track(id, group string, total, stored int64, progress resumable.Progress) (resumable.Record, error) {
+	h := t.h
+	for range 2 { // a second try if another request started it meanwhile
+		if u := h.tracker.get(id); u != nil && u.resumable.Load() != nil && !u.currentState().final() {
+			return &resumableRecord{h: h, u: u, group: group}, nil
+		}
+		u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
+		if errors.Is(err, errInFlight) {
+			continue
+		}
+		if err != nil {
+			h.warnFull(id)
+			h.metrics.untracked.Inc()
+			return nil, err
+		}
+		u.received.Store(stored)
+		u.resumable.Store(&resumableUpload{progress: progress})
+		if !h.tracker.join(group, u, h.MaxGroupUploads) {
+			h.logger.Debug("group full; tracking the upload on its own", zap.String("id", id), zap.String("group", group))
+		}
+		h.metrics.started.Inc()
+		return &resumableRecord{h: h, u: u, group: group}, nil
+	}
+	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
+}
+
+// resumableRecord is one resumable upload's record.
+type resumableRecord struct {
+	h     *Handler
+	u     *upload
+	group string
+}
+
+// CountBody wraps r.Body in the counting and throttled body.
+func (r *resumableRecord) CountBody(req *http.Request) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return
+	}
+	req.Body = &countingBody{ReadCloser: req.Body, upload: r.u, throttle: r.h.newThrottle(), ctx: req.Context()}
+}
+
+func (r *resumableRecord) Uploading() {
+	r.u.state.CompareAndSwap(int32(statePaused), int32(stateUploading))
+}
+
+func (r *resumableRecord) Paused() {
+	r.u.state.CompareAndSwap(int32(stateUploading), int32(statePaused))
+}
+
+func (r *resumableRecord) Delivering() {
+	u := r.u
+	for _, from := range []state{stateUploading, statePaused} {
+		if u.state.CompareAndSwap(int32(from), int32(stateDelivering)) {
+			u.bodyEnd.CompareAndSwap(0, max(int64(time.Since(u.startedAt)), 1))
+			return
+		}
+	}
+}
+
+// Announce sets the upload's and its group's tokens on the creation's
+// answer, with status_access token (access.go).
+func (r *resumableRecord) Announce(w http.ResponseWriter) {
+	r.h.setTokenHeaders(w, r.u.id, r.group)
+}
+
+func (r *resumableRecord) Finish(st resumable.State, status int, msg string) {
+	final := stateComplete
+	switch st {
+	case resumable.StateError:
+		final = stateError
+	case resumable.StateAborted:
+		final = stateAborted
+	}
+	r.h.finish(r.u, final, status, msg)
+}
+
+// Interface guards
+var (
+	_ resumable.Tracker = resumableTracker{}
+	_ resumable.Record  = (*resumableRecord)(nil)
+)

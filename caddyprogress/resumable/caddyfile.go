@@ -1,0 +1,117 @@
+package resumable
+
+import (
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/dustin/go-humanize"
+)
+
+// UnmarshalCaddyfile reads the resumable block of upload_progress; the
+// dispenser is at the token "resumable". The syntax is in the doc
+// comment of caddyprogress.Handler.UnmarshalCaddyfile:
+//
+//	resumable <path> {
+//		dir             <folder>
+//		max_size        <size>
+//		max_disk        <size>
+//		expire          <duration>
+//		deliver_to      <path>
+//		deliver_method  <method>
+//		deliver_as      raw | multipart [<field>]
+//		deliver_retries <n>
+//		ietf_draft
+//	}
+func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.Errf("resumable: expected the tus endpoint path, e.g. /files/")
+	}
+	c.Path = d.Val()
+	if d.NextArg() {
+		return d.Errf("resumable: expected one path, got more")
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		args := d.RemainingArgs()
+		one := func() (string, error) {
+			if len(args) != 1 {
+				return "", d.Errf("resumable %s: expected one argument", name)
+			}
+			return args[0], nil
+		}
+		var err error
+		var arg string
+		switch name {
+		case "dir":
+			c.Dir, err = one()
+		case "max_size":
+			if arg, err = one(); err == nil {
+				c.MaxSize, err = parseSize(d, name, arg)
+			}
+		case "max_disk":
+			if arg, err = one(); err == nil {
+				c.MaxDisk, err = parseSize(d, name, arg)
+			}
+		case "expire":
+			if arg, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(arg)
+				if perr != nil || dur <= 0 {
+					return d.Errf("resumable expire: %q is not a duration longer than zero", arg)
+				}
+				c.Expire = caddy.Duration(dur)
+			}
+		case "deliver_to":
+			c.DeliverTo, err = one()
+		case "deliver_method":
+			if arg, err = one(); err == nil {
+				c.DeliverMethod = strings.ToUpper(arg)
+			}
+		case "deliver_as":
+			switch {
+			case len(args) == 1 && args[0] == DeliverRaw:
+				c.DeliverAs = DeliverRaw
+			case len(args) >= 1 && len(args) <= 2 && args[0] == DeliverMultipart:
+				c.DeliverAs = DeliverMultipart
+				if len(args) == 2 {
+					c.DeliverField = args[1]
+				}
+			default:
+				return d.Errf("resumable deliver_as: expected raw or multipart [<field>]")
+			}
+		case "deliver_retries":
+			if arg, err = one(); err == nil {
+				n, perr := strconv.Atoi(arg)
+				if perr != nil || n < 0 {
+					return d.Errf("resumable deliver_retries: %q is not a whole number of at least 0", arg)
+				}
+				c.DeliverRetries = n
+				if n == 0 {
+					c.DeliverRetries = -1 // none; 0 in JSON is the default
+				}
+			}
+		case "ietf_draft":
+			if len(args) != 0 {
+				return d.Errf("resumable ietf_draft: expected no argument")
+			}
+			c.IETFDraft = true
+		default:
+			return d.Errf("unrecognized resumable subdirective %q", name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseSize reads a size such as 10GiB or 500MB.
+func parseSize(d *caddyfile.Dispenser, name, arg string) (int64, error) {
+	size, err := humanize.ParseBytes(arg)
+	if err != nil || size < 1 || size > math.MaxInt64 {
+		return 0, d.Errf("resumable %s: %q is not a size of at least 1 byte", name, arg)
+	}
+	return int64(size), nil
+}

@@ -1,0 +1,110 @@
+package resumable
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	tests := []struct {
+		input string
+		want  Config
+		err   string
+	}{
+		{input: "resumable /files/ {\n deliver_to /upload\n}", want: Config{Path: "/files/", DeliverTo: "/upload"}},
+		{input: `resumable /tus/ {
+			dir /var/spool/uploads
+			max_size 4GiB
+			max_disk 100GB
+			expire 2h
+			deliver_to /api/upload
+			deliver_method put
+			deliver_as multipart document
+			deliver_retries 3
+			ietf_draft
+		}`, want: Config{Path: "/tus/", Dir: "/var/spool/uploads", MaxSize: 4 << 30, MaxDisk: 100e9,
+			Expire: caddy.Duration(2 * time.Hour), DeliverTo: "/api/upload", DeliverMethod: "PUT",
+			DeliverAs: "multipart", DeliverField: "document", DeliverRetries: 3, IETFDraft: true}},
+		{input: "resumable /f/ {\n deliver_as raw\n deliver_retries 0\n}", want: Config{Path: "/f/", DeliverAs: "raw", DeliverRetries: -1}},
+		{input: "resumable {\n}", err: "expected the tus endpoint path"},
+		{input: "resumable /a/ /b/", err: "expected one path"},
+		{input: "resumable /f/ {\n max_size lots\n}", err: "is not a size"},
+		{input: "resumable /f/ {\n expire 0s\n}", err: "longer than zero"},
+		{input: "resumable /f/ {\n deliver_as json\n}", err: "raw or multipart"},
+		{input: "resumable /f/ {\n deliver_retries -2\n}", err: "whole number"},
+		{input: "resumable /f/ {\n ietf_draft yes\n}", err: "no argument"},
+		{input: "resumable /f/ {\n colour blue\n}", err: "unrecognized resumable subdirective"},
+	}
+	for _, tt := range tests {
+		var c Config
+		d := caddyfile.NewTestDispenser(tt.input)
+		d.Next()
+		err := c.UnmarshalCaddyfile(d)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: error %v, want one with %q", tt.input, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(c, tt.want) {
+			t.Errorf("%q: got %+v, %v; want %+v", tt.input, c, err, tt.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	base := func() Config {
+		c := Config{Path: "/files/", DeliverTo: "/upload", Dir: "/tmp/x"}
+		c.SetDefaults("default")
+		return c
+	}
+	if c := base(); c.Validate() != nil || c.MaxSize != DefaultMaxSize || c.DeliverRetries != 5 || c.DeliverMethod != "POST" {
+		t.Fatalf("defaults: %+v, %v", c, c.Validate())
+	}
+	for _, tt := range []struct {
+		change func(*Config)
+		err    string
+	}{
+		{func(c *Config) { c.Path = "/files" }, "start and end with /"},
+		{func(c *Config) { c.DeliverTo = "" }, "deliver_to"},
+		{func(c *Config) { c.DeliverTo = "/files/x" }, "must not be under"},
+		{func(c *Config) { c.DeliverAs = "json" }, "raw or multipart"},
+		{func(c *Config) { c.DeliverAs, c.DeliverField = "multipart", `a"b` }, "field name"},
+		{func(c *Config) { c.MaxDisk = -1 }, "max_disk"},
+	} {
+		c := base()
+		tt.change(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("%+v: %v, want an error with %q", c, err, tt.err)
+		}
+	}
+}
+
+func TestValidateIDAndMetadata(t *testing.T) {
+	for _, id := range []string{"0123abcdef", "a-b_c"} {
+		if err := validateID(id); err != nil {
+			t.Errorf("validateID(%q): %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "..", "../x", `..\x`, "a/b", "a.b", "a%2fb", "a\x00b", strings.Repeat("a", 129)} {
+		if validateID(id) == nil {
+			t.Errorf("validateID(%q) accepted it", id)
+		}
+	}
+	for _, name := range []string{"a/b", `a\b`, "a\x00b", "..", "a\nb"} {
+		if validateMetadata(map[string]string{"filename": name}) == nil {
+			t.Errorf("filename %q accepted", name)
+		}
+	}
+	if err := validateMetadata(map[string]string{"filename": "résumé 2026.pdf", "filetype": "application/pdf"}); err != nil {
+		t.Errorf("good metadata refused: %v", err)
+	}
+	if validateMetadata(map[string]string{"bad key": "x"}) == nil {
+		t.Errorf("a metadata key with a space accepted")
+	}
+}

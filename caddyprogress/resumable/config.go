@@ -1,0 +1,161 @@
+// Package resumable accepts resumable uploads (tus 1.0 and, optionally,
+// the IETF "Resumable Uploads for HTTP" draft) through the tusd library,
+// keeps their bytes on the proxy's disk across interruptions and
+// restarts, and once the last byte is in, delivers the whole file to the
+// backend as the one plain request it already understands.
+//
+// It serves the resumable block of the upload_progress handler
+// (package caddyprogress), which tracks each upload through the Tracker
+// interface this package declares.
+package resumable
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// Defaults for the Config's fields.
+const (
+	DefaultMaxSize        = 10 << 30 // 10GiB
+	DefaultExpire         = 24 * time.Hour
+	DefaultDeliverMethod  = http.MethodPost
+	DefaultDeliverRetries = 5
+)
+
+// Delivery formats (deliver_as).
+const (
+	DeliverRaw       = "raw"
+	DeliverMultipart = "multipart"
+)
+
+// Config is the resumable block of upload_progress:
+//
+//	resumable /files/ {
+//		dir             <folder>
+//		max_size        <size>
+//		max_disk        <size>
+//		expire          <duration>
+//		deliver_to      <path>
+//		deliver_method  <method>
+//		deliver_as      raw | multipart <field>
+//		deliver_retries <n>
+//		ietf_draft
+//	}
+//
+// JSON: {"resumable": {"path": "/files/", "deliver_to": "/upload", ...}}
+// inside the upload_progress handler, with the same names as fields.
+type Config struct {
+	// The tus endpoint: POST <path> creates an upload, <path><id> is the
+	// upload. Must start and end with /. Required.
+	Path string `json:"path,omitempty"`
+
+	// The folder where partial and undelivered uploads live.
+	// Default: Caddy's data dir + "/upload_progress/<tracker>".
+	Dir string `json:"dir,omitempty"`
+
+	// The largest upload accepted in bytes, sent as Tus-Max-Size; larger
+	// ones are refused with 413. Default: 10GiB.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// The bytes all partial and undelivered uploads in dir may take
+	// together; a creation beyond it is refused with 507. Default: no limit.
+	MaxDisk int64 `json:"max_disk,omitempty"`
+
+	// How long an unfinished upload is kept after its last byte (or its
+	// creation, before any byte), and a failed delivery after it failed.
+	// Default: 24h.
+	Expire caddy.Duration `json:"expire,omitempty"`
+
+	// The request path the assembled upload is delivered to, through
+	// the route's next handler (usually reverse_proxy). Required.
+	DeliverTo string `json:"deliver_to,omitempty"`
+
+	// The method of the delivery request. Default: POST.
+	DeliverMethod string `json:"deliver_method,omitempty"`
+
+	// How the file is delivered: "raw" (the file as the body, its
+	// Content-Type from the filetype metadata) or "multipart" (one-file
+	// multipart/form-data in the field deliver_field, with the filename
+	// metadata). Default: raw.
+	DeliverAs string `json:"deliver_as,omitempty"`
+
+	// The form field of a multipart delivery. Default: "file".
+	DeliverField string `json:"deliver_field,omitempty"`
+
+	// How often a delivery that failed for a transient reason (no
+	// connection, 502, 503, 504, a timeout) is retried in the background,
+	// the first retry after 1s and each wait doubling up to 30s.
+	// Default: 5. Use -1 for none.
+	DeliverRetries int `json:"deliver_retries,omitempty"`
+
+	// Also accept the IETF draft (interop versions 3 to 6) next to
+	// tus 1.0. Default: off.
+	IETFDraft bool `json:"ietf_draft,omitempty"`
+}
+
+// SetDefaults fills in what is not set; tracker names the default dir.
+func (c *Config) SetDefaults(tracker string) {
+	if c.Dir == "" {
+		c.Dir = filepath.Join(caddy.AppDataDir(), "upload_progress", tracker)
+	}
+	if c.MaxSize == 0 {
+		c.MaxSize = DefaultMaxSize
+	}
+	if c.Expire == 0 {
+		c.Expire = caddy.Duration(DefaultExpire)
+	}
+	if c.DeliverMethod == "" {
+		c.DeliverMethod = DefaultDeliverMethod
+	}
+	if c.DeliverAs == "" {
+		c.DeliverAs = DeliverRaw
+	}
+	if c.DeliverAs == DeliverMultipart && c.DeliverField == "" {
+		c.DeliverField = "file"
+	}
+	if c.DeliverRetries == 0 {
+		c.DeliverRetries = DefaultDeliverRetries
+	}
+}
+
+// Validate checks the configuration, after SetDefaults.
+func (c *Config) Validate() error {
+	if !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/") {
+		return fmt.Errorf("resumable path %q must start and end with /", c.Path)
+	}
+	if !strings.HasPrefix(c.DeliverTo, "/") {
+		return fmt.Errorf("resumable deliver_to %q is required and must start with /", c.DeliverTo)
+	}
+	if strings.HasPrefix(c.DeliverTo, c.Path) {
+		return fmt.Errorf("resumable deliver_to %q must not be under the tus endpoint %q", c.DeliverTo, c.Path)
+	}
+	if c.DeliverMethod == "" || strings.ContainsAny(c.DeliverMethod, " \t/") {
+		return fmt.Errorf("resumable deliver_method %q is not a valid HTTP method", c.DeliverMethod)
+	}
+	switch c.DeliverAs {
+	case DeliverRaw:
+	case DeliverMultipart:
+		if c.DeliverField == "" || strings.ContainsAny(c.DeliverField, "\"\r\n") {
+			return fmt.Errorf("resumable deliver_as multipart: field name %q is not valid", c.DeliverField)
+		}
+	default:
+		return fmt.Errorf("resumable deliver_as %q must be raw or multipart", c.DeliverAs)
+	}
+	if c.MaxSize < 1 || c.MaxDisk < 0 || c.Expire <= 0 {
+		return fmt.Errorf("resumable max_size and expire must be positive, max_disk must not be negative")
+	}
+	if c.DeliverRetries < -1 {
+		return fmt.Errorf("resumable deliver_retries must be -1 (none) or more")
+	}
+	return nil
+}
+
+// retries is how many retries deliver_retries allows.
+func (c *Config) retries() int { return max(c.DeliverRetries, 0) }
+
+func (c *Config) expire() time.Duration { return time.Duration(c.Expire) }

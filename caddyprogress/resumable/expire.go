@@ -1,0 +1,123 @@
+package resumable
+
+import (
+	"errors"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// Sweeps run every tenth of expire, within these bounds.
+const (
+	minSweepEvery = 50 * time.Millisecond
+	maxSweepEvery = time.Minute
+)
+
+// start makes s the spool's current Server and, the first time, counts
+// the disk the uploads already there take and starts the sweeper.
+func (sp *spool) start(s *Server) {
+	sp.current.Store(s)
+	sp.started.Do(func() {
+		sp.countDisk(s)
+		sp.wg.Add(1)
+		go sp.sweepLoop()
+	})
+}
+
+// countDisk reserves, for every upload found in the folder that is
+// still receiving, delivering or failed, its length (or, while it is
+// deferred, what is stored).
+func (sp *spool) countDisk(s *Server) {
+	ids, err := recordIDs(sp.dir)
+	if err != nil {
+		s.logger.Error("scanning the upload folder", zap.Error(err))
+		return
+	}
+	for _, id := range ids {
+		rec, err := readRecord(sp.dir, id)
+		if err != nil || rec.Delivery == deliveryDelivered {
+			continue
+		}
+		if info, err := s.uploadInfo(sp.ctx, id); err == nil {
+			size := info.Size
+			if info.SizeIsDeferred {
+				size = info.Offset
+			}
+			_ = sp.reserve(id, size, 0)
+		}
+	}
+}
+
+// sweepLoop sweeps at once, then every tenth of expire, until the spool
+// stops.
+func (sp *spool) sweepLoop() {
+	defer sp.wg.Done()
+	for {
+		s := sp.current.Load()
+		sp.sweep(s, time.Now())
+		every := min(max(s.cfg.expire()/10, minSweepEvery), maxSweepEvery)
+		select {
+		case <-time.After(every):
+		case <-sp.ctx.Done():
+			return
+		}
+	}
+}
+
+// sweep removes what expired: uploads without a byte for expire, failed
+// deliveries expire after they failed, and the records of delivered
+// uploads expire after delivery. It also starts the deliveries found
+// "delivering" that no one in this process runs: those cut short by a
+// restart.
+func (sp *spool) sweep(s *Server, now time.Time) {
+	ids, err := recordIDs(sp.dir)
+	if err != nil {
+		s.logger.Error("scanning the upload folder", zap.Error(err))
+		return
+	}
+	expire := s.cfg.expire()
+	for _, id := range ids {
+		rec, err := readRecord(sp.dir, id)
+		if err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+			}
+			continue
+		}
+		switch rec.Delivery {
+		case deliveryReceiving:
+			if sp.inRequest(id) || now.Before(s.lastByte(rec).Add(expire)) {
+				continue
+			}
+			e := sp.entry(rec)
+			s.track(e, rec) // before its files go: the record shows what was stored
+			if err := removeUpload(sp.dir, id); err != nil {
+				s.logger.Error("removing an expired upload", zap.String("id", id), zap.Error(err))
+			}
+			s.ended(e, rec, StateAborted, 0, "expired: no byte arrived for "+expire.String())
+			sp.forget(id)
+		case deliveryDelivering:
+			e := sp.entry(rec)
+			if sp.claim(e) {
+				s.track(e, rec).Delivering()
+				sp.scheduleDelivery(e, 0)
+			}
+		case deliveryFailed, deliveryDelivered:
+			if now.After(rec.Finished.Add(expire)) {
+				if err := removeUpload(sp.dir, id); err != nil {
+					s.logger.Error("removing an ended upload", zap.String("id", id), zap.Error(err))
+				}
+				sp.forget(id)
+			}
+		}
+	}
+}
+
+// inRequest reports whether a request for upload id is in progress.
+func (sp *spool) inRequest(id string) bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	e, ok := sp.entries[id]
+	return ok && e.requests.Load() > 0
+}

@@ -1,0 +1,54 @@
+package resumable
+
+import (
+	"context"
+
+	"go.uber.org/zap"
+	"golang.org/x/exp/slog"
+)
+
+// newSlogLogger gives tusd (which logs through golang.org/x/exp/slog) a
+// logger that passes its warnings and errors to zap; its per-request
+// information lines are dropped.
+func newSlogLogger(logger *zap.Logger) *slog.Logger {
+	return slog.New(zapHandler{logger: logger.Named("tusd")})
+}
+
+// zapHandler is an slog.Handler writing to zap.
+type zapHandler struct {
+	logger *zap.Logger
+}
+
+func (h zapHandler) Enabled(_ context.Context, level slog.Level) bool { return level >= slog.LevelWarn }
+
+func (h zapHandler) Handle(_ context.Context, r slog.Record) error {
+	fields := make([]zap.Field, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool {
+		fields = append(fields, zap.String(a.Key, a.Value.String()))
+		return true
+	})
+	switch {
+	case r.Message == "BodyReadError":
+		// a client that pauses or loses its connection: nothing wrong here
+		h.logger.Debug(r.Message, fields...)
+	case r.Level >= slog.LevelError:
+		h.logger.Error(r.Message, fields...)
+	default:
+		h.logger.Warn(r.Message, fields...)
+	}
+	return nil
+}
+
+func (h zapHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	fields := make([]zap.Field, 0, len(attrs))
+	for _, a := range attrs {
+		fields = append(fields, zap.String(a.Key, a.Value.String()))
+	}
+	return zapHandler{logger: h.logger.With(fields...)}
+}
+
+func (h zapHandler) WithGroup(name string) slog.Handler {
+	return zapHandler{logger: h.logger.Named(name)}
+}
+
+var _ slog.Handler = zapHandler{}

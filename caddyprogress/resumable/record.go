@@ -1,0 +1,140 @@
+package resumable
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Delivery states, kept on disk in each upload's record.
+const (
+	deliveryReceiving  = "receiving"  // bytes are still coming in
+	deliveryDelivering = "delivering" // every byte is in; a delivery is running or waiting to retry
+	deliveryDelivered  = "delivered"  // the backend answered below 400
+	deliveryFailed     = "failed"     // the backend answered 400 or more, or every retry failed
+)
+
+// recordSuffix names an upload's record beside tusd's <id> and <id>.info.
+const recordSuffix = ".delivery"
+
+// record is what this package keeps on disk about one upload, in
+// <dir>/<id>.delivery: its delivery state, and what the delivery needs
+// from the creation request. It is written whole (to a temporary file,
+// then renamed), so a crash leaves the old or the new version.
+type record struct {
+	ID       string    `json:"id"`
+	Delivery string    `json:"delivery"`
+	Group    string    `json:"group,omitempty"`
+	Created  time.Time `json:"created"`
+	// Host, RemoteAddr and Header are the creation request's: the host
+	// and client address of the delivery request, and the headers
+	// forwarded to the backend (Authorization, Cookie).
+	Host       string      `json:"host"`
+	RemoteAddr string      `json:"remote_addr"`
+	Header     http.Header `json:"header,omitempty"`
+	// Attempts counts the deliveries tried.
+	Attempts int `json:"attempts"`
+	// Size is the upload's length, once every byte is in.
+	Size int64 `json:"size"`
+	// Finished is when the delivery was delivered or failed.
+	Finished time.Time `json:"finished,omitzero"`
+	// Answer is the backend's answer to the last attempt, kept so a
+	// client that lost it can get it again (see server.go).
+	Answer *answer `json:"answer,omitempty"`
+	// Error says why the delivery failed.
+	Error string `json:"error,omitempty"`
+}
+
+// forwardedHeaders are the creation request's headers a backend relies
+// on, sent with the delivery.
+var forwardedHeaders = []string{"Authorization", "Cookie"}
+
+// recordPath is where the record of upload id lives.
+func recordPath(dir, id string) string { return filepath.Join(dir, id+recordSuffix) }
+
+// readRecord reads the record of upload id; os.ErrNotExist when there
+// is none.
+func readRecord(dir, id string) (*record, error) {
+	data, err := os.ReadFile(recordPath(dir, id))
+	if err != nil {
+		return nil, err
+	}
+	rec := new(record)
+	if err := json.Unmarshal(data, rec); err != nil {
+		return nil, fmt.Errorf("reading delivery record %s: %w", id, err)
+	}
+	return rec, nil
+}
+
+// write stores the record, replacing the old one in one rename. The
+// file is private (0600): it holds the creation's Authorization and
+// Cookie headers.
+func (rec *record) write(dir string) error {
+	data, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encoding delivery record %s: %w", rec.ID, err)
+	}
+	tmp, err := os.CreateTemp(dir, rec.ID+".tmp*")
+	if err != nil {
+		return fmt.Errorf("writing delivery record %s: %w", rec.ID, err)
+	}
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), recordPath(dir, rec.ID))
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("writing delivery record %s: %w", rec.ID, err)
+	}
+	return nil
+}
+
+// removeUpload deletes every file of upload id: the data, tusd's info
+// and lock files and the record. Missing files are fine.
+func removeUpload(dir, id string) error {
+	var errs []error
+	for _, name := range []string{id, id + ".info", id + ".lock", id + ".stop", id + recordSuffix} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeData deletes the bytes of upload id and tusd's files, keeping
+// the record (of a delivered upload, for clients that lost the answer).
+func removeData(dir, id string) error {
+	var errs []error
+	for _, name := range []string{id, id + ".info"} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// recordIDs lists the IDs of every record in dir.
+func recordIDs(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if id, ok := strings.CutSuffix(e.Name(), recordSuffix); ok && validateID(id) == nil {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}

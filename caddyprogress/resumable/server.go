@@ -1,0 +1,251 @@
+package resumable
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	"go.uber.org/zap"
+)
+
+// Options are what the upload_progress handler gives its Server.
+type Options struct {
+	// Tracker tracks each upload (caddyprogress implements it).
+	Tracker Tracker
+	// IDHeader is the response header that carries the upload ID.
+	IDHeader string
+	// Logger is the handler's.
+	Logger *zap.Logger
+}
+
+// Server serves the tus endpoint of one upload_progress handler: it
+// checks each request, hands it to tusd, and delivers each finished
+// upload to the backend.
+type Server struct {
+	cfg    Config
+	opts   Options
+	spool  *spool
+	tusd   http.Handler
+	store  filestore.FileStore
+	logger *zap.Logger
+
+	lastWarned atomic.Int64 // when a refused request was last logged, in unix nanoseconds
+}
+
+// New makes the Server of a provisioned handler; cfg has its defaults.
+// Close it in the handler's Cleanup.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
+	}
+	cfg.Dir = dir
+	sp, err := loadSpool(dir)
+	if err != nil {
+		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
+	}
+	s := &Server{cfg: cfg, opts: opts, spool: sp, logger: opts.Logger}
+	if err := s.newTusd(); err != nil {
+		_, _ = spools.Delete(dir)
+		return nil, err
+	}
+	sp.start(s)
+	return s, nil
+}
+
+// Close lets go of the upload folder; the last config using it stops
+// its background work.
+func (s *Server) Close() error {
+	s.spool.dropRoute(s)
+	if _, err := spools.Delete(s.cfg.Dir); err != nil {
+		return fmt.Errorf("releasing resumable dir %q: %w", s.cfg.Dir, err)
+	}
+	return nil
+}
+
+// Handles reports whether the request is for the tus endpoint.
+func (s *Server) Handles(r *http.Request) bool {
+	return strings.HasPrefix(r.URL.Path, s.cfg.Path)
+}
+
+// Observe keeps the route of any request the handler sees, when a
+// delivery waits for one (after a restart, or a reload).
+func (s *Server) Observe(r *http.Request, next caddyhttp.Handler) {
+	if s.spool.route.Load() == nil {
+		s.spool.offerRoute(routeOf(s, r, next))
+	}
+}
+
+func routeOf(s *Server, r *http.Request, next caddyhttp.Handler) route {
+	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	return route{srv: s, next: next, server: server}
+}
+
+// requestState is what the tusd callbacks need from the request being
+// served; it travels in the request's context.
+type requestState struct {
+	w     http.ResponseWriter
+	r     *http.Request // as it reached the handler, its body counted
+	next  caddyhttp.Handler
+	group string
+	body  *lazyBody // the creation request's body, counted once the upload exists
+	entry *entry    // the upload, once known
+	// sending is set while the request counts in entry.requests (it
+	// may send bytes), so the sweeper leaves the upload alone.
+	sending bool
+	// answered is set when the answer is the backend's, passed on as it is.
+	answered bool
+}
+
+type stateKey struct{}
+
+// ServeHTTP serves the tus endpoint: POST <path> creates an upload, and
+// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID and
+// the upload's delivery state allow them.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	s.spool.offerRoute(routeOf(s, r, next))
+	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
+		r.Method = strings.ToUpper(override) // as tusd would, but before the checks here
+		r.Header.Del("X-HTTP-Method-Override")
+	}
+	st := &requestState{w: w, r: r, next: next}
+	id := strings.TrimPrefix(r.URL.Path, s.cfg.Path)
+	if id == "" {
+		if r.Method == http.MethodPost {
+			return s.serveCreate(w, r, st)
+		}
+		return s.serveTusd(w, r, st)
+	}
+	if err := validateID(id); err != nil {
+		return s.refuse(w, r, http.StatusBadRequest, err)
+	}
+	if r.Method == http.MethodOptions {
+		return s.serveTusd(w, r, st)
+	}
+	rec, err := readRecord(s.cfg.Dir, id)
+	if errors.Is(err, os.ErrNotExist) {
+		return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
+	}
+	if err != nil {
+		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
+	}
+	switch rec.Delivery {
+	case deliveryDelivering:
+		return s.serveDelivering(w, r, s.spool.entry(rec))
+	case deliveryDelivered, deliveryFailed:
+		return s.serveEnded(w, r, rec) // no entry: the upload is over
+	}
+	e := s.spool.entry(rec)
+	st.entry = e
+	switch r.Method {
+	case http.MethodHead:
+		s.track(e, rec)
+		return s.serveTusd(w, r, st)
+	case http.MethodPatch:
+		return s.servePatch(w, r, st, rec)
+	case http.MethodDelete:
+		return s.serveDelete(w, r, st, rec)
+	}
+	return s.serveTusd(w, r, st)
+}
+
+// serveTusd hands the request to tusd, with st in its context.
+func (s *Server) serveTusd(w http.ResponseWriter, r *http.Request, st *requestState) error {
+	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
+	s.tusd.ServeHTTP(&tusdWriter{ResponseWriter: w, s: s, r: r, st: st}, r)
+	return nil
+}
+
+// serveCreate creates an upload through tusd. Its callback beforeCreate
+// checks the metadata and the disk and starts tracking; the body of a
+// creation-with-upload is counted from then on.
+func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *requestState) error {
+	group, err := uploadGroup(r)
+	if err != nil {
+		return s.refuse(w, r, http.StatusBadRequest, err)
+	}
+	st.group = group
+	st.body = &lazyBody{ReadCloser: r.Body}
+	tusReq := r.Clone(r.Context())
+	tusReq.Body = st.body
+	defer s.requestEnded(st)
+	return s.serveTusd(w, tusReq, st)
+}
+
+// servePatch appends a request's bytes to an upload through tusd,
+// counted and throttled by the tracker.
+func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+	e := st.entry
+	// an upload of deferred length reserves what it stores, as it goes
+	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
+	if err := s.spool.reserveAtLeast(e.id, max(offset, 0)+max(r.ContentLength, 0), s.cfg.MaxDisk); err != nil {
+		return s.refuseDiskFull(w, r)
+	}
+	tracked := s.track(e, rec)
+	e.requests.Add(1)
+	st.sending = true
+	tracked.Uploading()
+	tracked.CountBody(r)
+	defer s.requestEnded(st)
+	return s.serveTusd(w, r, st)
+}
+
+// requestEnded pauses the upload after a request, unless it is being
+// delivered or has ended, and updates its expiry and disk reservation.
+func (s *Server) requestEnded(st *requestState) {
+	e := st.entry
+	if e == nil {
+		return
+	}
+	if st.sending {
+		e.requests.Add(-1)
+	}
+	if e.deliveryState() != deliveryReceiving {
+		return
+	}
+	s.spool.mu.Lock()
+	tracked := e.tracked
+	s.spool.mu.Unlock()
+	if tracked != nil {
+		tracked.Paused()
+	}
+	e.setExpiry(time.Now().Add(s.cfg.expire()))
+	if info, err := s.uploadInfo(context.Background(), e.id); err == nil {
+		size := info.Offset
+		if !info.SizeIsDeferred {
+			size = info.Size
+		}
+		_ = s.spool.reserve(e.id, size, 0) // what is on disk is taken, limit or not
+	}
+}
+
+// serveDelete terminates an upload through tusd, then forgets it.
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+	_ = s.serveTusd(w, r, st)
+	if _, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID+".info")); !errors.Is(err, os.ErrNotExist) {
+		return nil // not terminated
+	}
+	s.ended(st.entry, rec, StateAborted, 0, "terminated by the client")
+	if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
+		s.logger.Error("removing a terminated upload", zap.String("id", rec.ID), zap.Error(err))
+	}
+	return nil
+}
+
+// lazyBody is the body of a creation request, which can only be counted
+// once the upload exists (in beforeCreate).
+type lazyBody struct{ io.ReadCloser }

@@ -1,0 +1,238 @@
+// resumable.js: the browser client's resumable mode, an ES module with no
+// dependencies. It uploads a file with the tus 1.0 protocol to the
+// resumable endpoint of upload_progress (the "resumable" block), which
+// keeps the bytes on the proxy's disk and, once all are in, delivers the
+// file to the backend as one plain request; the last request's answer is
+// the backend's. The upload can be paused and resumed, survives a
+// dropped connection (it asks the server for its offset and goes on
+// from there), and a page reload (the upload URL is kept in
+// localStorage). Progress is the server's, polled from the status route.
+//
+//	import { uploadResumable } from "/resumable.js";
+//	const upload = uploadResumable("/files/", file, { onProgress(p) { ... } });
+//	pauseButton.onclick = () => upload.paused ? upload.resume() : upload.pause();
+//	cancelButton.onclick = () => upload.cancel();
+//	const result = await upload.done; // {id, httpStatus, answer, final}
+//
+// For more (chunking, parallel uploads, Uppy), use tus-js-client against
+// the same endpoint; see the README's "Resumable uploads".
+
+/**
+ * What the server reports of an upload (GET <statusPath><id>).
+ * @typedef {Object} ResumableProgress
+ * @property {string} id
+ * @property {string} status "uploading", "paused", "delivering", "complete", "error", "aborted"
+ * @property {number} received bytes stored on the proxy
+ * @property {number|null} total
+ * @property {number|null} percent
+ * @property {number} speed bytes per second
+ * @property {number|null} remaining seconds
+ * @property {{offset: number, delivered: number, delivery: string, attempts: number, expires_at: string|null}} [resumable]
+ */
+
+/**
+ * @typedef {Object} ResumableOptions
+ * @property {(p: ResumableProgress) => void} [onProgress]
+ * @property {Record<string, string>} [headers] sent with every request (e.g. Authorization)
+ * @property {string} [group] sent as X-Upload-Group at creation
+ * @property {string} [statusPath] default "/upload/status/"
+ * @property {number} [pollInterval] ms between status polls, default 500
+ * @property {number[]} [retryDelays] ms before each retry after a failure; default up to a minute
+ * @property {Storage|null} [storage] where upload URLs are kept for resuming; default localStorage
+ */
+
+/** An upload failure, with a sentence for people in message. */
+export class ResumableError extends Error {
+	/**
+	 * @param {string} message
+	 * @param {number} [httpStatus]
+	 * @param {unknown} [answer]
+	 */
+	constructor(message, httpStatus = 0, answer = undefined) {
+		super(message);
+		this.name = "ResumableError";
+		this.httpStatus = httpStatus;
+		this.answer = answer;
+	}
+}
+
+const defaultRetryDelays = [0, 1000, 2000, 4000, 8000, 15000, 30000, 30000];
+
+/**
+ * Starts a resumable upload of file to endpoint (e.g. "/files/").
+ * @param {string} endpoint
+ * @param {File} file
+ * @param {ResumableOptions} [options]
+ */
+export function uploadResumable(endpoint, file, options = {}) {
+	const statusPath = options.statusPath ?? "/upload/status/";
+	const retryDelays = options.retryDelays ?? defaultRetryDelays;
+	const storage = options.storage === undefined ? globalThis.localStorage ?? null : options.storage;
+	const key = `upload-progress-tus::${endpoint}::${file.name}::${file.size}::${file.lastModified}`;
+	const tus = { "Tus-Resumable": "1.0.0", ...(options.headers ?? {}) };
+
+	/** @type {AbortController|null} */
+	let inFlight = null;
+	/** @type {(() => void)|null} */
+	let wake = null;
+	let lastProgress = /** @type {ResumableProgress|undefined} */ (undefined);
+	let cancelled = false;
+
+	const handle = {
+		/** @type {string} the upload ID, once created */
+		id: "",
+		paused: false,
+		/** Stops sending; the bytes already sent stay on the proxy. */
+		pause() {
+			handle.paused = true;
+			inFlight?.abort();
+		},
+		/** Goes on from the bytes the proxy has. */
+		resume() {
+			handle.paused = false;
+			wake?.();
+		},
+		/** Stops for good: the proxy deletes the bytes (tus termination), and done rejects. */
+		cancel() {
+			cancelled = true;
+			inFlight?.abort();
+			wake?.();
+		},
+		/** @type {Promise<{id: string, httpStatus: number, answer: unknown, final: ResumableProgress|undefined}>} */
+		done: /** @type {any} */ (null),
+	};
+
+	const untilResumed = () => new Promise((resolve) => { wake = () => { wake = null; resolve(undefined); }; });
+	const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+	/** @param {string} method @param {string} url @param {Record<string,string>} headers @param {Blob} [body] */
+	async function send(method, url, headers, body) {
+		inFlight = new AbortController();
+		try {
+			return await fetch(url, { method, headers: { ...tus, ...headers }, body, signal: inFlight.signal });
+		} finally {
+			inFlight = null;
+		}
+	}
+
+	async function create() {
+		const meta = [["filename", file.name], ["filetype", file.type || "application/octet-stream"]]
+			.map(([k, v]) => `${k} ${btoa(unescape(encodeURIComponent(v)))}`).join(",");
+		const headers = { "Upload-Length": String(file.size), "Upload-Metadata": meta };
+		if (options.group) headers["X-Upload-Group"] = options.group;
+		const res = await send("POST", endpoint, headers);
+		if (res.status !== 201) throw await failure(res, "The server refused to start the upload");
+		const url = new URL(res.headers.get("Location") ?? "", location.href).href;
+		storage?.setItem(key, url);
+		return url;
+	}
+
+	/** @param {string} url @returns {Promise<number|null>} the offset, or null when the upload is gone */
+	async function offsetOf(url) {
+		const res = await send("HEAD", url, {});
+		if (res.status === 404 || res.status === 410) return null;
+		if (res.status === 423) throw new Retry(Number(res.headers.get("Retry-After") ?? "1") * 1000);
+		if (!res.ok) throw new Retry(0);
+		return Number(res.headers.get("Upload-Offset"));
+	}
+
+	async function poll() {
+		while (handle.id && !stopped) {
+			try {
+				const res = await fetch(statusPath + handle.id, { cache: "no-store" });
+				const progress = res.ok ? await res.json() : undefined;
+				if (progress && !stopped) { // no report after the end
+					lastProgress = progress;
+					options.onProgress?.(/** @type {ResumableProgress} */ (progress));
+				}
+			} catch { /* the next poll tells */ }
+			await sleep(options.pollInterval ?? 500);
+		}
+	}
+	let stopped = false;
+
+	async function run() {
+		let url = storage?.getItem(key) ?? null;
+		let failures = 0;
+		let stored = 0; // the offset the proxy last reported
+		for (;;) {
+			if (handle.paused && !cancelled) await untilResumed();
+			if (cancelled) {
+				if (url) await send("DELETE", url, {}).catch(() => undefined);
+				storage?.removeItem(key);
+				throw new ResumableError("The upload was cancelled.");
+			}
+			try {
+				let offset = url ? await offsetOf(url) : null;
+				if (offset === null) {
+					url = await create();
+					offset = 0;
+				}
+				if (offset > stored) failures = 0; // it moves: count failures anew
+				stored = offset;
+				if (!handle.id) {
+					handle.id = url.slice(url.lastIndexOf("/") + 1);
+					poll();
+				}
+				if (offset === file.size) {
+					// complete and delivered (the proxy answers 423 until then)
+					return { id: handle.id, httpStatus: 200, answer: undefined };
+				}
+				const res = await send("PATCH", url, {
+					"Upload-Offset": String(offset),
+					"Content-Type": "application/offset+octet-stream",
+				}, file.slice(offset));
+				if (res.status === 204) continue; // this request ended early; ask where it stands
+				if (res.status === 503 || res.status === 423) throw new Retry(Number(res.headers.get("Retry-After") ?? "1") * 1000);
+				const answer = await parse(res);
+				if (res.ok) return { id: handle.id, httpStatus: res.status, answer };
+				throw new ResumableError(`The server did not accept the file (error ${res.status}).`, res.status, answer);
+			} catch (err) {
+				if (err instanceof ResumableError) throw err;
+				if (handle.paused || cancelled) continue; // our own abort
+				const wait = err instanceof Retry ? err.wait : retryDelays[Math.min(failures, retryDelays.length - 1)];
+				if (++failures > retryDelays.length) throw new ResumableError("The connection to the server keeps failing; try again later.");
+				await sleep(wait);
+			}
+		}
+	}
+
+	handle.done = run().then(
+		(result) => {
+			stopped = true;
+			storage?.removeItem(key);
+			return { ...result, final: lastProgress };
+		},
+		(err) => {
+			stopped = true;
+			throw err;
+		},
+	);
+	return handle;
+}
+
+/** A failure worth retrying after wait ms. */
+class Retry extends Error {
+	/** @param {number} wait */
+	constructor(wait) {
+		super("retry");
+		this.wait = wait;
+	}
+}
+
+/** @param {Response} res */
+async function parse(res) {
+	const text = await res.text();
+	try {
+		return JSON.parse(text);
+	} catch {
+		return text;
+	}
+}
+
+/** @param {Response} res @param {string} what */
+async function failure(res, what) {
+	const answer = await parse(res);
+	const detail = typeof answer === "object" && answer && "error" in answer ? `: ${answer.error}` : "";
+	return new ResumableError(`${what} (error ${res.status})${detail}.`, res.status, answer);
+}
