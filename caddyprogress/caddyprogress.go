@@ -313,6 +313,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		srv.RegisterConnContext(withConn) // for clientWatch (clientwatch.go)
+	}
+
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	h.lastWarned = new(atomic.Int64)
 	h.lastRefusalLog = new(atomic.Int64)

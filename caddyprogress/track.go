@@ -59,28 +59,55 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
 
+	var watched *watchedClient
+	var answer http.ResponseWriter = w
+	if r.ProtoMajor == 1 {
+		var ctx context.Context
+		var stopWatching func()
+		watched, ctx, stopWatching = clients.watch(r.Context(), u, requestConn(r.Context()))
+		defer stopWatching()
+		if watched != nil {
+			r = r.WithContext(ctx) // ended by clientWatch when the client leaves
+		}
+		answer = &earlyAnswerCloser{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, upload: u}
+	}
+
 	body := &countingBody{ReadCloser: r.Body, upload: u, throttle: h.newThrottle(), ctx: r.Context()}
 	body.multipart = h.observeMultipart(r, u) // nil unless multipart/form-data
 	r.Body = body
-	rec := caddyhttp.NewResponseRecorder(w, nil, nil)
+	rec := caddyhttp.NewResponseRecorder(answer, nil, nil)
 
 	finished := false
 	defer func() {
 		if !finished { // next panicked
-			h.finish(u, stateError, http.StatusInternalServerError, "the request handler panicked")
+			h.finish(u, stateError, http.StatusInternalServerError, phraseInternal)
 		}
 	}()
 	err = next.ServeHTTP(rec, r)
 	finished = true
 
-	st, code, msg := outcome(r, body, rec.Status(), err)
-	h.finish(u, st, code, msg)
+	e := ending{written: rec.Status(), handlerErr: err, readErr: body.err(), bodyEnded: u.currentState() != stateUploading}
+	if closer, ok := answer.(*earlyAnswerCloser); ok && err != nil {
+		closer.closeIfUnfinished() // Caddy writes the error's answer on w
+	}
+	switch {
+	case r.Context().Err() != nil, watched != nil && watched.gone.Load():
+		e.clientGone = true
+	case watched != nil && !e.bodyEnded && err == nil && e.written != 0:
+		e.clientGone = watched.answerLost(answer)
+	}
+	st, code, phrase := outcome(e)
+	h.finish(u, st, code, phrase)
 	if st != stateComplete {
 		h.logger.Debug("upload ended",
 			zap.String("id", id),
 			zap.String("status", st.String()),
 			zap.Int("upstream_status", code),
-			zap.String("error", msg))
+			zap.String("error", phrase),
+			zap.NamedError("handler_error", err),
+			zap.NamedError("read_error", e.readErr),
+			zap.Bool("body_ended", e.bodyEnded),
+			zap.Bool("client_gone", e.clientGone))
 	}
 	return err
 }
@@ -94,44 +121,6 @@ func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string)
 	publishFinal(u) // to the other instances, with redis
 	h.metrics.finished[st].Inc()
 	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
-}
-
-// outcome tells how an upload ended from the body's read error, the
-// status written to the client and the error the next handler returned.
-func outcome(r *http.Request, body *countingBody, written int, handlerErr error) (st state, code int, msg string) {
-	code = written
-	if he, ok := errors.AsType[caddyhttp.HandlerError](handlerErr); ok {
-		code = he.StatusCode
-	} else if handlerErr != nil && code == 0 {
-		code = http.StatusInternalServerError
-	}
-
-	if readErr := body.err(); readErr != nil {
-		if he, ok := errors.AsType[caddyhttp.HandlerError](readErr); ok && he.StatusCode != 0 {
-			// e.g. 413 from request_body's size limit
-			return stateError, he.StatusCode, fmt.Sprintf("reading the request body: %v", he.Err)
-		}
-		if _, ok := errors.AsType[*http.MaxBytesError](readErr); ok {
-			return stateError, http.StatusRequestEntityTooLarge, fmt.Sprintf("reading the request body: %v", readErr)
-		}
-		return stateAborted, 0, fmt.Sprintf("the client went away before the body ended: %v", readErr)
-	}
-	if body.upload.currentState() == stateUploading && r.Context().Err() != nil {
-		return stateAborted, 0, fmt.Sprintf("the client went away before the body ended: %v", context.Cause(r.Context()))
-	}
-	if code == statusClientClosedRequest {
-		return stateAborted, 0, "the client went away before the upstream answered"
-	}
-	if code == 0 {
-		code = http.StatusOK // nothing written: Caddy answers 200
-	}
-	if code >= 400 {
-		if handlerErr != nil {
-			return stateError, code, handlerErr.Error()
-		}
-		return stateError, code, fmt.Sprintf("the upstream answered %d %s", code, http.StatusText(code))
-	}
-	return stateComplete, code, ""
 }
 
 // uploadID returns the client's upload ID: from the id_header header,
