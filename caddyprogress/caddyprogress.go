@@ -74,37 +74,8 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 //	GET  <nginx_report_path>?X-Progress-ID=<id>
 //	                         the progress in nginx's upload progress format (if set)
 //
-// Caddyfile syntax (the directive is ordered before reverse_proxy):
-//
-//	upload_progress [<matcher>] {
-//		tracker     <name>
-//		methods     <method...>
-//		id_header   <field>
-//		id_query    <param>
-//		status_path <prefix>
-//		events_path <prefix>
-//		ws_path     <prefix>
-//		ws_origins  <pattern...>
-//		interval    <duration>
-//		retain      <duration>
-//		wait        <duration>
-//		max_uploads <n>
-//		max_memory  <size>
-//		max_group_uploads <n>
-//		max_reservations  <n>
-//		max_subscribers   <n>
-//		max_subscribers_per_upload <n>
-//		rate_limit       <size>
-//		rate_limit_total <size>
-//		burst            <size>
-//		nginx_report_path <path>
-//		status_access id | token
-//		token_secret  <secret>
-//		token_cookie  <name>
-//		client_ids    on | off
-//		redis         <url>
-//		resumable <path> { ... }
-//	}
+// The Caddyfile directive upload_progress (ordered before reverse_proxy)
+// is described, with every subdirective, at UnmarshalCaddyfile.
 //
 // JSON: {"handler": "upload_progress", "tracker": "default", ...} with
 // the same names as fields.
