@@ -261,6 +261,15 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 // release lets every held request answer.
 func (u *upstream) release() { u.holdOnce.Do(func() { close(u.held) }) }
 
+// forget drops what the upstream recorded for id, for faults whose
+// uploads are too many to keep: the map would grow with every upload
+// (some 170 bytes each) and count against the heap's baseline.
+func (u *upstream) forget(id string) {
+	u.mu.Lock()
+	delete(u.received, id)
+	u.mu.Unlock()
+}
+
 func (u *upstream) get(id string) (receivedBody, bool) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
