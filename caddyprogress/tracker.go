@@ -93,6 +93,10 @@ func (t *tracker) Destruct() error {
 // a sixteenth of max_memory free, the upload is tracked without its
 // multipart files (withoutFiles).
 func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*upload, error) {
+	u := newUpload(id, total, time.Now(), stateUploading) // made before the lock: allocation may assist the GC
+	u.rateLimit = rateLimit
+	u.tracker = t
+	cost := recordBytes(id)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if old, ok := t.uploads[id]; ok {
@@ -108,14 +112,10 @@ func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*up
 	if !t.makeRoom(limit) {
 		return nil, errTrackerFull
 	}
-	cost := recordBytes(id)
 	withFiles := t.fitMemory(cost + t.memory.max.Load()/16)
 	if !withFiles && !t.fitMemory(cost) {
 		return nil, errTrackerFull
 	}
-	u := newUpload(id, total, time.Now(), stateUploading)
-	u.rateLimit = rateLimit
-	u.tracker = t
 	u.withoutFiles = !withFiles
 	t.memory.live.Add(cost)
 	t.uploads[id] = u
