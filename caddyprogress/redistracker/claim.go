@@ -27,6 +27,8 @@ type Upload struct {
 	claimed  bool   // the claim is in Redis (false: re-claim when Redis answers)
 	lost     bool   // another instance ended the claim: local only from now on
 	done     bool   // the final document was sent (or the upload was lost)
+
+	firstSent bool // the claim published the first document (set before the upload is shared)
 }
 
 // ID is the upload's ID.
@@ -89,78 +91,107 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 }
 
 // claim counts u's ID into the tracker's records and claims it, within
-// Timeout: ErrFull, ErrInFlight, ErrUnavailable (u stays unclaimed), or
-// nil (u holds the claim).
+// Timeout, in one round trip: ErrFull, ErrInFlight, ErrUnavailable (u
+// stays unclaimed), or nil (u holds the claim). An upload without a
+// group has its first document published by the claim itself; one with
+// a group leaves it to the publisher, which also writes the group's
+// hash.
 func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	if err := t.admit(ctx, u.id, "live", t.cfg.Lease); err != nil {
+	publish := u.group == ""
+	seq, err := t.admitAndPut(ctx, u, "live", t.cfg.Lease, u.state, u.doc, publish)
+	if err != nil {
 		return err
 	}
-	var put *redis.Cmd
-	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		put = t.putCmd(ctx, p, u, u.state, u.doc, false)
-	}); err != nil {
-		return ErrUnavailable
+	u.seq, u.claimed, u.firstSent = seq, true, publish
+	if publish {
+		t.stats.published.Add(1)
 	}
-	seq, err := put.Int64()
-	switch {
-	case err != nil:
-		return ErrUnavailable
-	case seq == 0:
-		return ErrInFlight
-	}
-	u.seq, u.claimed = seq, true
 	return nil
 }
 
-// local registers u with the tracker and queues its first document.
+// local registers u with the tracker and queues its first document,
+// unless its claim published it already.
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
+	if u.firstSent {
+		u.mu.Lock()
+		u.sentTick = max(t.tick, 1)
+		u.mu.Unlock()
+	}
 	t.mu.Unlock()
-	t.markDirty(u, true)
+	if !u.firstSent {
+		t.markDirty(u, true)
+	}
 	return u
 }
 
-// admit counts id into the tracker's records (see admitScript), and
-// deletes the record it evicted to make room: ErrFull, ErrUnavailable
-// or nil.
-func (t *Tracker) admit(ctx context.Context, id, index string, score time.Duration) error {
-	var cmd *redis.Cmd
+// admitAndPut counts u's ID into the tracker's records (see admitScript)
+// and stores its document (putScript; publish: on the upload's channel
+// too), both in one pipelined round trip, since the index and the
+// record live in different hash slots. admitScript cannot stop
+// putScript, so when the tracker is full but the record was written
+// anyway, a second round trip takes it back (undoPutScript): that is
+// only on the way to ErrFull. It returns the document's seq, or
+// ErrFull, ErrInFlight or ErrUnavailable.
+func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte, publish bool) (int64, error) {
+	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		cmd = admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
-			id, t.cfg.MaxUploads, index, score.Milliseconds())
-	}); err != nil {
-		return ErrUnavailable
+		admit = t.admitCmd(ctx, p, u.id, index, score)
+		put = t.putCmd(ctx, p, u, state, doc, false, publish)
+	}); err != nil && !isReply(err) {
+		return 0, ErrUnavailable
 	}
-	reply, err := cmd.Slice()
+	reply, err := admit.Slice()
 	if err != nil || len(reply) != 2 {
-		return ErrUnavailable
+		return 0, ErrUnavailable
 	}
+	seq, putErr := put.Int64()
 	if ok, _ := reply[0].(int64); ok == 0 {
-		return ErrFull
+		if putErr == nil && seq > 0 {
+			_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+				undoPutScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, seq)
+			})
+		}
+		return 0, ErrFull
 	}
 	if evicted, _ := reply[1].(string); evicted != "" {
 		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 			dropScript.EvalSha(ctx, p, []string{t.keys.record(evicted)})
 		})
 	}
-	return nil
+	switch {
+	case putErr != nil:
+		return 0, ErrUnavailable
+	case seq == 0:
+		return 0, ErrInFlight
+	}
+	return seq, nil
 }
 
-// putCmd queues putScript for u's document.
-func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim bool) *redis.Cmd {
+// admitCmd queues admitScript for id: index "live" or "done", score the
+// time from now to its deadline there (lease or retain).
+func (t *Tracker) admitCmd(ctx context.Context, p redis.Pipeliner, id, index string, score time.Duration) *redis.Cmd {
+	return admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+		id, t.cfg.MaxUploads, index, score.Milliseconds())
+}
+
+// putCmd queues putScript for u's document. A re-claim publishes it on
+// the upload's channel and its group's; a first claim with publish on
+// the upload's channel only.
+func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim, publish bool) *redis.Cmd {
 	flag := "0"
 	if reclaim {
 		flag = "1"
 	}
 	var upChan, groupChan string
-	if reclaim {
+	if reclaim || publish {
 		upChan = t.keys.uploadChannel(u.id)
-		if u.group != "" {
-			groupChan = t.keys.groupChannel(u.group)
-		}
+	}
+	if reclaim && u.group != "" {
+		groupChan = t.keys.groupChannel(u.group)
 	}
 	return putScript.EvalSha(ctx, p, []string{t.keys.record(u.id)},
 		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
@@ -182,23 +213,8 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	if err := t.admit(ctx, id, "done", t.cfg.Retain); err != nil {
-		if err == ErrFull {
-			return err
-		}
-		return ErrUnavailable
-	}
-	u := &Upload{id: id}
-	var put *redis.Cmd
-	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		put = t.putCmd(ctx, p, u, StatePending, doc, false)
-	}); err != nil {
-		return ErrUnavailable
-	}
-	if seq, _ := put.Int64(); seq == 0 {
-		return ErrInFlight
-	}
-	return nil
+	_, err := t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc, false)
+	return err
 }
 
 // newToken returns a random token that tells one claim from another.

@@ -2,6 +2,7 @@ package redistracker
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,6 +81,12 @@ func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
 	if err := b.Reserve(bg(), "r1", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
 		t.Fatalf("reservation with three in flight: got %v, want ErrFull", err)
 	}
+	// the record written in the same round trip as the refused count is taken back
+	for _, id := range []string{"m4", "r1"} {
+		if d, err := a.Lookup(bg(), id); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("record of the refused %s: got %+v, %v; want ErrNotFound", id, d, err)
+		}
+	}
 	// a finished record makes room: it is evicted for the new upload
 	uploads[0].Publish(StateComplete, progressDoc("m1", StateComplete, 5))
 	waitFor(t, 2*time.Second, "m1 retired", func() bool {
@@ -129,4 +136,55 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 	if err := b.Reserve(bg(), "res2", nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("reserving an ID in flight: got %v, want ErrInFlight", err)
 	}
+}
+
+func TestClaimIsOneRoundTripAndPublishesTheFirstDocument(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	sub, err := b.Subscribe(bg(), "one")
+	if err != nil {
+		t.Fatalf("subscribe on b: %v", err)
+	}
+	defer sub.Close()
+	// twenty claims: the health, renewal and scan loops add a few round
+	// trips of their own meanwhile, two per claim would be 40
+	trips0 := a.Stats().RoundTrips
+	for i := range 20 {
+		id := fmt.Sprintf("trip-%d", i)
+		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0)); err != nil {
+			t.Fatalf("claim %s: %v", id, err)
+		}
+	}
+	if trips := a.Stats().RoundTrips - trips0; trips > 25 {
+		t.Fatalf("20 claims took %d round trips", trips)
+	}
+	before := a.Stats()
+	if _, err := a.Claim(bg(), "one", "", StateUploading, progressDoc("one", StateUploading, 0)); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	var pending []Doc
+	first := next(t, sub, &pending, 2*time.Second)
+	if first.Seq != 1 || first.State != StateUploading || string(first.JSON) != string(progressDoc("one", StateUploading, 0)) {
+		t.Fatalf("first document on b: %+v %s", first, first.JSON)
+	}
+	// the publisher does not send it a second time
+	time.Sleep(300 * time.Millisecond)
+	if got := a.Stats().Published - before.Published; got != 1 {
+		t.Fatalf("%d documents published for one claim, want 1", got)
+	}
+	if extra := append(pending, sub.Take()...); len(extra) > 0 {
+		t.Fatalf("more documents reached b: %+v", extra)
+	}
+
+	// an upload in a group leaves its first document to the publisher,
+	// which writes the group's hash as well
+	if _, err := a.Claim(bg(), "two", "g", StateUploading, progressDoc("two", StateUploading, 0)); err != nil {
+		t.Fatalf("claim in a group: %v", err)
+	}
+	waitFor(t, 2*time.Second, "the member in the group's hash", func() bool {
+		docs, err := b.LookupGroup(bg(), "g")
+		return err == nil && len(docs) == 1 && docs[0].ID == "two"
+	})
 }
