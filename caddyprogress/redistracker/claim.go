@@ -27,8 +27,6 @@ type Upload struct {
 	claimed  bool   // the claim is in Redis (false: re-claim when Redis answers)
 	lost     bool   // another instance ended the claim: local only from now on
 	done     bool   // the final document was sent (or the upload was lost)
-
-	firstSent bool // the claim published the first document (set before the upload is shared)
 }
 
 // ID is the upload's ID.
@@ -92,55 +90,41 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 
 // claim counts u's ID into the tracker's records and claims it, within
 // Timeout, in one round trip: ErrFull, ErrInFlight, ErrUnavailable (u
-// stays unclaimed), or nil (u holds the claim). An upload without a
-// group has its first document published by the claim itself; one with
-// a group leaves it to the publisher, which also writes the group's
-// hash.
+// stays unclaimed), or nil (u holds the claim). The claim publishes
+// nothing: the record it writes may be taken back (see admitAndPut), so
+// the first document goes through the publisher once the claim holds.
 func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	publish := u.group == ""
-	seq, err := t.admitAndPut(ctx, u, "live", t.cfg.Lease, u.state, u.doc, publish)
+	seq, err := t.admitAndPut(ctx, u, "live", t.cfg.Lease, u.state, u.doc)
 	if err != nil {
 		return err
 	}
-	u.seq, u.claimed, u.firstSent = seq, true, publish
-	if publish {
-		t.stats.published.Add(1)
-	}
+	u.seq, u.claimed = seq, true
 	return nil
 }
 
-// local registers u with the tracker and queues its first document,
-// unless its claim published it already.
+// local registers u with the tracker and queues its first document.
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
-	if u.firstSent {
-		u.mu.Lock()
-		u.sentTick = max(t.tick, 1)
-		u.mu.Unlock()
-	}
 	t.mu.Unlock()
-	if !u.firstSent {
-		t.markDirty(u, true)
-	}
+	t.markDirty(u, true)
 	return u
 }
 
 // admitAndPut counts u's ID into the tracker's records (see admitScript)
-// and stores its document (putScript; publish: on the upload's channel
-// too), both in one pipelined round trip, since the index and the
+// and stores its document (putScript), both in one pipelined round trip, since the index and the
 // record live in different hash slots. admitScript cannot stop
 // putScript, so when the tracker is full but the record was written
 // anyway, a second round trip takes it back (undoPutScript): that is
 // only on the way to ErrFull. It returns the document's seq, or
 // ErrFull, ErrInFlight or ErrUnavailable.
-func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte, publish bool) (int64, error) {
+func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte) (int64, error) {
 	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		admit = t.admitCmd(ctx, p, u.id, index, score)
-		put = t.putCmd(ctx, p, u, state, doc, false, publish)
+		put = t.putCmd(ctx, p, u, state, doc, false)
 	}); err != nil && !isReply(err) {
 		return 0, ErrUnavailable
 	}
@@ -178,20 +162,18 @@ func (t *Tracker) admitCmd(ctx context.Context, p redis.Pipeliner, id, index str
 		id, t.cfg.MaxUploads, index, score.Milliseconds())
 }
 
-// putCmd queues putScript for u's document. A re-claim publishes it on
-// the upload's channel and its group's; a first claim with publish on
-// the upload's channel only.
-func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim, publish bool) *redis.Cmd {
+// putCmd queues putScript for u's document.
+func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim bool) *redis.Cmd {
 	flag := "0"
 	if reclaim {
 		flag = "1"
 	}
 	var upChan, groupChan string
-	if reclaim || publish {
+	if reclaim {
 		upChan = t.keys.uploadChannel(u.id)
-	}
-	if reclaim && u.group != "" {
-		groupChan = t.keys.groupChannel(u.group)
+		if u.group != "" {
+			groupChan = t.keys.groupChannel(u.group)
+		}
 	}
 	return putScript.EvalSha(ctx, p, []string{t.keys.record(u.id)},
 		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
@@ -213,7 +195,7 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	_, err := t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc, false)
+	_, err := t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
 	return err
 }
 

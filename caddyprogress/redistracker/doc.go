@@ -81,8 +81,15 @@
 //
 // Claim counts the ID into the tracker's records (admitScript: at
 // MaxUploads, the finished record closest to expiry is evicted, or
-// ErrFull), then claims it (putScript): refused with ErrInFlight while
-// another claim's upload is in flight. A claim holds a lease (default
+// ErrFull) and claims it (putScript): refused with ErrInFlight while
+// another claim's upload is in flight. The two scripts touch different
+// hash slots, so they cannot be one script, but they go in one
+// pipelined round trip; when admitScript refuses, the record putScript
+// wrote is taken back (undoPutScript: a second round trip, on the way
+// to ErrFull only; a Lookup in between may see the record). The claim
+// publishes nothing, so no refused upload is ever published: its first
+// document goes through the publisher once the claim holds. Reserve
+// works the same way. A claim holds a lease (default
 // 5s), renewed by one loop per tracker for all its uploads in one
 // pipeline, three times per lease. Every instance scans the live index
 // every second (or twice per lease, if shorter); an upload whose lease

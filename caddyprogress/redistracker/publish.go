@@ -93,7 +93,7 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		for _, o := range batch {
 			if o.reclaim {
-				o.main = t.putCmd(ctx, p, o.u, o.state, o.doc, true, true)
+				o.main = t.putCmd(ctx, p, o.u, o.state, o.doc, true)
 			} else {
 				o.main = publishScript.EvalSha(ctx, p, []string{t.keys.record(o.u.id)},
 					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
