@@ -41,8 +41,8 @@ func (u *Upload) Lost() bool {
 }
 
 // Publish hands the upload's current document to the publisher, which
-// stores and publishes it at most once per Interval (the first one and
-// a final one at once) in a batch with the other uploads' documents;
+// stores and publishes it at most once per Interval (a final one at
+// once) in a batch with the other uploads' documents;
 // only the latest document given counts. After a final document, later
 // calls are ignored. It never blocks on Redis.
 func (u *Upload) Publish(state State, doc []byte) {
@@ -105,11 +105,16 @@ func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 }
 
 // local registers u with the tracker and queues its first document.
+// A claimed upload's record already holds it, so Lookup sees it at
+// once and the document joins the publisher's next batch (a tick, at
+// most half an Interval away, or an earlier urgent one) for the
+// subscribers and the group's hash; an unclaimed one wakes the
+// publisher to claim it.
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
 	t.mu.Unlock()
-	t.markDirty(u, true)
+	t.markDirty(u, !u.claimed)
 	return u
 }
 

@@ -64,7 +64,10 @@
 // Each tracker has one publisher goroutine. Publish records the
 // upload's latest document (one entry per upload, so the queue is
 // bounded by the uploads in flight and a waiting document is replaced,
-// never queued). A first or final document goes at once; progress
+// never queued). A final document goes at once; a first one (which the
+// claim stored in the record already, for Lookup) with the next batch,
+// within half an Interval, for subscribers and the group's hash;
+// progress
 // documents go on the publisher's tick, every half Interval, each
 // upload's at most every second tick: at most once per Interval per
 // upload, after a wait of at most half an Interval. The due documents
