@@ -118,13 +118,14 @@ func (t *Tracker) local(u *Upload) *Upload {
 	return u
 }
 
-// admitAndPut counts u's ID into the tracker's records (see admitScript)
-// and stores its document (putScript), both in one pipelined round trip, since the index and the
-// record live in different hash slots. admitScript cannot stop
-// putScript, so when the tracker is full but the record was written
-// anyway, a second round trip takes it back (undoPutScript): that is
-// only on the way to ErrFull. It returns the document's seq, or
-// ErrFull, ErrInFlight or ErrUnavailable.
+// admitAndPut counts u's ID into the tracker's records (see
+// admitScript) and stores its document (putScript) in one pipelined
+// round trip: two scripts, since the indexes and the record live in
+// different hash slots. admitScript cannot stop putScript, so when the
+// tracker is full but the record was written anyway, a second round
+// trip takes it back (undoPutScript): that is only on the way to
+// ErrFull. It returns the document's seq, or ErrFull, ErrInFlight or
+// ErrUnavailable.
 func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte) (int64, error) {
 	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
