@@ -60,7 +60,7 @@ func BenchmarkPublishPerUploadInterval(b *testing.B) {
 // BenchmarkRoundTripsPerUpload runs uploads through their whole life,
 // 1,000 at a time: claim, first document, 10 progress intervals, final
 // document. The documents of all uploads in flight share each round
-// trip; the claim takes two of its own.
+// trip; the claim takes one of its own.
 func BenchmarkRoundTripsPerUpload(b *testing.B) {
 	srv := testredis.Start(b)
 	tr := benchTracker(b, srv, "a", time.Nanosecond)

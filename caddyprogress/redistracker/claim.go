@@ -41,8 +41,8 @@ func (u *Upload) Lost() bool {
 }
 
 // Publish hands the upload's current document to the publisher, which
-// stores and publishes it at most once per Interval (the first one and
-// a final one at once) in a batch with the other uploads' documents;
+// stores and publishes it at most once per Interval (a final one at
+// once) in a batch with the other uploads' documents;
 // only the latest document given counts. After a final document, later
 // calls are ignored. It never blocks on Redis.
 func (u *Upload) Publish(state State, doc []byte) {
@@ -89,64 +89,83 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 }
 
 // claim counts u's ID into the tracker's records and claims it, within
-// Timeout: ErrFull, ErrInFlight, ErrUnavailable (u stays unclaimed), or
-// nil (u holds the claim).
+// Timeout, in one round trip: ErrFull, ErrInFlight, ErrUnavailable (u
+// stays unclaimed), or nil (u holds the claim). The claim publishes
+// nothing: the record it writes may be taken back (see admitAndPut), so
+// the first document goes through the publisher once the claim holds.
 func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	if err := t.admit(ctx, u.id, "live", t.cfg.Lease); err != nil {
+	seq, err := t.admitAndPut(ctx, u, "live", t.cfg.Lease, u.state, u.doc)
+	if err != nil {
 		return err
-	}
-	var put *redis.Cmd
-	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		put = t.putCmd(ctx, p, u, u.state, u.doc, false)
-	}); err != nil {
-		return ErrUnavailable
-	}
-	seq, err := put.Int64()
-	switch {
-	case err != nil:
-		return ErrUnavailable
-	case seq == 0:
-		return ErrInFlight
 	}
 	u.seq, u.claimed = seq, true
 	return nil
 }
 
 // local registers u with the tracker and queues its first document.
+// A claimed upload's record already holds it, so Lookup sees it at
+// once and the document joins the publisher's next batch (a tick, at
+// most half an Interval away, or an earlier urgent one) for the
+// subscribers and the group's hash; an unclaimed one wakes the
+// publisher to claim it.
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
 	t.mu.Unlock()
-	t.markDirty(u, true)
+	t.markDirty(u, !u.claimed)
 	return u
 }
 
-// admit counts id into the tracker's records (see admitScript), and
-// deletes the record it evicted to make room: ErrFull, ErrUnavailable
-// or nil.
-func (t *Tracker) admit(ctx context.Context, id, index string, score time.Duration) error {
-	var cmd *redis.Cmd
+// admitAndPut counts u's ID into the tracker's records (see
+// admitScript) and stores its document (putScript) in one pipelined
+// round trip: two scripts, since the indexes and the record live in
+// different hash slots. admitScript cannot stop putScript, so when the
+// tracker is full but the record was written anyway, a second round
+// trip takes it back (undoPutScript): that is only on the way to
+// ErrFull. It returns the document's seq, or ErrFull, ErrInFlight or
+// ErrUnavailable.
+func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte) (int64, error) {
+	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		cmd = admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
-			id, t.cfg.MaxUploads, index, score.Milliseconds())
-	}); err != nil {
-		return ErrUnavailable
+		admit = t.admitCmd(ctx, p, u.id, index, score)
+		put = t.putCmd(ctx, p, u, state, doc, false)
+	}); err != nil && !isReply(err) {
+		return 0, ErrUnavailable
 	}
-	reply, err := cmd.Slice()
+	reply, err := admit.Slice()
 	if err != nil || len(reply) != 2 {
-		return ErrUnavailable
+		return 0, ErrUnavailable
 	}
+	seq, putErr := put.Int64()
 	if ok, _ := reply[0].(int64); ok == 0 {
-		return ErrFull
+		if putErr == nil && seq > 0 {
+			_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+				undoPutScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, seq)
+			})
+		}
+		return 0, ErrFull
 	}
 	if evicted, _ := reply[1].(string); evicted != "" {
 		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 			dropScript.EvalSha(ctx, p, []string{t.keys.record(evicted)})
 		})
 	}
-	return nil
+	switch {
+	case putErr != nil:
+		return 0, ErrUnavailable
+	case seq == 0:
+		return 0, ErrInFlight
+	}
+	return seq, nil
+}
+
+// admitCmd queues admitScript for id: index "live" or "done", score the
+// time from now to its deadline there (lease or retain).
+func (t *Tracker) admitCmd(ctx context.Context, p redis.Pipeliner, id, index string, score time.Duration) *redis.Cmd {
+	return admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+		id, t.cfg.MaxUploads, index, score.Milliseconds())
 }
 
 // putCmd queues putScript for u's document.
@@ -182,23 +201,8 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	}
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	if err := t.admit(ctx, id, "done", t.cfg.Retain); err != nil {
-		if err == ErrFull {
-			return err
-		}
-		return ErrUnavailable
-	}
-	u := &Upload{id: id}
-	var put *redis.Cmd
-	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		put = t.putCmd(ctx, p, u, StatePending, doc, false)
-	}); err != nil {
-		return ErrUnavailable
-	}
-	if seq, _ := put.Int64(); seq == 0 {
-		return ErrInFlight
-	}
-	return nil
+	_, err := t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
+	return err
 }
 
 // newToken returns a random token that tells one claim from another.

@@ -2,6 +2,7 @@ package redistracker
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -80,6 +81,12 @@ func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
 	if err := b.Reserve(bg(), "r1", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
 		t.Fatalf("reservation with three in flight: got %v, want ErrFull", err)
 	}
+	// the record written in the same round trip as the refused count is taken back
+	for _, id := range []string{"m4", "r1"} {
+		if d, err := a.Lookup(bg(), id); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("record of the refused %s: got %+v, %v; want ErrNotFound", id, d, err)
+		}
+	}
 	// a finished record makes room: it is evicted for the new upload
 	uploads[0].Publish(StateComplete, progressDoc("m1", StateComplete, 5))
 	waitFor(t, 2*time.Second, "m1 retired", func() bool {
@@ -128,5 +135,44 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 	_ = u2
 	if err := b.Reserve(bg(), "res2", nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("reserving an ID in flight: got %v, want ErrInFlight", err)
+	}
+}
+
+func TestClaimIsOneRoundTrip(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a"})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+
+	sub, err := b.Subscribe(bg(), "one")
+	if err != nil {
+		t.Fatalf("subscribe on b: %v", err)
+	}
+	defer sub.Close()
+	// twenty claims, one after the other, each first document sent by
+	// the publisher at once (one batch each at most): the health,
+	// renewal and scan loops add a few round trips of their own
+	// meanwhile; two per claim would leave 40 beside the batches
+	before := a.Stats()
+	for i := range 20 {
+		id := fmt.Sprintf("trip-%d", i)
+		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0)); err != nil {
+			t.Fatalf("claim %s: %v", id, err)
+		}
+	}
+	waitFor(t, 2*time.Second, "the first documents published", func() bool {
+		return a.Stats().Published-before.Published == 20
+	})
+	after := a.Stats()
+	if trips := (after.RoundTrips - before.RoundTrips) - (after.Published - before.Published); trips > 25 {
+		t.Fatalf("20 claims took %d round trips beside the publisher's", trips)
+	}
+	// the first document still reaches other instances, through the publisher
+	if _, err := a.Claim(bg(), "one", "", StateUploading, progressDoc("one", StateUploading, 0)); err != nil {
+		t.Fatalf("claim: %v", err)
+	}
+	var pending []Doc
+	first := next(t, sub, &pending, 2*time.Second)
+	if first.Seq != 2 || first.State != StateUploading || string(first.JSON) != string(progressDoc("one", StateUploading, 0)) {
+		t.Fatalf("first document on b: %+v %s", first, first.JSON)
 	}
 }

@@ -12,8 +12,9 @@ import (
 // document to send ("dirty"), all of them in one pipeline per batch.
 // The queue holds one entry per upload (its latest document), so it is
 // bounded by the uploads in flight, and a document that waits is
-// replaced by a newer one, never queued behind it. A first, final or
-// re-claiming document goes at once. Progress documents go on a tick
+// replaced by a newer one, never queued behind it. A final or
+// re-claiming document goes at once; a first one with the next batch
+// (its record holds it since the claim). Progress documents go on a tick
 // every half Interval, each upload's at most every second tick: at most
 // once per Interval per upload, at most two round trips per Interval
 // for all of them, and a wait of at most half an Interval.

@@ -167,6 +167,17 @@ if live(redis.call('HGET', KEYS[1], 'st')) then return 0 end
 return redis.call('DEL', KEYS[1])
 `)
 
+// undoPutScript deletes a record that putScript wrote for a claim or
+// reservation that admitScript refused (the tracker was full), unless
+// it changed since (another seq or owner).
+//
+// KEYS[1] record. ARGV: token, seq.
+var undoPutScript = newScript(`
+local own, seq = unpack(redis.call('HMGET', KEYS[1], 'own', 'seq'))
+if own ~= ARGV[1] or seq ~= ARGV[2] then return 0 end
+return redis.call('DEL', KEYS[1])
+`)
+
 // touchScript sets the lease deadline of the IDs in the live index.
 //
 // KEYS[1] live. ARGV: lease ms, IDs...
