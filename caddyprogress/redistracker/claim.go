@@ -89,19 +89,38 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 }
 
 // claim counts u's ID into the tracker's records and claims it, within
-// Timeout, in one round trip: ErrFull, ErrInFlight, ErrUnavailable (u
-// stays unclaimed), or nil (u holds the claim). The claim publishes
-// nothing: the record it writes may be taken back (see admitAndPut), so
-// the first document goes through the publisher once the claim holds.
+// Timeout: ErrFull, ErrInFlight, ErrUnavailable (u stays unclaimed), or
+// nil (u holds the claim). It hands the claim to the claimer, which
+// sends it in one pipelined round trip with the other claims waiting
+// (see claimBatch), and waits for its answer, or Timeout. The claim
+// publishes nothing: the record it writes may be taken back (see
+// admitAndPut), so the first document goes through the publisher once
+// the claim holds.
 func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	seq, err := t.admitAndPut(ctx, u, "live", t.cfg.Lease, u.state, u.doc)
-	if err != nil {
-		return err
+	r := &claimRequest{
+		ctx:    ctx,
+		u:      &Upload{id: u.id, group: u.group, token: u.token, seq: u.seq},
+		state:  u.state,
+		doc:    u.doc,
+		result: make(chan claimResult, 1),
 	}
-	u.seq, u.claimed = seq, true
-	return nil
+	t.queueClaim(r)
+	select {
+	case res := <-r.result:
+		if res.err != nil {
+			return res.err
+		}
+		u.seq, u.claimed = res.seq, true
+		return nil
+	case <-ctx.Done():
+		// the upload goes on unclaimed; the claimer's round trip, if it
+		// ran out of time too, counts the error and has Redis pinged
+		return ErrUnavailable
+	case <-t.stop:
+		return ErrUnavailable
+	}
 }
 
 // local registers u with the tracker and queues its first document.
@@ -134,31 +153,18 @@ func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, scor
 	}); err != nil && !isReply(err) {
 		return 0, ErrUnavailable
 	}
-	reply, err := admit.Slice()
-	if err != nil || len(reply) != 2 {
-		return 0, ErrUnavailable
+	res, undo, evicted := admitAndPutResult(admit, put)
+	if undo > 0 {
+		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+			undoPutScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, undo)
+		})
 	}
-	seq, putErr := put.Int64()
-	if ok, _ := reply[0].(int64); ok == 0 {
-		if putErr == nil && seq > 0 {
-			_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
-				undoPutScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, seq)
-			})
-		}
-		return 0, ErrFull
-	}
-	if evicted, _ := reply[1].(string); evicted != "" {
+	if evicted != "" {
 		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 			dropScript.EvalSha(ctx, p, []string{t.keys.record(evicted)})
 		})
 	}
-	switch {
-	case putErr != nil:
-		return 0, ErrUnavailable
-	case seq == 0:
-		return 0, ErrInFlight
-	}
-	return seq, nil
+	return res.seq, res.err
 }
 
 // admitCmd queues admitScript for id: index "live" or "done", score the

@@ -3,6 +3,7 @@ package redistracker
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -174,5 +175,78 @@ func TestClaimIsOneRoundTrip(t *testing.T) {
 	first := next(t, sub, &pending, 2*time.Second)
 	if first.Seq != 2 || first.State != StateUploading || string(first.JSON) != string(progressDoc("one", StateUploading, 0)) {
 		t.Fatalf("first document on b: %+v %s", first, first.JSON)
+	}
+}
+
+func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
+	srv := testredis.Start(t)
+	const n = 60
+	// room for the duplicate's record and n-2 others: of the n-1 new
+	// IDs claimed at once on a, exactly one is refused
+	a := newTestTracker(t, srv, Config{Instance: "a", MaxUploads: n - 1})
+	b := newTestTracker(t, srv, Config{Instance: "b", MaxUploads: n - 1})
+	if _, err := b.Claim(bg(), "dup", "", StateUploading, progressDoc("dup", StateUploading, 0)); err != nil {
+		t.Fatalf("claim of dup on b: %v", err)
+	}
+	ids := []string{"dup"}
+	for i := range n - 1 {
+		ids = append(ids, fmt.Sprintf("batch-%d", i))
+	}
+	before := a.Stats()
+	start := make(chan struct{})
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			_, errs[i] = a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if !errors.Is(errs[0], ErrInFlight) {
+		t.Fatalf("claim of dup, live on b: got %v, want ErrInFlight", errs[0])
+	}
+	var ok, full []string
+	for i, id := range ids[1:] {
+		switch err := errs[i+1]; {
+		case err == nil:
+			ok = append(ok, id)
+		case errors.Is(err, ErrFull):
+			full = append(full, id)
+		default:
+			t.Fatalf("claim of %s: unexpected error %v", id, err)
+		}
+	}
+	if len(full) != 1 || len(ok) != n-2 {
+		t.Fatalf("%d claims held and %d refused as full (%v), want %d and 1", len(ok), len(full), full, n-2)
+	}
+	waitFor(t, 2*time.Second, "the first documents published", func() bool {
+		return a.Stats().Published-before.Published == uint64(len(ok))
+	})
+	after := a.Stats()
+	// one at a time, the claims alone would take n round trips (and one
+	// more for the refused one's record); batched, a few pipelines and
+	// the health, renewal and scan loops' own. The publisher's batches
+	// (one round trip each) are left out.
+	batches := after.PublishLatency.Count - before.PublishLatency.Count
+	if trips := (after.RoundTrips - before.RoundTrips) - batches; trips > uint64(n/4) {
+		t.Fatalf("%d claims at once took %d round trips beside the publisher's", n, trips)
+	} else {
+		t.Logf("%d claims at once took %d round trips beside the publisher's", n, trips)
+	}
+	// the refused claim's record was taken back; the held ones are there
+	if d, err := b.Lookup(bg(), full[0]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("record of the refused %s: got %+v, %v; want ErrNotFound", full[0], d, err)
+	}
+	for _, id := range ok {
+		if d, err := b.Lookup(bg(), id); err != nil || d.State != StateUploading {
+			t.Fatalf("lookup of %s on b: %+v, %v", id, d, err)
+		}
+	}
+	if live, done, err := b.Count(bg()); err != nil || live != n-1 || done != 0 {
+		t.Fatalf("count: %d live, %d done, %v; want %d, 0", live, done, err, n-1)
 	}
 }

@@ -92,6 +92,10 @@ type Tracker struct {
 	loops       sync.WaitGroup
 
 	subs *mux
+
+	claimMu    sync.Mutex
+	claimQueue []*claimRequest // claims waiting for the claimer
+	claimWake  chan struct{}   // the claimer has work
 }
 
 // New connects a tracker to Redis and starts its loops. It waits at
@@ -140,6 +144,7 @@ func New(cfg Config) (*Tracker, error) {
 		dirty:       make(map[*Upload]struct{}),
 		wake:        make(chan struct{}, 1),
 		checkHealth: make(chan struct{}, 1),
+		claimWake:   make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 	}
 	t.health.up.Store(true)
@@ -153,7 +158,7 @@ func New(cfg Config) (*Tracker, error) {
 }
 
 func (t *Tracker) startLoops() {
-	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop, t.subs.resyncLoop} {
+	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop, t.subs.resyncLoop, t.claimLoop} {
 		t.loops.Add(1)
 		go func() {
 			defer t.loops.Done()

@@ -1,0 +1,160 @@
+package redistracker
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// claimRequest is one Claim waiting for the claimer. It holds its own
+// copy of what the claim sends, since a caller that gave up goes on with
+// its Upload while the claimer may still read the request.
+type claimRequest struct {
+	ctx    context.Context // the caller's, bounded by Timeout
+	u      *Upload         // a copy of the upload's ID, group, token and seq
+	state  State
+	doc    []byte
+	result chan claimResult // buffered: the claimer never waits on a caller
+}
+
+// claimResult is a claim's answer: the document's seq, or ErrFull,
+// ErrInFlight or ErrUnavailable.
+type claimResult struct {
+	seq int64
+	err error
+}
+
+// queueClaim hands r to the claimer and wakes it.
+func (t *Tracker) queueClaim(r *claimRequest) {
+	t.claimMu.Lock()
+	t.claimQueue = append(t.claimQueue, r)
+	t.claimMu.Unlock()
+	select {
+	case t.claimWake <- struct{}{}:
+	default:
+	}
+}
+
+// takeClaims takes every claim queued.
+func (t *Tracker) takeClaims() []*claimRequest {
+	t.claimMu.Lock()
+	defer t.claimMu.Unlock()
+	batch := t.claimQueue
+	t.claimQueue = nil
+	return batch
+}
+
+// claimLoop is the claimer (group commit): it sends every claim queued
+// in one pipeline, at once when it is idle; the claims that arrive
+// while a pipeline is in flight go together in the next one.
+func (t *Tracker) claimLoop() {
+	for {
+		select {
+		case <-t.stop:
+			return // the callers stop waiting on t.stop too
+		case <-t.claimWake:
+		}
+		if batch := t.takeClaims(); len(batch) > 0 {
+			t.claimBatch(batch)
+		}
+	}
+}
+
+// claimBatch sends the admit and put scripts of every claim in batch
+// whose caller still waits in one pipelined round trip (see
+// admitAndPut), bounded by the latest of their deadlines, and answers
+// each. Records written for refused claims are taken back, and evicted
+// records dropped, in one more round trip before those claims are
+// answered.
+func (t *Tracker) claimBatch(batch []*claimRequest) {
+	live := batch[:0:0]
+	var deadline time.Time
+	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			continue // the caller went on unclaimed: nothing to send
+		}
+		live = append(live, r)
+		if d, _ := r.ctx.Deadline(); d.After(deadline) {
+			deadline = d
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.WithValue(context.Background(), requestPathKey{}, true), deadline)
+	defer cancel()
+	admits := make([]*redis.Cmd, len(live))
+	puts := make([]*redis.Cmd, len(live))
+	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for i, r := range live {
+			admits[i] = t.admitCmd(ctx, p, r.u.id, "live", t.cfg.Lease)
+			puts[i] = t.putCmd(ctx, p, r.u, r.state, r.doc, false)
+		}
+	}); err != nil && !isReply(err) {
+		for _, r := range live {
+			r.result <- claimResult{err: ErrUnavailable}
+		}
+		return
+	}
+	var later []*claimRequest // answered after the follow-up round trip
+	var laterResults []claimResult
+	var undos, drops []func(redis.Pipeliner)
+	for i, r := range live {
+		res, undo, evicted := admitAndPutResult(admits[i], puts[i])
+		if undo > 0 {
+			id, token := r.u.id, r.u.token
+			undos = append(undos, func(p redis.Pipeliner) {
+				undoPutScript.EvalSha(ctx, p, []string{t.keys.record(id)}, token, undo)
+			})
+		}
+		if evicted != "" {
+			drops = append(drops, func(p redis.Pipeliner) {
+				dropScript.EvalSha(ctx, p, []string{t.keys.record(evicted)})
+			})
+		}
+		if undo > 0 || evicted != "" {
+			later = append(later, r)
+			laterResults = append(laterResults, res)
+			continue
+		}
+		r.result <- res
+	}
+	if len(later) == 0 {
+		return
+	}
+	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+		for _, queue := range append(undos, drops...) {
+			queue(p)
+		}
+	})
+	for i, r := range later {
+		r.result <- laterResults[i]
+	}
+}
+
+// admitAndPutResult reads the replies of one claim's admit and put
+// scripts: its result, the seq of a record to take back (the tracker was
+// full; 0 for none) and the ID of a record the admit evicted ("" for
+// none).
+func admitAndPutResult(admit, put *redis.Cmd) (res claimResult, undo int64, evicted string) {
+	reply, err := admit.Slice()
+	if err != nil || len(reply) != 2 {
+		return claimResult{err: ErrUnavailable}, 0, ""
+	}
+	seq, putErr := put.Int64()
+	if ok, _ := reply[0].(int64); ok == 0 {
+		if putErr == nil && seq > 0 {
+			undo = seq
+		}
+		return claimResult{err: ErrFull}, undo, ""
+	}
+	evicted, _ = reply[1].(string)
+	switch {
+	case putErr != nil:
+		return claimResult{err: ErrUnavailable}, 0, evicted
+	case seq == 0:
+		return claimResult{err: ErrInFlight}, 0, evicted
+	}
+	return claimResult{seq: seq}, 0, evicted
+}
