@@ -35,10 +35,14 @@ func adminCaddyfile(adminAddr, site, options, upstream string) string {
 	return strings.Replace(testcaddy.GlobalOptions, "admin off", "admin "+adminAddr, 1) + siteBlock(site, options, upstream)
 }
 
-// reload loads a new config with the same admin endpoint and site.
+// reload loads a new config with the same admin endpoint and site. The
+// reload closes the old server's idle connections, and a POST sent on
+// one just as it closes fails with EOF (Go's client does not retry a
+// POST), so the client lets go of its idle connections first.
 func (p *adminProxy) reload(t testing.TB, options, upstream string) {
 	t.Helper()
 	testcaddy.Load(t, adminCaddyfile(strings.TrimPrefix(p.admin, "http://"), p.base, options, upstream))
+	p.client.CloseIdleConnections()
 }
 
 // adminGet asks the admin endpoint (with Go's client: the admin API
