@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -110,6 +111,8 @@ type proxy struct {
 	h2c    *http.Client
 	up     *upstream
 	config string
+
+	reloading atomic.Bool // a reload storm is on (faults_test.go)
 }
 
 const throttleRate = 4 << 20
