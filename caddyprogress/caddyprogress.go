@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
@@ -227,11 +228,11 @@ type Handler struct {
 	logger     *zap.Logger
 	stopCtx    context.Context    // done when Caddy stops or reloads
 	stop       context.CancelFunc // ends stopCtx
-	lastWarned *atomic.Int64      // when warnFull last logged, in unix nanoseconds
+	warnedFull *ratelog.Gate      // warnFull's lines, at most one a second
 	resumable  *resumable.Server  // serves the resumable path, when configured
 
-	access         tokenAccess   // status_access token's secret (access.go)
-	lastRefusalLog *atomic.Int64 // when writeError last logged, in unix nanoseconds
+	access     tokenAccess   // status_access token's secret (access.go)
+	refusalLog *ratelog.Gate // logRefusal's lines, at most one a second
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
@@ -289,8 +290,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
-	h.lastWarned = new(atomic.Int64)
-	h.lastRefusalLog = new(atomic.Int64)
+	h.warnedFull = new(ratelog.Gate)
+	h.refusalLog = new(ratelog.Gate)
 	eventsAppIface, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("getting events app: %v", err)
@@ -477,9 +478,7 @@ func (h *Handler) newThrottle() *throttle {
 
 // warnFull logs, at most once a second, that an upload went untracked.
 func (h *Handler) warnFull(id string) {
-	now := time.Now().UnixNano()
-	last := h.lastWarned.Load()
-	if now-last < int64(time.Second) || !h.lastWarned.CompareAndSwap(last, now) {
+	if !h.warnedFull.Allow() {
 		return
 	}
 	h.logger.Warn("tracker full of uploads in flight; proxying upload untracked",

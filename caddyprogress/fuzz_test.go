@@ -7,10 +7,11 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
@@ -104,7 +105,7 @@ func FuzzNginxReport(f *testing.F) {
 	}
 	f.Add("", "up-1")
 	f.Add("callback=cb", "bad id")
-	h := &Handler{NginxReportPath: "/progress", logger: zap.NewNop(), tracker: newTracker("fuzz"), lastRefusalLog: new(atomic.Int64)}
+	h := &Handler{NginxReportPath: "/progress", logger: zap.NewNop(), tracker: newTracker("fuzz"), refusalLog: new(ratelog.Gate)}
 	f.Cleanup(func() { h.tracker.Destruct() })
 	u, err := h.tracker.start("up-1", 100, 0, 10)
 	if err != nil {

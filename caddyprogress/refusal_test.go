@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -52,7 +53,7 @@ func TestRefusalsWithoutHandleErrorsAnswerJSON(t *testing.T) {
 // A client sending bad requests in a loop cannot flood the log.
 func TestRefusalsAreLoggedAtMostOnceASecond(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
-	h := &Handler{logger: zap.New(core), lastRefusalLog: new(atomic.Int64)}
+	h := &Handler{logger: zap.New(core), refusalLog: new(ratelog.Gate)}
 	req := httptest.NewRequest(http.MethodPost, "/upload?token=secret", strings.NewReader("x"))
 	for range 50 {
 		h.logRefusal(req, http.StatusBadRequest, errors.New("upload ID is empty"))
@@ -65,7 +66,7 @@ func TestRefusalsAreLoggedAtMostOnceASecond(t *testing.T) {
 		t.Fatalf("log entry %v", fields)
 	}
 	// a second later, the next one is logged
-	h.lastRefusalLog.Add(-int64(time.Second))
+	time.Sleep(time.Second) // the gate lets the next line through a second later
 	h.logRefusal(req, http.StatusBadRequest, errors.New("upload ID is empty"))
 	if n := logs.Len(); n != 2 {
 		t.Fatalf("a refusal a second later: %d entries, want 2", n)

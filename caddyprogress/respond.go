@@ -3,7 +3,6 @@ package caddyprogress
 import (
 	"encoding/json"
 	"net/http"
-	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -48,9 +47,7 @@ func hasErrorRoutes(r *http.Request) bool {
 // logRefusal logs a refused request, at most once a second, so that a
 // client sending bad requests in a loop cannot flood the log.
 func (h *Handler) logRefusal(r *http.Request, code int, err error) {
-	now := time.Now().UnixNano()
-	last := h.lastRefusalLog.Load()
-	if now-last < int64(time.Second) || !h.lastRefusalLog.CompareAndSwap(last, now) {
+	if !h.refusalLog.Allow() {
 		return
 	}
 	h.logger.Info("request refused (logged at most once a second)",

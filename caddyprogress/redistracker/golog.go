@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"sync/atomic"
-	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -20,13 +20,11 @@ var setGoRedisLogger sync.Once
 
 type goRedisLogger struct {
 	log  *zap.Logger
-	last atomic.Int64 // unix nanoseconds of the last line
+	gate ratelog.Gate // at most one line a second
 }
 
 func (l *goRedisLogger) Printf(_ context.Context, format string, v ...any) {
-	now := time.Now().UnixNano()
-	last := l.last.Load()
-	if now-last < int64(time.Second) || !l.last.CompareAndSwap(last, now) {
+	if !l.gate.Allow() {
 		return
 	}
 	l.log.Debug("go-redis", zap.String("message", fmt.Sprintf(format, v...)))

@@ -223,9 +223,7 @@ func (t *Tracker) lose(u *Upload, why string) {
 	t.stats.lost.Add(1)
 	t.forgetUpload(u)
 	// at most once a second: a partition can lose many uploads at once
-	now := time.Now().UnixNano()
-	last := t.lastLostLog.Load()
-	if now-last < int64(time.Second) || !t.lastLostLog.CompareAndSwap(last, now) {
+	if !t.lostLog.Allow() {
 		return
 	}
 	t.log.Warn("upload no longer shared through redis; it goes on locally (more may follow unlogged this second)",

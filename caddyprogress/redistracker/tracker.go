@@ -8,8 +8,9 @@ import (
 	"fmt"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -77,7 +78,7 @@ type Tracker struct {
 	stats  counters
 	health health
 
-	lastLostLog atomic.Int64 // unix nanoseconds of the last "upload lost" line
+	lostLog ratelog.Gate // "upload lost" lines, at most one a second
 
 	mu      sync.Mutex
 	uploads map[string]*Upload // claimed on this instance, until their final document is published

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
 	"go.uber.org/zap"
 )
@@ -12,8 +11,7 @@ import (
 // refuse answers a request with code and {"error": "..."}, logged at
 // most once a second.
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, err error) error {
-	now := time.Now().UnixNano()
-	if last := s.lastWarned.Load(); now-last >= int64(time.Second) && s.lastWarned.CompareAndSwap(last, now) {
+	if s.refusalLog.Allow() {
 		s.logger.Info("resumable request refused",
 			zap.Int("status", code),
 			zap.String("method", r.Method),

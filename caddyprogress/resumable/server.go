@@ -10,8 +10,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
@@ -39,7 +40,7 @@ type Server struct {
 	store  filestore.FileStore
 	logger *zap.Logger
 
-	lastWarned atomic.Int64 // when a refused request was last logged, in unix nanoseconds
+	refusalLog ratelog.Gate // refuse's lines, at most one a second
 }
 
 // New makes the Server of a provisioned handler; cfg has its defaults.
