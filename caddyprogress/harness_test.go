@@ -18,10 +18,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
+
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
+
+// payload is deterministic pseudo-random test data (testkit's, seed 0).
+func payload(size int) []byte { return testkit.Payload(0, size) }
+
+// sha256Hex is a body's SHA-256 as the upstream reports it.
+var sha256Hex = testkit.SHA256Hex
 
 // The tests run real Caddy in this process (internal/testcaddy), one
 // config at a time: they must not run in parallel.
@@ -113,24 +121,6 @@ func (u *upstream) get(id string) (receivedUpload, bool) {
 	defer u.mu.Unlock()
 	r, ok := u.received[id]
 	return r, ok
-}
-
-// payload is deterministic pseudo-random test data.
-func payload(size int) []byte {
-	b := make([]byte, size)
-	var x uint64 = 0x9E3779B97F4A7C15
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
-	}
-	return b
-}
-
-func sha256Hex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
 // pacedReader hands out data in chunks with a pause after each, so an

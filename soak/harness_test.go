@@ -24,10 +24,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
+
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
+)
+
+// payload and sha256Hex are testkit's: deterministic bodies and their
+// SHA-256 as the upstream reports it.
+var (
+	payload   = testkit.Payload
+	sha256Hex = testkit.SHA256Hex
 )
 
 // The soak and fault campaign runs real Caddy in this process
@@ -435,25 +444,4 @@ func watchHeap() *heapWatch {
 func (w *heapWatch) peak() uint64 {
 	close(w.stop)
 	return <-w.done
-}
-
-// payload is deterministic pseudo-random data.
-func payload(seed uint64, size int) []byte {
-	b := make([]byte, size)
-	r := rand.New(rand.NewPCG(seed, 1))
-	for i := 0; i+8 <= len(b); i += 8 {
-		v := r.Uint64()
-		for j := range 8 {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
-	for i := len(b) &^ 7; i < len(b); i++ {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-func sha256Hex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }

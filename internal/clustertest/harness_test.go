@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -22,10 +21,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
+
 	"github.com/coder/websocket"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
+
+// payload is deterministic pseudo-random test data (testkit's, seed 0).
+func payload(size int) []byte { return testkit.Payload(0, size) }
+
+// sha256Hex is a body's SHA-256 as the upstream reports it.
+var sha256Hex = testkit.SHA256Hex
 
 // caddyBinary is the caddy built from ./caddy-build for this run.
 var caddyBinary string
@@ -71,7 +78,7 @@ func startInstance(t testing.TB, name string, redisURL, options, upstream string
 	if redisURL == "" {
 		redisLine = ""
 	}
-	port, adminPort := freePort(t), freePort(t)
+	port, adminPort := testkit.FreePort(t), testkit.FreePort(t)
 	dir := t.TempDir()
 	caddyfile := fmt.Sprintf(`{
 	admin 127.0.0.1:%d
@@ -171,16 +178,6 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startRedis runs a redis-server for the test (skipped without one).
@@ -323,24 +320,6 @@ func (u *upstream) sha(id string) string {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.received[id]
-}
-
-// payload is deterministic pseudo-random test data.
-func payload(size int) []byte {
-	b := make([]byte, size)
-	var x uint64 = 0x9E3779B97F4A7C15
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x)
-	}
-	return b
-}
-
-func sha256Hex(b []byte) string {
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
 }
 
 // pacedReader hands data out in chunks with a pause after each, so that

@@ -4,15 +4,19 @@
 package testcaddy
 
 import (
-	"net"
 	"os"
 	"testing"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/caddyfile" // the Caddyfile adapter
 	"github.com/caddyserver/certmagic"
 )
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+var FreePort = testkit.FreePort
 
 // GlobalOptions are the Caddyfile global options of every test config:
 // no admin endpoint (its port is fixed), nothing persisted or installed,
@@ -42,17 +46,6 @@ func Main(m *testing.M) int {
 	// initialized, before the variables above: point it here too.
 	caddy.DefaultStorage = &certmagic.FileStorage{Path: caddy.AppDataDir()}
 	return m.Run()
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Load (re)loads Caddy with the Caddyfile.

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
+
 	"github.com/redis/go-redis/v9"
 )
 
@@ -47,7 +49,7 @@ func Start(t testing.TB) *Server {
 		}
 		t.Skipf("redis-server not installed: %v", err)
 	}
-	s := &Server{t: t, Port: freePort(t)}
+	s := &Server{t: t, Port: testkit.FreePort(t)}
 	s.Start()
 	t.Cleanup(s.Kill)
 	return s
@@ -64,7 +66,7 @@ func StartCluster(t testing.TB) *Server {
 		}
 		t.Skipf("redis-server not installed: %v", err)
 	}
-	s := &Server{t: t, Port: freePort(t), cluster: true}
+	s := &Server{t: t, Port: testkit.FreePort(t), cluster: true}
 	s.Start()
 	t.Cleanup(s.Kill)
 	return s
@@ -174,16 +176,6 @@ func (s *Server) listening() bool {
 	}
 	_ = conn.Close()
 	return true
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // Pause stops the server with SIGSTOP: connections stay open and
