@@ -1,25 +1,16 @@
 package caddyprogress
 
 import (
-	"encoding/json"
 	"net/http"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/httpjson"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 )
 
 // writeJSON answers with v as JSON, never cached.
-func writeJSON(w http.ResponseWriter, code int, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, err = w.Write(append(body, '\n'))
-	return err
-}
+var writeJSON = httpjson.Write
 
 // writeError refuses a request with code and err, a sentence for the
 // client, and logs it at most once a second.

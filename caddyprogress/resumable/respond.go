@@ -1,9 +1,10 @@
 package resumable
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/httpjson"
 
 	"go.uber.org/zap"
 )
@@ -32,14 +33,4 @@ func (s *Server) refuseDiskFull(w http.ResponseWriter, r *http.Request) error {
 }
 
 // writeJSON answers with v as JSON, never cached.
-func writeJSON(w http.ResponseWriter, code int, v any) error {
-	body, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	_, err = w.Write(append(body, '\n'))
-	return err
-}
+var writeJSON = httpjson.Write
