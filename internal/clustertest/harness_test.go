@@ -496,12 +496,13 @@ type wsMessage struct {
 }
 
 // wsFollow reads the WebSocket route's messages in a goroutine, until
-// the server closes the socket; the channel gets the messages, then the
-// close status (-1 for a closure without one).
+// the server closes the socket; then messages holds them, and status
+// the close status (-1 for a closure without one).
 type wsFollow struct {
 	messages []wsMessage
 	status   websocket.StatusCode
 	err      error
+	first    chan struct{} // closed once the first message arrived, or the socket ended
 	done     chan struct{}
 }
 
@@ -513,10 +514,12 @@ func (inst *instance) followWS(t testing.TB, path string) *wsFollow {
 		cancel()
 		t.Fatalf("WebSocket to %s on %s: %v (%v)", path, inst.name, err, resp)
 	}
-	f := &wsFollow{done: make(chan struct{})}
+	f := &wsFollow{first: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		defer cancel()
+		var firstOnce sync.Once
+		defer firstOnce.Do(func() { close(f.first) })
 		for {
 			_, data, err := c.Read(ctx)
 			if err != nil {
@@ -530,12 +533,20 @@ func (inst *instance) followWS(t testing.TB, path string) *wsFollow {
 				return
 			}
 			f.messages = append(f.messages, m)
+			firstOnce.Do(func() { close(f.first) })
 		}
 	}()
 	t.Cleanup(func() {
 		_ = c.CloseNow()
 		<-f.done
 	})
+	// The 101 goes out before the server looks the ID up: wait for its
+	// first message, so that what the caller does next comes after it.
+	select {
+	case <-f.first:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no first message on the WebSocket to %s on %s within 10s", path, inst.name)
+	}
 	return f
 }
 
