@@ -88,6 +88,8 @@ func TestReloadKeepsUploadInFlight(t *testing.T) {
 
 	data := payload(4 << 20)
 	body := &pacedReader{data: data, chunk: 64 << 10, stopAt: 1 << 20, release: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(body.release) })
+	t.Cleanup(release) // a failure below must not leave the upload waiting for the next test to trip on
 	done := make(chan *http.Response, 1)
 	go func() {
 		resp, _ := p.upload(t, http.MethodPost, "/", body, int64(len(data)), http.Header{"X-Upload-Id": {"across-reload"}})
@@ -105,7 +107,7 @@ func TestReloadKeepsUploadInFlight(t *testing.T) {
 	if _, s := p.getStatus(t, "across-reload"); s.Status != "uploading" || s.Received != 1<<20 {
 		t.Fatalf("after the reload the upload reads %+v", s)
 	}
-	close(body.release)
+	release()
 	resp := <-done
 	if resp.StatusCode != 200 {
 		t.Fatalf("upload across a reload answered %d", resp.StatusCode)

@@ -4,8 +4,12 @@
 package testcaddy
 
 import (
+	"crypto/tls"
+	"net"
 	"os"
+	"regexp"
 	"testing"
+	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
 
@@ -57,6 +61,33 @@ func Load(t testing.TB, caddyfile string) {
 	}
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading config: %v\n%s", err, cfg)
+	}
+	waitForCertificates(t, caddyfile)
+}
+
+// httpsSite matches the HTTPS site addresses of the tests' Caddyfiles.
+var httpsSite = regexp.MustCompile(`https://(127\.0\.0\.1:\d+)`)
+
+// waitForCertificates waits until each HTTPS site of caddyfile completes
+// a TLS handshake: Caddy's internal CA issues a new site's certificate
+// in the background, and a handshake before it is there fails with
+// "tls: internal error".
+func waitForCertificates(t testing.TB, caddyfile string) {
+	t.Helper()
+	for _, m := range httpsSite.FindAllStringSubmatch(caddyfile, -1) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", m[1],
+				&tls.Config{InsecureSkipVerify: true}) // the internal CA, made for this test
+			if err == nil {
+				conn.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no TLS handshake with %s within 10s: %v", m[1], err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	}
 }
 
