@@ -92,9 +92,10 @@ func (s *steppedReader) Read(p []byte) (int, error) {
 func BenchmarkThousandUploadsInFlight(b *testing.B) {
 	for _, variant := range []string{"memory", "redis"} {
 		b.Run(variant, func(b *testing.B) {
-			redisURL := ""
+			redisURL, redisPid := "", 0
 			if variant == "redis" {
-				redisURL = startRedis(b).URL()
+				rs := startRedis(b)
+				redisURL, redisPid = rs.URL(), rs.Pid()
 			}
 			up := newUpstream(b)
 			insts := []*instance{
@@ -106,8 +107,10 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			}
 			const size = 256 << 10
 			data := payload(size)
-			cpu0 := cpuSeconds(b, insts)
+			pids := []int{insts[0].cmd.Process.Pid, insts[1].cmd.Process.Pid}
+			cpu0, redisCPU0 := cpuSeconds(b, pids...), cpuSeconds(b, redisPid)
 			trips0, errors0 := counter(b, insts, "round_trips_total"), counter(b, insts, "errors_total")
+			published0 := counter(b, insts, "published_total")
 			var next atomic.Int64
 			var failed atomic.Int64
 			var wg sync.WaitGroup
@@ -134,20 +137,26 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			}
 			gib := float64(b.N) * size / (1 << 30)
 			b.ReportMetric(float64(b.N)/took.Seconds(), "req/s")
-			b.ReportMetric((cpuSeconds(b, insts)-cpu0)/gib, "cpu-s/GiB")
+			b.ReportMetric((cpuSeconds(b, pids...)-cpu0)/gib, "cpu-s/GiB")
 			if variant == "redis" {
+				b.ReportMetric((cpuSeconds(b, redisPid)-redisCPU0)/gib, "redis-cpu-s/GiB")
 				b.ReportMetric(float64(counter(b, insts, "round_trips_total")-trips0)/float64(b.N), "round-trips/upload")
+				b.ReportMetric(float64(counter(b, insts, "published_total")-published0)/float64(b.N), "docs/upload")
 				b.ReportMetric(float64(counter(b, insts, "errors_total")-errors0), "redis-errors")
 			}
 		})
 	}
 }
 
-// cpuSeconds adds up the user and system CPU time of the instances.
-func cpuSeconds(b *testing.B, insts []*instance) float64 {
+// cpuSeconds adds up the user and system CPU time of the processes
+// (a pid of 0 counts nothing).
+func cpuSeconds(b *testing.B, pids ...int) float64 {
 	var ticks int64
-	for _, inst := range insts {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", inst.cmd.Process.Pid))
+	for _, pid := range pids {
+		if pid == 0 {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 		if err != nil {
 			b.Fatal(err)
 		}

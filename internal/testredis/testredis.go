@@ -178,6 +178,16 @@ func (s *Server) listening() bool {
 	return true
 }
 
+// Pid is the running server's process ID, 0 while it is stopped.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Pause stops the server with SIGSTOP: connections stay open and
 // commands hang, as with a Redis that is overloaded or cut off.
 func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
