@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"sync"
 	"time"
 
@@ -125,13 +126,24 @@ func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 
 // local registers u with the tracker and queues its first document.
 // A claimed upload's record already holds it, so Lookup sees it at
-// once and the document joins the publisher's next batch (a tick, at
-// most half an Interval away, or an earlier urgent one) for the
-// subscribers and the group's hash; an unclaimed one wakes the
-// publisher to claim it.
+// once, and the claim counts as the upload's first send: the document
+// goes to the subscribers like a progress one, an Interval later, and
+// if the upload ends first only its final document goes (an upload
+// shorter than an Interval costs the claim and one publish). A group
+// member's goes with the publisher's next batch (a tick, at most half
+// an Interval away), since the group's hash learns of it only then. An
+// unclaimed upload wakes the publisher to claim it.
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
+	if u.claimed && u.group == "" {
+		u.mu.Lock()
+		u.sentTick = max(t.tick, 1)
+		u.mu.Unlock()
+		t.dirty[u] = struct{}{}
+		t.mu.Unlock()
+		return u
+	}
 	t.mu.Unlock()
 	t.markDirty(u, !u.claimed)
 	return u
@@ -148,12 +160,13 @@ func (t *Tracker) local(u *Upload) *Upload {
 func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, score time.Duration, state State, doc []byte) (int64, error) {
 	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		admit = t.admitCmd(ctx, p, u.id, index, score)
+		admit = t.admitCmd(ctx, p, index, score, u.id)
 		put = t.putCmd(ctx, p, u, state, doc, false)
 	}); err != nil && !isReply(err) {
 		return 0, ErrUnavailable
 	}
-	res, undo, evicted := admitAndPutResult(admit, put)
+	seq, putErr := put.Int64()
+	res, undo, evicted := admitAndPutResult(admitReplies(admit, 1)[0], seq, putErr)
 	if undo > 0 {
 		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 			undoPutScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, undo)
@@ -167,15 +180,51 @@ func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, scor
 	return res.seq, res.err
 }
 
-// admitCmd queues admitScript for id: index "live" or "done", score the
-// time from now to its deadline there (lease or retain).
-func (t *Tracker) admitCmd(ctx context.Context, p redis.Pipeliner, id, index string, score time.Duration) *redis.Cmd {
-	return admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
-		id, t.cfg.MaxUploads, index, score.Milliseconds())
+// admitCmd queues admitScript for ids: index "live" or "done", score
+// the time from now to their deadline there (lease or retain).
+func (t *Tracker) admitCmd(ctx context.Context, p redis.Pipeliner, index string, score time.Duration, ids ...string) *redis.Cmd {
+	args := make([]any, 0, 3+len(ids))
+	args = append(args, t.cfg.MaxUploads, index, score.Milliseconds())
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	return admitScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()}, args...)
+}
+
+// admitReply is admitScript's answer for one ID.
+type admitReply struct {
+	ok      bool
+	evicted string // the ID of a record evicted to make room, "" for none
+	err     error  // the script failed: the claim is not admitted
+}
+
+// admitReplies reads admitScript's answers for n IDs.
+func admitReplies(cmd *redis.Cmd, n int) []admitReply {
+	replies := make([]admitReply, n)
+	reply, err := cmd.Slice()
+	if err == nil && len(reply) != 2*n {
+		err = fmt.Errorf("admit script answered %d values for %d IDs", len(reply), n)
+	}
+	for i := range replies {
+		if err != nil {
+			replies[i].err = err
+			continue
+		}
+		ok, _ := reply[2*i].(int64)
+		evicted, _ := reply[2*i+1].(string)
+		replies[i] = admitReply{ok: ok == 1, evicted: evicted}
+	}
+	return replies
 }
 
 // putCmd queues putScript for u's document.
 func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim bool) *redis.Cmd {
+	c := t.putCall(u, state, doc, reclaim)
+	return putScript.EvalSha(ctx, p, []string{c.key}, c.args...)
+}
+
+// putCall is putScript's call for u's document, alone or in a batch.
+func (t *Tracker) putCall(u *Upload, state State, doc []byte, reclaim bool) recordCall {
 	flag := "0"
 	if reclaim {
 		flag = "1"
@@ -187,9 +236,9 @@ func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, stat
 			groupChan = t.keys.groupChannel(u.group)
 		}
 	}
-	return putScript.EvalSha(ctx, p, []string{t.keys.record(u.id)},
+	return recordCall{key: t.keys.record(u.id), args: []any{
 		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
-		flag, u.seq+1, u.id, upChan, groupChan)
+		flag, u.seq + 1, u.id, upChan, groupChan}}
 }
 
 // Reserve records id as pending for Retain, across the cluster, with its

@@ -61,9 +61,10 @@ func (t *Tracker) claimLoop() {
 	}
 }
 
-// claimBatch sends the admit and put scripts of every claim in batch
-// whose caller still waits in one pipelined round trip (see
-// admitAndPut), bounded by the latest of their deadlines, and answers
+// claimBatch sends, for the claims in batch whose caller still waits,
+// one admitScript that admits them all and their putScripts (one
+// batch call, see batch.go), in one pipelined round trip (see admitAndPut), bounded by the latest of
+// their deadlines, and answers
 // each. Records written for refused claims are taken back, and evicted
 // records dropped, in one more round trip before those claims are
 // answered.
@@ -84,13 +85,19 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	}
 	ctx, cancel := context.WithDeadline(context.WithValue(context.Background(), requestPathKey{}, true), deadline)
 	defer cancel()
-	admits := make([]*redis.Cmd, len(live))
-	puts := make([]*redis.Cmd, len(live))
+	ids := make([]string, len(live))
+	for i, r := range live {
+		ids[i] = r.u.id
+	}
+	calls := make([]recordCall, len(live))
+	for i, r := range live {
+		calls[i] = t.putCall(r.u, r.state, r.doc, false)
+	}
+	var admit *redis.Cmd
+	var put func(i int) (int64, error)
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		for i, r := range live {
-			admits[i] = t.admitCmd(ctx, p, r.u.id, "live", t.cfg.Lease)
-			puts[i] = t.putCmd(ctx, p, r.u, r.state, r.doc, false)
-		}
+		admit = t.admitCmd(ctx, p, "live", t.cfg.Lease, ids...)
+		put = t.callRecords(ctx, p, putScript, putBatchScript, calls)
 	}); err != nil && !isReply(err) {
 		for _, r := range live {
 			r.result <- claimResult{err: ErrUnavailable}
@@ -100,8 +107,10 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	var later []*claimRequest // answered after the follow-up round trip
 	var laterResults []claimResult
 	var undos, drops []func(redis.Pipeliner)
+	admits := admitReplies(admit, len(live))
 	for i, r := range live {
-		res, undo, evicted := admitAndPutResult(admits[i], puts[i])
+		seq, putErr := put(i)
+		res, undo, evicted := admitAndPutResult(admits[i], seq, putErr)
 		if undo > 0 {
 			id, token := r.u.id, r.u.token
 			undos = append(undos, func(p redis.Pipeliner) {
@@ -133,23 +142,21 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	}
 }
 
-// admitAndPutResult reads the replies of one claim's admit and put
-// scripts: its result, the seq of a record to take back (the tracker was
-// full; 0 for none) and the ID of a record the admit evicted ("" for
-// none).
-func admitAndPutResult(admit, put *redis.Cmd) (res claimResult, undo int64, evicted string) {
-	reply, err := admit.Slice()
-	if err != nil || len(reply) != 2 {
+// admitAndPutResult reads the replies of one claim's admission and put
+// script: its result, the seq of a record to take back (the tracker was
+// full; 0 for none) and the ID of a record the admission evicted (""
+// for none).
+func admitAndPutResult(admit admitReply, seq int64, putErr error) (res claimResult, undo int64, evicted string) {
+	if admit.err != nil {
 		return claimResult{err: ErrUnavailable}, 0, ""
 	}
-	seq, putErr := put.Int64()
-	if ok, _ := reply[0].(int64); ok == 0 {
+	if !admit.ok {
 		if putErr == nil && seq > 0 {
 			undo = seq
 		}
 		return claimResult{err: ErrFull}, undo, ""
 	}
-	evicted, _ = reply[1].(string)
+	evicted = admit.evicted
 	switch {
 	case putErr != nil:
 		return claimResult{err: ErrUnavailable}, 0, evicted

@@ -65,9 +65,9 @@
 // upload's latest document (one entry per upload, so the queue is
 // bounded by the uploads in flight and a waiting document is replaced,
 // never queued). A final document goes at once; a first one (which the
-// claim stored in the record already, for Lookup) with the next batch,
-// within half an Interval, for subscribers and the group's hash;
-// progress
+// claim stored in the record already, for Lookup) like a progress one
+// (a group member's with the next batch, within half an Interval, for
+// the group's hash); progress
 // documents go on the publisher's tick, every half Interval, each
 // upload's at most every second tick: at most once per Interval per
 // upload, after a wait of at most half an Interval. The due documents
@@ -92,12 +92,17 @@
 // tracker's claimer goroutine and waits for its own answer, within
 // Timeout; the claimer sends every claim queued in one pipeline, at
 // once when it is idle, so the claims that arrive while a pipeline is
-// in flight go together in the next. When admitScript refuses, the
+// in flight go together in the next, with one admitScript for all of
+// them (the indexes are one hash slot) and a putScript each. When
+// admitScript refuses, the
 // record putScript wrote is taken back (undoPutScript: one more round
 // trip for the batch, before the refused claims get ErrFull; a Lookup
 // in between may see the record). The claim publishes nothing, so no
-// refused upload is ever published: its first document goes through
-// the publisher once the claim holds. Reserve works the same way, in
+// refused upload is ever published, and it counts as the upload's
+// first publish: its document goes to subscribers through the
+// publisher an Interval later, or not at all if the final one comes
+// first (a group member's goes with the next batch, for the group's
+// hash). Reserve works the same way, in
 // a round trip of its own. A claim holds a lease (default
 // 5s), renewed by one loop per tracker for all its uploads in one
 // pipeline, three times per lease. Every instance scans the live index

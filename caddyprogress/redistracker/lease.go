@@ -82,13 +82,17 @@ func (t *Tracker) renew(ctx context.Context) {
 		return
 	}
 	lease := t.cfg.Lease.Milliseconds()
-	ids := make([]any, 0, 1+len(uploads))
-	ids = append(ids, lease)
-	cmds := make([]*redis.Cmd, len(uploads))
+	ids := make([]any, 0, 2+len(uploads))
+	ids = append(ids, lease, "update")
+	calls := make([]recordCall, len(uploads))
+	for i, u := range uploads {
+		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds()}}
+		ids = append(ids, u.id)
+	}
+	var renewed func(i int) (int64, error)
 	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		for i, u := range uploads {
-			cmds[i] = renewScript.EvalSha(ctx, p, []string{t.keys.record(u.id)}, u.token, lease, t.cfg.Retain.Milliseconds())
-			ids = append(ids, u.id)
+		renewed = t.callRecords(ctx, p, renewScript, renewBatchScript, calls)
+		for _, u := range uploads {
 			if u.group != "" {
 				p.PExpire(ctx, t.keys.group(u.group), t.ttl(StateUploading))
 			}
@@ -99,7 +103,7 @@ func (t *Tracker) renew(ctx context.Context) {
 		return
 	}
 	for i, u := range uploads {
-		switch n, err := cmds[i].Int64(); {
+		switch n, err := renewed(i); {
 		case err != nil:
 		case n == -2: // Redis lost the record: claim it again
 			u.mu.Lock()
@@ -107,6 +111,12 @@ func (t *Tracker) renew(ctx context.Context) {
 			u.mu.Unlock()
 			t.markDirty(u, true)
 		case n == 0:
+			u.mu.Lock()
+			ending := u.state.Final()
+			u.mu.Unlock()
+			if ending {
+				continue // its own final document got there first: not lost
+			}
 			t.lose(u, "its lease expired and another instance ended it")
 		}
 	}

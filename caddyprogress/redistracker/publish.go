@@ -79,7 +79,7 @@ type outgoing struct {
 	doc     []byte
 	seq     int64
 	reclaim bool
-	main    *redis.Cmd // publishScript or putScript
+	result  func() (int64, error) // publishScript's or putScript's, once the pipeline ran
 }
 
 // publishDue sends the documents that are due: the urgent ones only,
@@ -92,13 +92,16 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	var retire, touch []any
 	start := time.Now()
 	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		var publishing []*outgoing
+		var calls []recordCall
 		for _, o := range batch {
 			if o.reclaim {
-				o.main = t.putCmd(ctx, p, o.u, o.state, o.doc, true)
+				o.result = t.putCmd(ctx, p, o.u, o.state, o.doc, true).Int64
 			} else {
-				o.main = publishScript.EvalSha(ctx, p, []string{t.keys.record(o.u.id)},
+				publishing = append(publishing, o)
+				calls = append(calls, recordCall{key: t.keys.record(o.u.id), args: []any{
 					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
-					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group)
+					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group}})
 			}
 			if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds, below
 				t.groupCmd(ctx, p, o)
@@ -109,13 +112,19 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 				touch = append(touch, o.u.id)
 			}
 		}
+		if len(calls) > 0 {
+			result := t.callRecords(ctx, p, publishScript, publishBatchScript, calls)
+			for i, o := range publishing {
+				o.result = func() (int64, error) { return result(i) }
+			}
+		}
 		if len(retire) > 0 {
 			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
 				append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
 		}
 		if len(touch) > 0 {
 			touchScript.EvalSha(ctx, p, []string{t.keys.live()},
-				append([]any{t.cfg.Lease.Milliseconds()}, touch...)...)
+				append([]any{t.cfg.Lease.Milliseconds(), "add"}, touch...)...)
 		}
 	})
 	t.stats.observePublish(time.Since(start))
@@ -127,7 +136,7 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	}
 	var reclaimed []*outgoing
 	for _, o := range batch {
-		seq, err := o.main.Int64()
+		seq, err := o.result()
 		switch {
 		case err != nil: // an error reply: tried again on a tick, not at once
 			t.requeue(o.u)

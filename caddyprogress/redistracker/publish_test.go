@@ -1,7 +1,9 @@
 package redistracker
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -183,5 +185,55 @@ func TestFinishedRecordsExpireRetainAfterTheyFinish(t *testing.T) {
 	}
 	if live, done, err := a.Count(bg()); err != nil || live != 0 || done != 0 {
 		t.Fatalf("count after expiry: %d, %d, %v", live, done, err)
+	}
+}
+
+// More uploads than one batch call takes (maxBatch): the publisher's
+// calls and the lease loop's carry several records each, and every
+// record gets its own document and result, in order.
+func TestBatchCallsKeepEachRecordItsOwn(t *testing.T) {
+	srv := testredis.Start(t)
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: 600 * time.Millisecond})
+	b := newTestTracker(t, srv, Config{Instance: "b"})
+	const n = maxBatch + 44
+	uploads := make([]*Upload, n)
+	for i := range uploads {
+		id := fmt.Sprintf("batched-%d", i)
+		u, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		if err != nil {
+			t.Fatalf("claim of %s: %v", id, err)
+		}
+		uploads[i] = u
+	}
+	for i, u := range uploads {
+		u.Publish(StateUploading, progressDoc(u.ID(), StateUploading, i+1))
+	}
+	waitFor(t, 5*time.Second, "every progress document stored", func() bool {
+		d, err := b.Lookup(bg(), uploads[n-1].ID())
+		return err == nil && bytes.Equal(d.JSON, progressDoc(uploads[n-1].ID(), StateUploading, n))
+	})
+	time.Sleep(time.Second) // past a lease: the renewals in batch calls kept every claim
+	for i, u := range uploads {
+		d, err := b.Lookup(bg(), u.ID())
+		if err != nil || d.State != StateUploading || !bytes.Equal(d.JSON, progressDoc(u.ID(), StateUploading, i+1)) {
+			t.Fatalf("lookup of %s on b: %+v %s, %v; want its own progress document", u.ID(), d, d.JSON, err)
+		}
+		u.Publish(StateComplete, progressDoc(u.ID(), StateComplete, 1000+i))
+	}
+	waitFor(t, 5*time.Second, "every final document stored", func() bool {
+		d, err := b.Lookup(bg(), uploads[n-1].ID())
+		return err == nil && d.State == StateComplete
+	})
+	for i, u := range uploads {
+		d, err := b.Lookup(bg(), u.ID())
+		if err != nil || d.State != StateComplete || !bytes.Equal(d.JSON, progressDoc(u.ID(), StateComplete, 1000+i)) {
+			t.Fatalf("final lookup of %s on b: %+v %s, %v", u.ID(), d, d.JSON, err)
+		}
+	}
+	if lost := a.Stats().Lost; lost != 0 {
+		t.Fatalf("%d uploads lost: a batch result went to the wrong record", lost)
+	}
+	if live, done, err := b.Count(bg()); err != nil || live != 0 || done != n {
+		t.Fatalf("count: %d live, %d done, %v; want 0, %d", live, done, err, n)
 	}
 }

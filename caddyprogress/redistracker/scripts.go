@@ -32,61 +32,95 @@ local function live(st) return st == 'uploading' or st == 'processing' end
 //
 // KEYS[1] record. ARGV: token, state, doc, group, lease ms, retain ms,
 // reclaim ("1" or "0"), least seq, id, upload channel or "", group
-// channel or "". Returns the document's seq.
-var putScript = newScript(nowMS + isLive + `
-local st, own, seq = unpack(redis.call('HMGET', KEYS[1], 'st', 'own', 'seq'))
-if live(st) and own ~= ARGV[1] then return 0 end
-if ARGV[7] == '1' and st and own == ARGV[1] and not live(st) then return -1 end
-seq = math.max((tonumber(seq) or 0) + 1, tonumber(ARGV[8]))
-redis.call('HSET', KEYS[1], 'st', ARGV[2], 'doc', ARGV[3], 'own', ARGV[1], 'grp', ARGV[4], 'seq', seq)
-local ttl = tonumber(ARGV[6])
-if live(ARGV[2]) then
-	redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[5]))
-	ttl = ttl + tonumber(ARGV[5])
-else
-	redis.call('HDEL', KEYS[1], 'lease')
+// channel or "". Returns the document's seq. putBatchScript does the
+// same for several records (see batch.go).
+const putBody = nowMS + isLive + `
+local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan)
+	local st, own, seq = unpack(redis.call('HMGET', key, 'st', 'own', 'seq'))
+	if live(st) and own ~= token then return 0 end
+	if reclaim == '1' and st and own == token and not live(st) then return -1 end
+	seq = math.max((tonumber(seq) or 0) + 1, tonumber(least))
+	local ttl = tonumber(retain)
+	if live(state) then
+		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq, 'lease', now + tonumber(lease))
+		ttl = ttl + tonumber(lease)
+	else
+		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq)
+		if st then redis.call('HDEL', key, 'lease') end
+	end
+	redis.call('PEXPIRE', key, ttl)
+	if upChan ~= '' then
+		local msg = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n' .. doc
+		redis.call('PUBLISH', upChan, msg)
+		if groupChan ~= '' then redis.call('PUBLISH', groupChan, msg) end
+	end
+	return seq
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
-if ARGV[10] ~= '' then
-	local msg = seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[9] .. ' ' .. ARGV[4] .. '\n' .. ARGV[3]
-	redis.call('PUBLISH', ARGV[10], msg)
-	if ARGV[11] ~= '' then redis.call('PUBLISH', ARGV[11], msg) end
-end
-return seq
-`)
+`
+
+const putArgs = 11
+
+var (
+	putScript      = newScript(putBody + `return put(KEYS[1], unpack(ARGV))`)
+	putBatchScript = newScript(putBody + batchLoop("put", putArgs))
+)
 
 // publishScript stores an owned upload's new document and publishes it
-// on the upload's channel and its group's, in one step. -1: the claim
+// on the upload's channel and its group's, in one step; a final one
+// sets the record's expiry to ttl (an upload in flight has its expiry
+// renewed with its lease, see renewScript). -1: the claim
 // does not own the record in flight any more (lost); -2: there is no
 // record (Redis lost its data), so the upload must be re-claimed.
 //
 // KEYS[1] record. ARGV: token, state, doc, ttl ms, seq, id, upload
-// channel, group channel or "", group.
-var publishScript = newScript(isLive + `
-local st, own = unpack(redis.call('HMGET', KEYS[1], 'st', 'own'))
-if not st then return -2 end
-if own ~= ARGV[1] or not live(st) then return -1 end
-redis.call('HSET', KEYS[1], 'st', ARGV[2], 'doc', ARGV[3], 'seq', ARGV[5])
-if not live(ARGV[2]) then redis.call('HDEL', KEYS[1], 'lease') end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local msg = ARGV[5] .. ' ' .. ARGV[2] .. ' ' .. ARGV[6] .. ' ' .. ARGV[9] .. '\n' .. ARGV[3]
-redis.call('PUBLISH', ARGV[7], msg)
-if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], msg) end
-return tonumber(ARGV[5])
-`)
+// channel, group channel or "", group. publishBatchScript does the
+// same for several records (see batch.go).
+const publishBody = isLive + `
+local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, group)
+	local st, own = unpack(redis.call('HMGET', key, 'st', 'own'))
+	if not st then return -2 end
+	if own ~= token or not live(st) then return -1 end
+	redis.call('HSET', key, 'st', state, 'doc', doc, 'seq', seq)
+	if not live(state) then
+		redis.call('HDEL', key, 'lease')
+		redis.call('PEXPIRE', key, ttl)
+	end
+	local msg = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n' .. doc
+	redis.call('PUBLISH', upChan, msg)
+	if groupChan ~= '' then redis.call('PUBLISH', groupChan, msg) end
+	return tonumber(seq)
+end
+`
+
+const publishArgs = 9
+
+var (
+	publishScript      = newScript(publishBody + `return publish(KEYS[1], unpack(ARGV))`)
+	publishBatchScript = newScript(publishBody + batchLoop("publish", publishArgs))
+)
 
 // renewScript extends the lease of an owned upload in flight. 1: done;
 // 0: lost; -2: no record (re-claim).
 //
-// KEYS[1] record. ARGV: token, lease ms, retain ms.
-var renewScript = newScript(nowMS + isLive + `
-local st, own = unpack(redis.call('HMGET', KEYS[1], 'st', 'own'))
-if not st then return -2 end
-if own ~= ARGV[1] or not live(st) then return 0 end
-redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[2]))
-redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]))
-return 1
-`)
+// KEYS[1] record. ARGV: token, lease ms, retain ms. renewBatchScript
+// does the same for several records (see batch.go).
+const renewBody = nowMS + isLive + `
+local function renew(key, token, lease, retain)
+	local st, own = unpack(redis.call('HMGET', key, 'st', 'own'))
+	if not st then return -2 end
+	if own ~= token or not live(st) then return 0 end
+	redis.call('HSET', key, 'lease', now + tonumber(lease))
+	redis.call('PEXPIRE', key, tonumber(lease) + tonumber(retain))
+	return 1
+end
+`
+
+const renewArgs = 3
+
+var (
+	renewScript      = newScript(renewBody + `return renew(KEYS[1], unpack(ARGV))`)
+	renewBatchScript = newScript(renewBody + batchLoop("renew", renewArgs))
+)
 
 // abortScript ends an upload whose lease has expired as aborted, with
 // the document the scanner built from the last one, and publishes it.
@@ -128,34 +162,57 @@ if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) en
 return 1
 `)
 
-// admitScript counts an ID into the tracker's records before it is
+// admitScript counts IDs into the tracker's records before they are
 // claimed or reserved, holding max_uploads across the cluster: it drops
-// expired records from the index, and when the tracker is full makes
-// room by evicting the finished record closest to expiry. An ID the
-// tracker already counts is not counted twice. Returns {1, evicted ID
-// or ""} or {0, ""} when every record is in flight.
+// expired records from the index, then for each ID in turn, when the
+// tracker is full, makes room by evicting the finished record closest to
+// expiry. An ID the tracker already counts is not counted twice. The
+// claims that the claimer sends together share one call (the indexes
+// are one hash slot). Returns, per ID, 1 and the evicted ID or "", or
+// 0 and "" when every record is in flight.
 //
-// KEYS[1] live, KEYS[2] done. ARGV: id, limit (0: none), "live" or
-// "done", ms from now to the score (lease or retain).
+// KEYS[1] live, KEYS[2] done. ARGV: limit (0: none), "live" or "done",
+// ms from now to the score (lease or retain), IDs...
 var admitScript = newScript(nowMS + `
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-local limit = tonumber(ARGV[2])
-local evicted = ''
-local known = redis.call('ZSCORE', KEYS[1], ARGV[1]) or redis.call('ZSCORE', KEYS[2], ARGV[1])
-if limit > 0 and not known and redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) >= limit then
-	local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
-	if #oldest == 0 then return {0, ''} end
-	redis.call('ZREM', KEYS[2], oldest[1])
-	evicted = oldest[1]
+local limit = tonumber(ARGV[1])
+local score = now + tonumber(ARGV[3])
+local count = -1 -- both indexes' size, counted once when the limit needs it
+local out = {}
+for i = 4, #ARGV do
+	local id = ARGV[i]
+	local ok, evicted = 1, ''
+	local inLive = redis.call('ZSCORE', KEYS[1], id)
+	local inDone = not inLive and redis.call('ZSCORE', KEYS[2], id)
+	if limit > 0 and not inLive and not inDone then
+		if count < 0 then count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
+		if count >= limit then
+			local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+			if #oldest == 0 then
+				ok = 0
+			else
+				redis.call('ZREM', KEYS[2], oldest[1])
+				evicted = oldest[1]
+				count = count - 1
+			end
+		end
+	end
+	if ok == 1 then
+		if ARGV[2] == 'live' then
+			if inDone then redis.call('ZREM', KEYS[2], id) end
+			if not inLive then
+				redis.call('ZADD', KEYS[1], score, id)
+				if not inDone and count >= 0 then count = count + 1 end
+			end
+		else
+			redis.call('ZADD', KEYS[2], score, id)
+			if not inLive and not inDone and count >= 0 then count = count + 1 end
+		end
+	end
+	out[#out + 1] = ok
+	out[#out + 1] = evicted
 end
-local score = now + tonumber(ARGV[4])
-if ARGV[3] == 'live' then
-	redis.call('ZREM', KEYS[2], ARGV[1])
-	redis.call('ZADD', KEYS[1], 'NX', score, ARGV[1])
-else
-	redis.call('ZADD', KEYS[2], score, ARGV[1])
-end
-return {1, evicted}
+return out
 `)
 
 // dropScript deletes an evicted record unless an upload claimed it
@@ -178,13 +235,22 @@ if own ~= ARGV[1] or seq ~= ARGV[2] then return 0 end
 return redis.call('DEL', KEYS[1])
 `)
 
-// touchScript sets the lease deadline of the IDs in the live index.
+// touchScript sets the lease deadline of the IDs in the live index:
+// with "add", adding them (a re-claim), with "update" only of those
+// still there (a renewal, which must not put back an upload that ended
+// and was retired meanwhile).
 //
-// KEYS[1] live. ARGV: lease ms, IDs...
+// KEYS[1] live. ARGV: lease ms, "add" or "update", IDs...
 var touchScript = newScript(nowMS + `
 local score = now + tonumber(ARGV[1])
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], score, ARGV[i]) end
-return #ARGV - 1
+for i = 3, #ARGV do
+	if ARGV[2] == 'add' then
+		redis.call('ZADD', KEYS[1], score, ARGV[i])
+	else
+		redis.call('ZADD', KEYS[1], 'XX', score, ARGV[i])
+	end
+end
+return #ARGV - 2
 `)
 
 // retireScript moves finished IDs from the live index to the done index

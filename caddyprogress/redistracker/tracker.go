@@ -74,9 +74,12 @@ type Tracker struct {
 	cfg    Config
 	keys   keys
 	client redis.UniversalClient
-	log    *zap.Logger
-	stats  counters
-	health health
+	// cluster is set on Redis Cluster, where a script touches one hash
+	// slot, so one record per call (batch.go)
+	cluster bool
+	log     *zap.Logger
+	stats   counters
+	health  health
 
 	lostLog ratelog.Gate // "upload lost" lines, at most one a second
 
@@ -148,6 +151,7 @@ func New(cfg Config) (*Tracker, error) {
 		claimWake:   make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 	}
+	_, t.cluster = client.(*redis.ClusterClient)
 	t.health.up.Store(true)
 	t.health.since = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
