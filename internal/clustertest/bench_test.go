@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"os/exec"
 	"bytes"
 	"fmt"
 	"io"
@@ -117,12 +116,6 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			var wg sync.WaitGroup
 			b.ResetTimer()
 			start := time.Now()
-			if os.Getenv("PROFILE") != "" && b.N > 1 {
-				go func() {
-					out, _ := exec.Command("curl", "-s", "-o", "/tmp/prof-"+variant+".pb.gz", insts[0].admin+"/debug/pprof/profile?seconds=5").CombinedOutput()
-					fmt.Println(string(out))
-				}()
-			}
 			for w := range 1000 {
 				wg.Add(1)
 				go func() {
@@ -147,10 +140,6 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			b.ReportMetric((cpuSeconds(b, pids...)-cpu0)/gib, "cpu-s/GiB")
 			if variant == "redis" {
 				b.ReportMetric((cpuSeconds(b, redisPid)-redisCPU0)/gib, "redis-cpu-s/GiB")
-				if os.Getenv("CMDSTATS") != "" {
-					out, _ := exec.Command("redis-cli", "-u", redisURL, "INFO", "commandstats").Output()
-					fmt.Println(string(out))
-				}
 				b.ReportMetric(float64(counter(b, insts, "round_trips_total")-trips0)/float64(b.N), "round-trips/upload")
 				b.ReportMetric(float64(counter(b, insts, "published_total")-published0)/float64(b.N), "docs/upload")
 				b.ReportMetric(float64(counter(b, insts, "errors_total")-errors0), "redis-errors")
