@@ -45,18 +45,32 @@ func (t *Tracker) takeClaims() []*claimRequest {
 	return batch
 }
 
+// claimGather is how long the claimer lets claims gather before it
+// sends them, while they keep coming (see claimLoop).
+const claimGather = 2 * time.Millisecond
+
 // claimLoop is the claimer (group commit): it sends every claim queued
-// in one pipeline, at once when it is idle; the claims that arrive
-// while a pipeline is in flight go together in the next one.
+// in one pipeline, at once when it has been idle; the claims that
+// arrive while a pipeline is in flight go together in the next one.
+// While claims keep coming (the last pipeline ended within
+// claimGather), it waits claimGather before it sends, so that more of
+// them share each round trip: at 1,000 uploads in flight each round
+// trip then carries several claims instead of one or two, for two
+// milliseconds more before an upload starts.
 func (t *Tracker) claimLoop() {
+	var lastEnd time.Time
 	for {
 		select {
 		case <-t.stop:
 			return // the callers stop waiting on t.stop too
 		case <-t.claimWake:
 		}
+		if time.Since(lastEnd) < claimGather {
+			time.Sleep(claimGather)
+		}
 		if batch := t.takeClaims(); len(batch) > 0 {
 			t.claimBatch(batch)
+			lastEnd = time.Now()
 		}
 	}
 }

@@ -83,13 +83,19 @@ func (s *steppedReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// BenchmarkThousandUploadsInFlight keeps 1,000 uploads of 256KiB in
-// flight across two instances (500 each), with the tracker in memory
-// and shared through Redis: req/s, CPU of both Caddy processes per GiB,
-// and Redis round trips per upload. One op is one upload.
+// BenchmarkThousandUploadsInFlight keeps 1,000 uploads in flight
+// across two instances (500 each), with the tracker in memory and
+// shared through Redis: req/s, CPU of both Caddy processes and of
+// redis-server per GiB, documents published and Redis round trips per
+// upload. One op is one upload, of 256 KiB by default or
+// BENCH_UPLOAD_KIB KiB. scripts/cluster-bench.sh runs it in pairs.
 //
 //	go test -run XXX -bench ThousandUploadsInFlight -benchtime 8000x ./internal/clustertest
 func BenchmarkThousandUploadsInFlight(b *testing.B) {
+	size := 256 << 10
+	if kib, err := strconv.Atoi(os.Getenv("BENCH_UPLOAD_KIB")); err == nil && kib > 0 {
+		size = kib << 10
+	}
 	for _, variant := range []string{"memory", "redis"} {
 		b.Run(variant, func(b *testing.B) {
 			redisURL, redisPid := "", 0
@@ -105,7 +111,6 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			for _, inst := range insts {
 				inst.client = &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 600}}
 			}
-			const size = 256 << 10
 			data := payload(size)
 			pids := []int{insts[0].cmd.Process.Pid, insts[1].cmd.Process.Pid}
 			cpu0, redisCPU0 := cpuSeconds(b, pids...), cpuSeconds(b, redisPid)
@@ -122,7 +127,7 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 					defer wg.Done()
 					inst := insts[w%2]
 					for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
-						r := inst.upload(fmt.Sprintf("bench-%d", i), bytes.NewReader(data), size, nil)
+						r := inst.upload(fmt.Sprintf("bench-%d", i), bytes.NewReader(data), int64(size), nil)
 						if r.code != http.StatusOK {
 							failed.Add(1)
 						}
@@ -135,7 +140,7 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 			if n := failed.Load(); n > 0 {
 				b.Fatalf("%d uploads failed", n)
 			}
-			gib := float64(b.N) * size / (1 << 30)
+			gib := float64(b.N) * float64(size) / (1 << 30)
 			b.ReportMetric(float64(b.N)/took.Seconds(), "req/s")
 			b.ReportMetric((cpuSeconds(b, pids...)-cpu0)/gib, "cpu-s/GiB")
 			if variant == "redis" {
