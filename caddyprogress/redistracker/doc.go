@@ -64,16 +64,21 @@
 // Each tracker has one publisher goroutine. Publish records the
 // upload's latest document (one entry per upload, so the queue is
 // bounded by the uploads in flight and a waiting document is replaced,
-// never queued). A final document goes at once; a first one (which the
+// never queued). A final document goes within 5ms (those that come
+// meanwhile share its round trip); a first one (which the
 // claim stored in the record already, for Lookup) like a progress one
 // (a group member's with the next batch, within half an Interval, for
 // the group's hash); progress
 // documents go on the publisher's tick, every half Interval, each
 // upload's at most every second tick: at most once per Interval per
 // upload, after a wait of at most half an Interval. The due documents
-// go in one pipeline: per upload, a Lua script that stores the
-// document, sets the record's TTL and PUBLISHes it (plus the group's
-// hash), so one round trip carries the documents of all uploads. Plain
+// go in one pipeline: a Lua script that, per upload, stores the
+// document, sets a final one's TTL and PUBLISHes it (plus the group's
+// hash), so one round trip carries the documents of all uploads. The
+// script is one call for up to 256 uploads (batch.go): a call costs
+// Redis more than the commands in it. On Redis Cluster, where each
+// upload's record is in a slot of its own, it is one call per upload,
+// in the same pipeline. Plain
 // pub/sub, not a Stream: a subscriber that connects late reads the
 // record first (Lookup) and needs no history, and a Stream per upload
 // would have to be trimmed and read with a blocking XREAD per upload.
@@ -91,9 +96,11 @@
 // instance share it (group commit): Claim hands its claim to the
 // tracker's claimer goroutine and waits for its own answer, within
 // Timeout; the claimer sends every claim queued in one pipeline, at
-// once when it is idle, so the claims that arrive while a pipeline is
-// in flight go together in the next, with one admitScript for all of
-// them (the indexes are one hash slot) and a putScript each. When
+// once when it has been idle (while claims keep coming, after 2ms), so
+// the claims that arrive while a pipeline is in flight go together in
+// the next, with one admitScript for all of them (the indexes are one
+// hash slot) and one putScript call for all (one each on Redis
+// Cluster). When
 // admitScript refuses, the
 // record putScript wrote is taken back (undoPutScript: one more round
 // trip for the batch, before the refused claims get ErrFull; a Lookup
