@@ -172,18 +172,22 @@
 //
 // # Figures
 //
-// Measured on a 2-core AMD EPYC VM shared with other builds, Redis 7.0
-// on loopback (go test -bench): a document published with 1,000
-// uploads in flight costs 10 to 14µs of wall time (870 B and 16
-// allocations) and 0.001 round trips; an upload's whole life (claim,
-// 12 documents) takes 1.11 to 1.14 round trips with 1,000 in flight
-// claimed one after the other (the claim's one, and a share of the
-// batches; 3 when the claim took two); with claims arriving together
-// (1,000 uploads in flight across two Caddy instances, the handler's
-// BenchmarkThousandUploadsInFlight) the batched claims bring it from
-// 1.22-1.28 to 0.39-0.59 round trips per upload; a published document reaches a
-// subscriber on another instance in 59 to 74µs (p50) and 173 to 239µs
-// (p99); at the default Interval, a progress document handed to the
-// uploading instance reaches it in 25 to 26ms (p50) and 49 to 50ms
-// (p99, max), the publisher's tick included (three runs each).
+// Measured on a 2-core AMD EPYC VM, Redis 7.0 on loopback (go test
+// -bench): a document published with 1,000 uploads in flight costs
+// about 10µs of wall time (1,009 B and 12 allocations) and 0.001 round
+// trips; uploads claimed one after the other, 1,000 in flight, take
+// 2.0 round trips each over their whole life (claim, 12 documents:
+// each claim waits for its own, and the benchmark's 1ms tick sends
+// more batches meanwhile; 1.1 before claims that keep coming waited
+// 2ms); a published document reaches a subscriber on another instance
+// in 104µs (p50) and 205µs (p99); at the default Interval, a progress
+// document handed to the uploading instance reaches it in 26ms (p50)
+// and 50 to 51ms (p99, max), the publisher's tick included. With 1,000
+// uploads of 256 KiB in flight across two Caddy instances (the
+// handler's BenchmarkThousandUploadsInFlight, 10 runs), an upload costs
+// 0.21 to 0.29 round trips, 1.9 to 2.0 documents and 0.20 to 0.26 s of
+// redis-server CPU per GiB (0.51 to 0.58, 2.7 to 2.9 and 0.33 to
+// 0.39 s before the batch calls, the claim counted as the first
+// publish, and the waits for claims and final documents that keep
+// coming).
 package redistracker
