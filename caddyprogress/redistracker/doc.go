@@ -64,8 +64,8 @@
 // Each tracker has one publisher goroutine. Publish records the
 // upload's latest document (one entry per upload, so the queue is
 // bounded by the uploads in flight and a waiting document is replaced,
-// never queued). A final document goes within 5ms (those that come
-// meanwhile share its round trip); a first one (which the
+// never queued). A final document goes at once (while final documents
+// keep coming, after 5ms, so that they share round trips); a first one (which the
 // claim stored in the record already, for Lookup) like a progress one
 // (a group member's with the next batch, within half an Interval, for
 // the group's hash); progress

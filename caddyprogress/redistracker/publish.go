@@ -41,24 +41,28 @@ func (t *Tracker) requeue(u *Upload) {
 	t.mu.Unlock()
 }
 
-// publishGather is how long the publisher lets urgent documents (final
-// ones, re-claims) gather before it sends them (see publishLoop).
+// publishGather is how long the publisher lets urgent documents gather
+// before it sends them, while they keep coming (see publishLoop).
 const publishGather = 5 * time.Millisecond
 
-// publishLoop is the publisher. Progress documents go on its tick;
-// urgent ones publishGather after the first of them came, so that the
-// uploads that end close together share a round trip (at 200 uploads
-// ending a second, each final document had a round trip of its own).
+// publishLoop is the publisher. An urgent document (a final one) goes
+// at once when the publisher has been idle; while they keep coming (the
+// last batch ended within publishGather), the publisher lets them
+// gather for publishGather first, as the claimer does, so that many
+// uploads ending at once share round trips.
 func (t *Tracker) publishLoop() {
 	ticker := time.NewTicker(max(t.cfg.Interval/2, time.Millisecond))
 	defer ticker.Stop()
+	var lastEnd time.Time
 	for {
 		urgentOnly := true
 		select {
 		case <-t.stop:
 			return
 		case <-t.wake:
-			time.Sleep(publishGather)
+			if time.Since(lastEnd) < publishGather {
+				time.Sleep(publishGather)
+			}
 		case <-ticker.C:
 			urgentOnly = false
 		}
@@ -68,6 +72,7 @@ func (t *Tracker) publishLoop() {
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 		t.publishDue(ctx, urgentOnly, false)
 		cancel()
+		lastEnd = time.Now()
 	}
 }
 
