@@ -76,12 +76,11 @@ func (t *Tracker) claimLoop() {
 }
 
 // claimBatch sends, for the claims in batch whose caller still waits,
-// one admitScript that admits them all and their putScripts (one
-// batch call, see batch.go), in one pipelined round trip (see admitAndPut), bounded by the latest of
-// their deadlines, and answers
-// each. Records written for refused claims are taken back, and evicted
-// records dropped, in one more round trip before those claims are
-// answered.
+// one admitScript that admits them all and their putScripts (one batch
+// call, see batch.go), in one pipelined round trip (see admitAndPut)
+// bounded by the latest of their deadlines, and answers each. Records
+// written for refused claims are taken back, and evicted records
+// dropped, in one more round trip before those claims are answered.
 func (t *Tracker) claimBatch(batch []*claimRequest) {
 	live := batch[:0:0]
 	var deadline time.Time
@@ -100,11 +99,9 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	ctx, cancel := context.WithDeadline(context.WithValue(context.Background(), requestPathKey{}, true), deadline)
 	defer cancel()
 	ids := make([]string, len(live))
-	for i, r := range live {
-		ids[i] = r.u.id
-	}
 	calls := make([]recordCall, len(live))
 	for i, r := range live {
+		ids[i] = r.u.id
 		calls[i] = t.putCall(r.u, r.state, r.doc, false)
 	}
 	var admit *redis.Cmd
