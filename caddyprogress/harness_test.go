@@ -1,7 +1,6 @@
 package caddyprogress
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -280,30 +279,10 @@ func subscribeURL(t testing.TB, client *http.Client, url string) *sseStream {
 func (s *sseStream) read() {
 	defer close(s.done)
 	defer close(s.events)
-	sc := bufio.NewScanner(s.resp.Body)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	var ev sseEvent
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if ev.data != "" {
-				ev.at = time.Now()
-				s.events <- ev
-			}
-			ev = sseEvent{}
-		case strings.HasPrefix(line, ":"):
-		case strings.HasPrefix(line, "retry: "):
-			s.retry = strings.TrimPrefix(line, "retry: ")
-		case strings.HasPrefix(line, "event: "):
-			ev.name = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "id: "):
-			ev.id = strings.TrimPrefix(line, "id: ")
-		case strings.HasPrefix(line, "data: "):
-			ev.data = strings.TrimPrefix(line, "data: ")
-		}
-	}
-	s.err = sc.Err()
+	s.retry, s.err = testkit.ReadEvents(s.resp.Body, 1<<20, func(e testkit.Event) bool {
+		s.events <- sseEvent{name: e.Name, id: e.ID, data: e.Data, at: time.Now()}
+		return true
+	})
 }
 
 // next returns the next event, or fails after timeout.

@@ -1,7 +1,6 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -336,24 +335,11 @@ func readEvents(ctx context.Context, client *http.Client, url string) ([]sseEven
 		return nil, fmt.Errorf("events answered %d", resp.StatusCode)
 	}
 	var events []sseEvent
-	var ev sseEvent
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if ev.data != "" {
-				events = append(events, ev)
-			}
-			ev = sseEvent{}
-		case strings.HasPrefix(line, "event: "):
-			ev.name = strings.TrimPrefix(line, "event: ")
-		case strings.HasPrefix(line, "data: "):
-			ev.data = strings.TrimPrefix(line, "data: ")
-		}
-	}
-	return events, sc.Err()
+	_, err = testkit.ReadEvents(resp.Body, 4<<20, func(e testkit.Event) bool {
+		events = append(events, sseEvent{name: e.Name, data: e.Data})
+		return true
+	})
+	return events, err
 }
 
 // resources is what the process holds: its baselines are taken before

@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -392,23 +391,10 @@ func (inst *instance) subscribe(t testing.TB, path string) *sseStream {
 	go func() {
 		defer close(s.done)
 		defer close(s.events)
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		var ev sseEvent
-		for sc.Scan() {
-			line := sc.Text()
-			switch {
-			case line == "":
-				if ev.data != "" {
-					s.events <- ev
-				}
-				ev = sseEvent{}
-			case strings.HasPrefix(line, "event: "):
-				ev.name = strings.TrimPrefix(line, "event: ")
-			case strings.HasPrefix(line, "data: "):
-				ev.data = strings.TrimPrefix(line, "data: ")
-			}
-		}
+		_, _ = testkit.ReadEvents(resp.Body, 1<<20, func(e testkit.Event) bool {
+			s.events <- sseEvent{name: e.Name, data: e.Data}
+			return true
+		})
 	}()
 	return s
 }
