@@ -156,20 +156,10 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	return n, nil
 }
 
-// getStatus polls the status route.
-//
-// A GET that fails before any answer is tried again, twice: a reload
-// closes the old server's connections, idle ones and one that a poll
-// has just been written to, and resets new ones while the listeners
-// swap; an answer that never comes fails the test all the same.
+// getStatus polls the status route (across a reload: testkit.Get).
 func (p *proxy) getStatus(t testing.TB, id string) (int, Status) {
 	t.Helper()
-	resp, err := p.client.Get(p.base + DefaultStatusPath + id)
-	for try := 1; err != nil && try < 3; try++ {
-		time.Sleep(100 * time.Millisecond)
-		p.client.CloseIdleConnections()
-		resp, err = p.client.Get(p.base + DefaultStatusPath + id)
-	}
+	resp, err := testkit.Get(p.client, p.base+DefaultStatusPath+id)
 	if err != nil {
 		t.Fatalf("polling status: %v", err)
 	}

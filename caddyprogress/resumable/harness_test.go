@@ -240,18 +240,10 @@ func (p *proxy) restart(t testing.TB) {
 	testcaddy.Load(t, p.config)
 }
 
-// status polls the status route. A GET that fails before any answer is
-// tried again, twice: a reload closes the old server's connections and
-// resets new ones that reach its listener as it closes; an answer that
-// never comes fails the test all the same.
+// status polls the status route (across a reload: testkit.Get).
 func (p *proxy) status(t testing.TB, id string) (int, caddyprogress.Status) {
 	t.Helper()
-	resp, err := p.client.Get(p.base + "/upload/status/" + id)
-	for try := 1; err != nil && try < 3; try++ {
-		time.Sleep(100 * time.Millisecond)
-		p.client.CloseIdleConnections()
-		resp, err = p.client.Get(p.base + "/upload/status/" + id)
-	}
+	resp, err := testkit.Get(p.client, p.base+"/upload/status/"+id)
 	if err != nil {
 		t.Fatalf("polling status: %v", err)
 	}

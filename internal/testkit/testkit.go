@@ -1,6 +1,7 @@
 // Package testkit holds the small pieces every test package here needs:
 // deterministic upload bodies, their SHA-256 as the upstreams report it,
-// and free loopback ports. It imports nothing beyond the standard
+// free loopback ports, a GET that outlives a config reload, and an
+// event-stream reader. It imports nothing beyond the standard
 // library, so any test can use it without pulling in Caddy.
 package testkit
 
@@ -9,7 +10,9 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"testing"
+	"time"
 )
 
 // Payload is size bytes of deterministic pseudo-random data; each seed
@@ -44,4 +47,19 @@ func FreePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Get GETs url with client and, when that fails before any answer,
+// tries again twice, 100ms apart, on new connections: a config reload
+// closes the old server's connections, idle ones and one a request has
+// just been written to, and resets new ones that reach its listener as
+// it closes. An answer that never comes is still an error.
+func Get(client *http.Client, url string) (*http.Response, error) {
+	resp, err := client.Get(url)
+	for try := 1; err != nil && try < 3; try++ {
+		time.Sleep(100 * time.Millisecond)
+		client.CloseIdleConnections()
+		resp, err = client.Get(url)
+	}
+	return resp, err
 }
