@@ -122,8 +122,10 @@ func TestCaddyKilledMidUploadAndStartedAgain(t *testing.T) {
 
 	_ = first.Process.Kill()
 	_ = first.Wait()
+	// the status counts bytes as they are read from the client, and the
+	// file gets them just after: at the kill it may lag by a read or two
 	stored, err := osStat(p.dir, id)
-	if err != nil || stored.Size() < 8<<20 || stored.Size() >= int64(len(data)) {
+	if err != nil || stored.Size() < 7<<20 || stored.Size() >= int64(len(data)) {
 		t.Fatalf("after the kill, %v bytes are on disk (%v)", stored, err)
 	}
 	p.startChild(t)
