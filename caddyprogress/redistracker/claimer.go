@@ -47,7 +47,7 @@ func (t *Tracker) takeClaims() []*claimRequest {
 
 // claimGather is how long the claimer lets claims gather before it
 // sends them, while they keep coming (see claimLoop).
-const claimGather = 2 * time.Millisecond
+const claimGather = 5 * time.Millisecond
 
 // claimLoop is the claimer (group commit): it sends every claim queued
 // in one pipeline, at once when it has been idle; the claims that

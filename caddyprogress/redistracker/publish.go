@@ -43,7 +43,7 @@ func (t *Tracker) requeue(u *Upload) {
 
 // publishGather is how long the publisher lets urgent documents gather
 // before it sends them, while they keep coming (see publishLoop).
-const publishGather = 5 * time.Millisecond
+const publishGather = 10 * time.Millisecond
 
 // publishLoop is the publisher. An urgent document (a final one) goes
 // at once when the publisher has been idle; while they keep coming (the
