@@ -17,9 +17,10 @@ import (
 //
 // What goes through it: the uploading instance claims each upload's ID
 // across the cluster (a live duplicate gets 409 wherever it arrives)
-// and publishes its document at start, at most once per interval, and
-// at the end; the status, events, nginx and group routes of another
-// instance read those documents (a lookup, then pub/sub). A body's
+// and publishes its document at start, at most once per interval while
+// another instance watches it, and at the end; the status, events,
+// nginx and group routes of another instance watch the uploads they
+// serve and read those documents (a lookup, then pub/sub). A body's
 // Read never waits on it.
 
 // cluster is the shared side of one tracker.
@@ -38,6 +39,15 @@ type cluster interface {
 	lookup(ctx context.Context, id string) (sharedDoc, error)
 	// lookupGroup returns the latest documents of a group's members.
 	lookupGroup(ctx context.Context, group string) ([]sharedDoc, error)
+	// watchDue reports whether this instance should watch id now (at
+	// most once per half watch period per ID), and records it.
+	watchDue(id string) bool
+	// watch has the instance that runs id (or claims it soon) publish
+	// its progress for one watch period, and hand its current document
+	// over at once.
+	watch(ctx context.Context, id string) error
+	// watchEvery is how often a follower renews its watch.
+	watchEvery() time.Duration
 	// subscribe follows one upload's documents (or a group's members')
 	// from the moment it returns: subscribe first, then look up.
 	subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error)
@@ -54,7 +64,14 @@ type cluster interface {
 // sharedUpload is this instance's handle on an upload it claimed.
 type sharedUpload interface {
 	// publish hands over the upload's latest document; it never blocks.
+	// A progress document goes out only while the upload is watched.
 	publish(st state, doc []byte)
+	// publishNow is publish with no wait for the interval.
+	publishNow(st state, doc []byte)
+	// watched reports whether another instance watches the upload.
+	watched() bool
+	// onWatch sets what runs (it must not block) when a watch is heard.
+	onWatch(f func())
 }
 
 // sharedSubscription is one local subscriber's queue of documents.

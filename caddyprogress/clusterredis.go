@@ -78,6 +78,14 @@ func (c redisCluster) lookupGroup(ctx context.Context, group string) ([]sharedDo
 	return out, nil
 }
 
+func (c redisCluster) watchDue(id string) bool { return c.t.WatchDue(id) }
+
+func (c redisCluster) watch(ctx context.Context, id string) error {
+	return coreError(c.t.Watch(ctx, id))
+}
+
+func (c redisCluster) watchEvery() time.Duration { return redistracker.DefaultWatchTTL / 2 }
+
 func (c redisCluster) subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error) {
 	var s *redistracker.Subscription
 	var err error
@@ -121,6 +129,13 @@ func (c redisCluster) close() error { return c.t.Close() }
 type redisUpload struct{ u *redistracker.Upload }
 
 func (u redisUpload) publish(st state, doc []byte) { u.u.Publish(redistracker.State(st.String()), doc) }
+
+func (u redisUpload) publishNow(st state, doc []byte) {
+	u.u.PublishNow(redistracker.State(st.String()), doc)
+}
+
+func (u redisUpload) watched() bool    { return u.u.Watched() }
+func (u redisUpload) onWatch(f func()) { u.u.OnWatch(f) }
 
 type redisSubscription struct{ s *redistracker.Subscription }
 

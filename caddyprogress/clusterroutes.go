@@ -21,6 +21,20 @@ func (h *Handler) sharedOn() bool { return h.shared != nil }
 // this instance has none of id, or only a reservation, the document
 // published by another instance (if any) is the record.
 func (h *Handler) lookupShared(ctx context.Context, id string, rec record) record {
+	return h.lookupSharedFor(ctx, id, rec, false)
+}
+
+// lookupSharedWatched is lookupShared for a route that shows progress
+// (status, nginx report): an upload in flight on another instance (or
+// a reservation) is watched, so that its instance publishes its
+// progress; the first time in a watch period, the answer waits (at most
+// an interval) for the document that instance then sends, so that it
+// is current, not the one its claim stored.
+func (h *Handler) lookupSharedWatched(ctx context.Context, id string, rec record) record {
+	return h.lookupSharedFor(ctx, id, rec, true)
+}
+
+func (h *Handler) lookupSharedFor(ctx context.Context, id string, rec record, watch bool) record {
 	if !h.sharedOn() || rec.final != nil || (rec.live != nil && rec.live.currentState() != statePending) {
 		return rec
 	}
@@ -28,11 +42,52 @@ func (h *Handler) lookupShared(ctx context.Context, id string, rec record) recor
 	if err != nil || (rec.live != nil && d.state == statePending) {
 		return rec
 	}
+	if watch && !d.state.final() && h.shared.c.watchDue(id) {
+		d = h.currentShared(ctx, id, d)
+	}
 	remote, ok := h.remoteRecord(d)
 	if !ok {
 		return rec
 	}
 	return remote
+}
+
+// currentShared watches id, whose stored document is d, and returns the
+// document its instance sends in answer, or d if none comes within an
+// interval (a reservation's is not waited for: nothing runs yet).
+func (h *Handler) currentShared(ctx context.Context, id string, d sharedDoc) sharedDoc {
+	if d.state == statePending {
+		_ = h.shared.c.watch(ctx, id)
+		return d
+	}
+	sub, err := h.shared.c.subscribe(ctx, id, false) // before the watch: its answer is not missed
+	if err != nil {
+		return d
+	}
+	defer sub.close()
+	if h.shared.c.watch(ctx, id) != nil {
+		return d
+	}
+	timer := time.NewTimer(time.Duration(h.Interval))
+	defer timer.Stop()
+	for {
+		select {
+		case <-sub.notify():
+			newer := false
+			for _, n := range sub.take() {
+				if n.seq > d.seq {
+					d, newer = n, true
+				}
+			}
+			if newer {
+				return d
+			}
+		case <-timer.C:
+			return d
+		case <-ctx.Done():
+			return d
+		}
+	}
 }
 
 // remoteRecord is the record of a document published by another

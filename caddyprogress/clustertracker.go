@@ -156,6 +156,11 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 		return nil
 	}
 	u.shared.Store(&sharedHandle{up: up, entry: h.shared, sent: d.version})
+	up.onWatch(func() { // another instance follows it: its document now
+		if d := u.doc(time.Now()); !d.summary.state.final() { // publishFinal sends a final one
+			up.publishNow(d.summary.state, docJSON(d))
+		}
+	})
 	return nil
 }
 
@@ -193,10 +198,10 @@ func (t *tracker) discard(u *upload) {
 }
 
 // publishShared hands the documents of the tracker's uploads in flight
-// that use e over to e's publisher, those that changed, every half
-// interval, until e is closed (the shared side sends each upload's at
-// most once per interval). It reads what the status route reads: a
-// body's Read never takes part.
+// that use e over to e's publisher, those that changed and that another
+// instance watches, every half interval, until e is closed (the shared
+// side sends each upload's at most once per interval). It reads what
+// the status route reads: a body's Read never takes part.
 func (t *tracker) publishShared(e *sharedEntry, interval time.Duration) {
 	ticker := time.NewTicker(max(interval/2, time.Millisecond))
 	defer ticker.Stop()
@@ -210,7 +215,7 @@ func (t *tracker) publishShared(e *sharedEntry, interval time.Duration) {
 		due = due[:0]
 		t.mu.RLock()
 		for _, u := range t.uploads {
-			if sh := u.shared.Load(); sh != nil && sh.entry == e && !u.currentState().final() && u.version() != sh.sent {
+			if sh := u.shared.Load(); sh != nil && sh.entry == e && !u.currentState().final() && u.version() != sh.sent && sh.up.watched() {
 				due = append(due, u)
 			}
 		}

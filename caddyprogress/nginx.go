@@ -47,7 +47,7 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 	}
 
 	contentType := "application/json"
-	rec := h.lookupShared(r.Context(), id, h.tracker.lookup(id))
+	rec := h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id))
 	if !h.tokenAllows(r, uploadToken, id) {
 		rec = record{} // without its token, an upload is reported as unknown: "starting"
 	}

@@ -8,8 +8,9 @@ import (
 // Event streams of uploads and groups on other instances, with redis:
 // the stream subscribes to the shared store's pub/sub first (one
 // connection per tracker and instance, whatever the number of
-// streams), then looks the upload up, and drops documents it already
-// has by their sequence number. The events are the same as for a local
+// streams), watches the upload (its instance publishes its progress
+// while someone watches: renewed while the stream lasts), then looks
+// it up, and drops documents it already has by their sequence number. The events are the same as for a local
 // upload (events.go): progress at most once per interval (the
 // uploading instance publishes no more often), one final event.
 
@@ -24,6 +25,11 @@ func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) 
 		return false
 	}
 	defer sub.close()
+	// watched while the stream lasts, so that its instance (or the one
+	// that claims it, if it has not started) publishes its progress
+	_ = h.shared.c.watch(ctx, id)
+	rewatch := time.NewTicker(h.shared.c.watchEvery())
+	defer rewatch.Stop()
 
 	var lastSeq int64
 	sentAny := false
@@ -90,6 +96,14 @@ func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) 
 		case <-timeout:
 			_ = s.event("error", shortStatus{ID: id, Status: "unknown"})
 			return true
+		case <-rewatch.C:
+			_ = h.shared.c.watch(ctx, id)
+			// a final document published while the watch had lapsed
+			// (Redis did not answer it) went to nobody: read it
+			if d, err := h.shared.c.lookup(ctx, id); err == nil && d.state.final() && d.seq > lastSeq {
+				send(d)
+				return true
+			}
 		case <-s.keepAlive():
 			if s.ping() != nil {
 				return true

@@ -35,7 +35,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
-	return writeRecord(w, r, id, h.lookupShared(r.Context(), id, h.tracker.lookup(id)))
+	return writeRecord(w, r, id, h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id)))
 }
 
 // writeRecord answers with the record's status document, or 404

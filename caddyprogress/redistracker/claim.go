@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -20,14 +21,19 @@ type Upload struct {
 	group string
 	token string // this claim's own random token, owner of the record
 
+	watchedUntil atomic.Int64           // unix ns: another instance watches it until then (watch.go)
+	onWatch      atomic.Pointer[func()] // called when a watch is heard
+
 	mu       sync.Mutex
 	state    State
 	doc      []byte
-	seq      int64  // the seq of the last document sent
-	sentTick uint64 // the publisher's tick when the last document was taken; 0: never
-	claimed  bool   // the claim is in Redis (false: re-claim when Redis answers)
-	lost     bool   // another instance ended the claim: local only from now on
-	done     bool   // the final document was sent (or the upload was lost)
+	seq      int64     // the seq of the last document sent
+	sentTick uint64    // the publisher's tick when the last document was taken; 0: never
+	leased   time.Time // when the lease was last set (before the claim or renewal was sent)
+	urgent   bool      // send the document with the next batch, whatever its tick (PublishNow)
+	claimed  bool      // the claim is in Redis (false: re-claim when Redis answers)
+	lost     bool      // another instance ended the claim: local only from now on
+	done     bool      // the final document was sent (or the upload was lost)
 }
 
 // ID is the upload's ID.
@@ -44,8 +50,10 @@ func (u *Upload) Lost() bool {
 // Publish hands the upload's current document to the publisher, which
 // stores and publishes it at most once per Interval (a final one at
 // once) in a batch with the other uploads' documents;
-// only the latest document given counts. After a final document, later
-// calls are ignored. It never blocks on Redis.
+// only the latest document given counts. A progress document of an
+// upload that no other instance watches (see Watched) is kept, not
+// sent. After a final document, later calls are ignored. It never
+// blocks on Redis.
 func (u *Upload) Publish(state State, doc []byte) {
 	u.mu.Lock()
 	if u.done || u.state.Final() {
@@ -55,7 +63,23 @@ func (u *Upload) Publish(state State, doc []byte) {
 	u.state, u.doc = state, doc
 	urgent := state.Final() || !u.claimed
 	u.mu.Unlock()
+	if !urgent && !u.Watched() {
+		return
+	}
 	u.t.markDirty(u, urgent)
+}
+
+// PublishNow is Publish for a document that goes with the publisher's
+// next batch, whatever the Interval: the answer to a watch (OnWatch).
+func (u *Upload) PublishNow(state State, doc []byte) {
+	u.mu.Lock()
+	if u.done || u.state.Final() {
+		u.mu.Unlock()
+		return
+	}
+	u.state, u.doc, u.urgent = state, doc, true
+	u.mu.Unlock()
+	u.t.markDirty(u, true)
 }
 
 // Claim claims id for an upload starting on this instance, in group
@@ -107,13 +131,14 @@ func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 		doc:    u.doc,
 		result: make(chan claimResult, 1),
 	}
+	sent := time.Now()
 	t.queueClaim(r)
 	select {
 	case res := <-r.result:
 		if res.err != nil {
 			return res.err
 		}
-		u.seq, u.claimed = res.seq, true
+		u.seq, u.claimed, u.leased = res.seq, true, sent
 		return nil
 	case <-ctx.Done():
 		// the upload goes on unclaimed; the claimer's round trip, if it
@@ -136,11 +161,14 @@ func (t *Tracker) claim(ctx context.Context, u *Upload) error {
 func (t *Tracker) local(u *Upload) *Upload {
 	t.mu.Lock()
 	t.uploads[u.id] = u
+	t.takeEarlyWatch(u)
 	if u.claimed && u.group == "" {
 		u.mu.Lock()
 		u.sentTick = max(t.tick, 1)
 		u.mu.Unlock()
-		t.dirty[u] = struct{}{}
+		if u.Watched() {
+			t.dirty[u] = struct{}{}
+		}
 		t.mu.Unlock()
 		return u
 	}
@@ -238,7 +266,7 @@ func (t *Tracker) putCall(u *Upload, state State, doc []byte, reclaim bool) reco
 	}
 	return recordCall{key: t.keys.record(u.id), args: []any{
 		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
-		flag, u.seq + 1, u.id, upChan, groupChan}}
+		flag, u.seq + 1, u.id, upChan, groupChan, t.keys.watch()}}
 }
 
 // Reserve records id as pending for Retain, across the cluster, with its

@@ -75,3 +75,23 @@ func next(t testing.TB, s *Subscription, pending *[]Doc, d time.Duration) Doc {
 }
 
 func bg() context.Context { return context.Background() }
+
+// watchAll has w watch the uploads, as a follower on another instance
+// does, and waits until each knows it is watched: their progress
+// documents are published from then on.
+func watchAll(t testing.TB, w *Tracker, uploads ...*Upload) {
+	t.Helper()
+	for _, u := range uploads {
+		if err := w.Watch(bg(), u.ID()); err != nil {
+			t.Fatalf("watch of %s: %v", u.ID(), err)
+		}
+	}
+	waitFor(t, 2*time.Second, "the uploads to be watched", func() bool {
+		for _, u := range uploads {
+			if !u.Watched() {
+				return false
+			}
+		}
+		return true
+	})
+}

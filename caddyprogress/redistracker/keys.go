@@ -54,6 +54,10 @@ func (k keys) live() string { return keyPrefix + "tracker:{" + k.tracker + "}:li
 // by when their record expires.
 func (k keys) done() string { return keyPrefix + "tracker:{" + k.tracker + "}:done" }
 
+// watch carries the IDs that an instance watches (watch.go), to every
+// instance of the tracker.
+func (k keys) watch() string { return keyPrefix + "tracker:{" + k.tracker + "}:watch" }
+
 // demand is the sorted set of instances sharing rate_limit_total,
 // scored by when their last registration expires.
 func (k keys) demand() string { return keyPrefix + "tracker:{" + k.tracker + "}:demand" }

@@ -11,8 +11,12 @@ import (
 
 // Leases: a claimed upload in flight holds a lease (its record's lease
 // field, and its score in the tracker's live index), renewed by one
-// loop per tracker for all of this instance's uploads, in one pipeline,
-// three times per Lease. Every instance scans the live index for leases
+// loop per tracker for this instance's uploads, in one pipeline, three
+// times per Lease: those whose lease was set half a renewal period ago
+// or more (an upload shorter than that is never renewed; the others
+// are renewed at the latest one and a half periods after their lease
+// was set, half a period before a renewal that fails once would leave
+// it expired). Every instance scans the live index for leases
 // past their deadline (every second, or twice per Lease if shorter) and
 // ends those uploads as aborted with LostDoc's document: abortScript
 // makes that happen once, whichever instance gets there first, and it
@@ -66,13 +70,15 @@ func (t *Tracker) every(d time.Duration, f func(context.Context)) {
 	}
 }
 
-// renew extends the leases of this instance's claimed uploads.
+// renew extends the leases of this instance's claimed uploads that
+// need it.
 func (t *Tracker) renew(ctx context.Context) {
+	start := time.Now()
 	t.mu.Lock()
 	var uploads []*Upload
 	for _, u := range t.uploads {
 		u.mu.Lock()
-		if u.claimed && !u.done {
+		if u.claimed && !u.done && start.Sub(u.leased) >= t.renewEvery()/2 {
 			uploads = append(uploads, u)
 		}
 		u.mu.Unlock()
@@ -105,6 +111,10 @@ func (t *Tracker) renew(ctx context.Context) {
 	for i, u := range uploads {
 		switch n, err := renewed(i); {
 		case err != nil:
+		case n == 1:
+			u.mu.Lock()
+			u.leased = start
+			u.mu.Unlock()
 		case n == -2: // Redis lost the record: claim it again
 			u.mu.Lock()
 			u.claimed = false

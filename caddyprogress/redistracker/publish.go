@@ -93,6 +93,7 @@ type outgoing struct {
 	doc     []byte
 	seq     int64
 	reclaim bool
+	sentAt  time.Time             // when the pipeline started
 	result  func() (int64, error) // publishScript's or putScript's, once the pipeline ran
 }
 
@@ -105,6 +106,9 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	}
 	var retire, touch []any
 	start := time.Now()
+	for _, o := range batch {
+		o.sentAt = start
+	}
 	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		var publishing []*outgoing
 		var calls []recordCall
@@ -204,13 +208,13 @@ func (t *Tracker) takeDue(urgentOnly, all bool) []*outgoing {
 			delete(t.dirty, u)
 			continue
 		}
-		urgent := !u.claimed || u.state.Final() || u.sentTick == 0
+		urgent := !u.claimed || u.state.Final() || u.sentTick == 0 || u.urgent
 		if !all && !urgent && (urgentOnly || t.tick-u.sentTick < 2) {
 			u.mu.Unlock()
 			continue
 		}
 		batch = append(batch, &outgoing{u: u, state: u.state, doc: u.doc, seq: u.seq + 1, reclaim: !u.claimed})
-		u.sentTick = max(t.tick, 1)
+		u.sentTick, u.urgent = max(t.tick, 1), false
 		u.mu.Unlock()
 		delete(t.dirty, u)
 	}
@@ -223,6 +227,9 @@ func (t *Tracker) sent(o *outgoing, seq int64) {
 	u := o.u
 	u.mu.Lock()
 	u.seq = max(u.seq, seq)
+	if o.reclaim {
+		u.leased = o.sentAt
+	}
 	u.claimed = true
 	finished := o.state.Final()
 	if finished {

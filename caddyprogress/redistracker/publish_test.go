@@ -20,6 +20,11 @@ func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
 		t.Fatalf("subscribe on b: %v", err)
 	}
 	defer sub.Close()
+	// b follows up1 before it starts, as an event stream does: the
+	// upload is watched from its claim
+	if err := b.Watch(bg(), "up1"); err != nil {
+		t.Fatalf("watch on b: %v", err)
+	}
 	u, err := a.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0))
 	if err != nil {
 		t.Fatal(err)
@@ -87,6 +92,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
+	watchAll(t, b, us...)
 	time.Sleep(200 * time.Millisecond) // the first documents are out
 	before := a.Stats()
 	// each upload changes 1,000 times in one second: far more often
@@ -205,6 +211,7 @@ func TestBatchCallsKeepEachRecordItsOwn(t *testing.T) {
 		}
 		uploads[i] = u
 	}
+	watchAll(t, b, uploads...)
 	for i, u := range uploads {
 		u.Publish(StateUploading, progressDoc(u.ID(), StateUploading, i+1))
 	}

@@ -30,13 +30,17 @@ local function live(st) return st == 'uploading' or st == 'processing' end
 // document (a first claim leaves that to the publisher, which also
 // writes the group's hash).
 //
+// An upload in flight whose record another instance watches (its w
+// field, see watchScript, is in the future) has its ID published on the
+// watch channel, so that the claiming instance publishes its progress.
+//
 // KEYS[1] record. ARGV: token, state, doc, group, lease ms, retain ms,
 // reclaim ("1" or "0"), least seq, id, upload channel or "", group
-// channel or "". Returns the document's seq. putBatchScript does the
-// same for several records (see batch.go).
+// channel or "", watch channel. Returns the document's seq.
+// putBatchScript does the same for several records (see batch.go).
 const putBody = nowMS + isLive + `
-local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan)
-	local st, own, seq = unpack(redis.call('HMGET', key, 'st', 'own', 'seq'))
+local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan)
+	local st, own, seq, w = unpack(redis.call('HMGET', key, 'st', 'own', 'seq', 'w'))
 	if live(st) and own ~= token then return 0 end
 	if reclaim == '1' and st and own == token and not live(st) then return -1 end
 	seq = math.max((tonumber(seq) or 0) + 1, tonumber(least))
@@ -54,11 +58,12 @@ local function put(key, token, state, doc, group, lease, retain, reclaim, least,
 		redis.call('PUBLISH', upChan, msg)
 		if groupChan ~= '' then redis.call('PUBLISH', groupChan, msg) end
 	end
+	if w and live(state) and tonumber(w) > now then redis.call('PUBLISH', watchChan, id) end
 	return seq
 end
 `
 
-const putArgs = 11
+const putArgs = 12
 
 var (
 	putScript      = newScript(putBody + `return put(KEYS[1], unpack(ARGV))`)
@@ -66,7 +71,10 @@ var (
 )
 
 // publishScript stores an owned upload's new document and publishes it
-// on the upload's channel and its group's, in one step; a final one
+// on the upload's channel and its group's, in one step (a final one
+// only if another instance watches the record, see watchScript, or it
+// is a group member: a follower watches before it looks the upload up,
+// so it either reads the final document or gets it); a final one
 // sets the record's expiry to ttl (an upload in flight has its expiry
 // renewed with its lease, see renewScript). -1: the claim
 // does not own the record in flight any more (lost); -2: there is no
@@ -75,15 +83,16 @@ var (
 // KEYS[1] record. ARGV: token, state, doc, ttl ms, seq, id, upload
 // channel, group channel or "", group. publishBatchScript does the
 // same for several records (see batch.go).
-const publishBody = isLive + `
+const publishBody = nowMS + isLive + `
 local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, group)
-	local st, own = unpack(redis.call('HMGET', key, 'st', 'own'))
+	local st, own, w = unpack(redis.call('HMGET', key, 'st', 'own', 'w'))
 	if not st then return -2 end
 	if own ~= token or not live(st) then return -1 end
 	redis.call('HSET', key, 'st', state, 'doc', doc, 'seq', seq)
 	if not live(state) then
 		redis.call('HDEL', key, 'lease')
 		redis.call('PEXPIRE', key, ttl)
+		if groupChan == '' and not (w and tonumber(w) > now) then return tonumber(seq) end
 	end
 	local msg = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n' .. doc
 	redis.call('PUBLISH', upChan, msg)
@@ -121,6 +130,27 @@ var (
 	renewScript      = newScript(renewBody + `return renew(KEYS[1], unpack(ARGV))`)
 	renewBatchScript = newScript(renewBody + batchLoop("renew", renewArgs))
 )
+
+// watchScript marks a record watched until ttl from now (its w field)
+// and, when it is in flight, publishes its ID on the watch channel: the
+// instance that runs the upload then publishes its progress documents
+// (watch.go). An ID with no record yet gets a record holding the mark
+// only, which expires with it, so that the upload that claims the ID
+// within ttl is watched from its start (see putScript); Lookup does not
+// see such a record.
+//
+// KEYS[1] record. ARGV: ttl ms, id, watch channel.
+var watchScript = newScript(nowMS + isLive + `
+local st = redis.call('HGET', KEYS[1], 'st')
+local ttl = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'w', now + ttl)
+if not st then
+	redis.call('PEXPIRE', KEYS[1], ttl)
+elseif live(st) then
+	redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
+return 1
+`)
 
 // abortScript ends an upload whose lease has expired as aborted, with
 // the document the scanner built from the last one, and publishes it.

@@ -49,6 +49,11 @@ type topic struct {
 
 func newMux(t *Tracker) *mux {
 	ps := t.client.Subscribe(context.Background())
+	// the watch channel, for good: go-redis subscribes it again after a
+	// reconnection, and subscribes it once it connects if Redis is down
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	_ = ps.Subscribe(ctx, t.keys.watch())
+	cancel()
 	return &mux{
 		t:      t,
 		ps:     ps,
@@ -154,7 +159,9 @@ func (m *mux) receiveLoop() {
 					m.confirm(msg.Channel)
 				}
 			case *redis.Message:
-				if doc, ok := parseMessage(msg.Payload); ok {
+				if msg.Channel == m.t.keys.watch() {
+					m.t.heardWatch(msg.Payload)
+				} else if doc, ok := parseMessage(msg.Payload); ok {
 					m.dispatch(msg.Channel, doc)
 				}
 			}

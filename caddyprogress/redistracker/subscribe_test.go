@@ -2,6 +2,7 @@ package redistracker
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -10,8 +11,9 @@ import (
 )
 
 // subscriberConnections counts the connections of a tracker's client
-// name that are subscribed to something.
-func subscriberConnections(t *testing.T, srv *testredis.Server, tr *Tracker) (subscribed, all int) {
+// that are subscribed to a channel, and the channels they hold (the
+// tracker's watch channel is one, for good).
+func subscriberConnections(t *testing.T, srv *testredis.Server, tr *Tracker) (subscribed, channels int) {
 	t.Helper()
 	list, err := srv.Client(t).ClientList(bg()).Result()
 	if err != nil {
@@ -21,12 +23,18 @@ func subscriberConnections(t *testing.T, srv *testredis.Server, tr *Tracker) (su
 		if !strings.Contains(line, " name=upload_progress:"+tr.keys.tracker+" ") {
 			continue
 		}
-		all++
-		if !strings.Contains(line, " sub=0 ") {
+		_, rest, _ := strings.Cut(line, " sub=")
+		field, _, _ := strings.Cut(rest, " ")
+		n, err := strconv.Atoi(field)
+		if err != nil {
+			t.Fatalf("no sub= in %q", line)
+		}
+		if n > 0 {
 			subscribed++
+			channels += n
 		}
 	}
-	return subscribed, all
+	return subscribed, channels
 }
 
 func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
@@ -100,10 +108,11 @@ func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
 		return len(finals) == uploads
 	})
 	groupSub.Close()
-	// unsubscribed: the connection stays, subscribed to nothing
+	// unsubscribed: the connection stays, subscribed to the watch
+	// channel only (b's, and c's of the same tracker)
 	waitFor(t, time.Second, "the channels to be unsubscribed", func() bool {
-		sub, _ := subscriberConnections(t, srv, b)
-		return sub == 0
+		sub, channels := subscriberConnections(t, srv, b)
+		return sub == 2 && channels == 2
 	})
 }
 
@@ -116,6 +125,9 @@ func TestSlowSubscriberKeepsTheFinalDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	if err := b.Watch(bg(), "slow"); err != nil {
+		t.Fatal(err)
+	}
 	u, err := a.Claim(bg(), "slow", "", StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -59,6 +59,9 @@ type Config struct {
 	// Lookup, LookupGroup, Subscribe); while Redis is marked down they
 	// return at once. Default 50ms.
 	Timeout time.Duration
+	// WatchTTL is how long one Watch keeps an upload's progress
+	// documents published (watch.go). Default 10s.
+	WatchTTL time.Duration
 	// LostDoc builds the final document of an upload whose instance was
 	// lost, from its last published one; default DefaultLostDoc.
 	LostDoc func(last []byte) []byte
@@ -97,6 +100,11 @@ type Tracker struct {
 
 	subs *mux
 
+	earlyWatches map[string]time.Time // watches heard for IDs not registered here, under mu (watch.go)
+
+	watchMu     sync.Mutex
+	watchesSent map[string]time.Time // when WatchDue last said due, by ID
+
 	claimMu    sync.Mutex
 	claimQueue []*claimRequest // claims waiting for the claimer
 	claimWake  chan struct{}   // the claimer has work
@@ -127,6 +135,9 @@ func New(cfg Config) (*Tracker, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.WatchTTL <= 0 {
+		cfg.WatchTTL = DefaultWatchTTL
+	}
 	if cfg.LostDoc == nil {
 		cfg.LostDoc = DefaultLostDoc
 	}
@@ -140,16 +151,18 @@ func New(cfg Config) (*Tracker, error) {
 		return nil, err
 	}
 	t := &Tracker{
-		cfg:         cfg,
-		keys:        keys,
-		client:      client,
-		log:         cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
-		uploads:     make(map[string]*Upload),
-		dirty:       make(map[*Upload]struct{}),
-		wake:        make(chan struct{}, 1),
-		checkHealth: make(chan struct{}, 1),
-		claimWake:   make(chan struct{}, 1),
-		stop:        make(chan struct{}),
+		cfg:          cfg,
+		keys:         keys,
+		client:       client,
+		log:          cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
+		uploads:      make(map[string]*Upload),
+		dirty:        make(map[*Upload]struct{}),
+		earlyWatches: make(map[string]time.Time),
+		watchesSent:  make(map[string]time.Time),
+		wake:         make(chan struct{}, 1),
+		checkHealth:  make(chan struct{}, 1),
+		claimWake:    make(chan struct{}, 1),
+		stop:         make(chan struct{}),
 	}
 	_, t.cluster = client.(*redis.ClusterClient)
 	t.health.up.Store(true)

@@ -226,7 +226,7 @@ func cpuSeconds(b *testing.B, pids ...int) float64 {
 }
 
 // counter adds up the instances' caddy_upload_progress_redis_<name>.
-func counter(b *testing.B, insts []*instance, name string) int64 {
+func counter(b testing.TB, insts []*instance, name string) int64 {
 	line := regexp.MustCompile(`caddy_upload_progress_redis_` + name + `\{tracker="default"\} (\d+)`)
 	var n int64
 	for _, inst := range insts {

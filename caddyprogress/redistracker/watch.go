@@ -1,0 +1,165 @@
+package redistracker
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Progress on demand: an upload's progress documents go to Redis only
+// while another instance watches it. The claim stores the first
+// document (so Lookup finds the upload anywhere), and the final one is
+// always published; in between, an upload that nobody follows from
+// another instance costs Redis nothing. Group members are always
+// published (their group's hash is read by every group route).
+//
+// An instance that serves a status, report or event stream of an
+// upload it does not run calls Watch (watchScript): the record's w
+// field is set to now + WatchTTL, and when the upload is in flight its
+// ID is published on the tracker's watch channel, which every instance
+// follows on its pub/sub connection. The instance that runs it marks it
+// watched for WatchTTL and calls its OnWatch function, which hands the
+// current document over at once (PublishNow); until the mark expires,
+// its progress goes out as before, at most once per Interval. A claim
+// of a record whose mark has not expired (an event stream that waited
+// for the upload to start, or a watched reservation) publishes the ID
+// too (putScript), so that upload is watched from its start. Watchers
+// renew the mark (every half WatchTTL while they keep following).
+
+// DefaultWatchTTL is how long one Watch keeps an upload watched.
+const DefaultWatchTTL = 10 * time.Second
+
+// maxWatchesSent bounds the IDs WatchDue remembers; past it, every call
+// says due (more watches sent, none missed).
+const maxWatchesSent = 10000
+
+// maxEarlyWatches bounds the watches heard for IDs this instance has
+// not registered (yet): the claim's own watch can arrive before the
+// claim's answer. Past it, such watches are dropped (an upload claimed
+// here then waits for the watcher's renewal).
+const maxEarlyWatches = 10000
+
+// earlyWatchLife is how long a watch heard before its upload was
+// registered here counts for it.
+const earlyWatchLife = 2 * time.Second
+
+// Watched reports whether another instance watches the upload (or it is
+// a group member): its progress documents are published.
+func (u *Upload) Watched() bool {
+	return u.group != "" || u.watchedUntil.Load() > time.Now().UnixNano()
+}
+
+// OnWatch sets the function called (on the tracker's pub/sub goroutine:
+// it must not block) each time a watch of the upload is heard; the core
+// hands the current document over with PublishNow.
+func (u *Upload) OnWatch(f func()) { u.onWatch.Store(&f) }
+
+// watched marks u watched until the given time and calls its OnWatch;
+// without one, the document it holds goes with the next batch.
+func (u *Upload) watched(until time.Time) {
+	u.watchedUntil.Store(until.UnixNano())
+	if f := u.onWatch.Load(); f != nil {
+		(*f)()
+		return
+	}
+	u.mu.Lock()
+	if u.done || u.state.Final() {
+		u.mu.Unlock()
+		return
+	}
+	u.urgent = true
+	u.mu.Unlock()
+	u.t.markDirty(u, true)
+}
+
+// WatchDue reports whether this instance should watch id now: true at
+// most once per half WatchTTL per ID (so a poller renews the mark
+// before it expires), and it records the call.
+func (t *Tracker) WatchDue(id string) bool {
+	now := time.Now()
+	t.watchMu.Lock()
+	defer t.watchMu.Unlock()
+	if last, ok := t.watchesSent[id]; ok && now.Sub(last) < t.cfg.WatchTTL/2 {
+		return false
+	}
+	if len(t.watchesSent) >= maxWatchesSent {
+		for other, last := range t.watchesSent {
+			if now.Sub(last) >= t.cfg.WatchTTL/2 {
+				delete(t.watchesSent, other)
+			}
+		}
+		if len(t.watchesSent) >= maxWatchesSent {
+			return true
+		}
+	}
+	t.watchesSent[id] = now
+	return true
+}
+
+// Watch tells the instance that runs the upload id (or will claim it
+// within WatchTTL) that this one follows it: its progress documents are
+// published for WatchTTL (see the top of this file). One round trip,
+// within Timeout.
+func (t *Tracker) Watch(ctx context.Context, id string) error {
+	if err := validateID("upload", id); err != nil {
+		return err
+	}
+	if err := t.usable(); err != nil {
+		return err
+	}
+	ctx, cancel := t.requestContext(ctx)
+	defer cancel()
+	var cmd *redis.Cmd
+	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		cmd = watchScript.EvalSha(ctx, p, []string{t.keys.record(id)},
+			t.cfg.WatchTTL.Milliseconds(), id, t.keys.watch())
+	}); err != nil || cmd.Err() != nil {
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// heardWatch handles a message of the watch channel: the upload, if it
+// runs here, is watched from now on.
+func (t *Tracker) heardWatch(id string) {
+	now := time.Now()
+	t.mu.Lock()
+	u := t.uploads[id]
+	if u == nil {
+		t.keepEarlyWatch(id, now)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	u.watched(now.Add(t.cfg.WatchTTL))
+}
+
+// keepEarlyWatch remembers a watch of an ID not registered here, under
+// t.mu: most are of uploads on other instances, and expire unused.
+func (t *Tracker) keepEarlyWatch(id string, now time.Time) {
+	if len(t.earlyWatches) >= maxEarlyWatches {
+		for other, heard := range t.earlyWatches {
+			if now.Sub(heard) >= earlyWatchLife {
+				delete(t.earlyWatches, other)
+			}
+		}
+		if len(t.earlyWatches) >= maxEarlyWatches {
+			return
+		}
+	}
+	t.earlyWatches[id] = now
+}
+
+// takeEarlyWatch marks u, being registered, watched if a watch of its
+// ID was heard just before; under t.mu.
+func (t *Tracker) takeEarlyWatch(u *Upload) {
+	heard, ok := t.earlyWatches[u.id]
+	if !ok {
+		return
+	}
+	delete(t.earlyWatches, u.id)
+	if time.Since(heard) < earlyWatchLife {
+		u.watchedUntil.Store(heard.Add(t.cfg.WatchTTL).UnixNano())
+	}
+}
