@@ -8,8 +8,10 @@ import "github.com/redis/go-redis/v9"
 // Cluster: an upload's record, a group's hash, or the tracker's indexes.
 //
 // A record is a hash: st (state), doc (the JSON), own (the token of the
-// claim that owns it), lease (the lease deadline, ms, while in flight),
-// grp (its group) and seq (the number of its last document).
+// claim that owns it), lease (the lease deadline, ms; it counts only
+// while the state is in flight, and a final document leaves it), grp
+// (its group), seq (the number of its last document) and w (until when
+// another instance watches it, ms; see watchScript).
 
 // nowMS is the Lua prelude of every script that needs the time.
 const nowMS = `
@@ -90,7 +92,6 @@ local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, 
 	if own ~= token or not live(st) then return -1 end
 	redis.call('HSET', key, 'st', state, 'doc', doc, 'seq', seq)
 	if not live(state) then
-		redis.call('HDEL', key, 'lease')
 		redis.call('PEXPIRE', key, ttl)
 		if groupChan == '' and not (w and tonumber(w) > now) then return tonumber(seq) end
 	end
