@@ -10,8 +10,10 @@
 //
 //	tr, err := redistracker.New(redistracker.Config{URL: url, Tracker: name, ...})
 //	u, err := tr.Claim(ctx, id, group, redistracker.StateUploading, doc) // ErrInFlight: 409; ErrFull
-//	u.Publish(state, doc)             // at most once per Interval; never blocks
+//	u.OnWatch(func() { u.PublishNow(state, doc) }) // another instance follows it
+//	u.Publish(state, doc)             // at most once per Interval while watched; never blocks
 //	u.Publish(redistracker.StateComplete, doc) // the final one
+//	tr.WatchDue(id); tr.Watch(ctx, id) // a route here follows an upload of another instance
 //	tr.Reserve(ctx, id, doc)          // POST <status_path>, across the cluster
 //	d, err := tr.Lookup(ctx, id)      // status and nginx routes on any instance
 //	docs, err := tr.LookupGroup(ctx, group)
@@ -21,7 +23,7 @@
 //	redistracker.Key(url)             // refuse one tracker with two redis settings
 //
 // Calls on a request's path (Claim, Reserve, Lookup, LookupGroup,
-// Subscribe) wait at most Config.Timeout (default 50ms), and not at all
+// Subscribe, Watch) wait at most Config.Timeout (default 50ms), and not at all
 // while Redis is marked down; Publish never waits. An upload's body
 // reads never involve Redis.
 //
@@ -47,13 +49,15 @@
 // Names are query-escaped (a ':' in a tracker name becomes %3A), so
 // trackers never share a key; T is the tracker, ID an upload, G a group:
 //
-//	upload_progress:{T:ID}:record      hash: st (state), doc, own (claim token), lease (ms), grp, seq
+//	upload_progress:{T:ID}:record      hash: st (state), doc, own (claim token), lease (ms), grp, seq,
+//	                                   w (watched until, ms); w alone: a watch before the claim
 //	upload_progress:{T:ID}:events      pub/sub channel of the upload's documents
 //	upload_progress:group:{T:G}:members  hash: member ID -> "token state expires seq doc"
 //	upload_progress:group:{T:G}:events   pub/sub channel of the members' documents
 //	upload_progress:tracker:{T}:live   sorted set: uploads in flight by lease deadline
 //	upload_progress:tracker:{T}:done   sorted set: finished uploads and reservations by expiry
 //	upload_progress:tracker:{T}:demand, :demand_count  instances sharing rate_limit_total
+//	upload_progress:tracker:{T}:watch  pub/sub channel of the IDs other instances watch
 //
 // The braces are Redis Cluster hash tags: one upload's keys share a
 // slot, as do one group's and the tracker's indexes, and every script
@@ -61,17 +65,28 @@
 //
 // # Publishing
 //
+// Progress goes to Redis on demand (watch.go): only while another
+// instance watches the upload, because a route of its serves the
+// upload's status, nginx report or event stream (group members always).
+// An upload that nobody follows elsewhere costs its claim and its
+// final document only. The first status poll of a watch period waits
+// (at most an Interval) for the document the uploading instance sends
+// when it hears the watch, so it is current, not the claim's.
+//
 // Each tracker has one publisher goroutine. Publish records the
 // upload's latest document (one entry per upload, so the queue is
 // bounded by the uploads in flight and a waiting document is replaced,
 // never queued). A final document goes at once (while final documents
-// keep coming, after 5ms, so that they share round trips); a first one (which the
+// keep coming, after 10ms, so that they share round trips), and is
+// PUBLISHed only if the record is watched (a follower watches before
+// it looks the upload up, so it reads it or gets it); a first one (which the
 // claim stored in the record already, for Lookup) like a progress one
 // (a group member's with the next batch, within half an Interval, for
 // the group's hash); progress
 // documents go on the publisher's tick, every half Interval, each
 // upload's at most every second tick: at most once per Interval per
-// upload, after a wait of at most half an Interval. The due documents
+// upload, after a wait of at most half an Interval; the answer to a
+// watch (PublishNow) with the next batch. The due documents
 // go in one pipeline: a Lua script that, per upload, stores the
 // document, sets a final one's TTL and PUBLISHes it (plus the group's
 // hash), so one round trip carries the documents of all uploads. The
@@ -96,7 +111,7 @@
 // instance share it (group commit): Claim hands its claim to the
 // tracker's claimer goroutine and waits for its own answer, within
 // Timeout; the claimer sends every claim queued in one pipeline, at
-// once when it has been idle (while claims keep coming, after 2ms), so
+// once when it has been idle (while claims keep coming, after 5ms), so
 // the claims that arrive while a pipeline is in flight go together in
 // the next, with one admitScript for all of them (the indexes are one
 // hash slot) and one putScript call for all (one each on Redis
@@ -107,18 +122,21 @@
 // in between may see the record). The claim publishes nothing, so no
 // refused upload is ever published, and it counts as the upload's
 // first publish: its document goes to subscribers through the
-// publisher an Interval later, or not at all if the final one comes
-// first (a group member's goes with the next batch, for the group's
-// hash). Reserve works the same way, in
+// publisher an Interval later if the upload is watched, or not at all
+// if the final one comes first (a group member's goes with the next
+// batch, for the group's hash). Reserve works the same way, in
 // a round trip of its own. A claim holds a lease (default
-// 5s), renewed by one loop per tracker for all its uploads in one
-// pipeline, three times per lease. Every instance scans the live index
+// 5s), renewed by one loop per tracker in one pipeline, three times
+// per lease, for the uploads whose lease was set half a period ago or
+// more (a shorter upload is never renewed). Every instance scans the live index
 // every second (or twice per lease, if shorter); an upload whose lease
 // has passed (its instance died, or lost Redis) is ended as aborted with
 // error "instance lost" by abortScript, which acts once whichever
 // instance gets there first, and publishes the final document, built by
 // Config.LostDoc from the last one (DefaultLostDoc edits the core's
 // status fields). So a lost instance's uploads end within lease + 1s.
+// An upload that nobody watched has only its claim's document stored,
+// so its "instance lost" document shows the progress of its start.
 // A finished record expires Retain after it finished (a Redis TTL).
 //
 // # Subscriptions

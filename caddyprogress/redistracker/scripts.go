@@ -24,6 +24,30 @@ const isLive = `
 local function live(st) return st == 'uploading' or st == 'processing' end
 `
 
+// variadic is the Lua prelude of the scripts that act on many members
+// of a sorted set at once: one command per 1,000 arguments (Lua's
+// unpack takes a few thousand at most).
+const variadic = `
+local function callEach(cmd, key, opt, args, per)
+	for i = 1, #args, per do
+		local part = {}
+		if opt then part[1] = opt end
+		for j = i, math.min(i + per - 1, #args) do part[#part + 1] = args[j] end
+		redis.call(cmd, key, unpack(part))
+	end
+end
+local function scoresOf(key, ids)
+	local out = {}
+	for i = 1, #ids, 1000 do
+		local part = {}
+		for j = i, math.min(i + 999, #ids) do part[#part + 1] = ids[j] end
+		local got = redis.call('ZMSCORE', key, unpack(part))
+		for j = 1, #part do out[#out + 1] = got[j] end
+	end
+	return out
+end
+`
+
 // putScript claims an ID for an upload and stores its document, or
 // re-claims it after Redis was away. It refuses (0) while another claim's
 // upload is in flight, and refuses a re-claim (-1) of a record the claim
@@ -199,50 +223,61 @@ return 1
 // tracker is full, makes room by evicting the finished record closest to
 // expiry. An ID the tracker already counts is not counted twice. The
 // claims that the claimer sends together share one call (the indexes
-// are one hash slot). Returns, per ID, 1 and the evicted ID or "", or
-// 0 and "" when every record is in flight.
+// are one hash slot), which reads and writes each index with one
+// command for all of them. Returns, per ID, 1 and the evicted ID or "",
+// or 0 and "" when every record is in flight.
 //
 // KEYS[1] live, KEYS[2] done. ARGV: limit (0: none), "live" or "done",
 // ms from now to the score (lease or retain), IDs...
-var admitScript = newScript(nowMS + `
+var admitScript = newScript(nowMS + variadic + `
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 local limit = tonumber(ARGV[1])
-local score = now + tonumber(ARGV[3])
+local toLive = ARGV[2] == 'live'
+local score = string.format('%d', now + tonumber(ARGV[3]))
+local ids = {}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+local inLive = scoresOf(KEYS[1], ids)
+local inDone = scoresOf(KEYS[2], ids)
+local batch = {} -- the batch's IDs, never evicted for one another
+for _, id in ipairs(ids) do batch[id] = true end
 local count = -1 -- both indexes' size, counted once when the limit needs it
-local out = {}
-for i = 4, #ARGV do
-	local id = ARGV[i]
+local oldest, nextOldest = nil, 1 -- eviction candidates, oldest first, fetched once
+local adds, removes, seen, out = {}, {}, {}, {}
+for i, id in ipairs(ids) do
 	local ok, evicted = 1, ''
-	local inLive = redis.call('ZSCORE', KEYS[1], id)
-	local inDone = not inLive and redis.call('ZSCORE', KEYS[2], id)
-	if limit > 0 and not inLive and not inDone then
+	local counted = inLive[i] or inDone[i] or seen[id]
+	if limit > 0 and not counted then
 		if count < 0 then count = redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
 		if count >= limit then
-			local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
-			if #oldest == 0 then
-				ok = 0
-			else
-				redis.call('ZREM', KEYS[2], oldest[1])
-				evicted = oldest[1]
+			if not oldest then oldest = redis.call('ZRANGE', KEYS[2], 0, #ids * 2 - 1) end
+			while oldest[nextOldest] and batch[oldest[nextOldest]] do nextOldest = nextOldest + 1 end
+			if oldest[nextOldest] then
+				evicted = oldest[nextOldest]
+				nextOldest = nextOldest + 1
+				removes[#removes + 1] = evicted
 				count = count - 1
+			else
+				ok = 0
 			end
 		end
 	end
 	if ok == 1 then
-		if ARGV[2] == 'live' then
-			if inDone then redis.call('ZREM', KEYS[2], id) end
-			if not inLive then
-				redis.call('ZADD', KEYS[1], score, id)
-				if not inDone and count >= 0 then count = count + 1 end
+		if not counted and count >= 0 then count = count + 1 end
+		if not seen[id] then
+			if toLive then
+				if inDone[i] then removes[#removes + 1] = id end
+				if not inLive[i] then adds[#adds + 1] = score; adds[#adds + 1] = id end
+			else
+				adds[#adds + 1] = score; adds[#adds + 1] = id
 			end
-		else
-			redis.call('ZADD', KEYS[2], score, id)
-			if not inLive and not inDone and count >= 0 then count = count + 1 end
 		end
+		seen[id] = true
 	end
 	out[#out + 1] = ok
 	out[#out + 1] = evicted
 end
+callEach('ZREM', KEYS[2], nil, removes, 1000)
+callEach('ZADD', toLive and KEYS[1] or KEYS[2], nil, adds, 1000)
 return out
 `)
 
@@ -269,32 +304,33 @@ return redis.call('DEL', KEYS[1])
 // touchScript sets the lease deadline of the IDs in the live index:
 // with "add", adding them (a re-claim), with "update" only of those
 // still there (a renewal, which must not put back an upload that ended
-// and was retired meanwhile).
+// and was retired meanwhile). One ZADD for all of them.
 //
 // KEYS[1] live. ARGV: lease ms, "add" or "update", IDs...
-var touchScript = newScript(nowMS + `
-local score = now + tonumber(ARGV[1])
-for i = 3, #ARGV do
-	if ARGV[2] == 'add' then
-		redis.call('ZADD', KEYS[1], score, ARGV[i])
-	else
-		redis.call('ZADD', KEYS[1], 'XX', score, ARGV[i])
-	end
-end
+var touchScript = newScript(nowMS + variadic + `
+local score = string.format('%d', now + tonumber(ARGV[1]))
+local args = {}
+for i = 3, #ARGV do args[#args + 1] = score; args[#args + 1] = ARGV[i] end
+callEach('ZADD', KEYS[1], ARGV[2] == 'update' and 'XX' or nil, args, 1000)
 return #ARGV - 2
 `)
 
 // retireScript moves finished IDs from the live index to the done index
-// until their record expires.
+// until their record expires: one ZREM and one ZADD for all of them.
 //
 // KEYS[1] live, KEYS[2] done. ARGV: retain ms, IDs...
-var retireScript = newScript(nowMS + `
-local score = now + tonumber(ARGV[1])
+var retireScript = newScript(nowMS + variadic + `
+if #ARGV < 2 then return 0 end
+local score = string.format('%d', now + tonumber(ARGV[1]))
+local ids, adds = {}, {}
 for i = 2, #ARGV do
-	redis.call('ZREM', KEYS[1], ARGV[i])
-	redis.call('ZADD', KEYS[2], score, ARGV[i])
+	ids[#ids + 1] = ARGV[i]
+	adds[#adds + 1] = score
+	adds[#adds + 1] = ARGV[i]
 end
-return #ARGV - 1
+callEach('ZREM', KEYS[1], nil, ids, 1000)
+callEach('ZADD', KEYS[2], nil, adds, 1000)
+return #ids
 `)
 
 // expiredScript lists IDs of the live index whose lease deadline has
@@ -309,8 +345,10 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 // lease any more (expired, or ended and retired elsewhere).
 //
 // KEYS[1] live. ARGV: IDs...
-var forgetScript = newScript(`
-for i = 1, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+var forgetScript = newScript(variadic + `
+local ids = {}
+for i = 1, #ARGV do ids[i] = ARGV[i] end
+callEach('ZREM', KEYS[1], nil, ids, 1000)
 return #ARGV
 `)
 
