@@ -101,9 +101,11 @@ type Tracker struct {
 	subs *mux
 
 	earlyWatches map[string]time.Time // watches heard for IDs not registered here, under mu (watch.go)
+	earlySwept   time.Time            // when earlyWatches was last swept, under mu
 
-	watchMu     sync.Mutex
-	watchesSent map[string]time.Time // when WatchDue last said due, by ID
+	watchMu      sync.Mutex
+	watchesSent  map[string]time.Time // when WatchDue last said due, by ID
+	watchesSwept time.Time            // when watchesSent was last swept
 
 	claimMu    sync.Mutex
 	claimQueue []*claimRequest // claims waiting for the claimer

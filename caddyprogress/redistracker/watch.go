@@ -84,6 +84,10 @@ func (t *Tracker) WatchDue(id string) bool {
 		return false
 	}
 	if len(t.watchesSent) >= maxWatchesSent {
+		if now.Sub(t.watchesSwept) < time.Second {
+			return true // swept a moment ago: not again for each call
+		}
+		t.watchesSwept = now
 		for other, last := range t.watchesSent {
 			if now.Sub(last) >= t.cfg.WatchTTL/2 {
 				delete(t.watchesSent, other)
@@ -139,6 +143,10 @@ func (t *Tracker) heardWatch(id string) {
 // t.mu: most are of uploads on other instances, and expire unused.
 func (t *Tracker) keepEarlyWatch(id string, now time.Time) {
 	if len(t.earlyWatches) >= maxEarlyWatches {
+		if now.Sub(t.earlySwept) < earlyWatchLife/2 {
+			return // swept a moment ago: not again for each message
+		}
+		t.earlySwept = now
 		for other, heard := range t.earlyWatches {
 			if now.Sub(heard) >= earlyWatchLife {
 				delete(t.earlyWatches, other)
