@@ -9,10 +9,11 @@ import (
 // the stream subscribes to the shared store's pub/sub first (one
 // connection per tracker and instance, whatever the number of
 // streams), watches the upload (its instance publishes its progress
-// while someone watches: renewed while the stream lasts), then looks
-// it up, and drops documents it already has by their sequence number. The events are the same as for a local
-// upload (events.go): progress at most once per interval (the
-// uploading instance publishes no more often), one final event.
+// while someone watches; renewed while the stream lasts), then looks
+// it up, and drops documents it already has by their sequence number.
+// The events are the same as for a local upload (events.go): progress
+// at most once per interval (the uploading instance publishes no more
+// often), one final event.
 
 // streamShared serves the event stream of id, which has no record on
 // this instance, from the shared store. It reports false, having sent

@@ -57,3 +57,40 @@ func TestFirstPollThroughBIsCurrent(t *testing.T) {
 		return code == http.StatusOK && s.Status == "complete" && s.Received == sent
 	})
 }
+
+// An event stream through B renews its watch while it lasts: an upload
+// through A longer than one watch period (10 s) still sends B its
+// progress at the end, not only its final state.
+func TestLongStreamThroughBKeepsItsWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("13 s")
+	}
+	a, b, _, _ := twoInstances(t, "")
+	const id, chunks, chunk = "long-1", 13, 16 << 10
+	stream := b.subscribe(t, "/upload/events/"+id) // before it starts
+	body := &steppedReader{next: make(chan struct{})}
+	done := a.uploadAsync(id, body, -1, nil)
+	for range chunks {
+		body.next <- struct{}{}
+		time.Sleep(time.Second)
+	}
+	close(body.next)
+	if r := <-done; r.code != http.StatusOK {
+		t.Fatalf("upload: %+v", r)
+	}
+	events := stream.all(t, 10*time.Second)
+	final := checkStream(t, events, "complete")
+	if final.Received != chunks*chunk {
+		t.Fatalf("final event: received %d, want %d", final.Received, chunks*chunk)
+	}
+	seen := map[int64]bool{}
+	for _, ev := range events {
+		if ev.name == "" {
+			seen[ev.status(t).Received] = true
+		}
+	}
+	// one value a second; without the renewal, none after the 10th
+	if len(seen) < chunks-1 || !seen[(chunks-1)*chunk] {
+		t.Fatalf("B's stream showed %d progress values (%v), want one per second to the end", len(seen), seen)
+	}
+}
