@@ -12,7 +12,7 @@ import (
 //	caddy_upload_progress_redis_up{tracker}                      1 while Redis answers, else 0
 //	caddy_upload_progress_redis_round_trips_total{tracker}       requests sent to Redis (a pipeline counts once)
 //	caddy_upload_progress_redis_errors_total{tracker}            round trips that failed
-//	caddy_upload_progress_redis_published_total{tracker}         documents stored and published
+//	caddy_upload_progress_redis_published_total{tracker}         documents sent to Redis (stored; published to followers)
 //	caddy_upload_progress_redis_lost_total{tracker}              uploads of this instance that went on locally only
 //	caddy_upload_progress_redis_aborted_total{tracker}           uploads of lost instances this one ended
 //	caddy_upload_progress_redis_publish_latency_seconds{tracker} histogram of publish batches
@@ -22,7 +22,7 @@ var sharedDescs = struct {
 	up:         sharedDesc("redis_up", "1 while the tracker's Redis answers, else 0."),
 	roundTrips: sharedDesc("redis_round_trips_total", "Requests sent to Redis (a pipeline counts once)."),
 	errors:     sharedDesc("redis_errors_total", "Round trips to Redis that failed (network, timeout or an error reply)."),
-	published:  sharedDesc("redis_published_total", "Upload documents stored and published in Redis."),
+	published:  sharedDesc("redis_published_total", "Upload documents sent to Redis: stored, and published to the instances that follow the upload."),
 	lost:       sharedDesc("redis_lost_total", "Uploads of this instance whose claim another instance ended while Redis was out of reach: they went on locally only."),
 	aborted:    sharedDesc("redis_aborted_total", "Uploads of lost instances that this instance ended as aborted."),
 	latency:    sharedDesc("redis_publish_latency_seconds", "Time one publish batch to Redis took, round trip included."),

@@ -191,21 +191,21 @@
 // # Figures
 //
 // Measured on a 2-core AMD EPYC VM, Redis 7.0 on loopback (go test
-// -bench): a document published with 1,000 uploads in flight costs 7
-// to 10µs of wall time (about 1,010 B and 12 allocations) and 0.001
-// round trips; uploads claimed one after the other, 1,000 in flight, take
-// 2.0 round trips each over their whole life (claim, 12 documents:
-// each claim waits for its own, and the benchmark's 1ms tick sends
-// more batches meanwhile; 1.1 before claims that keep coming waited
-// 2ms); a published document reaches a subscriber on another instance
-// in 104µs (p50) and 205µs (p99); at the default Interval, a progress
-// document handed to the uploading instance reaches it in 26ms (p50)
-// and 50 to 51ms (p99, max), the publisher's tick included. With 1,000
-// uploads of 256 KiB in flight across two Caddy instances (the
-// handler's BenchmarkThousandUploadsInFlight, 10 runs), an upload costs
-// 0.21 to 0.29 round trips, 1.9 to 2.0 documents and 0.20 to 0.26 s of
-// redis-server CPU per GiB (0.51 to 0.58, 2.7 to 2.9 and 0.33 to
-// 0.39 s before the batch calls, the claim counted as the first
-// publish, and the waits for claims and final documents that keep
-// coming).
+// -bench): a document published with 1,000 uploads in flight (and
+// watched) costs 8µs of wall time (about 990 B and 12 allocations) and
+// 0.001 round trips; uploads claimed one after the other, 1,000 in
+// flight, watched, take 1.08 round trips each over their whole life
+// (claim, 12 documents: each claim waits for its own, and the
+// benchmark's 1ms tick sends more batches meanwhile); a published
+// document reaches a subscriber on another instance in 107µs (p50) and
+// 220µs (p99); at the default Interval, a progress document handed to
+// the uploading instance reaches it in 25ms (p50) and 60ms (p99, max),
+// the publisher's tick included. With 1,000 uploads of 256 KiB in flight across two Caddy
+// instances that nobody follows from another instance (the handler's
+// BenchmarkThousandUploadsInFlight, 5 runs), an upload costs 0.13 to
+// 0.14 round trips, 1.0 document (its final one; the claim stored the
+// first) and 0.17 to 0.19 s of redis-server CPU per GiB (0.21 to 0.29,
+// 1.9 to 2.0 and 0.20 to 0.26 s before progress went on demand and
+// claims and final documents that keep coming waited 5 and 10ms, not
+// 2 and 5ms).
 package redistracker
