@@ -20,7 +20,8 @@ type Stats struct {
 	// Errors counts round trips that failed (network, timeout, or an
 	// error reply).
 	Errors uint64
-	// Published counts the documents stored and published.
+	// Published counts the documents sent to Redis: stored, and
+	// published when another instance watches the upload (watch.go).
 	Published uint64
 	// Lost counts uploads of this instance whose claim another instance
 	// ended (their lease expired while Redis could not be reached) or
