@@ -72,6 +72,9 @@ type sharedUpload interface {
 	watched() bool
 	// onWatch sets what runs (it must not block) when a watch is heard.
 	onWatch(f func())
+	// onRenew sets what reads the upload's current document for the
+	// lease renewals, which store it while nobody watches the upload.
+	onRenew(f func() (state, []byte))
 }
 
 // sharedSubscription is one local subscriber's queue of documents.

@@ -137,6 +137,13 @@ func (u redisUpload) publishNow(st state, doc []byte) {
 func (u redisUpload) watched() bool    { return u.u.Watched() }
 func (u redisUpload) onWatch(f func()) { u.u.OnWatch(f) }
 
+func (u redisUpload) onRenew(f func() (state, []byte)) {
+	u.u.OnRenew(func() (redistracker.State, []byte) {
+		st, doc := f()
+		return redistracker.State(st.String()), doc
+	})
+}
+
 type redisSubscription struct{ s *redistracker.Subscription }
 
 func (s redisSubscription) notify() <-chan struct{} { return s.s.Notify() }

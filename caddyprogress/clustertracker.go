@@ -161,6 +161,10 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 			up.publishNow(d.summary.state, docJSON(d))
 		}
 	})
+	up.onRenew(func() (state, []byte) { // kept current in Redis while nobody watches
+		d := u.doc(time.Now())
+		return d.summary.state, docJSON(d)
+	})
 	return nil
 }
 

@@ -21,8 +21,9 @@ type Upload struct {
 	group string
 	token string // this claim's own random token, owner of the record
 
-	watchedUntil atomic.Int64           // unix ns: another instance watches it until then (watch.go)
-	onWatch      atomic.Pointer[func()] // called when a watch is heard
+	watchedUntil atomic.Int64                           // unix ns: another instance watches it until then (watch.go)
+	onWatch      atomic.Pointer[func()]                 // called when a watch is heard
+	current      atomic.Pointer[func() (State, []byte)] // the current document, for lease renewals (OnRenew)
 
 	mu       sync.Mutex
 	state    State

@@ -135,8 +135,10 @@
 // instance gets there first, and publishes the final document, built by
 // Config.LostDoc from the last one (DefaultLostDoc edits the core's
 // status fields). So a lost instance's uploads end within lease + 1s.
-// An upload that nobody watched has only its claim's document stored,
-// so its "instance lost" document shows the progress of its start.
+// The renewal of an upload nobody watches also stores its current
+// document (OnRenew), unpublished: its record, and its "instance lost"
+// document, are as old as the last renewal at most (an upload shorter
+// than half a renewal period keeps its claim's).
 // A finished record expires Retain after it finished (a Redis TTL).
 //
 // # Subscriptions

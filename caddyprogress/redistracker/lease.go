@@ -92,7 +92,8 @@ func (t *Tracker) renew(ctx context.Context) {
 	ids = append(ids, lease, "update")
 	calls := make([]recordCall, len(uploads))
 	for i, u := range uploads {
-		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds()}}
+		state, doc := u.unsentDoc()
+		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds(), string(state), doc}}
 		ids = append(ids, u.id)
 	}
 	var renewed func(i int) (int64, error)

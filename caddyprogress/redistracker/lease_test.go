@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,5 +142,48 @@ func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
 	d, err := b.Lookup(bg(), "many-123")
 	if err != nil || d.State != StateAborted || !strings.Contains(string(d.JSON), `"received":123`) {
 		t.Fatalf("one of them: %+v %s, %v", d, d.JSON, err)
+	}
+}
+
+// A lease renewal of an upload nobody watches stores its current
+// document (OnRenew), unpublished, so that another instance's lookup,
+// and the "instance lost" document if its instance dies, are as old as
+// the last renewal, not as the claim; a watched upload's renewal
+// leaves the document to the publisher.
+func TestRenewalStoresTheDocumentOfAnUploadNobodyWatches(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
+	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
+	sub, err := b.Subscribe(bg(), "quiet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	u, err := a.Claim(bg(), "quiet", "", StateUploading, progressDoc("quiet", StateUploading, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var received atomic.Int64
+	u.OnRenew(func() (State, []byte) {
+		return StateProcessing, progressDoc("quiet", StateProcessing, int(received.Load()))
+	})
+	received.Store(700)
+	waitFor(t, 2*lease, "a renewal to store the current document", func() bool {
+		d, err := b.Lookup(bg(), "quiet")
+		return err == nil && d.State == StateProcessing && string(d.JSON) == string(progressDoc("quiet", StateProcessing, 700))
+	})
+	if got := sub.Take(); len(got) != 0 || a.Stats().Published != 0 {
+		t.Fatalf("a renewal published: %d documents reached b, %d published", len(got), a.Stats().Published)
+	}
+	_ = a.shutdown() // the instance dies
+	var pending []Doc
+	final := next(t, sub, &pending, 3*lease)
+	for !final.Final() {
+		final = next(t, sub, &pending, 3*lease)
+	}
+	var doc struct{ Received int }
+	if err := json.Unmarshal(final.JSON, &doc); err != nil || final.State != StateAborted || doc.Received != 700 {
+		t.Fatalf("instance lost: %+v %s, %v; want aborted at 700 bytes", final, final.JSON, err)
 	}
 }

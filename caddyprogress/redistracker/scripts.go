@@ -133,23 +133,31 @@ var (
 	publishBatchScript = newScript(publishBody + batchLoop("publish", publishArgs))
 )
 
-// renewScript extends the lease of an owned upload in flight. 1: done;
+// renewScript extends the lease of an owned upload in flight and, for
+// an upload nobody watches, stores its current document without
+// publishing it (same seq), so that its record, and the document of an
+// "instance lost" end, are as old as the last renewal at most. 1: done;
 // 0: lost; -2: no record (re-claim).
 //
-// KEYS[1] record. ARGV: token, lease ms, retain ms. renewBatchScript
-// does the same for several records (see batch.go).
+// KEYS[1] record. ARGV: token, lease ms, retain ms, state and document
+// ("" and "" for none). renewBatchScript does the same for several
+// records (see batch.go).
 const renewBody = nowMS + isLive + `
-local function renew(key, token, lease, retain)
+local function renew(key, token, lease, retain, state, doc)
 	local st, own = unpack(redis.call('HMGET', key, 'st', 'own'))
 	if not st then return -2 end
 	if own ~= token or not live(st) then return 0 end
-	redis.call('HSET', key, 'lease', now + tonumber(lease))
+	if live(state) then
+		redis.call('HSET', key, 'lease', now + tonumber(lease), 'st', state, 'doc', doc)
+	else
+		redis.call('HSET', key, 'lease', now + tonumber(lease))
+	end
 	redis.call('PEXPIRE', key, tonumber(lease) + tonumber(retain))
 	return 1
 end
 `
 
-const renewArgs = 3
+const renewArgs = 5
 
 var (
 	renewScript      = newScript(renewBody + `return renew(KEYS[1], unpack(ARGV))`)

@@ -55,6 +55,28 @@ func (u *Upload) Watched() bool {
 // hands the current document over with PublishNow.
 func (u *Upload) OnWatch(f func()) { u.onWatch.Store(&f) }
 
+// OnRenew sets the function that reads the upload's current document
+// when its lease is renewed while nobody watches it: the renewal stores
+// it, unpublished, so that the record (and the "instance lost" document
+// of an upload whose instance dies) is as old as the last renewal at
+// most, not as old as the claim.
+func (u *Upload) OnRenew(f func() (State, []byte)) { u.current.Store(&f) }
+
+// unsentDoc is what a lease renewal stores of u: its current document
+// when nobody watches it (those who do get every change published), or
+// "" and nil.
+func (u *Upload) unsentDoc() (State, []byte) {
+	f := u.current.Load()
+	if f == nil || u.Watched() {
+		return "", nil
+	}
+	state, doc := (*f)()
+	if state.Final() {
+		return "", nil // the final document goes through the publisher
+	}
+	return state, doc
+}
+
 // watched marks u watched until the given time and calls its OnWatch;
 // without one, the document it holds goes with the next batch.
 func (u *Upload) watched(until time.Time) {
