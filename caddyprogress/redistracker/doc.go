@@ -204,9 +204,9 @@
 // the uploading instance reaches it in 25ms (p50) and 60ms (p99, max),
 // the publisher's tick included. With 1,000 uploads of 256 KiB in flight across two Caddy
 // instances that nobody follows from another instance (the handler's
-// BenchmarkThousandUploadsInFlight, 5 runs), an upload costs 0.13 to
+// BenchmarkThousandUploadsInFlight, 5 runs), an upload costs 0.12 to
 // 0.14 round trips, 1.0 document (its final one; the claim stored the
-// first) and 0.17 to 0.19 s of redis-server CPU per GiB (0.21 to 0.29,
+// first) and 0.16 to 0.18 s of redis-server CPU per GiB (0.21 to 0.29,
 // 1.9 to 2.0 and 0.20 to 0.26 s before progress went on demand and
 // claims and final documents that keep coming waited 5 and 10ms, not
 // 2 and 5ms).
