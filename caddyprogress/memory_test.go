@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"runtime"
@@ -89,7 +90,10 @@ func TestAccountedMemoryFollowsTheHeap(t *testing.T) {
 
 // A flood of 1,000-part forms, many at once, never takes the tracker
 // past max_memory (it comes close: finished records, part lists and
-// documents are made room for), and every upload arrives intact.
+// documents are made room for), every upload arrives intact, and the
+// tracker still tracks the next upload, with its parts. (An upload of
+// the flood that starts while those in flight fill the budget may go
+// untracked, as documented; the last one did, once, in CI.)
 func TestFloodOfLargeFormsStaysUnderMaxMemory(t *testing.T) {
 	const maxMemory = 4 << 20
 	up := newUpstream(t)
@@ -147,9 +151,13 @@ func TestFloodOfLargeFormsStaysUnderMaxMemory(t *testing.T) {
 	if peak.Load() < maxMemory/2 {
 		t.Fatalf("the tracker kept at most %d bytes: the flood never came near max_memory %d", peak.Load(), maxMemory)
 	}
-	_, last := p.getStatus(t, fmt.Sprintf("flood-%d", uploads-1))
-	if last.Status != "complete" {
-		t.Fatalf("the last upload's record: %+v", last)
+	resp, _ := p.upload(t, http.MethodPost, "/", bytes.NewReader(body), int64(len(body)), formHeader("after-flood", curlBoundary))
+	if resp.StatusCode != 200 {
+		t.Fatalf("the upload after the flood answered %d", resp.StatusCode)
+	}
+	_, after := p.getStatus(t, "after-flood")
+	if after.Status != "complete" || len(after.Files) == 0 {
+		t.Fatalf("the upload after the flood: %+v", after)
 	}
 }
 
