@@ -66,15 +66,12 @@ type sharedUpload interface {
 	// publish hands over the upload's latest document; it never blocks.
 	// A progress document goes out only while the upload is watched.
 	publish(st state, doc []byte)
-	// publishNow is publish with no wait for the interval.
-	publishNow(st state, doc []byte)
 	// watched reports whether another instance watches the upload.
 	watched() bool
-	// onWatch sets what runs (it must not block) when a watch is heard.
-	onWatch(f func())
-	// onRenew sets what reads the upload's current document for the
-	// lease renewals, which store it while nobody watches the upload.
-	onRenew(f func() (state, []byte))
+	// setCurrent sets what reads the upload's current document (it must
+	// not block): sent when a watch is heard, and stored with lease
+	// renewals while nobody watches the upload.
+	setCurrent(f func() (state, []byte))
 }
 
 // sharedSubscription is one local subscriber's queue of documents.

@@ -130,15 +130,10 @@ type redisUpload struct{ u *redistracker.Upload }
 
 func (u redisUpload) publish(st state, doc []byte) { u.u.Publish(redistracker.State(st.String()), doc) }
 
-func (u redisUpload) publishNow(st state, doc []byte) {
-	u.u.PublishNow(redistracker.State(st.String()), doc)
-}
+func (u redisUpload) watched() bool { return u.u.Watched() }
 
-func (u redisUpload) watched() bool    { return u.u.Watched() }
-func (u redisUpload) onWatch(f func()) { u.u.OnWatch(f) }
-
-func (u redisUpload) onRenew(f func() (state, []byte)) {
-	u.u.OnRenew(func() (redistracker.State, []byte) {
+func (u redisUpload) setCurrent(f func() (state, []byte)) {
+	u.u.SetCurrent(func() (redistracker.State, []byte) {
 		st, doc := f()
 		return redistracker.State(st.String()), doc
 	})

@@ -156,12 +156,7 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 		return nil
 	}
 	u.shared.Store(&sharedHandle{up: up, entry: h.shared, sent: d.version})
-	up.onWatch(func() { // another instance follows it: its document now
-		if d := u.doc(time.Now()); !d.summary.state.final() { // publishFinal sends a final one
-			up.publishNow(d.summary.state, docJSON(d))
-		}
-	})
-	up.onRenew(func() (state, []byte) { // kept current in Redis while nobody watches
+	up.setCurrent(func() (state, []byte) { // for a watch heard, and lease renewals
 		d := u.doc(time.Now())
 		return d.summary.state, docJSON(d)
 	})

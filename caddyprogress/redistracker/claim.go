@@ -22,8 +22,7 @@ type Upload struct {
 	token string // this claim's own random token, owner of the record
 
 	watchedUntil atomic.Int64                           // unix ns: another instance watches it until then (watch.go)
-	onWatch      atomic.Pointer[func()]                 // called when a watch is heard
-	current      atomic.Pointer[func() (State, []byte)] // the current document, for lease renewals (OnRenew)
+	current      atomic.Pointer[func() (State, []byte)] // reads the current document (SetCurrent)
 
 	mu       sync.Mutex
 	state    State
@@ -31,7 +30,7 @@ type Upload struct {
 	seq      int64     // the seq of the last document sent
 	sentTick uint64    // the publisher's tick when the last document was taken; 0: never
 	leased   time.Time // when the lease was last set (before the claim or renewal was sent)
-	urgent   bool      // send the document with the next batch, whatever its tick (PublishNow)
+	urgent   bool      // send the document with the next batch, whatever its tick (the answer to a watch)
 	claimed  bool      // the claim is in Redis (false: re-claim when Redis answers)
 	lost     bool      // another instance ended the claim: local only from now on
 	done     bool      // the final document was sent (or the upload was lost)
@@ -55,32 +54,24 @@ func (u *Upload) Lost() bool {
 // upload that no other instance watches (see Watched) is kept, not
 // sent. After a final document, later calls are ignored. It never
 // blocks on Redis.
-func (u *Upload) Publish(state State, doc []byte) {
+func (u *Upload) Publish(state State, doc []byte) { u.hand(state, doc, false) }
+
+// hand is Publish; with now, the document goes with the publisher's
+// next batch, whatever the Interval (the answer to a watch).
+func (u *Upload) hand(state State, doc []byte, now bool) {
 	u.mu.Lock()
 	if u.done || u.state.Final() {
 		u.mu.Unlock()
 		return
 	}
 	u.state, u.doc = state, doc
-	urgent := state.Final() || !u.claimed
+	u.urgent = u.urgent || now
+	urgent := state.Final() || !u.claimed || now
 	u.mu.Unlock()
 	if !urgent && !u.Watched() {
 		return
 	}
 	u.t.markDirty(u, urgent)
-}
-
-// PublishNow is Publish for a document that goes with the publisher's
-// next batch, whatever the Interval: the answer to a watch (OnWatch).
-func (u *Upload) PublishNow(state State, doc []byte) {
-	u.mu.Lock()
-	if u.done || u.state.Final() {
-		u.mu.Unlock()
-		return
-	}
-	u.state, u.doc, u.urgent = state, doc, true
-	u.mu.Unlock()
-	u.t.markDirty(u, true)
 }
 
 // Claim claims id for an upload starting on this instance, in group

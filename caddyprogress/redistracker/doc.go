@@ -10,7 +10,7 @@
 //
 //	tr, err := redistracker.New(redistracker.Config{URL: url, Tracker: name, ...})
 //	u, err := tr.Claim(ctx, id, group, redistracker.StateUploading, doc) // ErrInFlight: 409; ErrFull
-//	u.OnWatch(func() { u.PublishNow(state, doc) }) // another instance follows it
+//	u.SetCurrent(func() (State, []byte) { ... }) // read when a watch is heard, and at lease renewals
 //	u.Publish(state, doc)             // at most once per Interval while watched; never blocks
 //	u.Publish(redistracker.StateComplete, doc) // the final one
 //	tr.WatchDue(id); tr.Watch(ctx, id) // a route here follows an upload of another instance
@@ -86,7 +86,7 @@
 // documents go on the publisher's tick, every half Interval, each
 // upload's at most every second tick: at most once per Interval per
 // upload, after a wait of at most half an Interval; the answer to a
-// watch (PublishNow) with the next batch. The due documents
+// watch (the current document, SetCurrent) with the next batch. The due documents
 // go in one pipeline: a Lua script that, per upload, stores the
 // document, sets a final one's TTL and PUBLISHes it (plus the group's
 // hash), so one round trip carries the documents of all uploads. The
@@ -136,7 +136,7 @@
 // Config.LostDoc from the last one (DefaultLostDoc edits the core's
 // status fields). So a lost instance's uploads end within lease + 1s.
 // The renewal of an upload nobody watches also stores its current
-// document (OnRenew), unpublished: its record, and its "instance lost"
+// document (SetCurrent), unpublished: its record, and its "instance lost"
 // document, are as old as the last renewal at most (an upload shorter
 // than half a renewal period keeps its claim's).
 // A finished record expires Retain after it finished (a Redis TTL).

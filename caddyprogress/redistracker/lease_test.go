@@ -146,7 +146,7 @@ func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
 }
 
 // A lease renewal of an upload nobody watches stores its current
-// document (OnRenew), unpublished, so that another instance's lookup,
+// document (SetCurrent), unpublished, so that another instance's lookup,
 // and the "instance lost" document if its instance dies, are as old as
 // the last renewal, not as the claim; a watched upload's renewal
 // leaves the document to the publisher.
@@ -165,7 +165,7 @@ func TestRenewalStoresTheDocumentOfAnUploadNobodyWatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	var received atomic.Int64
-	u.OnRenew(func() (State, []byte) {
+	u.SetCurrent(func() (State, []byte) {
 		return StateProcessing, progressDoc("quiet", StateProcessing, int(received.Load()))
 	})
 	received.Store(700)

@@ -19,8 +19,8 @@ import (
 // field is set to now + WatchTTL, and when the upload is in flight its
 // ID is published on the tracker's watch channel, which every instance
 // follows on its pub/sub connection. The instance that runs it marks it
-// watched for WatchTTL and calls its OnWatch function, which hands the
-// current document over at once (PublishNow); until the mark expires,
+// watched for WatchTTL and sends its current document (SetCurrent) with
+// the publisher's next batch; until the mark expires,
 // its progress goes out as before, at most once per Interval. A claim
 // of a record whose mark has not expired (an event stream that waited
 // for the upload to start, or a watched reservation) publishes the ID
@@ -50,49 +50,50 @@ func (u *Upload) Watched() bool {
 	return u.group != "" || u.watchedUntil.Load() > time.Now().UnixNano()
 }
 
-// OnWatch sets the function called (on the tracker's pub/sub goroutine:
-// it must not block) each time a watch of the upload is heard; the core
-// hands the current document over with PublishNow.
-func (u *Upload) OnWatch(f func()) { u.onWatch.Store(&f) }
+// SetCurrent sets the function that reads the upload's current document
+// (called on the tracker's goroutines: it must not block). A watch heard
+// sends it at once; a lease renewal while nobody watches the upload
+// stores it, unpublished, so that the record (and the "instance lost"
+// document of an upload whose instance dies) is as old as the last
+// renewal at most, not as old as the claim. Without it, the last
+// document handed over serves.
+func (u *Upload) SetCurrent(f func() (State, []byte)) { u.current.Store(&f) }
 
-// OnRenew sets the function that reads the upload's current document
-// when its lease is renewed while nobody watches it: the renewal stores
-// it, unpublished, so that the record (and the "instance lost" document
-// of an upload whose instance dies) is as old as the last renewal at
-// most, not as old as the claim.
-func (u *Upload) OnRenew(f func() (State, []byte)) { u.current.Store(&f) }
+// currentDoc reads the upload's current document (see SetCurrent);
+// false for a final one, which goes through Publish.
+func (u *Upload) currentDoc() (State, []byte, bool) {
+	var state State
+	var doc []byte
+	if f := u.current.Load(); f != nil {
+		state, doc = (*f)()
+	} else {
+		u.mu.Lock()
+		state, doc = u.state, u.doc
+		u.mu.Unlock()
+	}
+	return state, doc, !state.Final()
+}
 
 // unsentDoc is what a lease renewal stores of u: its current document
 // when nobody watches it (those who do get every change published), or
 // "" and nil.
 func (u *Upload) unsentDoc() (State, []byte) {
-	f := u.current.Load()
-	if f == nil || u.Watched() {
+	if u.current.Load() == nil || u.Watched() {
 		return "", nil
 	}
-	state, doc := (*f)()
-	if state.Final() {
-		return "", nil // the final document goes through the publisher
+	if state, doc, ok := u.currentDoc(); ok {
+		return state, doc
 	}
-	return state, doc
+	return "", nil
 }
 
-// watched marks u watched until the given time and calls its OnWatch;
-// without one, the document it holds goes with the next batch.
+// watched marks u watched until the given time and sends its current
+// document with the publisher's next batch.
 func (u *Upload) watched(until time.Time) {
 	u.watchedUntil.Store(until.UnixNano())
-	if f := u.onWatch.Load(); f != nil {
-		(*f)()
-		return
+	if state, doc, ok := u.currentDoc(); ok {
+		u.hand(state, doc, true)
 	}
-	u.mu.Lock()
-	if u.done || u.state.Final() {
-		u.mu.Unlock()
-		return
-	}
-	u.urgent = true
-	u.mu.Unlock()
-	u.t.markDirty(u, true)
 }
 
 // WatchDue reports whether this instance should watch id now: true at

@@ -24,7 +24,7 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.OnWatch(func() { u.PublishNow(StateUploading, progressDoc("w1", StateUploading, 777)) })
+	u.SetCurrent(func() (State, []byte) { return StateUploading, progressDoc("w1", StateUploading, 777) })
 	sub, err := b.Subscribe(bg(), "w1")
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +50,7 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 	}
 	var pending []Doc
 	if d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("w1", StateUploading, 777)) {
-		t.Fatalf("first document after the watch: %s; want the one OnWatch handed over", d.JSON)
+		t.Fatalf("first document after the watch: %s; want the current one (SetCurrent)", d.JSON)
 	}
 	if !u.Watched() {
 		t.Fatal("not watched after a watch")
