@@ -100,12 +100,10 @@ type Tracker struct {
 
 	subs *mux
 
-	earlyWatches map[string]time.Time // watches heard for IDs not registered here, under mu (watch.go)
-	earlySwept   time.Time            // when earlyWatches was last swept, under mu
+	earlyWatches recentIDs // watches heard for IDs not registered here, under mu (watch.go)
 
-	watchMu      sync.Mutex
-	watchesSent  map[string]time.Time // when WatchDue last said due, by ID
-	watchesSwept time.Time            // when watchesSent was last swept
+	watchMu     sync.Mutex
+	watchesSent recentIDs // when WatchDue last said due, by ID
 
 	claimMu    sync.Mutex
 	claimQueue []*claimRequest // claims waiting for the claimer
@@ -159,8 +157,8 @@ func New(cfg Config) (*Tracker, error) {
 		log:          cfg.Logger.With(zap.String("tracker", cfg.Tracker), zap.String("instance", cfg.Instance)),
 		uploads:      make(map[string]*Upload),
 		dirty:        make(map[*Upload]struct{}),
-		earlyWatches: make(map[string]time.Time),
-		watchesSent:  make(map[string]time.Time),
+		earlyWatches: newRecentIDs(maxEarlyWatches, earlyWatchLife),
+		watchesSent:  newRecentIDs(maxWatchesSent, cfg.WatchTTL/2),
 		wake:         make(chan struct{}, 1),
 		checkHealth:  make(chan struct{}, 1),
 		claimWake:    make(chan struct{}, 1),

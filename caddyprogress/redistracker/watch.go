@@ -103,24 +103,10 @@ func (t *Tracker) WatchDue(id string) bool {
 	now := time.Now()
 	t.watchMu.Lock()
 	defer t.watchMu.Unlock()
-	if last, ok := t.watchesSent[id]; ok && now.Sub(last) < t.cfg.WatchTTL/2 {
+	if _, fresh := t.watchesSent.seen(id, now); fresh {
 		return false
 	}
-	if len(t.watchesSent) >= maxWatchesSent {
-		if now.Sub(t.watchesSwept) < time.Second {
-			return true // swept a moment ago: not again for each call
-		}
-		t.watchesSwept = now
-		for other, last := range t.watchesSent {
-			if now.Sub(last) >= t.cfg.WatchTTL/2 {
-				delete(t.watchesSent, other)
-			}
-		}
-		if len(t.watchesSent) >= maxWatchesSent {
-			return true
-		}
-	}
-	t.watchesSent[id] = now
+	t.watchesSent.add(id, now) // when full, the ID is due again next time: more watches, none missed
 	return true
 }
 
@@ -148,13 +134,15 @@ func (t *Tracker) Watch(ctx context.Context, id string) error {
 }
 
 // heardWatch handles a message of the watch channel: the upload, if it
-// runs here, is watched from now on.
+// runs here, is watched from now on; a watch of an ID not registered
+// here is kept a moment (most are of uploads on other instances, and
+// expire unused).
 func (t *Tracker) heardWatch(id string) {
 	now := time.Now()
 	t.mu.Lock()
 	u := t.uploads[id]
 	if u == nil {
-		t.keepEarlyWatch(id, now)
+		t.earlyWatches.add(id, now)
 		t.mu.Unlock()
 		return
 	}
@@ -162,35 +150,52 @@ func (t *Tracker) heardWatch(id string) {
 	u.watched(now.Add(t.cfg.WatchTTL))
 }
 
-// keepEarlyWatch remembers a watch of an ID not registered here, under
-// t.mu: most are of uploads on other instances, and expire unused.
-func (t *Tracker) keepEarlyWatch(id string, now time.Time) {
-	if len(t.earlyWatches) >= maxEarlyWatches {
-		if now.Sub(t.earlySwept) < earlyWatchLife/2 {
-			return // swept a moment ago: not again for each message
-		}
-		t.earlySwept = now
-		for other, heard := range t.earlyWatches {
-			if now.Sub(heard) >= earlyWatchLife {
-				delete(t.earlyWatches, other)
-			}
-		}
-		if len(t.earlyWatches) >= maxEarlyWatches {
-			return
-		}
-	}
-	t.earlyWatches[id] = now
-}
-
 // takeEarlyWatch marks u, being registered, watched if a watch of its
 // ID was heard just before; under t.mu.
 func (t *Tracker) takeEarlyWatch(u *Upload) {
-	heard, ok := t.earlyWatches[u.id]
-	if !ok {
-		return
-	}
-	delete(t.earlyWatches, u.id)
-	if time.Since(heard) < earlyWatchLife {
+	if heard, fresh := t.earlyWatches.seen(u.id, time.Now()); fresh {
 		u.watchedUntil.Store(heard.Add(t.cfg.WatchTTL).UnixNano())
 	}
+	t.earlyWatches.forget(u.id)
 }
+
+// recentIDs remembers when each of at most max IDs was last added, for
+// life. When full, it sweeps out the expired ones, at most once per
+// half life (not for every add), and drops what still does not fit.
+type recentIDs struct {
+	at    map[string]time.Time
+	max   int
+	life  time.Duration
+	swept time.Time
+}
+
+func newRecentIDs(max int, life time.Duration) recentIDs {
+	return recentIDs{at: make(map[string]time.Time), max: max, life: life}
+}
+
+// seen returns when id was last added, and whether that is within life.
+func (r *recentIDs) seen(id string, now time.Time) (time.Time, bool) {
+	at, ok := r.at[id]
+	return at, ok && now.Sub(at) < r.life
+}
+
+// add records id at now, unless the set is full of unexpired IDs.
+func (r *recentIDs) add(id string, now time.Time) {
+	if _, ok := r.at[id]; !ok && len(r.at) >= r.max {
+		if now.Sub(r.swept) < r.life/2 {
+			return
+		}
+		r.swept = now
+		for other, at := range r.at {
+			if now.Sub(at) >= r.life {
+				delete(r.at, other)
+			}
+		}
+		if len(r.at) >= r.max {
+			return
+		}
+	}
+	r.at[id] = now
+}
+
+func (r *recentIDs) forget(id string) { delete(r.at, id) }

@@ -187,3 +187,32 @@ func TestWatchDueOncePerHalfPeriod(t *testing.T) {
 		t.Fatal("not due again after half the period")
 	}
 }
+
+// recentIDs holds at most max IDs: when full of unexpired ones it drops
+// new ones, and it sweeps the expired ones out at most once per half
+// life.
+func TestRecentIDsStayBounded(t *testing.T) {
+	r := newRecentIDs(2, time.Second)
+	t0 := time.Unix(1000, 0)
+	r.add("a", t0)
+	r.add("b", t0)
+	r.add("c", t0.Add(100*time.Millisecond)) // full: dropped
+	if _, ok := r.at["c"]; ok || len(r.at) != 2 {
+		t.Fatalf("added past max: %v", r.at)
+	}
+	r.add("a", t0.Add(200*time.Millisecond)) // an ID it has is renewed, full or not
+	if at, fresh := r.seen("a", t0.Add(1100*time.Millisecond)); !fresh || !at.Equal(t0.Add(200*time.Millisecond)) {
+		t.Fatalf("a renewed: %v %v", at, fresh)
+	}
+	r.add("c", t0.Add(1100*time.Millisecond)) // b expired: swept out, c fits
+	if _, ok := r.at["b"]; ok || len(r.at) != 2 {
+		t.Fatalf("after the sweep: %v", r.at)
+	}
+	if _, fresh := r.seen("c", t0.Add(2200*time.Millisecond)); fresh {
+		t.Fatal("c fresh past its life")
+	}
+	r.add("d", t0.Add(1200*time.Millisecond)) // full again, swept 100ms ago: no sweep, dropped
+	if _, ok := r.at["d"]; ok {
+		t.Fatalf("swept again within half a life: %v", r.at)
+	}
+}
