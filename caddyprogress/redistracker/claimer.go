@@ -55,8 +55,8 @@ const claimGather = 5 * time.Millisecond
 // While claims keep coming (the last pipeline ended within
 // claimGather), it waits claimGather before it sends, so that more of
 // them share each round trip: at 1,000 uploads in flight each round
-// trip then carries several claims instead of one or two, for two
-// milliseconds more before an upload starts.
+// trip then carries several claims instead of one or two, for up to
+// claimGather more before an upload starts.
 func (t *Tracker) claimLoop() {
 	var lastEnd time.Time
 	for {

@@ -93,7 +93,6 @@ type outgoing struct {
 	doc     []byte
 	seq     int64
 	reclaim bool
-	sentAt  time.Time             // when the pipeline started
 	result  func() (int64, error) // publishScript's or putScript's, once the pipeline ran
 }
 
@@ -106,9 +105,6 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	}
 	var retire, touch []any
 	start := time.Now()
-	for _, o := range batch {
-		o.sentAt = start
-	}
 	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		var publishing []*outgoing
 		var calls []recordCall
@@ -159,7 +155,7 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 		case err != nil: // an error reply: tried again on a tick, not at once
 			t.requeue(o.u)
 		case seq > 0:
-			t.sent(o, seq)
+			t.sent(o, seq, start)
 			if o.reclaim && o.u.group != "" {
 				o.seq = seq
 				reclaimed = append(reclaimed, o)
@@ -221,14 +217,15 @@ func (t *Tracker) takeDue(urgentOnly, all bool) []*outgoing {
 	return batch
 }
 
-// sent records a document stored and published as seq.
-func (t *Tracker) sent(o *outgoing, seq int64) {
+// sent records a document stored as seq by the pipeline that started
+// at start (a re-claim's lease was set after it).
+func (t *Tracker) sent(o *outgoing, seq int64, start time.Time) {
 	t.stats.published.Add(1)
 	u := o.u
 	u.mu.Lock()
 	u.seq = max(u.seq, seq)
 	if o.reclaim {
-		u.leased = o.sentAt
+		u.leased = start
 	}
 	u.claimed = true
 	finished := o.state.Final()
