@@ -26,24 +26,30 @@ local function live(st) return st == 'uploading' or st == 'processing' end
 
 // variadic is the Lua prelude of the scripts that act on many members
 // of a sorted set at once: one command per 1,000 arguments (Lua's
-// unpack takes a few thousand at most).
+// unpack takes a few thousand at most). eachPart calls f with
+// args[from], args[from+1], ... in parts of 1,000; callEach runs cmd
+// on key with each part (after opt, if any); scoresOf is ZMSCORE of
+// any number of IDs.
 const variadic = `
-local function callEach(cmd, key, opt, args, per)
-	for i = 1, #args, per do
+local function eachPart(args, from, f)
+	for i = from, #args, 1000 do
 		local part = {}
-		if opt then part[1] = opt end
-		for j = i, math.min(i + per - 1, #args) do part[#part + 1] = args[j] end
-		redis.call(cmd, key, unpack(part))
+		for j = i, math.min(i + 999, #args) do part[#part + 1] = args[j] end
+		f(part)
 	end
+end
+local function callEach(cmd, key, opt, args, from)
+	eachPart(args, from, function(part)
+		if opt then table.insert(part, 1, opt) end
+		redis.call(cmd, key, unpack(part))
+	end)
 end
 local function scoresOf(key, ids)
 	local out = {}
-	for i = 1, #ids, 1000 do
-		local part = {}
-		for j = i, math.min(i + 999, #ids) do part[#part + 1] = ids[j] end
+	eachPart(ids, 1, function(part)
 		local got = redis.call('ZMSCORE', key, unpack(part))
 		for j = 1, #part do out[#out + 1] = got[j] end
-	end
+	end)
 	return out
 end
 `
@@ -284,8 +290,8 @@ for i, id in ipairs(ids) do
 	out[#out + 1] = ok
 	out[#out + 1] = evicted
 end
-callEach('ZREM', KEYS[2], nil, removes, 1000)
-callEach('ZADD', toLive and KEYS[1] or KEYS[2], nil, adds, 1000)
+callEach('ZREM', KEYS[2], nil, removes, 1)
+callEach('ZADD', toLive and KEYS[1] or KEYS[2], nil, adds, 1)
 return out
 `)
 
@@ -319,7 +325,7 @@ var touchScript = newScript(nowMS + variadic + `
 local score = string.format('%d', now + tonumber(ARGV[1]))
 local args = {}
 for i = 3, #ARGV do args[#args + 1] = score; args[#args + 1] = ARGV[i] end
-callEach('ZADD', KEYS[1], ARGV[2] == 'update' and 'XX' or nil, args, 1000)
+callEach('ZADD', KEYS[1], ARGV[2] == 'update' and 'XX' or nil, args, 1)
 return #ARGV - 2
 `)
 
@@ -330,15 +336,14 @@ return #ARGV - 2
 var retireScript = newScript(nowMS + variadic + `
 if #ARGV < 2 then return 0 end
 local score = string.format('%d', now + tonumber(ARGV[1]))
-local ids, adds = {}, {}
+local adds = {}
 for i = 2, #ARGV do
-	ids[#ids + 1] = ARGV[i]
 	adds[#adds + 1] = score
 	adds[#adds + 1] = ARGV[i]
 end
-callEach('ZREM', KEYS[1], nil, ids, 1000)
-callEach('ZADD', KEYS[2], nil, adds, 1000)
-return #ids
+callEach('ZREM', KEYS[1], nil, ARGV, 2)
+callEach('ZADD', KEYS[2], nil, adds, 1)
+return #ARGV - 1
 `)
 
 // expiredScript lists IDs of the live index whose lease deadline has
@@ -354,9 +359,7 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(AR
 //
 // KEYS[1] live. ARGV: IDs...
 var forgetScript = newScript(variadic + `
-local ids = {}
-for i = 1, #ARGV do ids[i] = ARGV[i] end
-callEach('ZREM', KEYS[1], nil, ids, 1000)
+callEach('ZREM', KEYS[1], nil, ARGV, 1)
 return #ARGV
 `)
 
