@@ -268,15 +268,12 @@ func (t *Tracker) putCall(u *Upload, state State, doc []byte, reclaim bool) reco
 // in flight; ErrUnavailable means Redis did not answer, and the core
 // keeps the reservation locally.
 func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
-	if err := validateID("upload", id); err != nil {
+	ctx, cancel, err := t.startRequest(ctx, "upload", id)
+	if err != nil {
 		return err
 	}
-	if err := t.usable(); err != nil {
-		return err
-	}
-	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
-	_, err := t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
+	_, err = t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
 	return err
 }
 

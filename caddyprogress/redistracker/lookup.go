@@ -14,13 +14,10 @@ import (
 // ErrUnavailable if Redis did not answer within Timeout (or is marked
 // down).
 func (t *Tracker) Lookup(ctx context.Context, id string) (Doc, error) {
-	if err := validateID("upload", id); err != nil {
+	ctx, cancel, err := t.startRequest(ctx, "upload", id)
+	if err != nil {
 		return Doc{}, err
 	}
-	if err := t.usable(); err != nil {
-		return Doc{}, err
-	}
-	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
 	var read *redis.SliceCmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
@@ -47,13 +44,10 @@ func (t *Tracker) Lookup(ctx context.Context, id string) (Doc, error) {
 // round trip, ordered by ID; finished members are left out once their
 // record has expired. ErrNotFound if Redis knows no member.
 func (t *Tracker) LookupGroup(ctx context.Context, group string) ([]Doc, error) {
-	if err := validateID("group", group); err != nil {
+	ctx, cancel, err := t.startRequest(ctx, "group", group)
+	if err != nil {
 		return nil, err
 	}
-	if err := t.usable(); err != nil {
-		return nil, err
-	}
-	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
 	var now *redis.TimeCmd
 	var all *redis.MapStringStringCmd

@@ -245,6 +245,20 @@ func (t *Tracker) requestContext(ctx context.Context) (context.Context, context.
 	return context.WithTimeout(context.WithValue(ctx, requestPathKey{}, true), t.cfg.Timeout)
 }
 
+// startRequest begins a call on a request's path about one upload or
+// group (kind "upload" or "group"): the ID must be valid and Redis
+// usable; the call's context is bounded by Config.Timeout.
+func (t *Tracker) startRequest(ctx context.Context, kind, id string) (context.Context, context.CancelFunc, error) {
+	if err := validateID(kind, id); err != nil {
+		return nil, nil, err
+	}
+	if err := t.usable(); err != nil {
+		return nil, nil, err
+	}
+	ctx, cancel := t.requestContext(ctx)
+	return ctx, cancel, nil
+}
+
 // pipeline sends the commands fill queues in one round trip (one per
 // node on a cluster), counts it, and marks Redis down on a network
 // error or timeout. If a script was missing from Redis's cache

@@ -115,13 +115,10 @@ func (t *Tracker) WatchDue(id string) bool {
 // published for WatchTTL (see the top of this file). One round trip,
 // within Timeout.
 func (t *Tracker) Watch(ctx context.Context, id string) error {
-	if err := validateID("upload", id); err != nil {
+	ctx, cancel, err := t.startRequest(ctx, "upload", id)
+	if err != nil {
 		return err
 	}
-	if err := t.usable(); err != nil {
-		return err
-	}
-	ctx, cancel := t.requestContext(ctx)
 	defer cancel()
 	var cmd *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
