@@ -5,9 +5,12 @@ package testcaddy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,7 +65,57 @@ func Load(t testing.TB, caddyfile string) {
 	if err := caddy.Load(cfg, true); err != nil {
 		t.Fatalf("loading config: %v\n%s", err, cfg)
 	}
+	waitForOldSockets(t, caddyfile)
 	waitForCertificates(t, caddyfile)
+}
+
+// siteAddress matches the site addresses of the tests' Caddyfiles.
+var siteAddress = regexp.MustCompile(`https?://127\.0\.0\.1:(\d+)`)
+
+// waitForOldSockets waits until each site port of caddyfile has one
+// listening TCP socket. On Linux, Caddy binds a reloaded config's
+// listeners with SO_REUSEPORT beside the old config's, and closes the
+// old ones only as the old servers shut down, which caddy.Load does
+// not wait for: until then the kernel hands some new connections to
+// the old socket, and those still in its queue when it closes are
+// reset. A test that connects right after a reload would fail on that
+// (about one reload in 300 here), so Load returns once the old sockets
+// are gone. Where /proc/net/tcp is missing, it does not wait.
+func waitForOldSockets(t testing.TB, caddyfile string) {
+	t.Helper()
+	for _, m := range siteAddress.FindAllStringSubmatch(caddyfile, -1) {
+		port, _ := strconv.ParseUint(m[1], 10, 16)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			n, err := listeningSockets(uint16(port))
+			if err != nil || n <= 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("port %d still has %d listening sockets 10s after the reload", port, n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// listeningSockets counts the IPv4 TCP sockets in the LISTEN state (0A)
+// on port, from /proc/net/tcp, whose lines read
+// "sl local_address rem_address st ...", local_address as hex IP:port.
+func listeningSockets(port uint16) (int, error) {
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		return 0, err
+	}
+	local := fmt.Sprintf(":%04X", port)
+	n := 0
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		fields := strings.Fields(line)
+		if len(fields) > 3 && strings.HasSuffix(fields[1], local) && fields[3] == "0A" {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // httpsSite matches the HTTPS site addresses of the tests' Caddyfiles.
