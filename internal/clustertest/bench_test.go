@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,7 +94,12 @@ func (s *steppedReader) Read(p []byte) (int, error) {
 // memory so measured differed by up to 9%; the second run was slower).
 // Reported for each: req/s and CPU of both Caddy processes per GiB over
 // all its rounds; for Redis also redis-server's CPU per GiB, documents
-// published and round trips per upload, and the ratio of the req/s.
+// published and round trips per upload, and the ratio of the req/s;
+// and the machine's idle CPU during each pair's rounds. When it is near
+// 0, throughput follows CPU, and est-redis/memory-redis-elsewhere
+// estimates the ratio had redis-server run on cores of its own (its
+// CPU time taken off the Redis pair's time): an estimate for a
+// deployment, where Redis runs elsewhere, not a measurement.
 // One op is one upload, of 256 KiB by default or BENCH_UPLOAD_KIB KiB.
 // scripts/cluster-bench.sh runs it several times.
 //
@@ -136,6 +142,14 @@ func BenchmarkThousandUploadsInFlight(b *testing.B) {
 	b.ReportMetric(float64(red.sum.trips)/float64(b.N), "round-trips/upload")
 	b.ReportMetric(float64(red.sum.published)/float64(b.N), "docs/upload")
 	b.ReportMetric(float64(counter(b, red.insts, "errors_total")), "redis-errors")
+	cores := float64(runtime.NumCPU())
+	b.ReportMetric(100*mem.sum.idle/(cores*mem.sum.took.Seconds()), "memory-idle-%")
+	b.ReportMetric(100*red.sum.idle/(cores*red.sum.took.Seconds()), "redis-idle-%")
+	// With the cores busy all along (idle near 0), the Redis pair's rounds
+	// would have taken redis-server's CPU time / cores less, had Redis run
+	// on other cores, as it does in a deployment: an estimate, not a
+	// measurement.
+	b.ReportMetric(mem.sum.took.Seconds()/(red.sum.took.Seconds()-red.sum.redisCPU/cores), "est-redis/memory-redis-elsewhere")
 }
 
 // benchVariant is one pair of instances of BenchmarkThousandUploadsInFlight
@@ -155,6 +169,7 @@ type benchSum struct {
 	redisCPU  float64 // redis-server, seconds
 	trips     int64
 	published int64
+	idle      float64 // the machine's idle CPU, seconds
 }
 
 func newBenchVariant(b *testing.B, name, redisURL string, redisPid int) *benchVariant {
@@ -173,6 +188,7 @@ func newBenchVariant(b *testing.B, name, redisURL string, redisPid int) *benchVa
 // run makes n uploads through v, 1,000 at a time, and adds up its
 // time, CPU and (with Redis) counters.
 func (v *benchVariant) run(b *testing.B, next *atomic.Int64, data []byte, n int) {
+	idle0 := idleSeconds(b)
 	cpu0, redisCPU0 := cpuSeconds(b, v.pids...), cpuSeconds(b, v.redisPid)
 	var trips0, published0 int64
 	if v.redisPid != 0 {
@@ -198,6 +214,7 @@ func (v *benchVariant) run(b *testing.B, next *atomic.Int64, data []byte, n int)
 	}
 	wg.Wait()
 	v.sum.took += time.Since(start)
+	v.sum.idle += idleSeconds(b) - idle0
 	if k := failed.Load(); k > 0 {
 		b.Fatalf("%s: %d uploads failed", v.name, k)
 	}
@@ -228,6 +245,19 @@ func cpuSeconds(b *testing.B, pids ...int) float64 {
 		ticks += utime + stime
 	}
 	return float64(ticks) / 100 // USER_HZ
+}
+
+// idleSeconds is the machine's idle and iowait CPU time so far, from
+// the first line of /proc/stat ("cpu user nice system idle iowait ...").
+func idleSeconds(b *testing.B) float64 {
+	stat, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(stat[:bytes.IndexByte(stat, '\n')]))
+	idle, _ := strconv.ParseInt(f[4], 10, 64)
+	iowait, _ := strconv.ParseInt(f[5], 10, 64)
+	return float64(idle+iowait) / 100 // USER_HZ
 }
 
 // counter adds up the instances' caddy_upload_progress_redis_<name>.
