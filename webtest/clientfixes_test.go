@@ -167,23 +167,46 @@ func TestClientCancelsWhileTheBackendProcesses(t *testing.T) {
 	waitUntil(t, func() bool { return s.status(t, id).Status == "aborted" })
 }
 
-// TestClientCancelsWhileWaitingForTheFinalStatus aborts after the
-// backend answered, while the client waits (up to 3 s) for the server's
-// final status: the wait ends at once and the promise rejects as
-// cancelled.
+// TestClientCancelsWhileWaitingForTheFinalStatus aborts 100 ms after
+// the backend answered, while the client waits (up to 3 s) for the
+// server's final status: the wait ends at once and the promise rejects
+// as cancelled. The backend answers after 1 s, so that the client's
+// first poll, sent as the upload starts, reads it in flight (with an
+// instant answer that poll could already read it complete), and polls
+// come a minute apart, so no final status comes before the wait.
 func TestClientCancelsWhileWaitingForTheFinalStatus(t *testing.T) {
 	s := startSite(t, "")
 	run := runClient(t, s, clientCall{
-		setup:   `window.onStarted = (controller) => setTimeout(() => controller.abort(), 1000);`,
+		setup: `window.probe = { answeredAt: 0, abortedAt: 0 };
+			const t0 = performance.now();
+			window.onStarted = (controller) => { window.uploadController = controller; };
+			const nativeFetch = window.fetch;
+			window.fetch = async (...args) => {
+				const response = await nativeFetch(...args);
+				if (String(args[0]).includes("delay=")) {
+					window.probe.answeredAt = performance.now() - t0;
+					setTimeout(() => { window.probe.abortedAt = performance.now() - t0; window.uploadController.abort(); }, 100);
+				}
+				return response;
+			};`,
 		size:    1000,
-		url:     "/upload",
-		options: map[string]any{"useEvents": false, "pollInterval": 60000}, // no final status before the wait ends
+		url:     "/upload?delay=1s",
+		options: map[string]any{"useEvents": false, "pollInterval": 60000},
 	})
 	if run.Error == nil || run.Error.Kind != "cancelled" {
 		t.Fatalf("cancelled while waiting for the final status: %+v", run)
 	}
-	if run.MS > 2000 {
-		t.Errorf("the promise rejected after %.0f ms; want soon after the cancel at 1 s", run.MS)
+	var probe struct{ AnsweredAt, AbortedAt float64 }
+	if err := json.Unmarshal(run.Probe, &probe); err != nil || probe.AnsweredAt < 900 || probe.AbortedAt < probe.AnsweredAt {
+		t.Fatalf("the backend answered at %.0f ms and the cancel came at %.0f ms (%v); want the answer after its 1 s delay, then the cancel", probe.AnsweredAt, probe.AbortedAt, err)
+	}
+	for _, r := range run.Reports {
+		if r.Status == "complete" || r.Status == "error" || r.Status == "aborted" {
+			t.Fatalf("the client saw the final status %q before the cancel: %+v", r.Status, run.Reports)
+		}
+	}
+	if late := run.MS - probe.AbortedAt; late > 1000 {
+		t.Errorf("the promise rejected %.0f ms after the cancel; want at once, not after the 3 s wait", late)
 	}
 }
 
