@@ -26,15 +26,8 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a", Lease: time.Second, Timeout: DefaultTimeout})
 	b := newTestTracker(t, srv, Config{Instance: "b", Lease: time.Second, Timeout: DefaultTimeout})
-	u, err := a.Claim(bg(), "k1", "kg", StateUploading, progressDoc("k1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(bg(), "k1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	u := claimed(t, a, "k1", "kg")
+	sub := subscribed(t, b, "k1")
 
 	srv.Kill()
 	// the upload goes on: its documents are taken, nothing blocks
@@ -130,15 +123,8 @@ func TestUploadEndingWhileRedisIsDownReachesSubscribersAfter(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a"})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
-	u, err := a.Claim(bg(), "e1", "eg", StateUploading, progressDoc("e1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub, err := b.Subscribe(bg(), "e1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	u := claimed(t, a, "e1", "eg")
+	sub := subscribed(t, b, "e1")
 	groupSub, err := b.SubscribeGroup(bg(), "eg")
 	if err != nil {
 		t.Fatal(err)

@@ -22,14 +22,8 @@ func TestGroupWithMembersOnTwoInstancesIsFollowedThroughEither(t *testing.T) {
 	}
 	defer subB.Close()
 
-	p1, err := a.Claim(bg(), "photo1", "album", StateUploading, progressDoc("photo1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p2, err := b.Claim(bg(), "photo2", "album", StateUploading, progressDoc("photo2", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	p1 := claimed(t, a, "photo1", "album")
+	p2 := claimed(t, b, "photo2", "album")
 	if _, err := b.Claim(bg(), "other", "elsewhere", StateUploading, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -95,3 +95,26 @@ func watchAll(t testing.TB, w *Tracker, uploads ...*Upload) {
 		return true
 	})
 }
+
+// subscribed subscribes tr to the upload id's documents, or fails; the
+// subscription closes when the test ends.
+func subscribed(t testing.TB, tr *Tracker, id string) *Subscription {
+	t.Helper()
+	s, err := tr.Subscribe(bg(), id)
+	if err != nil {
+		t.Fatalf("subscribing to %s: %v", id, err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// claimed claims id on tr for an upload in group ("" for none) with
+// the document of an upload that has received nothing yet, or fails.
+func claimed(t testing.TB, tr *Tracker, id, group string) *Upload {
+	t.Helper()
+	u, err := tr.Claim(bg(), id, group, StateUploading, progressDoc(id, StateUploading, 0))
+	if err != nil {
+		t.Fatalf("claiming %s: %v", id, err)
+	}
+	return u
+}

@@ -64,20 +64,14 @@ func TestEverythingWorksOnRedisCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	u1, err := a.Claim(bg(), "c1", "cg", StateUploading, progressDoc("c1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u1 := claimed(t, a, "c1", "cg")
 	if _, err := b.Claim(bg(), "c1", "", StateUploading, nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("duplicate claim on a cluster: %v", err)
 	}
 	if err := b.Reserve(bg(), "c2", progressDoc("c2", StatePending, 0)); err != nil {
 		t.Fatal(err)
 	}
-	u2, err := b.Claim(bg(), "c2", "cg", StateUploading, progressDoc("c2", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u2 := claimed(t, b, "c2", "cg")
 	u1.Publish(StateComplete, progressDoc("c1", StateComplete, 1))
 	u2.Publish(StateProcessing, progressDoc("c2", StateProcessing, 2))
 	waitFor(t, 2*time.Second, "both members in the group", func() bool {

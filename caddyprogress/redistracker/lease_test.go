@@ -37,20 +37,13 @@ func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
 	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
 	c := newTestTracker(t, srv, Config{Instance: "c", Lease: lease})
 
-	subB, err := b.Subscribe(bg(), "lost1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer subB.Close()
+	subB := subscribed(t, b, "lost1")
 	subC, err := c.SubscribeGroup(bg(), "grp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer subC.Close()
-	u, err := a.Claim(bg(), "lost1", "grp", StateUploading, progressDoc("lost1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := claimed(t, a, "lost1", "grp")
 	time.Sleep(150 * time.Millisecond)
 	u.Publish(StateUploading, progressDoc("lost1", StateUploading, 4096))
 	waitFor(t, time.Second, "the progress on b", func() bool {
@@ -155,15 +148,8 @@ func TestRenewalStoresTheDocumentOfAnUploadNobodyWatches(t *testing.T) {
 	const lease = 600 * time.Millisecond
 	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
 	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
-	sub, err := b.Subscribe(bg(), "quiet")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	u, err := a.Claim(bg(), "quiet", "", StateUploading, progressDoc("quiet", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribed(t, b, "quiet")
+	u := claimed(t, a, "quiet", "")
 	var received atomic.Int64
 	u.SetCurrent(func() (State, []byte) {
 		return StateProcessing, progressDoc("quiet", StateProcessing, int(received.Load()))

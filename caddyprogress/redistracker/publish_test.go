@@ -25,10 +25,7 @@ func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
 	if err := b.Watch(bg(), "up1"); err != nil {
 		t.Fatalf("watch on b: %v", err)
 	}
-	u, err := a.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := claimed(t, a, "up1", "")
 	var pending []Doc
 	first := next(t, sub, &pending, 2*time.Second)
 	if first.ID != "up1" || first.State != StateUploading || string(first.JSON) != string(progressDoc("up1", StateUploading, 0)) {
@@ -87,11 +84,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 		}
 		us = append(us, u)
 	}
-	sub, err := b.Subscribe(bg(), "ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribed(t, b, "ca")
 	watchAll(t, b, us...)
 	time.Sleep(200 * time.Millisecond) // the first documents are out
 	before := a.Stats()
@@ -158,10 +151,7 @@ func TestFinishedRecordsExpireRetainAfterTheyFinish(t *testing.T) {
 	srv := testredis.Start(t)
 	const retain = 700 * time.Millisecond
 	a := newTestTracker(t, srv, Config{Instance: "a", Retain: retain, Lease: 2 * time.Second})
-	u, err := a.Claim(bg(), "ttl1", "g1", StateUploading, progressDoc("ttl1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := claimed(t, a, "ttl1", "g1")
 	rc := srv.Client(t)
 	// in flight: the record lives a lease plus retain without renewal
 	if ttl := rc.PTTL(bg(), a.keys.record("ttl1")).Val(); ttl <= retain || ttl > retain+2*time.Second {

@@ -120,11 +120,7 @@ func TestSlowSubscriberKeepsTheFinalDocument(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a", Interval: time.Millisecond})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
-	s, err := b.Subscribe(bg(), "slow")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := subscribed(t, b, "slow")
 	if err := b.Watch(bg(), "slow"); err != nil {
 		t.Fatal(err)
 	}

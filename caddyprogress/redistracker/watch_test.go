@@ -20,16 +20,9 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 	a := newTestTracker(t, srv, Config{Instance: "a", Interval: 20 * time.Millisecond, WatchTTL: ttl})
 	b := newTestTracker(t, srv, Config{Instance: "b", WatchTTL: ttl})
 
-	u, err := a.Claim(bg(), "w1", "", StateUploading, progressDoc("w1", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	u := claimed(t, a, "w1", "")
 	u.SetCurrent(func() (State, []byte) { return StateUploading, progressDoc("w1", StateUploading, 777) })
-	sub, err := b.Subscribe(bg(), "w1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribed(t, b, "w1")
 
 	before := a.Stats()
 	for i := 1; i <= 5; i++ {
@@ -84,15 +77,8 @@ func TestFinalDocumentPublishedWhenWatched(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a"})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
-	sub, err := b.Subscribe(bg(), "end")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	u, err := a.Claim(bg(), "end", "", StateUploading, progressDoc("end", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribed(t, b, "end")
+	u := claimed(t, a, "end", "")
 	if err := b.Watch(bg(), "end"); err != nil {
 		t.Fatal(err)
 	}
@@ -128,11 +114,7 @@ func TestWatchBeforeTheClaimWatchesFromTheStart(t *testing.T) {
 	if pttl := rc.PTTL(bg(), a.keys.record("early")).Val(); pttl <= 0 || pttl > ttl {
 		t.Fatalf("watch mark's TTL: %v, want at most %v", pttl, ttl)
 	}
-	sub, err := b.Subscribe(bg(), "early")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
+	sub := subscribed(t, b, "early")
 	u, err := a.Claim(bg(), "early", "", StateUploading, progressDoc("early", StateUploading, 0))
 	if err != nil {
 		t.Fatalf("claim of a watched ID: %v", err)
@@ -159,10 +141,7 @@ func TestWatchBeforeTheClaimWatchesFromTheStart(t *testing.T) {
 	waitFor(t, time.Second, "the reservation's upload to be watched", r.Watched)
 
 	// nobody watches this one
-	n, err := a.Claim(bg(), "alone", "", StateUploading, progressDoc("alone", StateUploading, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := claimed(t, a, "alone", "")
 	time.Sleep(200 * time.Millisecond)
 	if n.Watched() {
 		t.Fatal("an upload nobody watches is watched")
