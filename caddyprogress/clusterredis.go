@@ -84,7 +84,7 @@ func (c redisCluster) watch(ctx context.Context, id string) error {
 	return coreError(c.t.Watch(ctx, id))
 }
 
-func (c redisCluster) watchEvery() time.Duration { return redistracker.DefaultWatchTTL / 2 }
+func (c redisCluster) watchEvery() time.Duration { return c.t.WatchEvery() }
 
 func (c redisCluster) subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error) {
 	var s *redistracker.Subscription

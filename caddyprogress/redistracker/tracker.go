@@ -158,7 +158,7 @@ func New(cfg Config) (*Tracker, error) {
 		uploads:      make(map[string]*Upload),
 		dirty:        make(map[*Upload]struct{}),
 		earlyWatches: newRecentIDs(maxEarlyWatches, earlyWatchLife),
-		watchesSent:  newRecentIDs(maxWatchesSent, cfg.WatchTTL/2),
+		watchesSent:  newRecentIDs(maxWatchesSent, cfg.WatchTTL/2), // for WatchEvery
 		wake:         make(chan struct{}, 1),
 		checkHealth:  make(chan struct{}, 1),
 		claimWake:    make(chan struct{}, 1),

@@ -96,6 +96,10 @@ func (u *Upload) watched(until time.Time) {
 	}
 }
 
+// WatchEvery is how often a follower renews its watch: every half
+// WatchTTL, so that the mark never lapses while it follows.
+func (t *Tracker) WatchEvery() time.Duration { return t.cfg.WatchTTL / 2 }
+
 // WatchDue reports whether this instance should watch id now: true at
 // most once per half WatchTTL per ID (so a poller renews the mark
 // before it expires), and it records the call.
