@@ -54,8 +54,12 @@ type Config struct {
 	// upload. Must start and end with /. Required.
 	Path string `json:"path,omitempty"`
 
-	// The folder where partial and undelivered uploads live.
-	// Default: Caddy's data dir + "/upload_progress/<tracker>".
+	// The folder where partial and undelivered uploads live (0700, its
+	// files 0600). Default: Caddy's data dir +
+	// "/upload_progress/<tracker>", which two handlers of one config may
+	// not share. Handlers that name the same dir share it, and must have
+	// the same settings; each one's uploads are still served and
+	// delivered only through it.
 	Dir string `json:"dir,omitempty"`
 
 	// The largest upload accepted in bytes, sent as Tus-Max-Size; larger
