@@ -78,6 +78,7 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 	rt := routeOf(s, st.r, st.next)
 	out := s.attempt(&rt, rec, e)
 	ans, err := s.settle(e, rec, out)
+	s.spool.offerRoute(rt) // kept if a retry was scheduled: it goes the same way
 	if err != nil {
 		return handler.HTTPResponse{}, err
 	}

@@ -24,8 +24,17 @@ func (sp *spool) scheduleDelivery(e *entry, wait time.Duration) {
 	}
 	sp.wg.Add(1)
 	sp.mu.Unlock()
+	rec, err := readRecord(sp.dir, e.id)
+	if err != nil {
+		sp.wg.Done()
+		sp.release(e)
+		return
+	}
+	key := rec.route()
+	sp.needRoute(key, 1) // from now on, a request with this key leaves its route
 	go func() {
 		defer sp.wg.Done()
+		defer sp.needRoute(key, -1)
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
@@ -34,12 +43,7 @@ func (sp *spool) scheduleDelivery(e *entry, wait time.Duration) {
 			sp.release(e)
 			return
 		}
-		rec, err := readRecord(sp.dir, e.id)
-		if err != nil {
-			sp.release(e)
-			return
-		}
-		rt := sp.awaitRoute(rec.route())
+		rt := sp.awaitRoute(key)
 		if rt == nil {
 			sp.release(e)
 			return

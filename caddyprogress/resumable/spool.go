@@ -32,13 +32,16 @@ type spool struct {
 	reserved map[string]int64 // disk bytes each upload takes or will take
 	total    int64            // the sum of reserved
 
-	// routes holds, for each handler using the folder, how a request
-	// reached it: what its background deliveries are sent through (see
-	// deliver.go), keyed by what a request shows of the handler.
-	// routeAdded is closed (and replaced) when one is added while a
-	// delivery waits for one (waiting > 0).
+	// routes holds, for each handler with a delivery scheduled in the
+	// background (needs counts them), how a request reached it: what the
+	// delivery is sent through (see deliver.go), keyed by what a request
+	// shows of the handler. Keys come from requests (their Host): only
+	// those a delivery needs are kept, so the map is bounded by the
+	// deliveries pending. routeAdded is closed (and replaced) when a
+	// route is added while a delivery waits for one (waiting > 0).
 	routeMu    sync.Mutex
 	routes     map[routeKey]*route
+	needs      map[routeKey]int
 	routeAdded chan struct{}
 	waiting    atomic.Int32
 
@@ -99,6 +102,7 @@ func newSpool(dir string) (*spool, error) {
 		entries:    make(map[string]*entry),
 		reserved:   make(map[string]int64),
 		routes:     make(map[routeKey]*route),
+		needs:      make(map[routeKey]int),
 		routeAdded: make(chan struct{}),
 		users:      make(map[*Server]any),
 	}
@@ -185,18 +189,37 @@ func (sp *spool) release(e *entry) {
 	e.busy = false
 }
 
-// offerRoute keeps the way a request reached its handler, for the
-// deliveries of that handler's uploads that run in the background.
+// offerRoute keeps the way a request reached its handler, if a
+// delivery of that handler's uploads is scheduled in the background.
 func (sp *spool) offerRoute(rt route) {
 	if rt.next == nil || rt.server == nil {
 		return
 	}
 	sp.routeMu.Lock()
 	defer sp.routeMu.Unlock()
-	sp.routes[rt.key] = &rt
-	if sp.waiting.Load() > 0 {
+	added := false
+	// a record from before routes were kept needs its host's, on any server
+	for _, key := range []routeKey{rt.key, {host: rt.key.host}} {
+		if sp.needs[key] > 0 {
+			sp.routes[key] = &rt
+			added = true
+		}
+	}
+	if added && sp.waiting.Load() > 0 {
 		close(sp.routeAdded)
 		sp.routeAdded = make(chan struct{})
+	}
+}
+
+// needRoute counts the deliveries scheduled for the handler of key (by
+// delta); its route is forgotten when none is left.
+func (sp *spool) needRoute(key routeKey, delta int) {
+	sp.routeMu.Lock()
+	defer sp.routeMu.Unlock()
+	sp.needs[key] += delta
+	if sp.needs[key] <= 0 {
+		delete(sp.needs, key)
+		delete(sp.routes, key)
 	}
 }
 
@@ -221,14 +244,6 @@ func (sp *spool) awaitRoute(key routeKey) *route {
 	for {
 		sp.routeMu.Lock()
 		rt := sp.routes[key]
-		if rt == nil && key.server == "" { // a record from before routes were kept
-			for k, r := range sp.routes {
-				if k.host == key.host {
-					rt = r
-					break
-				}
-			}
-		}
 		added := sp.routeAdded
 		sp.routeMu.Unlock()
 		if rt != nil {
