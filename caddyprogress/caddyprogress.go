@@ -308,7 +308,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("subscribing to the started event: %v", err)
 		}
 	}
-	return h.provisionResumable()
+	return h.provisionResumable(ctx)
 }
 
 func (h *Handler) setDefaults() {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
@@ -26,7 +27,7 @@ import (
 // counts every byte stored, and its status has a "resumable" object.
 
 // provisionResumable starts the resumable Server, if configured.
-func (h *Handler) provisionResumable() error {
+func (h *Handler) provisionResumable(ctx caddy.Context) error {
 	if h.Resumable == nil {
 		return nil
 	}
@@ -41,6 +42,7 @@ func (h *Handler) provisionResumable() error {
 		Tracker:  resumableTracker{h},
 		IDHeader: h.IDHeader,
 		Logger:   h.logger.Named("resumable"),
+		Load:     ctx.GetMetricsRegistry(), // one per config load
 	})
 	if err != nil {
 		return fmt.Errorf("resumable: %w", err)
@@ -127,6 +129,12 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
 }
 
+// ShowsToken reports whether r shows the upload's token (with
+// status_access token; false otherwise).
+func (t resumableTracker) ShowsToken(r *http.Request, id string) bool {
+	return t.h.access.on() && t.h.tokenAllows(r, uploadToken, id)
+}
+
 // resumableRecord is one resumable upload's record.
 type resumableRecord struct {
 	h     *Handler
@@ -179,6 +187,7 @@ func (r *resumableRecord) Finish(st resumable.State, status int, msg string) {
 
 // Interface guards
 var (
-	_ resumable.Tracker = resumableTracker{}
-	_ resumable.Record  = (*resumableRecord)(nil)
+	_ resumable.Tracker      = resumableTracker{}
+	_ resumable.Record       = (*resumableRecord)(nil)
+	_ resumable.TokenChecker = resumableTracker{}
 )

@@ -198,6 +198,10 @@ func (p *proxy) closeIdle() {
 //	?reset=N    read N bytes of the body, then reset the connection
 //	?noread     answer 200 at once, without reading the body
 //	?hold       answer 200 without reading the body, once release is called
+//
+// and a resumable delivery (whose metadata arrive as headers) with
+// Upload-Metadata-Fault: drop-answer gets, after its body is read, 200
+// headers and part of the answer, then a reset connection.
 type upstream struct {
 	*httptest.Server
 	host string
@@ -238,6 +242,17 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, `{"early":true}`)
+		return
+	}
+	if r.Header.Get("Upload-Metadata-Fault") == "drop-answer" {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Length", "1000")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"partial"`)
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
 		return
 	}
 	if n, err := strconv.ParseInt(q.Get("reset"), 10, 64); err == nil {

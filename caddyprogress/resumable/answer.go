@@ -76,6 +76,20 @@ func (w *answerWriter) answer() *answer {
 	return &answer{Status: w.status, Header: h, Body: bytes.Clone(w.body.Bytes())}
 }
 
+// withoutCookies is the answer without the backend's Set-Cookie: what
+// is kept for a client that asks again (states.go), whose cookies are
+// its own.
+func (a *answer) withoutCookies() *answer {
+	if a == nil || (a.Header.Get("Set-Cookie") == "" && a.Header.Get("Set-Cookie2") == "") {
+		return a
+	}
+	kept := *a
+	kept.Header = a.Header.Clone()
+	kept.Header.Del("Set-Cookie")
+	kept.Header.Del("Set-Cookie2")
+	return &kept
+}
+
 // jsonBody encodes v as a JSON line.
 func jsonBody(v any) (string, error) {
 	b, err := json.Marshal(v)

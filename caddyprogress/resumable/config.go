@@ -54,8 +54,12 @@ type Config struct {
 	// upload. Must start and end with /. Required.
 	Path string `json:"path,omitempty"`
 
-	// The folder where partial and undelivered uploads live.
-	// Default: Caddy's data dir + "/upload_progress/<tracker>".
+	// The folder where partial and undelivered uploads live (0700, its
+	// files 0600). Default: Caddy's data dir +
+	// "/upload_progress/<tracker>", which two handlers of one config may
+	// not share. Handlers that name the same dir share it, and must have
+	// the same settings; each one's uploads are still served and
+	// delivered only through it.
 	Dir string `json:"dir,omitempty"`
 
 	// The largest upload accepted in bytes, sent as Tus-Max-Size; larger
@@ -96,12 +100,15 @@ type Config struct {
 	// Also accept the IETF draft (interop versions 3 to 6) next to
 	// tus 1.0. Default: off.
 	IETFDraft bool `json:"ietf_draft,omitempty"`
+
+	defaultDir bool // Dir was not set: SetDefaults chose it
 }
 
 // SetDefaults fills in what is not set; tracker names the default dir.
 func (c *Config) SetDefaults(tracker string) {
 	if c.Dir == "" {
 		c.Dir = filepath.Join(caddy.AppDataDir(), "upload_progress", tracker)
+		c.defaultDir = true
 	}
 	if c.MaxSize == 0 {
 		c.MaxSize = DefaultMaxSize
@@ -159,3 +166,30 @@ func (c *Config) Validate() error {
 func (c *Config) retries() int { return max(c.DeliverRetries, 0) }
 
 func (c *Config) expire() time.Duration { return time.Duration(c.Expire) }
+
+// differsFrom names the first setting in which c and o differ, with
+// both values ("" if none): handlers sharing a dir must agree, as each
+// one's settings would otherwise apply to the other's uploads.
+func (c *Config) differsFrom(o *Config) string {
+	settings := []struct {
+		name string
+		a, b any
+	}{
+		{"path", c.Path, o.Path},
+		{"max_size", c.MaxSize, o.MaxSize},
+		{"max_disk", c.MaxDisk, o.MaxDisk},
+		{"expire", c.expire(), o.expire()},
+		{"deliver_to", c.DeliverTo, o.DeliverTo},
+		{"deliver_method", c.DeliverMethod, o.DeliverMethod},
+		{"deliver_as", c.DeliverAs, o.DeliverAs},
+		{"deliver_as multipart <field>", c.DeliverField, o.DeliverField},
+		{"deliver_retries", c.DeliverRetries, o.DeliverRetries},
+		{"ietf_draft", c.IETFDraft, o.IETFDraft},
+	}
+	for _, s := range settings {
+		if s.a != s.b {
+			return fmt.Sprintf("%s (%v in one, %v in the other)", s.name, s.a, s.b)
+		}
+	}
+	return ""
+}

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,11 @@ type outcome struct {
 	transient   bool    // worth retrying: no connection, 502, 503, 504
 	interrupted bool    // the proxy is stopping; the delivery runs again at the next start
 	err         error   // what went wrong, for the log and the status
+	// early is set when the backend answered below 400 before it read
+	// the whole body: the delivery failed (as on the plain path), and
+	// status is the backend's code, answer the proxy's own 502.
+	early  bool
+	status int
 }
 
 // deliverNow delivers the upload whose last byte the request st has
@@ -37,7 +43,7 @@ type outcome struct {
 // transient failure is answered 503 with Retry-After while the delivery
 // is retried in the background; a client is never told of success
 // unless the backend answered below 400.
-func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (handler.HTTPResponse, error) {
+func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handler.HTTPResponse, err error) {
 	rec, err := readRecord(s.cfg.Dir, info.ID)
 	if err != nil {
 		s.logger.Error("reading delivery record", zap.String("id", info.ID), zap.Error(err))
@@ -59,9 +65,20 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (handler.HT
 	e.setExpiry(time.Time{})
 	s.track(e, rec).Delivering()
 
+	defer func() {
+		// the next handler's panics are caught in attempt; this is for any
+		// other, so that the claim never outlives the request
+		if v := recover(); v != nil {
+			s.logger.Error("delivery panicked", zap.String("id", e.id),
+				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			s.settleAfterPanic(e, v)
+			resp, err = handler.HTTPResponse{}, retryLater(e.retryAfter())
+		}
+	}()
 	rt := routeOf(s, st.r, st.next)
 	out := s.attempt(&rt, rec, e)
 	ans, err := s.settle(e, rec, out)
+	s.spool.offerRoute(rt) // kept if a retry was scheduled: it goes the same way
 	if err != nil {
 		return handler.HTTPResponse{}, err
 	}
@@ -100,10 +117,8 @@ func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
 		s.spool.release(e)
 		return nil, jsonError("ERR_SERVER_SHUTDOWN", http.StatusServiceUnavailable,
 			"the proxy is stopping; the upload is stored and is delivered when it runs again")
-	case out.answer.Status < 400:
-		rec.Delivery = deliveryDelivered
-		rec.Answer = out.answer
-		rec.Finished = now
+	case out.answer.Status < 400 && !out.early:
+		rec.final(deliveryDelivered, out.answer, now)
 		if err := rec.write(s.cfg.Dir); err != nil {
 			s.logger.Error("recording a delivery", zap.String("id", rec.ID), zap.Error(err))
 		}
@@ -120,37 +135,53 @@ func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
 		s.logger.Warn("delivery failed; retrying",
 			zap.String("id", rec.ID), zap.Int("attempt", rec.Attempts), zap.Duration("wait", wait), zap.Error(out.err))
 		s.spool.scheduleDelivery(e, wait)
-		err := jsonError("ERR_DELIVERY_PENDING", http.StatusServiceUnavailable,
-			"the upload is stored, but the backend is unavailable; its delivery is retried in the background")
-		err.HTTPResponse.Header["Retry-After"] = strconv.Itoa(int(wait.Seconds() + 0.999))
-		return nil, err
+		return nil, retryLater(strconv.Itoa(int(wait.Seconds() + 0.999)))
 	}
 	msg := fmt.Sprintf("the backend answered %d %s", out.answer.Status, http.StatusText(out.answer.Status))
 	if out.err != nil {
 		msg = fmt.Sprintf("delivering to the backend: %v", out.err)
 	}
 	s.logger.Warn("delivery failed", zap.String("id", rec.ID), zap.Int("attempts", rec.Attempts), zap.String("error", msg))
-	rec.Delivery = deliveryFailed
-	rec.Answer = out.answer
+	rec.final(deliveryFailed, out.answer, now)
 	rec.Error = msg
-	rec.Finished = now
 	if err := rec.write(s.cfg.Dir); err != nil {
 		s.logger.Error("recording a failed delivery", zap.String("id", rec.ID), zap.Error(err))
 	}
 	e.setDelivery(deliveryFailed)
 	e.setExpiry(now.Add(s.cfg.expire()))
-	s.ended(e, rec, StateError, out.answer.Status, publicError(out))
+	status := out.answer.Status
+	if out.early {
+		status = out.status // the backend's, which it sent too soon
+	}
+	s.ended(e, rec, StateError, status, publicError(out))
 	s.spool.release(e)
 	return out.answer, nil
 }
 
+// retryLater is the answer to the request that carried the last byte
+// while the delivery is retried in the background: 503 with Retry-After.
+func retryLater(retryAfter string) handler.Error {
+	err := jsonError("ERR_DELIVERY_PENDING", http.StatusServiceUnavailable,
+		"the upload is stored, but the backend is unavailable; its delivery is retried in the background")
+	err.HTTPResponse.Header["Retry-After"] = retryAfter
+	return err
+}
+
 // publicError says why a delivery failed, without internal detail.
 func publicError(out outcome) string {
+	if out.early {
+		return phraseAnsweredEarly
+	}
 	if out.err != nil {
 		return fmt.Sprintf("the backend could not be reached (%d)", out.answer.Status)
 	}
 	return fmt.Sprintf("the backend answered %d %s", out.answer.Status, http.StatusText(out.answer.Status))
 }
+
+// phraseAnsweredEarly is the public error of a delivery the backend
+// answered below 400 before it read the whole body: the plain path's
+// phrase for the same thing (caddyprogress/outcome.go).
+const phraseAnsweredEarly = "upstream answered before the body ended"
 
 // backoff is the wait before the retry that follows attempt n (1 for
 // the first): 1s, 2s, 4s, ... up to 30s.
@@ -186,9 +217,12 @@ func (s *Server) attempt(rt *route, rec *record, e *entry) outcome {
 	req := rt.srv.deliveryRequest(ctx, rec, info, &countingReader{r: body, n: &e.delivered}, length, contentType)
 	w := newAnswerWriter()
 	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, rt.server)
-	err = rt.next.ServeHTTP(w, req)
+	err = s.serveNext(rt, w, req)
 	if ctx.Err() != nil {
 		return outcome{interrupted: true, err: ctx.Err()}
+	}
+	if errors.Is(err, errAnswerBroke) {
+		return failure(http.StatusBadGateway, err, true)
 	}
 	if w.status == 0 { // nothing written: an error, or an empty 200
 		status := http.StatusOK
@@ -202,17 +236,54 @@ func (s *Server) attempt(rt *route, rec *record, e *entry) outcome {
 		}
 		w.status = status
 	}
+	if w.status < 400 && e.delivered.Load() < length {
+		// as on the plain path: an answer before the whole body was read
+		// does not say the backend has the file
+		return outcome{
+			answer: madeUpAnswer(http.StatusBadGateway, "the backend answered before it read the whole upload; it was not delivered"),
+			status: w.status,
+			early:  true,
+			err:    fmt.Errorf("the backend answered %d after reading %d of %d bytes", w.status, e.delivered.Load(), length),
+		}
+	}
 	return outcome{answer: w.answer(), transient: isTransient(w.status)}
+}
+
+// errAnswerBroke is what serveNext returns when the next handler
+// panicked: reverse_proxy does so (http.ErrAbortHandler) when the
+// backend's answer breaks off after its headers.
+var errAnswerBroke = errors.New("the backend's answer broke off")
+
+// serveNext sends a delivery through the route's next handler. A panic
+// there, which net/http would recover in a request's goroutine but
+// nothing does in a background delivery, is logged once with its stack
+// and returned as errAnswerBroke: the attempt counts as a transient
+// failure.
+func (s *Server) serveNext(rt *route, w http.ResponseWriter, req *http.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.logger.Error("delivery: the next handler panicked",
+				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			err = fmt.Errorf("%w: %v", errAnswerBroke, v)
+		}
+	}()
+	return rt.next.ServeHTTP(w, req)
 }
 
 // failure is the outcome of an attempt without an answer from the backend.
 func failure(status int, err error, transient bool) outcome {
-	body, _ := jsonBody(map[string]string{"error": fmt.Sprintf("the upload could not be delivered to the backend (%d)", status)})
 	return outcome{
-		answer:    &answer{Status: status, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body)},
+		answer:    madeUpAnswer(status, fmt.Sprintf("the upload could not be delivered to the backend (%d)", status)),
 		transient: transient,
 		err:       err,
 	}
+}
+
+// madeUpAnswer is the proxy's own answer to a delivery that has none
+// from the backend to pass on: status and {"error": msg}.
+func madeUpAnswer(status int, msg string) *answer {
+	body, _ := jsonBody(map[string]string{"error": msg})
+	return &answer{Status: status, Header: http.Header{"Content-Type": {"application/json"}}, Body: []byte(body)}
 }
 
 // isTransient reports whether a delivery that got status is worth

@@ -55,7 +55,7 @@ func (sp *spool) sweepLoop() {
 	defer sp.wg.Done()
 	for {
 		s := sp.current.Load()
-		sp.sweep(s, time.Now())
+		sp.sweepSafely(s, time.Now())
 		every := min(max(s.cfg.expire()/10, minSweepEvery), maxSweepEvery)
 		select {
 		case <-time.After(every):

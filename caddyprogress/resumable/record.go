@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // Delivery states, kept on disk in each upload's record.
@@ -33,10 +35,18 @@ type record struct {
 	Created  time.Time `json:"created"`
 	// Host, RemoteAddr and Header are the creation request's: the host
 	// and client address of the delivery request, and the headers
-	// forwarded to the backend (Authorization, Cookie).
+	// forwarded to the backend (Authorization, Cookie). Header is
+	// cleared once the delivery is final.
 	Host       string      `json:"host"`
 	RemoteAddr string      `json:"remote_addr"`
 	Header     http.Header `json:"header,omitempty"`
+	// Server is the name of the Caddy server the creation came in on:
+	// with Host, it names the handler that accepted the upload, the only
+	// one that serves and delivers it (routeKey).
+	Server string `json:"server,omitempty"`
+	// Owner lets a request prove it is the creator's once Header is gone:
+	// salted hashes of the creation's credentials (owner.go).
+	Owner *owner `json:"owner,omitempty"`
 	// Attempts counts the deliveries tried.
 	Attempts int `json:"attempts"`
 	// Size is the upload's length, once every byte is in.
@@ -53,6 +63,52 @@ type record struct {
 // forwardedHeaders are the creation request's headers a backend relies
 // on, sent with the delivery.
 var forwardedHeaders = []string{"Authorization", "Cookie"}
+
+// newRecord is the record of a new upload created by r.
+func newRecord(id, group string, r *http.Request) *record {
+	rec := &record{
+		ID:         id,
+		Delivery:   deliveryReceiving,
+		Group:      group,
+		Created:    time.Now().UTC(),
+		Host:       r.Host,
+		RemoteAddr: r.RemoteAddr,
+		Header:     make(http.Header),
+		Server:     requestRoute(r).server,
+	}
+	for _, name := range forwardedHeaders {
+		if v := r.Header.Values(name); len(v) > 0 {
+			rec.Header[name] = v
+		}
+	}
+	rec.Owner = newOwner(rec.Header)
+	return rec
+}
+
+// route is the key of the handler that accepted the upload.
+func (rec *record) route() routeKey {
+	return routeKey{server: rec.Server, host: strings.ToLower(rec.Host)}
+}
+
+// requestRoute is the key of the handler r reached.
+func requestRoute(r *http.Request) routeKey {
+	var name string
+	if server, ok := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		name = server.Name()
+	}
+	return routeKey{server: name, host: strings.ToLower(r.Host)}
+}
+
+// final records how the delivery ended (deliveryDelivered or
+// deliveryFailed) with the answer a client may get again: the
+// creation's credentials leave the record (only their hashes stay, in
+// Owner), and the answer is kept without Set-Cookie.
+func (rec *record) final(delivery string, ans *answer, at time.Time) {
+	rec.Delivery = delivery
+	rec.Answer = ans.withoutCookies()
+	rec.Finished = at
+	rec.Header = nil
+}
 
 // recordPath is where the record of upload id lives.
 func recordPath(dir, id string) string { return filepath.Join(dir, id+recordSuffix) }

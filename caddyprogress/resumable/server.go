@@ -27,6 +27,10 @@ type Options struct {
 	IDHeader string
 	// Logger is the handler's.
 	Logger *zap.Logger
+	// Load tells config loads apart (any value one load shares, such as
+	// its metrics registry): handlers of one load that share a dir must
+	// agree on its settings. Nil skips that check.
+	Load any
 }
 
 // Server serves the tus endpoint of one upload_progress handler: it
@@ -59,7 +63,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
 	}
 	s := &Server{cfg: cfg, opts: opts, spool: sp, logger: opts.Logger}
+	if err := sp.join(s, opts.Load); err != nil {
+		_, _ = spools.Delete(dir)
+		return nil, err
+	}
 	if err := s.newTusd(); err != nil {
+		sp.leave(s)
 		_, _ = spools.Delete(dir)
 		return nil, err
 	}
@@ -71,6 +80,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 // its background work.
 func (s *Server) Close() error {
 	s.spool.dropRoute(s)
+	s.spool.leave(s)
 	if _, err := spools.Delete(s.cfg.Dir); err != nil {
 		return fmt.Errorf("releasing resumable dir %q: %w", s.cfg.Dir, err)
 	}
@@ -85,14 +95,14 @@ func (s *Server) Handles(r *http.Request) bool {
 // Observe keeps the route of any request the handler sees, when a
 // delivery waits for one (after a restart, or a reload).
 func (s *Server) Observe(r *http.Request, next caddyhttp.Handler) {
-	if s.spool.route.Load() == nil {
+	if s.spool.waiting.Load() > 0 {
 		s.spool.offerRoute(routeOf(s, r, next))
 	}
 }
 
 func routeOf(s *Server, r *http.Request, next caddyhttp.Handler) route {
 	server, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
-	return route{srv: s, next: next, server: server}
+	return route{srv: s, next: next, server: server, key: requestRoute(r)}
 }
 
 // requestState is what the tusd callbacks need from the request being
@@ -143,6 +153,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if err != nil {
 		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
 		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
+	}
+	if !requestRoute(r).accepts(rec) { // another site's upload, in a shared dir
+		return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
 	}
 	switch rec.Delivery {
 	case deliveryDelivering:

@@ -32,12 +32,22 @@ type spool struct {
 	reserved map[string]int64 // disk bytes each upload takes or will take
 	total    int64            // the sum of reserved
 
-	// route is how the latest request reached the handler: what a
-	// background delivery is sent through (see deliver.go). routeSet is
-	// closed once there is one.
-	route    atomic.Pointer[route]
-	routeMu  sync.Mutex
-	routeSet chan struct{}
+	// routes holds, for each handler with a delivery scheduled in the
+	// background (needs counts them), how a request reached it: what the
+	// delivery is sent through (see deliver.go), keyed by what a request
+	// shows of the handler. Keys come from requests (their Host): only
+	// those a delivery needs are kept, so the map is bounded by the
+	// deliveries pending. routeAdded is closed (and replaced) when a
+	// route is added while a delivery waits for one (waiting > 0).
+	routeMu    sync.Mutex
+	routes     map[routeKey]*route
+	needs      map[routeKey]int
+	routeAdded chan struct{}
+	waiting    atomic.Int32
+
+	// users are the Servers using the folder, with the config load
+	// each belongs to: handlers of one load must agree on its settings.
+	users map[*Server]any
 
 	// current is the newest Server using the folder: its expire applies.
 	current atomic.Pointer[Server]
@@ -49,6 +59,24 @@ type route struct {
 	srv    *Server           // the handler's config shapes the delivery
 	next   caddyhttp.Handler // the route's next handler, usually reverse_proxy
 	server *caddyhttp.Server // the Caddy server the request came in on
+	key    routeKey
+}
+
+// routeKey tells apart the handlers that may share a folder, as a
+// request shows which one it reached: the Caddy server it came in on,
+// and its host (the site). An upload is served, and delivered, only
+// through a route with its creation's key (record.route), so a site
+// never sends another site's upload to its own backend.
+type routeKey struct {
+	server string // the caddyhttp.Server's name; "" (a record from before) matches any
+	host   string // lower case, port included
+}
+
+// accepts reports whether a request with this key may serve the upload
+// of rec: one that reached the handler that accepted it.
+func (k routeKey) accepts(rec *record) bool {
+	want := rec.route()
+	return (want.server == "" || want.server == k.server) && want.host == k.host
 }
 
 // loadSpool takes the spool of dir, made and scanned on first use.
@@ -68,12 +96,15 @@ func newSpool(dir string) (*spool, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sp := &spool{
-		dir:      dir,
-		ctx:      ctx,
-		cancel:   cancel,
-		entries:  make(map[string]*entry),
-		reserved: make(map[string]int64),
-		routeSet: make(chan struct{}),
+		dir:        dir,
+		ctx:        ctx,
+		cancel:     cancel,
+		entries:    make(map[string]*entry),
+		reserved:   make(map[string]int64),
+		routes:     make(map[routeKey]*route),
+		needs:      make(map[routeKey]int),
+		routeAdded: make(chan struct{}),
+		users:      make(map[*Server]any),
 	}
 	return sp, nil
 }
@@ -158,50 +189,104 @@ func (sp *spool) release(e *entry) {
 	e.busy = false
 }
 
-// offerRoute keeps the way a request reached srv, for deliveries that
-// run in the background.
+// offerRoute keeps the way a request reached its handler, if a
+// delivery of that handler's uploads is scheduled in the background.
 func (sp *spool) offerRoute(rt route) {
 	if rt.next == nil || rt.server == nil {
 		return
 	}
-	sp.route.Store(&rt)
 	sp.routeMu.Lock()
 	defer sp.routeMu.Unlock()
-	select {
-	case <-sp.routeSet:
-	default:
-		close(sp.routeSet)
+	added := false
+	// a record from before routes were kept needs its host's, on any server
+	for _, key := range []routeKey{rt.key, {host: rt.key.host}} {
+		if sp.needs[key] > 0 {
+			sp.routes[key] = &rt
+			added = true
+		}
+	}
+	if added && sp.waiting.Load() > 0 {
+		close(sp.routeAdded)
+		sp.routeAdded = make(chan struct{})
 	}
 }
 
-// dropRoute forgets the route of a handler being cleaned up: its next
-// handler goes with its config. Background deliveries wait for the next
+// needRoute counts the deliveries scheduled for the handler of key (by
+// delta); its route is forgotten when none is left.
+func (sp *spool) needRoute(key routeKey, delta int) {
+	sp.routeMu.Lock()
+	defer sp.routeMu.Unlock()
+	sp.needs[key] += delta
+	if sp.needs[key] <= 0 {
+		delete(sp.needs, key)
+		delete(sp.routes, key)
+	}
+}
+
+// dropRoute forgets the routes of a handler being cleaned up: its next
+// handler goes with its config. Background deliveries wait for a
 // request to bring a new one.
 func (sp *spool) dropRoute(srv *Server) {
 	sp.routeMu.Lock()
 	defer sp.routeMu.Unlock()
-	if rt := sp.route.Load(); rt != nil && rt.srv == srv {
-		sp.route.Store(nil)
-		sp.routeSet = make(chan struct{})
+	for key, rt := range sp.routes {
+		if rt.srv == srv {
+			delete(sp.routes, key)
+		}
 	}
 }
 
-// awaitRoute returns the latest route, waiting for a request to bring
+// awaitRoute returns the route of key, waiting for a request to bring
 // one; nil if the spool stops first.
-func (sp *spool) awaitRoute() *route {
+func (sp *spool) awaitRoute(key routeKey) *route {
+	sp.waiting.Add(1) // before looking, so an offer after the look wakes us
+	defer sp.waiting.Add(-1)
 	for {
-		if rt := sp.route.Load(); rt != nil {
+		sp.routeMu.Lock()
+		rt := sp.routes[key]
+		added := sp.routeAdded
+		sp.routeMu.Unlock()
+		if rt != nil {
 			return rt
 		}
-		sp.routeMu.Lock()
-		set := sp.routeSet
-		sp.routeMu.Unlock()
 		select {
-		case <-set:
+		case <-added:
 		case <-sp.ctx.Done():
 			return nil
 		}
 	}
+}
+
+// join adds s to the Servers using the folder. Two handlers of one
+// config load (load, any value that tells loads apart; nil for
+// unknown) may share it only if both named it as their dir, with the
+// same settings; a handler of another load (the config before a
+// reload) may differ.
+func (sp *spool) join(s *Server, load any) error {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	for other, otherLoad := range sp.users {
+		if load == nil || otherLoad != load {
+			continue
+		}
+		if s.cfg.defaultDir || other.cfg.defaultDir {
+			return fmt.Errorf("two handlers would share the default upload folder %q: "+
+				"set dir in each resumable block (the same dir in both only to share it on purpose)", sp.dir)
+		}
+		if diff := s.cfg.differsFrom(&other.cfg); diff != "" {
+			return fmt.Errorf("two resumable blocks on dir %q differ in %s: "+
+				"handlers that share a dir must have the same settings", sp.dir, diff)
+		}
+	}
+	sp.users[s] = load
+	return nil
+}
+
+// leave removes s from the Servers using the folder.
+func (sp *spool) leave(s *Server) {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	delete(sp.users, s)
 }
 
 // Interface guard

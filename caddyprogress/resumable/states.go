@@ -29,30 +29,43 @@ func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entr
 
 // serveEnded answers for an upload whose delivery ended. HEAD of a
 // delivered upload says offset = length (it is complete, and the
-// backend took it); of a failed one, 410 Gone. PATCH gets the
-// backend's answer again, for a client that lost it. DELETE removes
-// what is left.
+// backend took it); of a failed one, 410 Gone. An empty PATCH at the
+// upload's length gets the backend's answer again (without Set-Cookie),
+// for a creator that lost it: only a request that proves it is the
+// creator's (ownsUpload). A PATCH with bytes, or at another offset, is
+// refused: its bytes were not stored (409, or 410 once failed). DELETE
+// removes what is left.
 func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record) error {
 	h := w.Header()
 	h.Set("Tus-Resumable", "1.0.0")
 	h.Set("Cache-Control", "no-store")
+	size := strconv.FormatInt(rec.Size, 10)
 	switch r.Method {
 	case http.MethodHead:
 		if rec.Delivery == deliveryFailed {
 			w.WriteHeader(http.StatusGone)
 			return nil
 		}
-		size := strconv.FormatInt(rec.Size, 10)
 		h.Set("Upload-Offset", size)
 		h.Set("Upload-Length", size)
 		w.WriteHeader(http.StatusOK)
 		return nil
 	case http.MethodPatch:
+		if r.Header.Get("Upload-Offset") != size || r.ContentLength != 0 {
+			if rec.Delivery == deliveryFailed {
+				return s.refuse(w, r, http.StatusGone, errors.New("this upload has ended; these bytes were not stored"))
+			}
+			return s.refuse(w, r, http.StatusConflict, errors.New("this upload is complete; these bytes were not stored"))
+		}
 		if rec.Answer == nil {
 			return s.refuse(w, r, http.StatusGone, errors.New("this upload has ended"))
 		}
-		h.Set("Upload-Offset", strconv.FormatInt(rec.Size, 10))
-		rec.Answer.writeTo(w)
+		if !s.ownsUpload(r, rec) {
+			return s.refuse(w, r, http.StatusForbidden, errors.New(
+				"the backend's answer is given again only to a request with the upload's token or its creation's credentials"))
+		}
+		h.Set("Upload-Offset", size)
+		rec.Answer.withoutCookies().writeTo(w)
 		return nil
 	case http.MethodDelete:
 		if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
@@ -64,4 +77,22 @@ func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record)
 	}
 	h.Set("Allow", "HEAD, PATCH, DELETE")
 	return s.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed for an upload", r.Method))
+}
+
+// TokenChecker is implemented by a Tracker whose uploads have tokens
+// (caddyprogress with status_access token).
+type TokenChecker interface {
+	// ShowsToken reports whether r shows the token of upload id; false
+	// when uploads have none.
+	ShowsToken(r *http.Request, id string) bool
+}
+
+// ownsUpload reports whether r proves it is from the upload's creator:
+// it shows the upload's token, or one of the creation's credential
+// headers (Authorization, Cookie) with the same values.
+func (s *Server) ownsUpload(r *http.Request, rec *record) bool {
+	if tc, ok := s.opts.Tracker.(TokenChecker); ok && tc.ShowsToken(r, rec.ID) {
+		return true
+	}
+	return rec.Owner.proves(r)
 }

@@ -89,20 +89,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 			"the proxy's upload store is full (max_disk); try again later")
 	}
 
-	rec := &record{
-		ID:         id,
-		Delivery:   deliveryReceiving,
-		Group:      st.group,
-		Created:    time.Now().UTC(),
-		Host:       st.r.Host,
-		RemoteAddr: st.r.RemoteAddr,
-		Header:     make(http.Header),
-	}
-	for _, name := range forwardedHeaders {
-		if v := st.r.Header.Values(name); len(v) > 0 {
-			rec.Header[name] = v
-		}
-	}
+	rec := newRecord(id, st.group, st.r)
 	if err := rec.write(s.cfg.Dir); err != nil {
 		s.spool.forget(id)
 		s.logger.Error("creating an upload", zap.Error(err))
