@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -70,6 +71,8 @@ func TestStrangerCannotJoinAGroup(t *testing.T) {
 	// the owner's first upload, held in flight
 	data := payload(64 << 10)
 	held := &pacedReader{data: data, chunk: 4 << 10, stopAt: 8 << 10, release: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(held.release) })
+	t.Cleanup(release) // a failing test does not wait on the held upload
 	firstDone := make(chan *http.Response, 1)
 	go func() {
 		resp, _ := p.upload(t, http.MethodPost, "/", held, int64(len(data)), owner)
@@ -135,7 +138,7 @@ func TestStrangerCannotJoinAGroup(t *testing.T) {
 	if resp.Header.Get("X-Upload-Group-Token") != tokenFor(groupToken, group) {
 		t.Fatalf("the owner's second upload: group token %q", resp.Header.Get("X-Upload-Group-Token"))
 	}
-	close(held.release)
+	release()
 	first := <-firstDone
 	if first.StatusCode != 200 {
 		t.Fatalf("the owner's first upload answered %d", first.StatusCode)
@@ -219,6 +222,8 @@ func TestClientIDWithoutItsTokenRevealsAndReplacesNothing(t *testing.T) {
 
 	data := payload(64 << 10)
 	held := &pacedReader{data: data, chunk: 4 << 10, stopAt: 8 << 10, release: make(chan struct{})}
+	release := sync.OnceFunc(func() { close(held.release) })
+	t.Cleanup(release) // a failing test does not wait on the held upload
 	ownerDone := make(chan *http.Response, 1)
 	go func() {
 		resp, _ := p.upload(t, http.MethodPost, "/", held, int64(len(data)), owner)
@@ -250,7 +255,7 @@ func TestClientIDWithoutItsTokenRevealsAndReplacesNothing(t *testing.T) {
 	stranger("while the victim uploads", victim)
 	stranger("for comparison", "never-used")
 
-	close(held.release)
+	release()
 	if resp := <-ownerDone; resp.StatusCode != 200 || resp.Header.Get("X-Upload-ID") != victim {
 		t.Fatalf("the victim's upload: %d under %q", resp.StatusCode, resp.Header.Get("X-Upload-ID"))
 	}
