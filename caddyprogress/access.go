@@ -32,12 +32,21 @@ import (
 // with kind "upload" or "group", so an upload's token never opens a
 // group of the same name. Tokens are stateless: every instance with the
 // same secret accepts them, across reloads. The upload's response
-// carries X-Upload-Token (and X-Upload-Group-Token for its group); a
-// reservation's 201 carries X-Upload-Token and a "token" JSON field.
+// carries X-Upload-Token (and X-Upload-Group-Token for the group it
+// joined); a reservation's 201 carries X-Upload-Token and a "token"
+// JSON field, a group reservation's X-Upload-Group-Token and "token".
 // A client shows it as "Authorization: Bearer <token>", as the query
 // parameter token (EventSource cannot set headers), or in the cookie
 // token_cookie. Without a valid token the answer is the one for an
 // unknown ID, so a stranger cannot tell a live upload from none.
+//
+// A token is also what lets an upload use a name: an upload keeps the
+// ID it names only if it shows that ID's token (screenClientID), and
+// joins the group it names only if it shows the group's token
+// (screenGroup, group.go); otherwise it gets a fresh ID, or is tracked
+// on its own, whether or not the name is in use. So a stranger who
+// knows an ID or a group's name can neither learn that it is in use
+// nor take, replace or join it.
 
 // Values of status_access.
 const (
@@ -180,6 +189,20 @@ func (h *Handler) tokenAllows(r *http.Request, kind, id string) bool {
 	return false
 }
 
+// showsToken reports whether an upload request shows the token of the
+// upload or group (kind) with this ID: in the request header named
+// header (X-Upload-Token, X-Upload-Group-Token), or as the progress
+// routes take it (tokenAllows).
+func (h *Handler) showsToken(r *http.Request, kind, id, header string) bool {
+	want := []byte(h.token(kind, id))
+	for _, shown := range r.Header.Values(header) {
+		if hmac.Equal([]byte(strings.TrimSpace(shown)), want) {
+			return true
+		}
+	}
+	return h.tokenAllows(r, kind, id)
+}
+
 // hideWithoutToken answers a progress read of an upload or group (kind)
 // whose token r does not show exactly as for an unknown ID (404
 // {"id": "...", "status": "unknown"}, or {"group": ...}), and reports
@@ -235,21 +258,35 @@ func (h *Handler) writeReservation(w http.ResponseWriter, u *upload) error {
 // clientIDsAllowed is client_ids: whether uploads may name their own ID.
 func (h *Handler) clientIDsAllowed() bool { return h.ClientIDs == nil || *h.ClientIDs }
 
-// screenClientID applies client_ids off to the ID a client sent (and the
-// error validating it): it is kept only if it names a live reservation;
-// otherwise it is dropped, with its error, and the upload gets a fresh
-// ID. With client_ids on, it changes nothing.
-func (h *Handler) screenClientID(id string, err error) (string, error) {
-	if h.clientIDsAllowed() {
+// screenClientID decides whether an upload keeps the ID its client sent
+// (id, and err from validating it), or gets a fresh one (""):
+//   - with status_access token, it keeps it only if the request shows
+//     the ID's token (showsToken), so a stranger never learns whether an
+//     ID is in use (no 409 for another's live upload) and never replaces
+//     another's record, reservation or finished upload;
+//   - with client_ids off, only if it names a live reservation;
+//   - with client_ids on and status_access id, always (an invalid one is
+//     refused with err).
+//
+// An ID that is dropped takes its error with it.
+func (h *Handler) screenClientID(r *http.Request, id string, err error) (string, error) {
+	if h.clientIDsAllowed() && (!h.access.on() || err != nil || id == "") {
 		return id, err
 	}
-	if err == nil && id != "" {
-		if u := h.tracker.get(id); u != nil && u.currentState() == statePending {
-			return id, nil
-		}
-		if h.reservedElsewhere(id) { // with redis (clusterroutes.go)
-			return id, nil
-		}
+	if err != nil || id == "" {
+		return "", nil
+	}
+	if h.access.on() && !h.showsToken(r, uploadToken, id, uploadTokenHeader) {
+		return "", nil
+	}
+	if h.clientIDsAllowed() {
+		return id, nil
+	}
+	if u := h.tracker.get(id); u != nil && u.currentState() == statePending {
+		return id, nil
+	}
+	if h.reservedElsewhere(id) { // with redis (clusterroutes.go)
+		return id, nil
 	}
 	return "", nil
 }

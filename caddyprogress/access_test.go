@@ -61,8 +61,11 @@ func TestTokenGuardsStatusEventsNginxAndGroups(t *testing.T) {
 	p := startProxy(t, tokenOptions, up.host)
 
 	data := payload(100 << 10)
+	// the upload shows the tokens of the ID and group it names (issue 15:
+	// without them it would get a fresh ID and no group)
 	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader(string(data)), int64(len(data)),
-		http.Header{"X-Upload-Id": {"private-1"}, "X-Upload-Group": {"private-group"}})
+		http.Header{"X-Upload-Id": {"private-1"}, "X-Upload-Token": {tokenFor(uploadToken, "private-1")},
+			"X-Upload-Group": {"private-group"}, "X-Upload-Group-Token": {tokenFor(groupToken, "private-group")}})
 	if resp.StatusCode != 200 {
 		t.Fatalf("upload answered %d", resp.StatusCode)
 	}
@@ -183,9 +186,11 @@ func TestGeneratedTokenSecretIsKeptAcrossReloads(t *testing.T) {
 	testcaddy.Run(t, testcaddy.GlobalOptions+siteBlock(site, "\t\ttracker stored\n\t\tstatus_access token", up.host))
 	p := &proxy{base: site, client: &http.Client{}}
 
-	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {"stored-1"}})
+	// an ID of the server's (a client's own needs its token, issue 15)
+	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, nil)
+	id := resp.Header.Get("X-Upload-Id")
 	token := resp.Header.Get("X-Upload-Token")
-	if token == "" || token == tokenFor(uploadToken, "stored-1") {
+	if token == "" || token == tokenFor(uploadToken, id) {
 		t.Fatalf("token %q", token)
 	}
 	secretFile := filepath.Join(caddy.AppDataDir(), "upload_progress", "stored", "token_secret")
@@ -198,12 +203,12 @@ func TestGeneratedTokenSecretIsKeptAcrossReloads(t *testing.T) {
 	site2 := fmt.Sprintf("http://127.0.0.1:%d", port2)
 	testcaddy.Load(t, testcaddy.GlobalOptions+siteBlock(site2, "\t\ttracker stored\n\t\tstatus_access token\n\t\tinterval 50ms", up.host))
 	p2 := &proxy{base: site2, client: &http.Client{}}
-	if resp, body := p2.getWith(t, DefaultStatusPath+"stored-1", bearer(token)); resp.StatusCode != 200 || !strings.Contains(body, `"complete"`) {
+	if resp, body := p2.getWith(t, DefaultStatusPath+id, bearer(token)); resp.StatusCode != 200 || !strings.Contains(body, `"complete"`) {
 		t.Fatalf("after the reload, the token reads %d %s", resp.StatusCode, body)
 	}
-	resp2, _ := p2.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {"stored-1"}})
-	if got := resp2.Header.Get("X-Upload-Token"); got != token {
-		t.Fatalf("the same ID's token changed across the reload: %q, then %q", token, got)
+	resp2, _ := p2.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {id}, "X-Upload-Token": {token}})
+	if got := resp2.Header.Get("X-Upload-Token"); got != token || resp2.Header.Get("X-Upload-Id") != id {
+		t.Fatalf("the same ID's token changed across the reload: %q, then %q (ID %q)", token, got, resp2.Header.Get("X-Upload-Id"))
 	}
 }
 
@@ -230,8 +235,9 @@ func TestTokenSecretFromAnEnvironmentPlaceholder(t *testing.T) {
 
 	t.Setenv("UPLOAD_PROGRESS_TEST_SECRET", testSecret)
 	p := startProxy(t, options, up.host)
-	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4, http.Header{"X-Upload-Id": {"env-1"}})
-	if got := resp.Header.Get("X-Upload-Token"); got != tokenFor(uploadToken, "env-1") {
+	resp, _ := p.upload(t, http.MethodPost, "/", strings.NewReader("data"), 4,
+		http.Header{"X-Upload-Id": {"env-1"}, "X-Upload-Token": {tokenFor(uploadToken, "env-1")}})
+	if got := resp.Header.Get("X-Upload-Token"); got != tokenFor(uploadToken, "env-1") || resp.Header.Get("X-Upload-Id") != "env-1" {
 		t.Fatalf("token %q, want the HMAC with the variable's secret", got)
 	}
 }

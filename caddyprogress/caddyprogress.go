@@ -446,6 +446,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	case h.WSPath != routeOff && strings.HasPrefix(r.URL.Path, h.WSPath):
 		return h.serveWebSocket(w, r, strings.TrimPrefix(r.URL.Path, h.WSPath))
 	case h.resumable != nil && h.resumable.Handles(r):
+		_, _ = h.screenGroup(r) // a creation joins a group only with its token (group.go); resumable refuses an invalid one
 		return h.resumable.ServeHTTP(w, r, next)
 	case h.tracks(r):
 		return h.serveUpload(w, r, next)

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"slices"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // groupHeader is the request header that makes an upload a member of a
@@ -53,6 +55,31 @@ func uploadGroup(r *http.Request) (string, error) {
 		return "", fmt.Errorf("%s header: not a valid group ID: %w", groupHeader, err)
 	}
 	return values[0], nil
+}
+
+// screenGroup returns the group an upload request joins: the one its
+// X-Upload-Group header names ("" for none; an error, the header left
+// as it is, when the ID is not valid). With status_access token, the
+// request must show the group's token (X-Upload-Group-Token, see
+// showsToken): a client gets it from a group reservation (POST
+// <status_path>?group), the only request that makes a group and learns
+// its token. Without it the upload is tracked on its own, whether or
+// not the group exists, so a stranger can neither join another's group
+// nor learn that it exists; its X-Upload-Group header is then removed,
+// so that the backend does not take it for a member. The group token
+// header is ours: it never goes to the backend.
+func (h *Handler) screenGroup(r *http.Request) (string, error) {
+	group, err := uploadGroup(r)
+	if err != nil || !h.access.on() {
+		return group, err
+	}
+	if group != "" && !h.showsToken(r, groupToken, group, groupTokenHeader) {
+		h.logger.Debug("upload without its group's token; tracking it on its own", zap.String("group", group))
+		r.Header.Del(groupHeader)
+		group = ""
+	}
+	r.Header.Del(groupTokenHeader)
+	return group, nil
 }
 
 // findGroup returns the group with the given ID, or nil. The caller

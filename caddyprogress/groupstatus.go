@@ -14,10 +14,13 @@ func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id st
 	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
 		return err
 	}
+	if r.Method == http.MethodPost {
+		return h.serveGroupReserve(w, r, id)
+	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+		w.Header().Set("Allow", "GET, HEAD, POST")
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> reads a group's status", r.Method, h.StatusPath, groupQuery))
+			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> reads a group's status, POST %s?%s reserves a group", r.Method, h.StatusPath, groupQuery, h.StatusPath, groupQuery))
 	}
 	if err := validateID(id); err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
@@ -38,4 +41,38 @@ func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id st
 	}
 	_, err := io.WriteString(w, "\n")
 	return err
+}
+
+// groupReservation is the 201 body of POST <status_path>?group: the
+// reserved group ID, "pending", and with status_access token the
+// group's token.
+type groupReservation struct {
+	Group  string `json:"group"`
+	Status string `json:"status"`
+	Token  string `json:"token,omitempty"`
+}
+
+// serveGroupReserve answers POST <status_path>?group with a fresh group
+// ID (128 random bits, like an upload's) and, with status_access token,
+// its token, also in the X-Upload-Group and X-Upload-Group-Token
+// headers. It is how a client gets a group's token before its first
+// upload ends, to start several uploads of the group at once: each
+// sends both headers. Nothing is kept: the ID is one nobody else can
+// name, and the token is all a member needs to show; the group exists
+// from its first member's start (until then its status reads unknown,
+// and its events wait in pending). A client may not choose the ID: a
+// name of its own could be in use (and saying so would tell a stranger
+// it exists).
+func (h *Handler) serveGroupReserve(w http.ResponseWriter, r *http.Request, named string) error {
+	if named != "" {
+		return h.writeError(w, r, http.StatusBadRequest,
+			fmt.Errorf("%s query parameter: a group reservation makes a fresh group ID; send POST %s?%s without one", groupQuery, h.StatusPath, groupQuery))
+	}
+	res := groupReservation{Group: newID(), Status: statePending.String()}
+	w.Header().Set(groupHeader, res.Group)
+	if h.access.on() {
+		res.Token = h.token(groupToken, res.Group)
+		w.Header().Set(groupTokenHeader, res.Token)
+	}
+	return writeJSON(w, http.StatusCreated, res)
 }

@@ -19,14 +19,17 @@ const statusClientClosedRequest = 499
 // serveUpload tracks one upload on its way to the next handler.
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	id, err := h.uploadID(r)
-	id, err = h.screenClientID(id, err) // client_ids off (access.go)
+	id, err = h.screenClientID(r, id, err) // client_ids off, status_access token (access.go)
 	if err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 	if id == "" {
 		id = newID()
 	}
-	group, err := uploadGroup(r)
+	if h.access.on() {
+		r.Header.Del(uploadTokenHeader) // ours: it never goes to the backend
+	}
+	group, err := h.screenGroup(r) // status_access token: only with its token (group.go)
 	if err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}

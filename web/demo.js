@@ -1,6 +1,8 @@
 // demo.js: the demo page. Picked or dropped files are uploaded through
 // the proxy, two at a time, each with its own bar; the overall bar is
-// the sum of the per-file progress the server reports.
+// the sum of the per-file progress the server reports. The files picked
+// or dropped at once are one group: the page reserves it (POST
+// /upload/status/?group) and each upload shows its ID and token.
 //
 // Query parameters, for trying things out (and for the browser test):
 //   ?events=off        poll the status route instead of using EventSource
@@ -11,7 +13,7 @@
 //                      the demo backend takes ?delay=2s and ?status=500
 //   ?resumable=on      start with the resumable (tus) switch on
 
-import { uploadWithProgress } from "./upload-progress.js";
+import { uploadWithProgress, reserveGroup } from "./upload-progress.js";
 import { formatBytes, formatSpeed, formatRemaining } from "./format.js";
 import { uploadResumable } from "./resumable.js";
 
@@ -37,7 +39,7 @@ resumableSwitch.checked = params.get("resumable") === "on";
  * @property {number} received bytes the server has received
  * @property {number} speed bytes per second, while uploading
  * @property {"waiting"|"uploading"|"processing"|"done"|"failed"} state
- * @property {string} group the X-Upload-Group of its batch
+ * @property {Promise<{id: string, token: ?string}>} group its batch's reserved group (X-Upload-Group, X-Upload-Group-Token)
  * @property {AbortController} controller
  */
 
@@ -51,7 +53,7 @@ const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.get
 
 /** @param {FileList|File[]} files */
 function addFiles(files) {
-	const group = randomGroup();
+	const group = reserveGroup();
 	for (const file of files) {
 		const el = /** @type {HTMLElement} */ (/** @type {HTMLTemplateElement} */ ($("upload-template")).content.firstElementChild.cloneNode(true));
 		/** @type {Entry} */
@@ -102,9 +104,12 @@ async function run(entry) {
 	}
 	setState(entry, "uploading", "Starting…");
 	try {
-		const result = resumableSwitch.checked ? await runResumable(entry) : await uploadWithProgress(target, entry.file, {
+		const group = await entry.group;
+		entry.el.dataset.group = group.id; // the group ID (never its token), for curious readers and the tests
+		const result = resumableSwitch.checked ? await runResumable(entry, group) : await uploadWithProgress(target, entry.file, {
 			signal: entry.controller.signal,
-			group: entry.group,
+			group: group.id,
+			groupToken: group.token ?? undefined,
 			useEvents,
 			transport,
 			onProgress: (p) => showProgress(entry, p),
@@ -123,10 +128,12 @@ async function run(entry) {
  * Uploads with the resumable client; the entry's Pause button pauses and
  * resumes, Cancel ends the upload (the proxy deletes its bytes).
  * @param {Entry} entry
+ * @param {{id: string, token: ?string}} group
  */
-async function runResumable(entry) {
+async function runResumable(entry, group) {
 	const upload = uploadResumable("/files/", entry.file, {
-		group: entry.group,
+		group: group.id,
+		groupToken: group.token ?? undefined,
 		onProgress: (p) => {
 			if (entry.state !== "done" && entry.state !== "failed") showProgress(entry, p);
 		},
@@ -258,12 +265,6 @@ function join(...parts) {
 /** @param {number|undefined} s */
 function seconds(s) {
 	return s === undefined ? "" : `${s.toFixed(1)} s`;
-}
-
-/** @returns {string} an ID for one batch of files */
-function randomGroup() {
-	const bytes = crypto.getRandomValues(new Uint8Array(9));
-	return "batch-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 const input = /** @type {HTMLInputElement} */ ($("files"));

@@ -7,6 +7,10 @@
 // dropped connection (it asks the server for its offset and goes on
 // from there), and a page reload (the upload URL is kept in
 // localStorage). Progress is the server's, polled from the status route.
+// With status_access token, the creation's answer carries the upload's
+// token (X-Upload-Token): it is kept with the URL, shown on every later
+// tus request as X-Upload-Token and on the status polls as a bearer
+// token.
 //
 //	import { uploadResumable } from "/resumable.js";
 //	const upload = uploadResumable("/files/", file, { onProgress(p) { ... } });
@@ -34,7 +38,8 @@
  * @typedef {Object} ResumableOptions
  * @property {(p: ResumableProgress) => void} [onProgress]
  * @property {Record<string, string>} [headers] sent with every request (e.g. Authorization)
- * @property {string} [group] sent as X-Upload-Group at creation
+ * @property {string} [group] sent as X-Upload-Group at creation (see reserveGroup in upload-progress.js)
+ * @property {string} [groupToken] the group's token, sent as X-Upload-Group-Token at creation: with status_access token, the upload joins the group only with it
  * @property {string} [statusPath] default "/upload/status/"
  * @property {number} [pollInterval] ms between status polls, default 500
  * @property {number[]} [retryDelays] ms before each retry after a failure; default up to a minute
@@ -77,6 +82,8 @@ export function uploadResumable(endpoint, file, options = {}) {
 	let wake = null;
 	let lastProgress = /** @type {ResumableProgress|undefined} */ (undefined);
 	let cancelled = false;
+	/** @type {string|null} the upload's token (status_access token), from the creation's answer */
+	let token = null;
 
 	const handle = {
 		/** @type {string} the upload ID, once created */
@@ -109,7 +116,8 @@ export function uploadResumable(endpoint, file, options = {}) {
 	async function send(method, url, headers, body) {
 		inFlight = new AbortController();
 		try {
-			return await fetch(url, { method, headers: { ...tus, ...headers }, body, signal: inFlight.signal });
+			const own = token && method !== "POST" ? { "X-Upload-Token": token } : {};
+			return await fetch(url, { method, headers: { ...tus, ...own, ...headers }, body, signal: inFlight.signal });
 		} finally {
 			inFlight = null;
 		}
@@ -120,10 +128,12 @@ export function uploadResumable(endpoint, file, options = {}) {
 			.map(([k, v]) => `${k} ${btoa(unescape(encodeURIComponent(v)))}`).join(",");
 		const headers = { "Upload-Length": String(file.size), "Upload-Metadata": meta };
 		if (options.group) headers["X-Upload-Group"] = options.group;
+		if (options.group && options.groupToken) headers["X-Upload-Group-Token"] = options.groupToken;
 		const res = await send("POST", endpoint, headers);
 		if (res.status !== 201) throw await failure(res, "The server refused to start the upload");
 		const url = new URL(res.headers.get("Location") ?? "", location.href).href;
-		storage?.setItem(key, url);
+		token = res.headers.get("X-Upload-Token");
+		storage?.setItem(key, token ? JSON.stringify({ url, token }) : url);
 		return url;
 	}
 
@@ -139,7 +149,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 	async function poll() {
 		while (handle.id && !stopped) {
 			try {
-				const res = await fetch(statusPath + handle.id, { cache: "no-store" });
+				const res = await fetch(statusPath + handle.id, { cache: "no-store", headers: token ? { Authorization: "Bearer " + token } : {} });
 				const progress = res.ok ? await res.json() : undefined;
 				if (progress && !stopped) { // no report after the end
 					lastProgress = progress;
@@ -153,6 +163,13 @@ export function uploadResumable(endpoint, file, options = {}) {
 
 	async function run() {
 		let url = storage?.getItem(key) ?? null;
+		if (url?.startsWith("{")) { // {url, token}: an upload made with status_access token
+			try {
+				({ url, token } = JSON.parse(url));
+			} catch {
+				url = null;
+			}
+		}
 		let failures = 0;
 		let stored = 0; // the offset the proxy last reported
 		for (;;) {

@@ -16,6 +16,13 @@
 // (<wsPath><id>, with transport: "websocket"), or by polling
 // <statusPath><id>. A WebSocket that fails falls back to events, and
 // events that fail fall back to polling.
+//
+// Several files as one group: reserve the group first, then start them
+// all at once with its ID and token (with status_access token, an
+// upload joins a group only if it shows the group's token):
+//
+//	const group = await reserveGroup();
+//	await Promise.all(files.map((f) => uploadWithProgress("/upload", f, { group: group.id, groupToken: group.token })));
 
 /**
  * The server's view of one upload, as the status route and the events
@@ -80,7 +87,8 @@
  * @property {string} [token] the upload's token, with status_access token; default: the reservation's
  * @property {string} [method] default "POST"
  * @property {HeadersInit} [headers] more request headers: a Headers object, an object or [name, value] pairs
- * @property {string} [group] sent as the X-Upload-Group header
+ * @property {string} [group] sent as the X-Upload-Group header (see reserveGroup)
+ * @property {string} [groupToken] the group's token, sent as X-Upload-Group-Token: with status_access token, an upload joins the group only with it
  * @property {string} [statusPath] default "/upload/status/"
  * @property {string} [eventsPath] default "/upload/events/"
  * @property {string} [wsPath] default "/upload/ws/"
@@ -137,6 +145,9 @@ const maxStreamErrors = 3;
 /** The response header and query parameter of status_access token. */
 const tokenHeader = "X-Upload-Token";
 const tokenQuery = "token";
+/** The headers of a group and of its token. */
+const groupHeader = "X-Upload-Group";
+const groupTokenHeader = "X-Upload-Group-Token";
 
 /**
  * Uploads body to url and reports the server's progress.
@@ -174,7 +185,7 @@ async function upload(url, body, opts) {
 	const reserved = opts.id === undefined ? await reserveID(opts) : { id: opts.id, token: opts.token ?? null };
 	const following = { watcher: watch(reserved.id, reserved.token, opts) };
 	try {
-		return await send(url, body, reserved.id, following, opts);
+		return await send(url, body, reserved, following, opts);
 	} catch (err) {
 		const uerr = asUploadError(err, opts.signal);
 		uerr.id ??= reserved.id;
@@ -188,16 +199,23 @@ async function upload(url, body, opts) {
  * Sends the upload and waits for the answer and the final status.
  * @param {string} url
  * @param {*} body
- * @param {string} id
+ * @param {{id: string, token: ?string}} reserved the upload's ID, and its token if known
  * @param {{watcher: ReturnType<typeof watch>}} following the watcher of the upload, replaced if the server names another ID
  * @param {UploadOptions & typeof defaults} opts
  * @returns {Promise<UploadResult>}
  */
-async function send(url, body, id, following, opts) {
+async function send(url, body, reserved, following, opts) {
+	let id = reserved.id;
 	const headers = new Headers(opts.headers ?? {}); // a Headers object, an object or pairs
 	headers.set(opts.idHeader, id);
+	if (reserved.token) {
+		headers.set(tokenHeader, reserved.token); // with status_access token, the server keeps the ID only with it
+	}
 	if (opts.group) {
-		headers.set("X-Upload-Group", opts.group);
+		headers.set(groupHeader, opts.group);
+		if (opts.groupToken) {
+			headers.set(groupTokenHeader, opts.groupToken);
+		}
 	}
 	let response;
 	try {
@@ -251,6 +269,34 @@ async function reserveID(opts) {
 	}
 	throwIfCancelled(opts.signal);
 	return { id: randomID(), token: opts.token ?? null };
+}
+
+/**
+ * Reserves a group with POST <statusPath>?group: a fresh group ID and,
+ * with status_access token, its token, before any upload, so that
+ * several uploads can start at once as members (pass both as the
+ * group and groupToken options). If the reservation fails for any
+ * reason but cancellation, it makes up a random group ID without a
+ * token: the uploads go on (with status_access token, each on its own).
+ * @param {{statusPath?: string, signal?: AbortSignal}} [options]
+ * @returns {Promise<{id: string, token: ?string}>}
+ */
+export async function reserveGroup(options = {}) {
+	const statusPath = options.statusPath ?? defaults.statusPath;
+	try {
+		const response = await fetch(statusPath + "?group", { method: "POST", signal: options.signal });
+		if (response.status === 201) {
+			const reserved = await response.json();
+			if (typeof reserved.group === "string" && reserved.group !== "") {
+				const token = typeof reserved.token === "string" ? reserved.token : response.headers.get(groupTokenHeader);
+				return { id: reserved.group, token: token || null };
+			}
+		}
+	} catch (err) {
+		throwIfCancelled(options.signal);
+	}
+	throwIfCancelled(options.signal);
+	return { id: randomID(), token: null };
 }
 
 /** @returns {string} 22 random URL-safe characters */

@@ -380,9 +380,12 @@ func TestHeadWaitingForTheLockWhileDeliveredSeesComplete(t *testing.T) {
 func TestTokensOfAResumableUpload(t *testing.T) {
 	back := newBackend(t)
 	p := startProxy(t, back, "", "status_access token", "token_secret 0123456789abcdef0123456789abcdef")
-	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Length": "10", "X-Upload-Group": "g1"}, nil)
+	// a group is joined with its token, from its reservation (issue 15)
+	reserved, _ := p.tusRequest(t, http.MethodPost, "/upload/status/?group", map[string]string{"Tus-Resumable": ""}, nil)
+	group, reservedToken := reserved.Header.Get("X-Upload-Group"), reserved.Header.Get("X-Upload-Group-Token")
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Length": "10", "X-Upload-Group": group, "X-Upload-Group-Token": reservedToken}, nil)
 	token, groupToken := resp.Header.Get("X-Upload-Token"), resp.Header.Get("X-Upload-Group-Token")
-	if resp.StatusCode != http.StatusCreated || token == "" || groupToken == "" {
+	if resp.StatusCode != http.StatusCreated || token == "" || groupToken == "" || groupToken != reservedToken {
 		t.Fatalf("creation: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
 	id := idOf(resp.Header.Get("Location"))
