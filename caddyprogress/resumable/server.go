@@ -109,6 +109,10 @@ type requestState struct {
 	sending bool
 	// answered is set when the answer is the backend's, passed on as it is.
 	answered bool
+	// code is the status tusd answered with; creation is set for a
+	// creation request (see requestEnded).
+	code     int
+	creation bool
 }
 
 type stateKey struct{}
@@ -180,6 +184,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 		return s.refuse(w, r, http.StatusBadRequest, err)
 	}
 	st.group = group
+	st.creation = true
 	st.body = &lazyBody{ReadCloser: r.Body}
 	tusReq := r.Clone(r.Context())
 	tusReq.Body = st.body
@@ -188,18 +193,25 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 }
 
 // servePatch appends a request's bytes to an upload through tusd,
-// counted and throttled by the tracker.
+// counted and throttled by the tracker, and within max_disk (disk.go).
 func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
 	e := st.entry
-	// an upload of deferred length reserves what it stores, as it goes
+	e.requests.Add(1) // from here, the sweeper leaves the reservation alone
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
-	if err := s.spool.reserveAtLeast(e.id, max(offset, 0)+max(r.ContentLength, 0), s.cfg.MaxDisk); err != nil {
+	offset = max(offset, 0)
+	need := offset + max(r.ContentLength, 0)
+	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
+		need = info.Size // reserved again if it lapsed (reserve_for)
+	}
+	if s.spool.grow(e.id, need, s.cfg.MaxDisk) < need {
+		e.requests.Add(-1)
 		return s.refuseDiskFull(w, r)
 	}
+	e.heldSince.Store(time.Now().UnixNano())
 	tracked := s.track(e, rec)
-	e.requests.Add(1)
 	st.sending = true
 	tracked.Uploading()
+	s.limitBody(r, e.id, offset)
 	tracked.CountBody(r)
 	defer s.requestEnded(st)
 	return s.serveTusd(w, r, st)
@@ -207,6 +219,9 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 
 // requestEnded pauses the upload after a request, unless it is being
 // delivered or has ended, and updates its expiry and disk reservation.
+// An upload whose body was refused past a limit is removed if its
+// client cannot go on with it: a creation (the client never got its
+// URL), or a deferred length past max_size.
 func (s *Server) requestEnded(st *requestState) {
 	e := st.entry
 	if e == nil {
@@ -218,6 +233,12 @@ func (s *Server) requestEnded(st *requestState) {
 	if e.deliveryState() != deliveryReceiving {
 		return
 	}
+	info, infoErr := s.uploadInfo(context.Background(), e.id)
+	refused := st.code == http.StatusRequestEntityTooLarge || st.code == http.StatusInsufficientStorage
+	if refused && (st.creation || (st.code == http.StatusRequestEntityTooLarge && infoErr == nil && info.SizeIsDeferred)) {
+		s.removeRefused(e, st.code)
+		return
+	}
 	s.spool.mu.Lock()
 	tracked := e.tracked
 	s.spool.mu.Unlock()
@@ -225,12 +246,30 @@ func (s *Server) requestEnded(st *requestState) {
 		tracked.Paused()
 	}
 	e.setExpiry(time.Now().Add(s.cfg.expire()))
-	if info, err := s.uploadInfo(context.Background(), e.id); err == nil {
-		size := info.Offset
+	if infoErr == nil {
+		keep := info.Offset
 		if !info.SizeIsDeferred {
-			size = info.Size
+			keep = info.Size // for reserve_for, then releaseHold lets it go
 		}
-		_ = s.spool.reserve(e.id, size, 0) // what is on disk is taken, limit or not
+		s.spool.settle(e.id, info.Offset, keep)
+		e.heldSince.Store(time.Now().UnixNano())
+	}
+}
+
+// removeRefused removes an upload whose body was refused with code (413
+// or 507) and which its client cannot go on with; it ends aborted.
+func (s *Server) removeRefused(e *entry, code int) {
+	rec, err := readRecord(s.cfg.Dir, e.id)
+	if err != nil {
+		rec = &record{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
+	}
+	msg := "refused: larger than max_size"
+	if code == http.StatusInsufficientStorage {
+		msg = "refused: the upload store is full (max_disk)"
+	}
+	s.ended(e, rec, StateAborted, 0, msg)
+	if err := removeUpload(s.cfg.Dir, e.id); err != nil {
+		s.logger.Error("removing a refused upload", zap.String("id", e.id), zap.Error(err))
 	}
 }
 

@@ -85,8 +85,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 		reserve = max(st.r.ContentLength, 0)
 	}
 	if err := s.spool.reserve(id, reserve, s.cfg.MaxDisk); err != nil {
-		return handler.HTTPResponse{}, none, jsonError("ERR_STORE_FULL", http.StatusInsufficientStorage,
-			"the proxy's upload store is full (max_disk); try again later")
+		return handler.HTTPResponse{}, none, storeFull()
 	}
 
 	rec := &record{
@@ -110,11 +109,13 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	}
 	e := s.spool.entry(rec)
 	e.requests.Add(1)
+	e.heldSince.Store(time.Now().UnixNano())
 	st.entry, st.sending = e, true
 	tracked := s.trackInfo(e, rec, &info)
 	tracked.Uploading()
 	tracked.Announce(st.w)
-	tracked.CountBody(st.r) // st.r.Body is the creation request's own
+	s.limitBody(st.r, id, 0) // st.r.Body is the creation request's own
+	tracked.CountBody(st.r)
 	st.body.ReadCloser = st.r.Body
 	e.setExpiry(rec.Created.Add(s.cfg.expire()))
 
@@ -172,6 +173,7 @@ type tusdWriter struct {
 }
 
 func (w *tusdWriter) WriteHeader(code int) {
+	w.st.code = code
 	if w.mayHaveWaited(code) && w.answerEnded() {
 		return
 	}
