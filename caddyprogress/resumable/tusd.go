@@ -72,9 +72,11 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 		return handler.HTTPResponse{}, none, err
 	}
 	info := ev.Upload
-	if err := validateMetadata(info.MetaData); err != nil {
+	meta, err := checkMetadata(st.r.Header.Get("Upload-Metadata"), info.MetaData)
+	if err != nil {
 		return handler.HTTPResponse{}, none, jsonError("ERR_INVALID_METADATA", http.StatusBadRequest, err.Error())
 	}
+	info.MetaData = meta
 	if !info.SizeIsDeferred && info.Size > s.cfg.MaxSize {
 		return handler.HTTPResponse{}, none, jsonError("ERR_MAX_SIZE_EXCEEDED", http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("the upload is larger than the %d bytes allowed (max_size)", s.cfg.MaxSize))
@@ -120,7 +122,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	e.setExpiry(rec.Created.Add(s.cfg.expire()))
 
 	resp := handler.HTTPResponse{Header: handler.HTTPHeader{s.opts.IDHeader: id}}
-	return resp, handler.FileInfoChanges{ID: id}, nil
+	return resp, handler.FileInfoChanges{ID: id, MetaData: meta}, nil
 }
 
 // beforeFinishResponse runs once the last byte is stored, before the
