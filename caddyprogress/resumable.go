@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"net/http"
@@ -125,6 +126,25 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 		return &resumableRecord{h: h, u: u, group: group}, nil
 	}
 	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
+}
+
+// Allows reports whether r shows upload id's token, with status_access
+// token (access.go): besides the ways every progress route takes it, a
+// tus client may send it in the header it got it in, X-Upload-Token,
+// which leaves Authorization to the backend. Without tokens, anyone
+// holding the upload's URL may act on it.
+func (t resumableTracker) Allows(r *http.Request, id string) bool {
+	h := t.h
+	if !h.access.on() {
+		return true
+	}
+	want := []byte(h.token(uploadToken, id))
+	for _, shown := range r.Header.Values(uploadTokenHeader) {
+		if hmac.Equal([]byte(strings.TrimSpace(shown)), want) {
+			return true
+		}
+	}
+	return h.tokenAllows(r, uploadToken, id)
 }
 
 // resumableRecord is one resumable upload's record.

@@ -118,8 +118,9 @@ type requestState struct {
 type stateKey struct{}
 
 // ServeHTTP serves the tus endpoint: POST <path> creates an upload, and
-// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID and
-// the upload's delivery state allow them.
+// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID, the
+// upload's token (with status_access token) and the upload's delivery
+// state allow them.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	s.spool.offerRoute(routeOf(s, r, next))
 	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
@@ -140,9 +141,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if r.Method == http.MethodOptions {
 		return s.serveTusd(w, r, st)
 	}
+	// with status_access token, an upload is the business of its token's
+	// holder only: anyone else gets the answer for an unknown ID, before
+	// anything is looked up
+	if !s.opts.Tracker.Allows(r, id) {
+		return s.refuseUnknown(w, r, id)
+	}
 	rec, err := readRecord(s.cfg.Dir, id)
 	if errors.Is(err, os.ErrNotExist) {
-		return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
+		return s.refuseUnknown(w, r, id)
 	}
 	if err != nil {
 		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
@@ -166,6 +173,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return s.serveDelete(w, r, st, rec)
 	}
 	return s.serveTusd(w, r, st)
+}
+
+// refuseUnknown answers a request for an upload that does not exist, or
+// that r has no token for: the two answers are the same.
+func (s *Server) refuseUnknown(w http.ResponseWriter, r *http.Request, id string) error {
+	return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
 }
 
 // serveTusd hands the request to tusd, with st in its context.
