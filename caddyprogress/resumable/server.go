@@ -216,7 +216,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
 		need = info.Size // reserved again if it lapsed (reserve_for)
 	}
-	if s.spool.grow(e.id, need, s.cfg.MaxDisk) < need {
+	if err := s.spool.reserveAtLeast(e.id, need, s.cfg.MaxDisk); err != nil {
 		e.requests.Add(-1)
 		return s.refuseDiskFull(w, r)
 	}
