@@ -2,6 +2,7 @@ package resumable
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -18,7 +19,9 @@ import (
 //     upload's reservation as bytes arrive, so a body without a length
 //     (chunked, HTTP/2, a deferred length) stops at the room left: the
 //     bytes that fit are stored (HEAD says so), and the request is
-//     answered 507;
+//     answered 507; it also stops an upload at max_size (413), which
+//     tusd does not check for a deferred length sent with a
+//     Content-Length;
 //   - after a request, an upload holds what it stored, plus the rest of
 //     its length for reserve_for (the sweeper then lets that go), so
 //     creations that never send a byte cannot keep the store full.
@@ -74,6 +77,7 @@ type diskBody struct {
 	sp      *spool
 	id      string
 	limit   int64 // max_disk
+	maxSize int64 // max_size: no upload goes past it, deferred length or not
 	pos     int64 // the upload's offset once the bytes read so far are stored
 	held    int64 // what the upload reserves; read at the first Read, once tusd holds the upload's lock
 	started bool
@@ -87,7 +91,7 @@ func (s *Server) limitBody(r *http.Request, id string, offset int64) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return
 	}
-	r.Body = &diskBody{ReadCloser: r.Body, sp: s.spool, id: id, limit: s.cfg.MaxDisk, pos: offset}
+	r.Body = &diskBody{ReadCloser: r.Body, sp: s.spool, id: id, limit: s.cfg.MaxDisk, maxSize: s.cfg.MaxSize, pos: offset}
 }
 
 func (b *diskBody) Read(p []byte) (int, error) {
@@ -101,14 +105,18 @@ func (b *diskBody) Read(p []byte) (int, error) {
 	if b.pos+int64(len(p)) > b.held {
 		b.held = b.sp.grow(b.id, b.pos+max(int64(len(p)), diskStep), b.limit)
 	}
-	room := b.held - b.pos
+	room := min(b.held, b.maxSize) - b.pos
 	if room <= 0 {
-		// the store is full: the body may only end here
+		// the store is full, or the upload at max_size: the body may
+		// only end here
 		n, err := b.ReadCloser.Read(b.probe[:])
 		if n == 0 {
 			return 0, err
 		}
 		b.err = storeFull()
+		if b.pos >= b.maxSize {
+			b.err = tooLarge(b.maxSize)
+		}
 		return 0, b.err
 	}
 	if int64(len(p)) > room {
@@ -124,6 +132,13 @@ func (b *diskBody) Read(p []byte) (int, error) {
 func storeFull() error {
 	return jsonError("ERR_STORE_FULL", http.StatusInsufficientStorage,
 		"the proxy's upload store is full (max_disk); try again later")
+}
+
+// tooLarge is the error of a body that goes past max_size (an upload of
+// deferred length with a Content-Length tusd does not compare with it).
+func tooLarge(maxSize int64) error {
+	return jsonError("ERR_MAX_SIZE_EXCEEDED", http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("the upload is larger than the %d bytes allowed (max_size)", maxSize))
 }
 
 // releaseHold lets an idle upload's reservation of bytes it has not sent

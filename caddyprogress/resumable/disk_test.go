@@ -160,7 +160,7 @@ func TestChunkedBodiesStopAtMaxDisk(t *testing.T) {
 
 // A chunked creation-with-upload of deferred length past max_size gets
 // 413 and leaves nothing on disk; so does a PATCH of a deferred length
-// past max_size, whose upload can never finish.
+// past max_size (chunked or not), whose upload can never finish.
 func TestChunkedBodiesPastMaxSizeLeaveNothing(t *testing.T) {
 	back := newBackend(t)
 	p := startProxy(t, back, "max_size 10MiB\n\t\t\tmax_disk 30MiB")
@@ -191,6 +191,21 @@ func TestChunkedBodiesPastMaxSizeLeaveNothing(t *testing.T) {
 	_, s := p.status(t, idOf(path))
 	if s.Status != "aborted" || !strings.Contains(s.Error, "max_size") {
 		t.Errorf("status of the upload refused past max_size: %+v, want aborted saying max_size", s)
+	}
+
+	// with a Content-Length too, which tusd does not compare with
+	// max_size for a deferred length: 9 MiB fit, 2 more do not
+	path = p.deferredUpload(t)
+	if resp, body := p.patch(t, path, 0, payload(9<<20)); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH of 9 MiB: %d %s", resp.StatusCode, body)
+	}
+	resp, body = p.patch(t, path, 9<<20, payload(2<<20))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("PATCH with a Content-Length past max_size: %d %s, want 413", resp.StatusCode, body)
+	}
+	assertJSONError(t, "PATCH past max_size", body, "max_size")
+	if after := uploadFiles(t, p.dir); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("the upload refused past max_size left files: before %v, after %v", before, after)
 	}
 }
 

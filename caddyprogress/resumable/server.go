@@ -212,7 +212,7 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	e.requests.Add(1) // from here, the sweeper leaves the reservation alone
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
 	offset = max(offset, 0)
-	need := offset + max(r.ContentLength, 0)
+	need := min(offset+max(r.ContentLength, 0), s.cfg.MaxSize) // past max_size, the body gets 413
 	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
 		need = info.Size // reserved again if it lapsed (reserve_for)
 	}
