@@ -30,9 +30,11 @@ import (
 // whose body was refused (its client never got the URL), or an upload of
 // deferred length that went past max_size, is removed.
 
-// diskStep is how much a body's reservation grows at a time, so that
-// the spool's lock is taken about once a MiB, not once a read.
-const diskStep = 1 << 20
+// diskStep is how much a body's reservation grows at a time (or a read's
+// length, if longer): the spool's lock is taken once per step, not per
+// read, and a request trickling its body holds at most this much it has
+// not sent, so it takes many such requests to fill max_disk.
+const diskStep = 64 << 10
 
 // grow raises what upload id reserves towards want, as far as limit
 // allows (0: no limit), and returns what it reserves then.
