@@ -57,8 +57,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
 //			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
 //			max_size        <size>     # default 10GiB; 413 beyond
-//			max_disk        <size>     # all stored uploads together; 507 beyond; default no limit
+//			max_disk        <size>     # all stored uploads together, counted as bytes are written; 507 beyond; default no limit
 //			expire          <duration> # an upload without a byte this long is removed; default 24h
+//			reserve_for     <duration> # how long an idle upload keeps max_disk room for bytes not sent yet; default 5m
 //			deliver_to      <path>     # required: where the whole upload is delivered
 //			deliver_method  <method>   # default POST
 //			deliver_as      raw | multipart [<field>]  # default raw; the field defaults to "file"

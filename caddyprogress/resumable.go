@@ -129,10 +129,19 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
 }
 
-// ShowsToken reports whether r shows the upload's token (with
-// status_access token; false otherwise).
+// ShowsToken reports whether r shows upload id's token, with
+// status_access token (false without it): besides the ways every
+// progress route takes it, a tus client may send it in the header it got
+// it in, X-Upload-Token, which leaves Authorization to the backend.
 func (t resumableTracker) ShowsToken(r *http.Request, id string) bool {
-	return t.h.access.on() && t.h.tokenAllows(r, uploadToken, id)
+	return t.h.access.on() && t.h.showsToken(r, uploadToken, id, uploadTokenHeader)
+}
+
+// Allows reports whether r may act on upload id: with status_access
+// token, only if it shows the upload's token (ShowsToken); without
+// tokens, anyone holding the upload's URL may.
+func (t resumableTracker) Allows(r *http.Request, id string) bool {
+	return !t.h.access.on() || t.ShowsToken(r, id)
 }
 
 // resumableRecord is one resumable upload's record.
@@ -187,7 +196,6 @@ func (r *resumableRecord) Finish(st resumable.State, status int, msg string) {
 
 // Interface guards
 var (
-	_ resumable.Tracker      = resumableTracker{}
-	_ resumable.Record       = (*resumableRecord)(nil)
-	_ resumable.TokenChecker = resumableTracker{}
+	_ resumable.Tracker = resumableTracker{}
+	_ resumable.Record  = (*resumableRecord)(nil)
 )

@@ -19,6 +19,7 @@ import (
 //		max_size        <size>
 //		max_disk        <size>
 //		expire          <duration>
+//		reserve_for     <duration>
 //		deliver_to      <path>
 //		deliver_method  <method>
 //		deliver_as      raw | multipart [<field>]
@@ -62,6 +63,14 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					return d.Errf("resumable expire: %q is not a duration longer than zero", arg)
 				}
 				c.Expire = caddy.Duration(dur)
+			}
+		case "reserve_for":
+			if arg, err = one(); err == nil {
+				dur, perr := caddy.ParseDuration(arg)
+				if perr != nil || dur <= 0 {
+					return d.Errf("resumable reserve_for: %q is not a duration longer than zero", arg)
+				}
+				c.ReserveFor = caddy.Duration(dur)
 			}
 		case "deliver_to":
 			c.DeliverTo, err = one()

@@ -22,19 +22,21 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			max_size 4GiB
 			max_disk 100GB
 			expire 2h
+			reserve_for 10m
 			deliver_to /api/upload
 			deliver_method put
 			deliver_as multipart document
 			deliver_retries 3
 			ietf_draft
 		}`, want: Config{Path: "/tus/", Dir: "/var/spool/uploads", MaxSize: 4 << 30, MaxDisk: 100e9,
-			Expire: caddy.Duration(2 * time.Hour), DeliverTo: "/api/upload", DeliverMethod: "PUT",
+			Expire: caddy.Duration(2 * time.Hour), ReserveFor: caddy.Duration(10 * time.Minute), DeliverTo: "/api/upload", DeliverMethod: "PUT",
 			DeliverAs: "multipart", DeliverField: "document", DeliverRetries: 3, IETFDraft: true}},
 		{input: "resumable /f/ {\n deliver_as raw\n deliver_retries 0\n}", want: Config{Path: "/f/", DeliverAs: "raw", DeliverRetries: -1}},
 		{input: "resumable {\n}", err: "expected the tus endpoint path"},
 		{input: "resumable /a/ /b/", err: "expected one path"},
 		{input: "resumable /f/ {\n max_size lots\n}", err: "is not a size"},
 		{input: "resumable /f/ {\n expire 0s\n}", err: "longer than zero"},
+		{input: "resumable /f/ {\n reserve_for soon\n}", err: "reserve_for: \"soon\" is not a duration"},
 		{input: "resumable /f/ {\n deliver_as json\n}", err: "raw or multipart"},
 		{input: "resumable /f/ {\n deliver_retries -2\n}", err: "whole number"},
 		{input: "resumable /f/ {\n ietf_draft yes\n}", err: "no argument"},
@@ -63,7 +65,8 @@ func TestValidate(t *testing.T) {
 		c.SetDefaults("default")
 		return c
 	}
-	if c := base(); c.Validate() != nil || c.MaxSize != DefaultMaxSize || c.DeliverRetries != 5 || c.DeliverMethod != "POST" {
+	if c := base(); c.Validate() != nil || c.MaxSize != DefaultMaxSize || c.DeliverRetries != 5 || c.DeliverMethod != "POST" ||
+		c.ReserveFor != caddy.Duration(5*time.Minute) {
 		t.Fatalf("defaults: %+v, %v", c, c.Validate())
 	}
 	for _, tt := range []struct {
@@ -76,6 +79,7 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.DeliverAs = "json" }, "raw or multipart"},
 		{func(c *Config) { c.DeliverAs, c.DeliverField = "multipart", `a"b` }, "field name"},
 		{func(c *Config) { c.MaxDisk = -1 }, "max_disk"},
+		{func(c *Config) { c.ReserveFor = -1 }, "reserve_for"},
 	} {
 		c := base()
 		tt.change(&c)

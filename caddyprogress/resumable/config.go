@@ -25,6 +25,7 @@ const (
 	DefaultExpire         = 24 * time.Hour
 	DefaultDeliverMethod  = http.MethodPost
 	DefaultDeliverRetries = 5
+	DefaultReserveFor     = 5 * time.Minute
 )
 
 // Delivery formats (deliver_as).
@@ -40,6 +41,7 @@ const (
 //		max_size        <size>
 //		max_disk        <size>
 //		expire          <duration>
+//		reserve_for     <duration>
 //		deliver_to      <path>
 //		deliver_method  <method>
 //		deliver_as      raw | multipart <field>
@@ -67,8 +69,17 @@ type Config struct {
 	MaxSize int64 `json:"max_size,omitempty"`
 
 	// The bytes all partial and undelivered uploads in dir may take
-	// together; a creation beyond it is refused with 507. Default: no limit.
+	// together, counted as bytes are written: a creation whose length
+	// does not fit is refused with 507, and a body without a length
+	// (chunked, HTTP/2) stops at the room left with 507. Default: no limit.
 	MaxDisk int64 `json:"max_disk,omitempty"`
+
+	// How long an upload keeps max_disk room reserved for the bytes it
+	// has announced (Upload-Length) but not sent, after its creation or
+	// its last request; then it holds only what it stored, and its next
+	// PATCH reserves the rest again (507 if the room is gone).
+	// Default: 5m.
+	ReserveFor caddy.Duration `json:"reserve_for,omitempty"`
 
 	// How long an unfinished upload is kept after its last byte (or its
 	// creation, before any byte), and a failed delivery after it failed.
@@ -116,6 +127,9 @@ func (c *Config) SetDefaults(tracker string) {
 	if c.Expire == 0 {
 		c.Expire = caddy.Duration(DefaultExpire)
 	}
+	if c.ReserveFor == 0 {
+		c.ReserveFor = caddy.Duration(DefaultReserveFor)
+	}
 	if c.DeliverMethod == "" {
 		c.DeliverMethod = DefaultDeliverMethod
 	}
@@ -156,6 +170,9 @@ func (c *Config) Validate() error {
 	if c.MaxSize < 1 || c.MaxDisk < 0 || c.Expire <= 0 {
 		return fmt.Errorf("resumable max_size and expire must be positive, max_disk must not be negative")
 	}
+	if c.ReserveFor <= 0 {
+		return fmt.Errorf("resumable reserve_for %s must be longer than zero", time.Duration(c.ReserveFor))
+	}
 	if c.DeliverRetries < -1 {
 		return fmt.Errorf("resumable deliver_retries must be -1 (none) or more")
 	}
@@ -166,6 +183,8 @@ func (c *Config) Validate() error {
 func (c *Config) retries() int { return max(c.DeliverRetries, 0) }
 
 func (c *Config) expire() time.Duration { return time.Duration(c.Expire) }
+
+func (c *Config) reserveFor() time.Duration { return time.Duration(c.ReserveFor) }
 
 // differsFrom names the first setting in which c and o differ, with
 // both values ("" if none): handlers sharing a dir must agree, as each
@@ -179,6 +198,7 @@ func (c *Config) differsFrom(o *Config) string {
 		{"max_size", c.MaxSize, o.MaxSize},
 		{"max_disk", c.MaxDisk, o.MaxDisk},
 		{"expire", c.expire(), o.expire()},
+		{"reserve_for", c.reserveFor(), o.reserveFor()},
 		{"deliver_to", c.DeliverTo, o.DeliverTo},
 		{"deliver_method", c.DeliverMethod, o.DeliverMethod},
 		{"deliver_as", c.DeliverAs, o.DeliverAs},

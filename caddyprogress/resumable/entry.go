@@ -21,6 +21,10 @@ type entry struct {
 	requests  atomic.Int32  // requests for this upload in progress
 	changes   atomic.Uint32 // counts changes of delivery, attempts and expiresAt, for Version
 
+	// heldSince is when the upload last reserved the rest of its length
+	// (unix nanoseconds; 0 unknown, -1 let go: see releaseHold in disk.go)
+	heldSince atomic.Int64
+
 	// guarded by the spool's mu
 	tracked Record // nil until tracked
 	busy    bool   // a delivery runs or is scheduled in this process

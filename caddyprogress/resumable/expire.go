@@ -8,7 +8,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Sweeps run every tenth of expire, within these bounds.
+// Sweeps run every tenth of expire or reserve_for, whichever is
+// shorter, within these bounds.
 const (
 	minSweepEvery = 50 * time.Millisecond
 	maxSweepEvery = time.Minute
@@ -49,14 +50,14 @@ func (sp *spool) countDisk(s *Server) {
 	}
 }
 
-// sweepLoop sweeps at once, then every tenth of expire, until the spool
-// stops.
+// sweepLoop sweeps at once, then every tenth of expire or reserve_for,
+// until the spool stops.
 func (sp *spool) sweepLoop() {
 	defer sp.wg.Done()
 	for {
 		s := sp.current.Load()
 		sp.sweepSafely(s, time.Now())
-		every := min(max(s.cfg.expire()/10, minSweepEvery), maxSweepEvery)
+		every := min(max(min(s.cfg.expire(), s.cfg.reserveFor())/10, minSweepEvery), maxSweepEvery)
 		select {
 		case <-time.After(every):
 		case <-sp.ctx.Done():
@@ -67,9 +68,10 @@ func (sp *spool) sweepLoop() {
 
 // sweep removes what expired: uploads without a byte for expire, failed
 // deliveries expire after they failed, and the records of delivered
-// uploads expire after delivery. It also starts the deliveries found
-// "delivering" that no one in this process runs: those cut short by a
-// restart.
+// uploads expire after delivery; idle uploads let go of the room they
+// reserved for bytes not sent after reserve_for (disk.go). It also
+// starts the deliveries found "delivering" that no one in this process
+// runs: those cut short by a restart.
 func (sp *spool) sweep(s *Server, now time.Time) {
 	ids, err := recordIDs(sp.dir)
 	if err != nil {
@@ -87,10 +89,14 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 		}
 		switch rec.Delivery {
 		case deliveryReceiving:
-			if sp.inRequest(id) || now.Before(s.lastByte(rec).Add(expire)) {
+			if sp.inRequest(id) {
 				continue
 			}
 			e := sp.entry(rec)
+			if now.Before(s.lastByte(rec).Add(expire)) {
+				s.releaseHold(e, rec, now)
+				continue
+			}
 			s.track(e, rec) // before its files go: the record shows what was stored
 			if err := removeUpload(sp.dir, id); err != nil {
 				s.logger.Error("removing an expired upload", zap.String("id", id), zap.Error(err))

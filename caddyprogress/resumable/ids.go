@@ -3,7 +3,9 @@ package resumable
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"mime"
 	"net/http"
 	"strings"
 )
@@ -36,31 +38,98 @@ func newID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// validateMetadata reports why an upload's metadata is refused, or nil.
-// The filename is sent to the backend (multipart filename, a header),
-// never used as a path here, but a name with a path separator or a
-// control character is a client bug or an attack on the backend.
-func validateMetadata(meta map[string]string) error {
-	if name, ok := meta["filename"]; ok {
-		if strings.ContainsAny(name, "/\\") {
-			return fmt.Errorf("metadata filename must not contain / or \\")
-		}
-		if strings.ContainsFunc(name, isControl) {
-			return fmt.Errorf("metadata filename must not contain NUL or other control characters")
-		}
-		if name == "." || name == ".." {
-			return fmt.Errorf("metadata filename must not be . or ..")
-		}
+// Limits on metadata values, which become headers of the delivery (and
+// the filename a multipart parameter): within what backends accept.
+const (
+	maxMetadataValue = 4096
+	maxFilename      = 255
+)
+
+// checkMetadata checks an upload's metadata as the backend will see it
+// (see validateMetadata), header being the raw Upload-Metadata, and
+// returns it with its keys in lower case, as the delivery looks them up.
+func checkMetadata(header string, meta map[string]string) (map[string]string, error) {
+	if err := validateMetadata(meta); err != nil {
+		return nil, err
 	}
+	// a key sent twice is one map entry, the last: refuse it too
+	seen := make(map[string]string, len(meta))
+	for _, element := range strings.Split(header, ",") {
+		key, _, _ := strings.Cut(strings.TrimSpace(element), " ")
+		if key == "" {
+			continue
+		}
+		if first, ok := seen[foldKey(key)]; ok {
+			return nil, sameHeaderError(first, key)
+		}
+		seen[foldKey(key)] = key
+	}
+	lower := make(map[string]string, len(meta))
+	for key, value := range meta {
+		lower[strings.ToLower(key)] = value
+	}
+	return lower, nil
+}
+
+// validateMetadata reports why an upload's metadata is refused, or nil.
+// Each entry reaches the backend as a header, Upload-Metadata-<key>, so
+// keys are compared as header names are (case-insensitively, and with
+// - and _ alike, as CGI-style backends see them): two keys that would
+// become one header are refused. Each value must be a header value: no
+// control characters (CR, LF, NUL...), at most 4096 bytes. The filename
+// (in any case) is also the multipart filename (quoted there): no / or
+// \, not . or .., at most 255 bytes; the filetype is the Content-Type:
+// a media type.
+func validateMetadata(meta map[string]string) error {
+	seen := make(map[string]string, len(meta))
 	for key, value := range meta {
 		if !validHeaderToken(key) {
 			return fmt.Errorf("metadata key %q is not valid: letters, digits and -_. only", key)
 		}
-		if strings.ContainsFunc(value, isControl) && key != "filename" {
-			return fmt.Errorf("metadata %q must not contain control characters", key)
+		if other, ok := seen[foldKey(key)]; ok {
+			return sameHeaderError(other, key)
+		}
+		seen[foldKey(key)] = key
+		if strings.ContainsFunc(value, isControl) {
+			return fmt.Errorf("metadata %s must not contain NUL, CR, LF or other control characters", key)
+		}
+		if len(value) > maxMetadataValue {
+			return fmt.Errorf("metadata %s is longer than %d bytes", key, maxMetadataValue)
+		}
+		switch strings.ToLower(key) {
+		case "filename":
+			if err := validateFilename(value); err != nil {
+				return fmt.Errorf("metadata %s %w", key, err)
+			}
+		case "filetype":
+			if _, _, err := mime.ParseMediaType(value); err != nil {
+				return fmt.Errorf("metadata %s must be a media type such as application/pdf", key)
+			}
 		}
 	}
 	return nil
+}
+
+// validateFilename says why name cannot be a multipart filename sent
+// to the backend; it is never used as a path here, but a name with a
+// path in it is a client bug or an attack on the backend.
+func validateFilename(name string) error {
+	switch {
+	case strings.ContainsAny(name, "/\\"):
+		return errors.New("must not contain / or \\")
+	case name == "." || name == "..":
+		return errors.New("must not be . or ..")
+	case len(name) > maxFilename:
+		return fmt.Errorf("is longer than %d bytes", maxFilename)
+	}
+	return nil
+}
+
+// foldKey is a metadata key as the header it becomes is compared.
+func foldKey(key string) string { return strings.ToLower(strings.ReplaceAll(key, "_", "-")) }
+
+func sameHeaderError(a, b string) error {
+	return fmt.Errorf("metadata keys %q and %q would reach the backend as the same header (Upload-Metadata-%s); send one", a, b, b)
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

@@ -119,13 +119,18 @@ type requestState struct {
 	sending bool
 	// answered is set when the answer is the backend's, passed on as it is.
 	answered bool
+	// code is the status tusd answered with; creation is set for a
+	// creation request (see requestEnded).
+	code     int
+	creation bool
 }
 
 type stateKey struct{}
 
 // ServeHTTP serves the tus endpoint: POST <path> creates an upload, and
-// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID and
-// the upload's delivery state allow them.
+// HEAD, PATCH, DELETE and OPTIONS <path><id> go to tusd once the ID, the
+// upload's token (with status_access token) and the upload's delivery
+// state allow them.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	s.spool.offerRoute(routeOf(s, r, next))
 	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
@@ -146,9 +151,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if r.Method == http.MethodOptions {
 		return s.serveTusd(w, r, st)
 	}
+	// with status_access token, an upload is the business of its token's
+	// holder only: anyone else gets the answer for an unknown ID, before
+	// anything is looked up
+	if !s.opts.Tracker.Allows(r, id) {
+		return s.refuseUnknown(w, r, id)
+	}
 	rec, err := readRecord(s.cfg.Dir, id)
 	if errors.Is(err, os.ErrNotExist) {
-		return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
+		return s.refuseUnknown(w, r, id)
 	}
 	if err != nil {
 		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
@@ -177,6 +188,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	return s.serveTusd(w, r, st)
 }
 
+// refuseUnknown answers a request for an upload that does not exist, or
+// that r has no token for: the two answers are the same.
+func (s *Server) refuseUnknown(w http.ResponseWriter, r *http.Request, id string) error {
+	return s.refuse(w, r, http.StatusNotFound, fmt.Errorf("no upload with ID %s", id))
+}
+
 // serveTusd hands the request to tusd, with st in its context.
 func (s *Server) serveTusd(w http.ResponseWriter, r *http.Request, st *requestState) error {
 	r = r.WithContext(context.WithValue(r.Context(), stateKey{}, st))
@@ -193,6 +210,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 		return s.refuse(w, r, http.StatusBadRequest, err)
 	}
 	st.group = group
+	st.creation = true
 	st.body = &lazyBody{ReadCloser: r.Body}
 	tusReq := r.Clone(r.Context())
 	tusReq.Body = st.body
@@ -201,18 +219,25 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 }
 
 // servePatch appends a request's bytes to an upload through tusd,
-// counted and throttled by the tracker.
+// counted and throttled by the tracker, and within max_disk (disk.go).
 func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
 	e := st.entry
-	// an upload of deferred length reserves what it stores, as it goes
+	e.requests.Add(1) // from here, the sweeper leaves the reservation alone
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
-	if err := s.spool.reserveAtLeast(e.id, max(offset, 0)+max(r.ContentLength, 0), s.cfg.MaxDisk); err != nil {
+	offset = max(offset, 0)
+	need := min(offset+max(r.ContentLength, 0), s.cfg.MaxSize) // past max_size, the body gets 413
+	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
+		need = info.Size // reserved again if it lapsed (reserve_for)
+	}
+	if err := s.spool.reserveAtLeast(e.id, need, s.cfg.MaxDisk); err != nil {
+		e.requests.Add(-1)
 		return s.refuseDiskFull(w, r)
 	}
+	e.heldSince.Store(time.Now().UnixNano())
 	tracked := s.track(e, rec)
-	e.requests.Add(1)
 	st.sending = true
 	tracked.Uploading()
+	s.limitBody(r, e.id, offset)
 	tracked.CountBody(r)
 	defer s.requestEnded(st)
 	return s.serveTusd(w, r, st)
@@ -220,6 +245,9 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 
 // requestEnded pauses the upload after a request, unless it is being
 // delivered or has ended, and updates its expiry and disk reservation.
+// An upload whose body was refused past a limit is removed if its
+// client cannot go on with it: a creation (the client never got its
+// URL), or a deferred length past max_size.
 func (s *Server) requestEnded(st *requestState) {
 	e := st.entry
 	if e == nil {
@@ -231,6 +259,12 @@ func (s *Server) requestEnded(st *requestState) {
 	if e.deliveryState() != deliveryReceiving {
 		return
 	}
+	info, infoErr := s.uploadInfo(context.Background(), e.id)
+	refused := st.code == http.StatusRequestEntityTooLarge || st.code == http.StatusInsufficientStorage
+	if refused && (st.creation || (st.code == http.StatusRequestEntityTooLarge && infoErr == nil && info.SizeIsDeferred)) {
+		s.removeRefused(e, st.code)
+		return
+	}
 	s.spool.mu.Lock()
 	tracked := e.tracked
 	s.spool.mu.Unlock()
@@ -238,12 +272,30 @@ func (s *Server) requestEnded(st *requestState) {
 		tracked.Paused()
 	}
 	e.setExpiry(time.Now().Add(s.cfg.expire()))
-	if info, err := s.uploadInfo(context.Background(), e.id); err == nil {
-		size := info.Offset
+	if infoErr == nil {
+		keep := info.Offset
 		if !info.SizeIsDeferred {
-			size = info.Size
+			keep = info.Size // for reserve_for, then releaseHold lets it go
 		}
-		_ = s.spool.reserve(e.id, size, 0) // what is on disk is taken, limit or not
+		s.spool.settle(e.id, info.Offset, keep)
+		e.heldSince.Store(time.Now().UnixNano())
+	}
+}
+
+// removeRefused removes an upload whose body was refused with code (413
+// or 507) and which its client cannot go on with; it ends aborted.
+func (s *Server) removeRefused(e *entry, code int) {
+	rec, err := readRecord(s.cfg.Dir, e.id)
+	if err != nil {
+		rec = &record{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
+	}
+	msg := "refused: larger than max_size"
+	if code == http.StatusInsufficientStorage {
+		msg = "refused: the upload store is full (max_disk)"
+	}
+	s.ended(e, rec, StateAborted, 0, msg)
+	if err := removeUpload(s.cfg.Dir, e.id); err != nil {
+		s.logger.Error("removing a refused upload", zap.String("id", e.id), zap.Error(err))
 	}
 }
 

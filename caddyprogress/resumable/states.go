@@ -79,20 +79,9 @@ func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record)
 	return s.refuse(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed for an upload", r.Method))
 }
 
-// TokenChecker is implemented by a Tracker whose uploads have tokens
-// (caddyprogress with status_access token).
-type TokenChecker interface {
-	// ShowsToken reports whether r shows the token of upload id; false
-	// when uploads have none.
-	ShowsToken(r *http.Request, id string) bool
-}
-
 // ownsUpload reports whether r proves it is from the upload's creator:
 // it shows the upload's token, or one of the creation's credential
 // headers (Authorization, Cookie) with the same values.
 func (s *Server) ownsUpload(r *http.Request, rec *record) bool {
-	if tc, ok := s.opts.Tracker.(TokenChecker); ok && tc.ShowsToken(r, rec.ID) {
-		return true
-	}
-	return rec.Owner.proves(r)
+	return s.opts.Tracker.ShowsToken(r, rec.ID) || rec.Owner.proves(r)
 }

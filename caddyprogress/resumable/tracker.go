@@ -14,6 +14,13 @@ type Tracker interface {
 	// group ("" for none). progress gives the "resumable" object of the
 	// upload's status JSON.
 	Track(id, group string, total, stored int64, progress Progress) (Record, error)
+	// Allows reports whether r may act on upload id: whether it shows
+	// the upload's token that Announce gave its creator, when the
+	// tracker gives tokens (status_access token); true when it does not.
+	Allows(r *http.Request, id string) bool
+	// ShowsToken reports whether r shows upload id's token; false when
+	// the tracker gives no tokens.
+	ShowsToken(r *http.Request, id string) bool
 }
 
 // Record is one tracked resumable upload.

@@ -72,9 +72,11 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 		return handler.HTTPResponse{}, none, err
 	}
 	info := ev.Upload
-	if err := validateMetadata(info.MetaData); err != nil {
+	meta, err := checkMetadata(st.r.Header.Get("Upload-Metadata"), info.MetaData)
+	if err != nil {
 		return handler.HTTPResponse{}, none, jsonError("ERR_INVALID_METADATA", http.StatusBadRequest, err.Error())
 	}
+	info.MetaData = meta
 	if !info.SizeIsDeferred && info.Size > s.cfg.MaxSize {
 		return handler.HTTPResponse{}, none, jsonError("ERR_MAX_SIZE_EXCEEDED", http.StatusRequestEntityTooLarge,
 			fmt.Sprintf("the upload is larger than the %d bytes allowed (max_size)", s.cfg.MaxSize))
@@ -85,8 +87,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 		reserve = max(st.r.ContentLength, 0)
 	}
 	if err := s.spool.reserve(id, reserve, s.cfg.MaxDisk); err != nil {
-		return handler.HTTPResponse{}, none, jsonError("ERR_STORE_FULL", http.StatusInsufficientStorage,
-			"the proxy's upload store is full (max_disk); try again later")
+		return handler.HTTPResponse{}, none, storeFull()
 	}
 
 	rec := newRecord(id, st.group, st.r)
@@ -97,16 +98,18 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	}
 	e := s.spool.entry(rec)
 	e.requests.Add(1)
+	e.heldSince.Store(time.Now().UnixNano())
 	st.entry, st.sending = e, true
 	tracked := s.trackInfo(e, rec, &info)
 	tracked.Uploading()
 	tracked.Announce(st.w)
-	tracked.CountBody(st.r) // st.r.Body is the creation request's own
+	s.limitBody(st.r, id, 0) // st.r.Body is the creation request's own
+	tracked.CountBody(st.r)
 	st.body.ReadCloser = st.r.Body
 	e.setExpiry(rec.Created.Add(s.cfg.expire()))
 
 	resp := handler.HTTPResponse{Header: handler.HTTPHeader{s.opts.IDHeader: id}}
-	return resp, handler.FileInfoChanges{ID: id}, nil
+	return resp, handler.FileInfoChanges{ID: id, MetaData: meta}, nil
 }
 
 // beforeFinishResponse runs once the last byte is stored, before the
@@ -159,6 +162,7 @@ type tusdWriter struct {
 }
 
 func (w *tusdWriter) WriteHeader(code int) {
+	w.st.code = code
 	if w.mayHaveWaited(code) && w.answerEnded() {
 		return
 	}

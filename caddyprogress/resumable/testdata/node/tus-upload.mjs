@@ -6,7 +6,9 @@
 // Options: pauseAt (bytes: pause there and wait for "resume" on stdin),
 // exitAt (bytes: kill this process there), urlStorage (a file: store
 // upload URLs there and resume a previous upload of the same file),
-// metadata, headers, retryDelays, chunkSize, protocol.
+// metadata, headers, retryDelays, chunkSize, protocol, sendToken (send
+// the X-Upload-Token of the creation's answer on every later request,
+// as the README shows for status_access token).
 // It prints one JSON line per event: created, paused, resumed, success
 // (with the last response's status and body) or error (with its status).
 import * as tus from 'tus-js-client'
@@ -32,6 +34,8 @@ const options = {
     if (req.getMethod() === 'POST' && res.getStatus() === 201) {
       emit({ event: 'created', url: res.getHeader('Location') })
     }
+    const token = res.getHeader('X-Upload-Token')
+    if (opts.sendToken && token) upload.options.headers['X-Upload-Token'] = token
   },
   onProgress(sent, total) {
     if (opts.exitAt && sent >= opts.exitAt) {
