@@ -48,7 +48,7 @@ func TestTokenlessReadsLookNothingUp(t *testing.T) {
 	}
 	resp.Body.Close()
 	lone := &steppedReader{next: make(chan struct{})}
-	loneDone := a.uploadAsync(res.ID, lone, -1, nil)
+	loneDone := a.uploadAsync(res.ID, lone, -1, http.Header{"X-Upload-Token": {res.Token}}) // the reserved ID, shown with its token
 	defer func() {
 		close(lone.next)
 		if r := <-loneDone; r.code != http.StatusOK {
@@ -84,9 +84,9 @@ func TestTokenlessReadsLookNothingUp(t *testing.T) {
 
 	// a group member in flight on A (always published: group routes
 	// read the group's hash)
-	const group = "tokenless-group-1"
+	group, memberHeader := groupFor(t, a, "tokenless-group-1")
 	member := &steppedReader{next: make(chan struct{})}
-	memberDone := a.uploadAsync("tokenless-member-1", member, -1, http.Header{"X-Upload-Group": {group}})
+	memberDone := a.uploadAsync("", member, -1, memberHeader)
 	defer func() {
 		close(member.next)
 		if r := <-memberDone; r.code != http.StatusOK {
@@ -95,6 +95,12 @@ func TestTokenlessReadsLookNothingUp(t *testing.T) {
 	}()
 	member.next <- struct{}{}
 	waitForBytes(t, up, 2*16<<10)
+	for deadline := time.Now().Add(10 * time.Second); rc.HLen(ctx, "upload_progress:group:{default:"+group+"}:members").Val() != 1; {
+		if time.Now().After(deadline) { // a member's document goes with the publisher's next batch
+			t.Fatal("Redis holds no member of the group 10s after it started")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	sameAsUnknown(t, b, group, strings.Repeat("u", len(group)), []route{
 		{"group status", "/upload/status/?group=%s"},
 		{"group events", "/upload/events/?group=%s"},
@@ -122,6 +128,27 @@ func TestTokenlessReadsLookNothingUp(t *testing.T) {
 	if w := rc.HGet(ctx, loneKey, "w").Val(); w == "" {
 		t.Error("a read with the token did not watch the upload: the w field tells nothing")
 	}
+}
+
+// groupFor returns a group for an upload through inst to join, and the
+// headers that join it: a group reserved with POST <status_path>?group
+// (its ID and, with status_access token, its token), or, where that
+// route does not exist (405), a group the upload makes by naming it.
+func groupFor(t *testing.T, inst *instance, name string) (string, http.Header) {
+	t.Helper()
+	resp, err := inst.client.Post(inst.base+"/upload/status/?group", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusMethodNotAllowed {
+		return name, http.Header{"X-Upload-Group": {name}}
+	}
+	var g struct{ Group, Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&g); err != nil || resp.StatusCode != http.StatusCreated || g.Group == "" {
+		t.Fatalf("group reservation: %d %+v %v", resp.StatusCode, g, err)
+	}
+	return g.Group, http.Header{"X-Upload-Group": {g.Group}, "X-Upload-Group-Token": {g.Token}}
 }
 
 // route is a progress route, its path with %s for the ID.
