@@ -70,6 +70,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 // status_path, events_path and ws_path take "off" to turn that route off.
 // Every subdirective is optional; "upload_progress" alone uses the defaults.
+// Handlers that name one tracker must agree on its tracker-wide settings
+// (redis, status_access, token_secret, client_ids, retain, max_uploads,
+// max_memory, max_reservations, max_group_uploads, max_subscribers,
+// max_subscribers_per_upload, rate_limit_total, burst, and with redis
+// interval): a difference is a config error (trackersettings.go).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {

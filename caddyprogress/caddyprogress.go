@@ -82,7 +82,12 @@ var progressIDKey = http.CanonicalHeaderKey(progressIDHeader)
 // the same names as fields.
 type Handler struct {
 	// Uploads are shared by all handlers that name the same tracker, and
-	// kept across config reloads. Default: "default".
+	// kept across config reloads. Those handlers must agree on the
+	// tracker-wide settings: redis, status_access, token_secret,
+	// client_ids, retain, max_uploads, max_memory, max_reservations,
+	// max_group_uploads, max_subscribers, max_subscribers_per_upload,
+	// rate_limit_total and burst, and with redis interval
+	// (trackersettings.go). Default: "default".
 	Tracker string `json:"tracker,omitempty"`
 
 	// The request methods that are tracked. Default: POST, PUT, PATCH.
@@ -142,8 +147,8 @@ type Handler struct {
 	// kept. Past it, finished records make room (the oldest first), then
 	// reservations; a new upload that then leaves less than a sixteenth
 	// free is tracked without its files, and one that does not fit is
-	// proxied untracked. With several handlers on one tracker, the one
-	// provisioned last sets it. Default: 64MiB.
+	// proxied untracked. Tracker-wide: handlers that name one tracker
+	// must set the same (trackersettings.go). Default: 64MiB.
 	MaxMemory int64 `json:"max_memory,omitempty"`
 
 	// How many uploads one group holds (X-Upload-Group). An upload past
@@ -237,6 +242,8 @@ type Handler struct {
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
 	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
+	redisURL       string        // Redis with its placeholders replaced; "" without (clustertracker.go)
+	redisKey       string        // sharedKey of redisURL, compared across handlers; "" without
 	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
 
@@ -262,22 +269,30 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.methods[strings.ToUpper(m)] = true
 	}
 
-	val, _, err := trackers.LoadOrNew(h.Tracker, func() (caddy.Destructor, error) {
+	val, loaded, err := trackers.LoadOrNew(h.Tracker, func() (caddy.Destructor, error) {
 		return newTracker(h.Tracker), nil
 	})
 	if err != nil {
 		return fmt.Errorf("loading tracker %q: %v", h.Tracker, err)
 	}
 	h.tracker = val.(*tracker)
-	h.tracker.setMaxMemory(h.MaxMemory)
+	if err := h.provisionAccess(ctx); err != nil {
+		return err
+	}
+	if err := h.resolveRedis(); err != nil { // clustertracker.go
+		return err
+	}
+	if err := h.claimTrackerSettings(ctx); err != nil { // the same as the config's other handlers on the tracker (trackersettings.go)
+		return err
+	}
+	if !loaded { // a new tracker serves this config only; a running one's changes when this config runs (applyMaxMemory)
+		h.tracker.setMaxMemory(h.MaxMemory)
+	}
 	h.metrics = newHandlerMetrics(h.Tracker)
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}
-	if err := h.provisionAccess(ctx); err != nil {
-		return err
-	}
-	if err := h.provisionShared(ctx); err != nil { // redis (clustertracker.go)
+	if err := h.provisionShared(); err != nil { // redis (clustertracker.go)
 		return err
 	}
 
@@ -301,6 +316,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
 	}
 	if err := eventsApp.On("started", orderCheck{h: h, ctx: ctx}); err != nil { // ordercheck.go
+		return fmt.Errorf("subscribing to the started event: %v", err)
+	}
+	if err := eventsApp.On("started", applyMaxMemory{h}); err != nil {
 		return fmt.Errorf("subscribing to the started event: %v", err)
 	}
 	if h.total != nil { // the shared rate changes once this config runs (throttle.go)
@@ -409,6 +427,7 @@ func (h *Handler) Validate() error {
 func (h *Handler) Cleanup() error {
 	h.stopStreams()
 	h.releaseShared()
+	h.releaseTrackerSettings()
 	h.cleanupResumable()
 	if _, err := trackers.Delete(h.Tracker); err != nil {
 		return fmt.Errorf("releasing tracker %q: %v", h.Tracker, err)
@@ -427,6 +446,18 @@ type stopHandler struct{ h *Handler }
 
 func (s stopHandler) Handle(context.Context, caddy.Event) error {
 	s.h.stopStreams()
+	return nil
+}
+
+// applyMaxMemory sets the tracker's max_memory to the handler's on
+// Caddy's started event, once the config the handler belongs to runs:
+// set at provision time, a reload refused later (another handler on the
+// tracker disagreeing, or another module refusing its config) would
+// leave the old config running with the new limit.
+type applyMaxMemory struct{ h *Handler }
+
+func (a applyMaxMemory) Handle(context.Context, caddy.Event) error {
+	a.h.tracker.setMaxMemory(a.h.MaxMemory)
 	return nil
 }
 
@@ -496,4 +527,5 @@ var (
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 	_ caddyevents.Handler         = stopHandler{}
+	_ caddyevents.Handler         = applyMaxMemory{}
 )

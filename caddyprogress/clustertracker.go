@@ -15,17 +15,11 @@ import (
 
 // sharedSet is a tracker's shared sides, one per redis setting in use
 // (a reload may change it: the old one serves the old config's uploads
-// until that config is cleaned up), and which handler uses which.
+// until that config is cleaned up). Handlers of one config that name
+// one tracker agree on redis (trackersettings.go).
 type sharedSet struct {
 	mu      sync.Mutex
-	entries map[string]*sharedEntry // by sharedKey; "" is none
-	users   map[*Handler]sharedUser
-}
-
-// sharedUser is one provisioned handler's redis setting.
-type sharedUser struct {
-	config any    // the handler's config (its events app): one config load
-	key    string // sharedKey of its redis setting, "" for none
+	entries map[string]*sharedEntry // by sharedKey
 }
 
 // sharedEntry is one shared side, kept in the tracker's pool entry so
@@ -44,46 +38,41 @@ type sharedHandle struct {
 	sent  docVersion // the version last published; the publisher loop's own
 }
 
-// provisionShared gives the handler the tracker's shared side for its
-// redis setting, made on first use. Handlers of one config that name
-// one tracker must agree on redis (none included).
-func (h *Handler) provisionShared(ctx caddy.Context) error {
-	config, err := ctx.App("events") // one instance per config load
+// resolveRedis replaces the placeholders of the handler's redis setting
+// and makes its comparable key (redisURL, redisKey; both "" without).
+func (h *Handler) resolveRedis() error {
+	if h.Redis == "" {
+		return nil
+	}
+	url := caddy.NewReplacer().ReplaceAll(h.Redis, "")
+	if url == "" {
+		return fmt.Errorf("redis is empty once its placeholders are replaced (is its environment variable set?)")
+	}
+	key, err := sharedKey(url)
 	if err != nil {
-		return fmt.Errorf("getting events app: %v", err)
+		return fmt.Errorf("tracker %q: redis: %w", h.Tracker, err)
 	}
-	url, key := "", ""
-	if h.Redis != "" {
-		url = caddy.NewReplacer().ReplaceAll(h.Redis, "")
-		if url == "" {
-			return fmt.Errorf("redis is empty once its placeholders are replaced (is its environment variable set?)")
-		}
-		if key, err = sharedKey(url); err != nil {
-			return fmt.Errorf("tracker %q: redis: %w", h.Tracker, err)
-		}
+	h.redisURL, h.redisKey = url, key
+	return nil
+}
+
+// provisionShared gives the handler the tracker's shared side for its
+// redis setting (resolveRedis), made on first use.
+func (h *Handler) provisionShared() error {
+	if h.redisKey == "" {
+		return nil
 	}
+	url, key := h.redisURL, h.redisKey
 	s := &h.tracker.shared
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for other, u := range s.users {
-		if u.config == config && u.key != key && other != h {
-			return fmt.Errorf("tracker %q: one handler sets redis %s, another %s; handlers that name one tracker must set the same redis",
-				h.Tracker, keyName(key), keyName(u.key))
-		}
-	}
-	if s.users == nil {
-		s.users = make(map[*Handler]sharedUser)
+	if s.entries == nil {
 		s.entries = make(map[string]*sharedEntry)
-	}
-	s.users[h] = sharedUser{config: config, key: key}
-	if key == "" {
-		return nil
 	}
 	e := s.entries[key]
 	if e == nil {
 		c, err := newRedisCluster(url, h) // clusterredis.go
 		if err != nil {
-			delete(s.users, h)
 			return fmt.Errorf("tracker %q: redis: %w", h.Tracker, err)
 		}
 		e = &sharedEntry{key: key, c: c, stop: make(chan struct{})}
@@ -111,7 +100,6 @@ func (h *Handler) releaseShared() {
 	}
 	s := &h.tracker.shared
 	s.mu.Lock()
-	delete(s.users, h)
 	e := h.shared
 	last := false
 	if e != nil {

@@ -46,11 +46,14 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s: %w", progressIDHeader, err))
 	}
 
-	contentType := "application/json"
-	rec := h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id))
-	if !h.tokenAllows(r, uploadToken, id) {
-		rec = record{} // without its token, an upload is reported as unknown: "starting"
+	// The token first: without it, an upload is reported as unknown
+	// ("starting") with nothing looked up, here or through redis (a
+	// lookup, or the watch that makes the upload's instance publish).
+	var rec record
+	if h.tokenAllows(r, uploadToken, id) {
+		rec = h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id))
 	}
+	contentType := "application/json"
 	report := nginxReport(rec)
 	query := r.URL.Query()
 	if query.Has(nginxCallbackParam) {

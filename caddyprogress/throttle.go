@@ -94,8 +94,9 @@ func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, 
 // rate_limit_total and burst on Caddy's started event, once the config
 // the handler belongs to runs. Set at provision time, a reload that
 // failed later (another module refusing its config) would leave the old
-// config running with the new rate. Handlers subscribe in provisioning
-// order, so the last one provisioned that sets rate_limit_total wins.
+// config running with the new rate. The handlers of one config that
+// name one tracker agree on rate_limit_total and burst
+// (trackersettings.go).
 type applyTotalRate struct{ h *Handler }
 
 func (a applyTotalRate) Handle(context.Context, caddy.Event) error {

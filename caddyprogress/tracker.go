@@ -48,6 +48,7 @@ type tracker struct {
 	groups       groupSet                // groups of uploads (group.go)
 	subscribers  subscriberCounts        // open event streams (subscribers.go)
 	shared       sharedSet               // the Redis sides shared with other instances (clustertracker.go)
+	settings     settingsUsers           // the tracker-wide settings of its handlers (trackersettings.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes
 	// (finished or forgotten), for the received bytes metric.

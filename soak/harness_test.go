@@ -130,7 +130,9 @@ const throttleRate = 4 << 20
 // clients take.
 const witnessRate = 1 << 20
 
-// soakOptions go into every upload_progress block of the soak.
+// soakOptions go into every upload_progress block of the soak, and so
+// do startProxy's extra options: the three handlers share the default
+// tracker, so they must agree on its tracker-wide settings.
 const soakOptions = "retain 3s\n\t\t\tnginx_report_path /progress\n\t\t\tinterval 50ms"
 
 func startProxy(t *testing.T, extraOptions string) *proxy {
@@ -155,6 +157,7 @@ func (p *proxy) caddyfile(extraOptions string) string {
 		upload_progress {
 			%s
 			rate_limit %d
+			%s
 		}
 		reverse_proxy %s
 	}
@@ -182,7 +185,7 @@ func (p *proxy) caddyfile(extraOptions string) string {
 		}
 	}
 }
-`, p.base, soakOptions, witnessRate, p.up.host, soakOptions, throttleRate, extraOptions, p.up.host, soakOptions, extraOptions, p.up.host)
+`, p.base, soakOptions, witnessRate, extraOptions, p.up.host, soakOptions, throttleRate, extraOptions, p.up.host, soakOptions, extraOptions, p.up.host)
 }
 
 func (p *proxy) closeIdle() {
