@@ -55,19 +55,31 @@ func (p palette) bar(width int, fraction float64, state string) string {
 	return m.ViewAs(fraction)
 }
 
-// columns of an upload line, after the ID and the bar.
+// The columns of an upload line: ID, bar, percent, received / total,
+// speed, time left, state.
 const (
-	idWidth       = 22
+	maxIDWidth    = 22
+	minIDWidth    = 8
 	percentWidth  = 4
 	amountWidth   = 21 // "1023.9 MiB / 1023.9 MiB"
 	speedWidth    = 11
 	leftWidth     = 7
 	stateWidth    = 10
 	minBarWidth   = 5
-	fixedColumns  = 2 + idWidth + 1 + 1 + percentWidth + 1 + amountWidth + 1 + speedWidth + 1 + leftWidth + 1 + stateWidth
+	maxBarWidth   = 60
+	otherColumns  = 2 + 1 + 1 + percentWidth + 1 + amountWidth + 1 + speedWidth + 1 + leftWidth + 1 + stateWidth
 	defaultWidth  = 100
 	indentPerStep = 2
 )
+
+// layout is the widths of the ID and bar columns for a screen width:
+// the ID narrows before the bar goes below its minimum.
+type layout struct{ id, bar int }
+
+func layoutFor(width int) layout {
+	id := min(maxIDWidth, max(minIDWidth, width-otherColumns-minBarWidth))
+	return layout{id: id, bar: min(maxBarWidth, max(minBarWidth, width-otherColumns-id))}
+}
 
 // screen is everything `top` draws at one moment.
 type screen struct {
@@ -104,7 +116,7 @@ func (p palette) render(s screen) string {
 	if s.tracker != "" && len(s.trackers) == 0 && s.err == nil {
 		line(fmt.Sprintf("no tracker named %q is in use", s.tracker))
 	}
-	barWidth := max(minBarWidth, s.width-fixedColumns)
+	cols := layoutFor(s.width)
 	for _, t := range s.trackers {
 		line("")
 		n, sp := 0, int64(0)
@@ -127,12 +139,12 @@ func (p palette) render(s screen) string {
 			line(p.faint("  no uploads"))
 			continue
 		}
-		line(p.faint(fmt.Sprintf("  %-*s %-*s %*s %*s %*s %*s %s", idWidth, "ID", barWidth, "PROGRESS",
+		line(p.faint(fmt.Sprintf("  %-*s %-*s %*s %*s %*s %*s %s", cols.id, "ID", cols.bar, "PROGRESS",
 			percentWidth, "%", amountWidth, "RECEIVED / TOTAL", speedWidth, "SPEED", leftWidth, "LEFT", "STATE")))
 		done := make(map[string]bool)
 		for _, u := range t.Uploads {
 			if u.Group == "" {
-				p.uploadLines(line, u, 0, barWidth, s.showFiles)
+				p.uploadLines(line, u, 0, cols, s.showFiles)
 				continue
 			}
 			if done[u.Group] {
@@ -145,9 +157,9 @@ func (p palette) render(s screen) string {
 					members = append(members, m)
 				}
 			}
-			p.uploadLines(line, groupSummary(u.Group, members), 0, barWidth, false)
+			p.uploadLines(line, groupSummary(u.Group, members), 0, cols, false)
 			for _, m := range members {
-				p.uploadLines(line, m, 1, barWidth, s.showFiles)
+				p.uploadLines(line, m, 1, cols, s.showFiles)
 			}
 		}
 	}
@@ -155,9 +167,9 @@ func (p palette) render(s screen) string {
 }
 
 // uploadLines writes an upload's line, and its files' when shown.
-func (p palette) uploadLines(line func(string), u uploadInfo, depth, barWidth int, showFiles bool) {
+func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols layout, showFiles bool) {
 	indent := strings.Repeat(" ", depth*indentPerStep)
-	id := truncate(indent+u.ID, idWidth)
+	id := truncate(indent+u.ID, cols.id)
 	fraction, percent := 0.0, "-"
 	amount := size(u.Received)
 	if u.Total != nil {
@@ -178,7 +190,7 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth, barWidth in
 	case u.Total != nil && u.Speed > 0 && u.Status == "uploading":
 		left = duration(time.Duration(float64(*u.Total-u.Received) / float64(u.Speed) * float64(time.Second)))
 	}
-	line(fmt.Sprintf("  %-*s %s %*s %*s %*s %*s %s", idWidth, id, p.bar(barWidth, fraction, u.Status),
+	line(fmt.Sprintf("  %-*s %s %*s %*s %*s %*s %s", cols.id, id, p.bar(cols.bar, fraction, u.Status),
 		percentWidth, percent, amountWidth, amount, speedWidth, perSecond(u.Speed), leftWidth, left, p.state(u.Status)))
 	if u.Error != "" {
 		line("  " + indent + "  " + u.Error)
@@ -195,7 +207,8 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth, barWidth in
 		if f.Filename != nil {
 			name = *f.Filename + " (" + f.Field + ")"
 		}
-		line(fmt.Sprintf("  %s  %-*s %*s %s", indent, idWidth+barWidth-len(indent), truncate(name, idWidth+barWidth-len(indent)),
+		nameWidth := cols.id + 1 + cols.bar - len(indent) - 2
+		line(fmt.Sprintf("  %s  %-*s %*s %s", indent, nameWidth, truncate(name, nameWidth),
 			percentWidth+1+amountWidth, size(f.Received), f.Status))
 	}
 }

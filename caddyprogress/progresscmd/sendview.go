@@ -70,7 +70,7 @@ func (m *sendModel) View() string {
 		b.WriteString(m.palette.r.NewStyle().MaxWidth(m.width).Render(text))
 		b.WriteByte('\n')
 	}
-	barWidth := max(minBarWidth, m.width-fixedColumns)
+	cols := layoutFor(m.width)
 	all := uploadInfo{ID: "all", Status: "complete"}
 	var total int64
 	var members []uploadInfo
@@ -82,7 +82,7 @@ func (m *sendModel) View() string {
 		if !finalStates[u.Status] {
 			all.Speed += u.Speed
 		}
-		m.palette.uploadLines(line, u, 0, barWidth, false)
+		m.palette.uploadLines(line, u, 0, cols, false)
 		if r.note != "" && r.outcome == nil {
 			line("    " + m.palette.faint(r.note))
 		}
@@ -90,7 +90,7 @@ func (m *sendModel) View() string {
 	all.Total = &total
 	all.Status = groupState(members)
 	if len(m.rows) > 1 {
-		m.palette.uploadLines(line, all, 0, barWidth, false)
+		m.palette.uploadLines(line, all, 0, cols, false)
 	}
 	return b.String()
 }
