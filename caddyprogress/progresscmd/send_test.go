@@ -157,3 +157,37 @@ func TestSendResumableGoesOnAfterCtrlC(t *testing.T) {
 		t.Errorf("the finished upload's URL is still kept: %v", left)
 	}
 }
+
+func TestSendResumableGoesOnAfterTheProxyRestarts(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress {\n\t\trate_limit 512KiB\n\t\tresumable /files/ {\n\t\t\tdir {dir}/uploads\n\t\t\tdeliver_to /upload\n\t\t}\n\t}\n\treverse_proxy %s\n", b.Listener.Addr()))
+	dir := t.TempDir()
+	body, path := writeFile(t, dir, "big.bin", 14, 3<<20)
+	term := newTerminal(t)
+	term.run(fmt.Sprintf("XDG_CACHE_HOME=%s %s upload-progress send %s --resumable --to %s/files/; echo EXIT=$?",
+		shellQuote(filepath.Join(dir, "cache")), shellQuote(caddyBin), shellQuote(path), p.site))
+	p.waitForListing(t, "a quarter of the file at the proxy", func(l listing) bool {
+		for _, tr := range l.Trackers {
+			for _, u := range tr.Uploads {
+				if u.Received >= 768<<10 {
+					return true
+				}
+			}
+		}
+		return false
+	})
+	// a crash: graceful stop would wait for the upload's request
+	p.cmd.Process.Kill()
+	p.cmd.Wait()
+	p.start(t)
+
+	end := term.waitFor("send to end", func(s string) bool { return strings.Contains(s, "EXIT=") })
+	answer := fmt.Sprintf(`{"bytes":%d,"sha256":"%s"}`, len(body), testkit.SHA256Hex(body))
+	if !strings.Contains(end, "EXIT=0") || !strings.Contains(end, "big.bin: complete · 200 OK\n"+answer) {
+		t.Errorf("send across a proxy restart shows:\n%s\nwant it complete with the backend's answer %s", end, answer)
+	}
+	got := b.deliveries()
+	if len(got) != 1 || got[0].bytes != int64(len(body)) || got[0].sha256 != testkit.SHA256Hex(body) {
+		t.Fatalf("the backend got %+v, want one delivery of the %d bytes of the file", got, len(body))
+	}
+}
