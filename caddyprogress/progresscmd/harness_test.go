@@ -184,6 +184,7 @@ type backend struct {
 }
 
 type delivery struct {
+	method string
 	path   string
 	bytes  int64
 	sha256 string
@@ -200,7 +201,7 @@ func startBackend(t *testing.T) *backend {
 		}
 		sum := hex.EncodeToString(h.Sum(nil))
 		b.mu.Lock()
-		b.requests = append(b.requests, delivery{path: r.URL.Path, bytes: n, sha256: sum})
+		b.requests = append(b.requests, delivery{method: r.Method, path: r.URL.Path, bytes: n, sha256: sum})
 		b.mu.Unlock()
 		code := http.StatusOK
 		if r.URL.Path == "/fail" {

@@ -191,3 +191,29 @@ func TestSendResumableGoesOnAfterTheProxyRestarts(t *testing.T) {
 		t.Fatalf("the backend got %+v, want one delivery of the %d bytes of the file", got, len(body))
 	}
 }
+
+func TestSendPollsTheStatusRouteWithoutTheEventsRoute(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress {\n\t\tevents_path off\n\t\tws_path off\n\t\tstatus_access token\n\t\tclient_ids off\n\t\trate_limit 512KiB\n\t}\n\treverse_proxy %s\n", b.Listener.Addr()))
+	body, path := writeFile(t, t.TempDir(), "polled.bin", 15, 1<<20)
+	term := newTerminal(t)
+	term.run(fmt.Sprintf("%s upload-progress send %s --to %s/upload; echo EXIT=$?", shellQuote(caddyBin), shellQuote(path), p.site))
+	term.waitFor("the file's bar part-way, from polling with the reservation's token", func(s string) bool {
+		n := percentOf(s, "polled.bin")
+		return n > 0 && n < 100
+	})
+	end := term.waitFor("send to end", func(s string) bool { return strings.Contains(s, "EXIT=") })
+	answer := fmt.Sprintf(`{"bytes":%d,"sha256":"%s"}`, len(body), testkit.SHA256Hex(body))
+	if !strings.Contains(end, "EXIT=0") || !strings.Contains(end, "polled.bin: complete · 200 OK\n"+answer) || percentOf(end, "polled.bin") != 100 {
+		t.Errorf("send with the status route only shows:\n%s\nwant it complete with the backend's answer %s", end, answer)
+	}
+	var posts int
+	for _, d := range b.deliveries() {
+		if d.method == "POST" {
+			posts++
+		}
+	}
+	if posts != 1 {
+		t.Errorf("the backend got %d uploads, want 1: %+v", posts, b.deliveries())
+	}
+}
