@@ -184,6 +184,8 @@ type backend struct {
 }
 
 type delivery struct {
+	group  string // X-Upload-Group
+	header string // X-Test
 	method string
 	path   string
 	bytes  int64
@@ -201,7 +203,7 @@ func startBackend(t *testing.T) *backend {
 		}
 		sum := hex.EncodeToString(h.Sum(nil))
 		b.mu.Lock()
-		b.requests = append(b.requests, delivery{method: r.Method, path: r.URL.Path, bytes: n, sha256: sum})
+		b.requests = append(b.requests, delivery{group: r.Header.Get("X-Upload-Group"), header: r.Header.Get("X-Test"), method: r.Method, path: r.URL.Path, bytes: n, sha256: sum})
 		b.mu.Unlock()
 		code := http.StatusOK
 		if r.URL.Path == "/fail" {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,9 +108,6 @@ func newSendOptions(to string, resumable bool, rateFlag, group, token string, he
 			return nil, fmt.Errorf("-H %q is not a header: use \"Field: value\"", h)
 		}
 		o.header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
-	}
-	if group != "" {
-		o.header.Set("X-Upload-Group", group)
 	}
 	if rateFlag != "" {
 		n, err := humanize.ParseBytes(rateFlag)
@@ -219,7 +217,7 @@ func (o *sendOptions) run(parent context.Context, jobs []fileJob, parallel int) 
 			defer wg.Done()
 			defer func() {
 				if r := recover(); r != nil {
-					outcomes[job.index] = outcome{state: "error", reason: fmt.Sprintf("internal error: %v", r)}
+					outcomes[job.index] = outcome{state: "error", reason: fmt.Sprintf("internal error: %v\n%s", r, debug.Stack())}
 					report(fileDone{job.index, outcomes[job.index]})
 				}
 			}()
@@ -352,6 +350,7 @@ type following struct {
 	done  chan struct{}
 	final statusDoc
 	ok    bool
+	panic string // a panic while following, with its stack
 }
 
 func (o *sendOptions) follow(ctx context.Context, job fileJob, id, token string, report func(tea.Msg)) *following {
@@ -359,7 +358,13 @@ func (o *sendOptions) follow(ctx context.Context, job fileJob, id, token string,
 	f := &following{stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
-		defer func() { recover() }() // a broken status must not end the send; its outcome then comes from the answer
+		defer func() {
+			// a panic must not end the send: the outcome then comes from
+			// the answer, and says what happened
+			if r := recover(); r != nil {
+				f.panic = fmt.Sprintf("internal error while following the progress: %v\n%s", r, debug.Stack())
+			}
+		}()
 		f.final, f.ok = o.routes.follow(ctx, id, cmpToken(token, o.token), func(s statusDoc) {
 			report(fileStatus{job.index, s})
 		})
@@ -375,6 +380,9 @@ func (f *following) wait(d time.Duration) (statusDoc, bool) {
 	}
 	f.stop()
 	<-f.done
+	if f.panic != "" {
+		fmt.Fprintln(os.Stderr, f.panic)
+	}
 	return f.final, f.ok
 }
 
@@ -411,6 +419,9 @@ func (o *sendOptions) sendPlain(ctx context.Context, job fileJob, report func(te
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	req.Header.Set("X-Upload-ID", id)
+	if o.group != "" {
+		req.Header.Set("X-Upload-Group", o.group)
+	}
 	resp, err := o.client.Do(req)
 	if err != nil {
 		final, ok := progress.wait(time.Second)
@@ -449,7 +460,7 @@ const maxAttempts = 6
 // sendResumable sends the file through the tus endpoint at --to, from
 // where an earlier run stopped.
 func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report func(tea.Msg)) outcome {
-	tus := &tusClient{client: o.client, endpoint: o.to, header: o.header}
+	tus := &tusClient{client: o.client, endpoint: o.to, header: o.header, group: o.group}
 	key := fingerprint(job.path, job.info, o.to.String())
 	length := job.info.Size()
 	u, resuming := o.store.load(key)

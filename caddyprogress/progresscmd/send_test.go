@@ -30,7 +30,7 @@ func TestSendShowsEachFileAndAllThenTheAnswers(t *testing.T) {
 	one, onePath := writeFile(t, dir, "one.bin", 10, 1<<20)
 	two, twoPath := writeFile(t, dir, "two.bin", 11, 600000)
 	term := newTerminal(t)
-	term.run(fmt.Sprintf("%s upload-progress send %s %s --to %s/upload -H 'X-Test: yes'; echo EXIT=$?",
+	term.run(fmt.Sprintf("%s upload-progress send %s %s --to %s/upload -H 'X-Test: yes' --group batch-send; echo EXIT=$?",
 		shellQuote(caddyBin), shellQuote(onePath), shellQuote(twoPath), p.site))
 
 	partway := term.waitFor("both files and all part-way", func(s string) bool {
@@ -68,6 +68,9 @@ func TestSendShowsEachFileAndAllThenTheAnswers(t *testing.T) {
 	for _, d := range got {
 		if d.sha256 != testkit.SHA256Hex(one) && d.sha256 != testkit.SHA256Hex(two) {
 			t.Errorf("the backend got %d bytes that are neither file: %+v", d.bytes, d)
+		}
+		if d.group != "batch-send" || d.header != "yes" {
+			t.Errorf("the backend got X-Upload-Group %q and X-Test %q, want batch-send (--group) and yes (-H)", d.group, d.header)
 		}
 	}
 }

@@ -24,7 +24,8 @@ const tusVersion = "1.0.0"
 type tusClient struct {
 	client   *http.Client
 	endpoint *url.URL    // the creation URL, e.g. http://localhost:8080/files/
-	header   http.Header // -H headers and X-Upload-Group, on every request
+	header   http.Header // -H headers, on every request
+	group    string      // X-Upload-Group of the creation request, if any
 }
 
 // tusUpload is an upload the endpoint created.
@@ -64,6 +65,9 @@ func (c *tusClient) create(ctx context.Context, filename string, size int64) (tu
 		return tusUpload{}, err
 	}
 	req.Header.Set("Upload-Length", strconv.FormatInt(size, 10))
+	if c.group != "" {
+		req.Header.Set("X-Upload-Group", c.group)
+	}
 	req.Header.Set("Upload-Metadata", "filename "+base64.StdEncoding.EncodeToString([]byte(filename))+
 		",filetype "+base64.StdEncoding.EncodeToString([]byte("application/octet-stream")))
 	resp, err := c.client.Do(req)
