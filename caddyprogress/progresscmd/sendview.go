@@ -2,6 +2,7 @@ package progresscmd
 
 import (
 	"strings"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 )
@@ -15,7 +16,8 @@ type sendModel struct {
 	cancel  func()
 	palette palette
 	width   int
-	done    bool
+	started time.Time
+	took    time.Duration // from the start to the last upload's end, once all ended
 }
 
 type sendRow struct {
@@ -30,7 +32,7 @@ type sendRow struct {
 type allDone struct{}
 
 func newSendModel(jobs []fileJob, cancel func(), p palette) *sendModel {
-	m := &sendModel{cancel: cancel, palette: p, width: defaultWidth}
+	m := &sendModel{cancel: cancel, palette: p, width: defaultWidth, started: time.Now()}
 	for _, j := range jobs {
 		m.rows = append(m.rows, sendRow{name: j.name, size: j.info.Size(), status: statusDoc{Status: "pending"}})
 	}
@@ -58,7 +60,7 @@ func (m *sendModel) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		out := msg.outcome
 		m.rows[msg.index].outcome = &out
 	case allDone:
-		m.done = true
+		m.took = time.Since(m.started)
 		return m, tea.Quit
 	}
 	return m, nil
@@ -89,6 +91,9 @@ func (m *sendModel) View() string {
 	}
 	all.Total = &total
 	all.Status = groupState(members)
+	if m.took > 0 {
+		all.Speed = int64(float64(all.Received) / m.took.Seconds()) // the average over the whole send
+	}
 	if len(m.rows) > 1 {
 		m.palette.uploadLines(line, all, 0, cols, false)
 	}
