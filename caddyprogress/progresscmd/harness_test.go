@@ -206,8 +206,13 @@ func startBackend(t *testing.T) *backend {
 		b.requests = append(b.requests, delivery{group: r.Header.Get("X-Upload-Group"), header: r.Header.Get("X-Test"), method: r.Method, path: r.URL.Path, bytes: n, sha256: sum})
 		b.mu.Unlock()
 		code := http.StatusOK
-		if r.URL.Path == "/fail" {
+		switch r.URL.Path {
+		case "/fail":
 			code = http.StatusInternalServerError
+		case "/escape": // an answer that would clear the terminal and move the cursor
+			w.WriteHeader(code)
+			fmt.Fprintf(w, "{\"bytes\":%d}\x1b[2J\x1b[H\r\x07\n\tend", n)
+			return
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)

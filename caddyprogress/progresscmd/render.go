@@ -111,10 +111,10 @@ func (p palette) render(s screen) string {
 	line(p.bold(fmt.Sprintf("upload-progress at %s", s.address)) +
 		fmt.Sprintf(" · %s in flight · %s", plural(inFlight, "upload"), perSecond(speed)))
 	if s.err != nil {
-		line(p.state("error") + " " + s.err.Error())
+		line(p.state("error") + " " + printable(s.err.Error(), false))
 	}
 	if s.tracker != "" && len(s.trackers) == 0 && s.err == nil {
-		line(fmt.Sprintf("no tracker named %q is in use", s.tracker))
+		line(fmt.Sprintf("no tracker named %q is in use", s.tracker)) // %q escapes control characters
 	}
 	cols := layoutFor(s.width)
 	for _, t := range s.trackers {
@@ -126,13 +126,13 @@ func (p palette) render(s screen) string {
 				sp += u.Speed
 			}
 		}
-		line(p.bold("tracker "+t.Name) + fmt.Sprintf(" · %s in flight · %s · memory %s of %s",
+		line(p.bold("tracker "+printable(t.Name, false)) + fmt.Sprintf(" · %s in flight · %s · memory %s of %s",
 			plural(n, "upload"), perSecond(sp), size(t.Memory), size(t.MaxMemory)))
 		for _, r := range t.Redis {
 			if r.Up {
 				line("  redis up · uploads shown are this instance's")
 			} else {
-				line("  " + p.state("error") + " redis down since " + r.Since.Format(time.RFC3339) + ": " + r.LastError)
+				line("  " + p.state("error") + " redis down since " + r.Since.Format(time.RFC3339) + ": " + printable(r.LastError, false))
 			}
 		}
 		if len(t.Uploads) == 0 {
@@ -169,7 +169,7 @@ func (p palette) render(s screen) string {
 // uploadLines writes an upload's line, and its files' when shown.
 func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols layout, showFiles bool) {
 	indent := strings.Repeat(" ", depth*indentPerStep)
-	id := truncate(indent+u.ID, cols.id)
+	id := truncate(indent+printable(u.ID, false), cols.id)
 	fraction, percent := 0.0, "-"
 	amount := size(u.Received)
 	if u.Total != nil {
@@ -193,7 +193,7 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols la
 	line(fmt.Sprintf("  %-*s %s %*s %*s %*s %*s %s", cols.id, id, p.bar(cols.bar, fraction, u.Status),
 		percentWidth, percent, amountWidth, amount, speedWidth, perSecond(u.Speed), leftWidth, left, p.state(u.Status)))
 	if u.Error != "" {
-		line("  " + indent + "  " + u.Error)
+		line("  " + indent + "  " + printable(u.Error, false))
 	}
 	if len(u.Files) == 0 {
 		return
@@ -203,9 +203,9 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols la
 		return
 	}
 	for _, f := range u.Files {
-		name := f.Field
+		name := printable(f.Field, false)
 		if f.Filename != nil {
-			name = *f.Filename + " (" + f.Field + ")"
+			name = printable(*f.Filename, false) + " (" + name + ")"
 		}
 		nameWidth := cols.id + 1 + cols.bar - len(indent) - 2
 		line(fmt.Sprintf("  %s  %-*s %*s %s", indent, nameWidth, truncate(name, nameWidth),

@@ -263,12 +263,12 @@ func printOutcomes(w io.Writer, jobs []fileJob, outcomes []outcome) error {
 		if out.reason != "" {
 			line += " · " + out.reason
 		}
-		fmt.Fprintln(w, line)
+		fmt.Fprintln(w, printable(line, true))
 		if out.answer != nil && len(out.answer.Body) > 0 {
-			fmt.Fprintln(w, strings.TrimRight(string(out.answer.Body), "\n"))
+			fmt.Fprintln(w, printable(strings.TrimRight(string(out.answer.Body), "\n"), true))
 		}
 		if out.state != "complete" {
-			failed = append(failed, fmt.Sprintf("%s %s (%s)", jobs[i].name, out.state, out.reason))
+			failed = append(failed, printable(fmt.Sprintf("%s %s (%s)", jobs[i].name, out.state, out.reason), false))
 		}
 	}
 	if len(failed) == 0 {

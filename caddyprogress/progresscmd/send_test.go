@@ -3,6 +3,7 @@ package progresscmd_test
 import (
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,5 +219,32 @@ func TestSendPollsTheStatusRouteWithoutTheEventsRoute(t *testing.T) {
 	}
 	if posts != 1 {
 		t.Errorf("the backend got %d uploads, want 1: %+v", posts, b.deliveries())
+	}
+}
+
+func TestSendAndTopPrintNoControlCharactersOfOthers(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress\n\treverse_proxy %s\n", b.Listener.Addr()))
+
+	// a backend's answer
+	_, path := writeFile(t, t.TempDir(), "f.bin", 16, 1000)
+	out, err := exec.Command(caddyBin, "upload-progress", "send", path, "--to", p.site+"/escape").Output()
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	if want := "f.bin: complete · 200 OK\n{\"bytes\":1000}?[2J?[H??\n\tend\n"; string(out) != want {
+		t.Errorf("send printed %q, want %q", out, want)
+	}
+
+	// a client's file name
+	form := []byte("--B\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"x\x1b[2Jy\"\r\n\r\n")
+	form = append(form, testkit.Payload(17, 1000)...)
+	stall(t, p, "named", form, 1<<20, http.Header{"Content-Type": {"multipart/form-data; boundary=B"}})
+	once, err := exec.Command(caddyBin, "upload-progress", "top", "--once", "--admin", p.admin).Output()
+	if err != nil {
+		t.Fatalf("top --once: %v", err)
+	}
+	if strings.ContainsRune(string(once), 0x1b) || !strings.Contains(string(once), "x?[2Jy (doc)") {
+		t.Errorf("top --once printed the file name's escape sequence, or not the name:\n%q", once)
 	}
 }

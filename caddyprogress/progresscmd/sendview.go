@@ -86,7 +86,7 @@ func (m *sendModel) View() string {
 		}
 		m.palette.uploadLines(line, u, 0, cols, false)
 		if r.note != "" && r.outcome == nil {
-			line("    " + m.palette.faint(r.note))
+			line("    " + m.palette.faint(printable(r.note, false)))
 		}
 	}
 	all.Total = &total
