@@ -109,6 +109,9 @@ func (r sendRow) info() uploadInfo {
 	}
 	if r.outcome != nil {
 		u.Status, u.Error = r.outcome.state, r.outcome.reason
+		if u.Status == "complete" {
+			u.Received = *u.Total // the whole body was read, whether or not the proxy's progress was seen
+		}
 		if u.Status == "interrupted" {
 			u.Status = "paused"
 			u.Error = "interrupted: " + r.outcome.reason

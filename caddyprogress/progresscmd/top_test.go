@@ -251,3 +251,30 @@ tracker default · 2 uploads in flight · <speed> · memory <memory> of 64 MiB
 		t.Errorf("top --once --tracker other printed %q, want %q", none, want)
 	}
 }
+
+func TestTopShowsAndHidesTheFilesOfAMultipartUpload(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress\n\treverse_proxy %s\n", b.Listener.Addr()))
+	form := []byte("--B\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nholiday\r\n" +
+		"--B\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"beach.jpg\"\r\n\r\n")
+	form = append(form, testkit.Payload(5, 5000)...)
+	stall(t, p, "form-2", form, 1<<20, http.Header{"Content-Type": {"multipart/form-data; boundary=B"}})
+
+	term := newTerminal(t)
+	term.run(shellQuote(caddyBin) + " upload-progress top --interval 100ms --admin " + p.admin)
+	hidden := term.waitFor("the upload with its files hidden", func(s string) bool { return strings.Contains(s, "2 files (f shows them)") })
+	if strings.Contains(hidden, "beach.jpg") {
+		t.Errorf("the files show before f:\n%s", hidden)
+	}
+	term.keys("f")
+	shown := term.waitFor("the files", func(s string) bool { return strings.Contains(s, "beach.jpg (photo)") })
+	if line := lineWith(shown, "title"); !strings.HasSuffix(strings.TrimSpace(line), "7 B complete") {
+		t.Errorf("the form field's line is %q, want 7 B complete", line)
+	}
+	if line := lineWith(shown, "beach.jpg (photo)"); !strings.HasSuffix(strings.TrimSpace(line), "4.9 KiB uploading") {
+		t.Errorf("the file's line is %q, want 4.9 KiB uploading", line)
+	}
+	term.keys("f")
+	term.waitFor("the files hidden again", func(s string) bool { return strings.Contains(s, "2 files (f shows them)") })
+	term.keys("q")
+}
