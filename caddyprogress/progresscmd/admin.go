@@ -62,8 +62,10 @@ type redisInfo struct {
 // instance, at an address in the form Caddy's own commands take
 // (localhost:2019, unix//path/to/socket).
 type adminClient struct {
-	origin string // what requests are made to, and their Origin
-	client *http.Client
+	address    string // as given, or as found in the config
+	origin     string // what requests are made to
+	sendOrigin bool   // whether they carry it as Origin: over TCP, as Caddy's own commands do
+	client     *http.Client
 }
 
 // newAdminClient resolves the admin address as `caddy stop` does: the
@@ -82,6 +84,9 @@ func newAdminClient(address, configFile, adapter string) (*adminClient, error) {
 	if addr.IsUnixNetwork() || addr.IsFdNetwork() {
 		origin = "http://127.0.0.1" // any host: the dialer below ignores it
 	}
+	if _, err := url.Parse(origin); err != nil {
+		return nil, fmt.Errorf("admin address %q is not an address such as localhost:2019 or unix//path/to/socket", address)
+	}
 	dial := addr.JoinHostPort(0)
 	transport := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -90,7 +95,12 @@ func newAdminClient(address, configFile, adapter string) (*adminClient, error) {
 		},
 		MaxIdleConns: 1,
 	}
-	return &adminClient{origin: origin, client: &http.Client{Transport: transport, Timeout: 5 * time.Second}}, nil
+	return &adminClient{
+		address:    address,
+		origin:     origin,
+		sendOrigin: !addr.IsUnixNetwork() && !addr.IsFdNetwork(),
+		client:     &http.Client{Transport: transport, Timeout: 5 * time.Second},
+	}, nil
 }
 
 // get decodes the JSON answer to GET path into v; found is false for a 404.
@@ -99,7 +109,9 @@ func (a *adminClient) get(ctx context.Context, path string, v any) (found bool, 
 	if err != nil {
 		return false, err
 	}
-	req.Header.Set("Origin", a.origin)
+	if a.sendOrigin {
+		req.Header.Set("Origin", a.origin)
+	}
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return false, fmt.Errorf("asking Caddy's admin API at %s: %v", a.origin, err)

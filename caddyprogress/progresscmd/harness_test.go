@@ -2,11 +2,13 @@ package progresscmd_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -73,8 +75,15 @@ type proxy struct {
 // directives, with {dir} replaced by a folder of the test).
 func startProxy(t *testing.T, site string) *proxy {
 	t.Helper()
+	return startProxyWithAdmin(t, fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)), site)
+}
+
+// startProxyWithAdmin is startProxy with the admin endpoint at admin
+// (e.g. unix//path/to/socket).
+func startProxyWithAdmin(t *testing.T, admin, site string) *proxy {
+	t.Helper()
 	p := &proxy{
-		admin: fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t)),
+		admin: admin,
 		site:  fmt.Sprintf("http://127.0.0.1:%d", testkit.FreePort(t)),
 		dir:   t.TempDir(),
 	}
@@ -100,7 +109,7 @@ func (p *proxy) start(t *testing.T) {
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get("http://" + p.admin + "/upload_progress/")
+		resp, err := p.adminClient().Get("http://" + p.adminHost() + "/upload_progress/")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -112,6 +121,25 @@ func (p *proxy) start(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// adminClient reaches the admin endpoint, over TCP or a unix socket.
+func (p *proxy) adminClient() *http.Client {
+	socket, ok := strings.CutPrefix(p.admin, "unix/")
+	if !ok {
+		return http.DefaultClient
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}}
+}
+
+func (p *proxy) adminHost() string {
+	if strings.HasPrefix(p.admin, "unix/") {
+		return "127.0.0.1"
+	}
+	return p.admin
 }
 
 // stop ends caddy (SIGTERM, then SIGKILL after 10 s).
@@ -146,7 +174,7 @@ type listing struct {
 
 func (p *proxy) listing(t *testing.T) listing {
 	t.Helper()
-	resp, err := http.Get("http://" + p.admin + "/upload_progress/")
+	resp, err := p.adminClient().Get("http://" + p.adminHost() + "/upload_progress/")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ the trackers shown), for scripts and when the output is not a terminal.
 			return err
 		}
 		b := newBoard(client, *tracker, *linger)
-		address := client.origin
+		address := client.address
 		switch {
 		case *asJSON:
 			return printJSON(cmd.Context(), b)

@@ -182,7 +182,7 @@ func TestTopOnceAndJSONPrintOneSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatalf("top --once: %v", err)
 	}
-	wantOnce := `upload-progress at http://127.0.0.1:<port> · 2 uploads in flight · <speed>
+	wantOnce := `upload-progress at 127.0.0.1:<port> · 2 uploads in flight · <speed>
 
 tracker default · 2 uploads in flight · <speed> · memory <memory> of 64 MiB
   ID                     PROGRESS             %      RECEIVED / TOTAL       SPEED    LEFT STATE
@@ -247,7 +247,7 @@ tracker default · 2 uploads in flight · <speed> · memory <memory> of 64 MiB
 	if err != nil {
 		t.Fatalf("top --once --tracker other: %v", err)
 	}
-	if want := "upload-progress at http://127.0.0.1:<port> · 0 uploads in flight · <speed>\nno tracker named \"other\" is in use\n"; normalized(string(none)) != want {
+	if want := "upload-progress at 127.0.0.1:<port> · 0 uploads in flight · <speed>\nno tracker named \"other\" is in use\n"; normalized(string(none)) != want {
 		t.Errorf("top --once --tracker other printed %q, want %q", none, want)
 	}
 }
@@ -277,4 +277,19 @@ func TestTopShowsAndHidesTheFilesOfAMultipartUpload(t *testing.T) {
 	term.keys("f")
 	term.waitFor("the files hidden again", func(s string) bool { return strings.Contains(s, "2 files (f shows them)") })
 	term.keys("q")
+}
+
+func TestTopReadsAnAdminEndpointOnAUnixSocket(t *testing.T) {
+	b := startBackend(t)
+	socket := "unix/" + t.TempDir() + "/admin.sock"
+	p := startProxyWithAdmin(t, socket, fmt.Sprintf("\tupload_progress\n\treverse_proxy %s\n", b.Listener.Addr()))
+	stall(t, p, "over-a-socket", testkit.Payload(6, 1000), 2000, nil)
+	once, err := exec.Command(caddyBin, "upload-progress", "top", "--once", "--admin", socket).CombinedOutput()
+	if err != nil {
+		t.Fatalf("top --once --admin %s: %v\n%s", socket, err, once)
+	}
+	if !strings.HasPrefix(string(once), "upload-progress at "+socket) || !strings.Contains(string(once), "tracker default · 1 upload in flight") ||
+		!strings.Contains(string(once), "  over-a-socket ") {
+		t.Errorf("top --once over a unix socket printed:\n%s", once)
+	}
 }
