@@ -455,7 +455,7 @@ func outcomeOf(final statusDoc, ok bool, a *answer) outcome {
 
 // maxAttempts is how many times in a row a resumable upload's request
 // may fail to connect before send gives up (and a new run goes on).
-const maxAttempts = 6
+const maxAttempts = 8
 
 // sendResumable sends the file through the tus endpoint at --to, from
 // where an earlier run stopped.
