@@ -481,6 +481,10 @@ func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report fun
 	}
 	if !resuming {
 		created, err := tus.create(ctx, job.name, length)
+		var refused *refusal
+		if errors.As(err, &refused) {
+			return outcome{state: "error", reason: refused.Error(), answer: &refused.answer}
+		}
 		if err != nil {
 			return interrupted(ctx, err)
 		}

@@ -248,3 +248,24 @@ func TestSendAndTopPrintNoControlCharactersOfOthers(t *testing.T) {
 		t.Errorf("top --once printed the file name's escape sequence, or not the name:\n%q", once)
 	}
 }
+
+func TestSendResumableReportsARefusedCreation(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress {\n\t\tresumable /files/ {\n\t\t\tdir {dir}/uploads\n\t\t\tmax_size 1KiB\n\t\t\tdeliver_to /upload\n\t\t}\n\t}\n\treverse_proxy %s\n", b.Listener.Addr()))
+	dir := t.TempDir()
+	_, path := writeFile(t, dir, "too-big.bin", 18, 4096)
+	cmd := exec.Command(caddyBin, "upload-progress", "send", path, "--resumable", "--to", p.site+"/files/")
+	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+filepath.Join(dir, "cache"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if exit, ok := err.(*exec.ExitError); !ok || exit.ExitCode() == 0 {
+		t.Fatalf("send of a file over max_size: %v, want a non-zero exit status", err)
+	}
+	if first := strings.SplitN(stdout.String(), "\n", 2)[0]; first != "too-big.bin: error · 413 Request Entity Too Large · the proxy refused the upload: 413 Request Entity Too Large" {
+		t.Errorf("send printed %q first, want the refusal as an error, not an interruption to resume", first)
+	}
+	if len(b.deliveries()) != 0 {
+		t.Errorf("the backend got a refused upload: %+v", b.deliveries())
+	}
+}

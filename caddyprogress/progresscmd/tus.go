@@ -38,6 +38,11 @@ type tusUpload struct {
 // errNoUpload says the endpoint no longer has the upload (404, 410).
 var errNoUpload = fmt.Errorf("the upload is gone")
 
+// refusal is a 4xx answer to the creation: trying again would not help.
+type refusal struct{ answer answer }
+
+func (r *refusal) Error() string { return "the proxy refused the upload: " + r.answer.Status }
+
 // answer is an HTTP answer: the backend's, or the proxy's refusal.
 type answer struct {
 	Code   int
@@ -75,7 +80,10 @@ func (c *tusClient) create(ctx context.Context, filename string, size int64) (tu
 		return tusUpload{}, fmt.Errorf("creating the upload: %v", err)
 	}
 	a := readAnswer(resp)
-	if a.Code != http.StatusCreated {
+	switch {
+	case a.Code >= 400 && a.Code < 500:
+		return tusUpload{}, &refusal{a}
+	case a.Code != http.StatusCreated:
 		return tusUpload{}, fmt.Errorf("creating the upload: %s: %s", a.Status, strings.TrimSpace(string(a.Body)))
 	}
 	loc, err := c.endpoint.Parse(a.Header.Get("Location"))
