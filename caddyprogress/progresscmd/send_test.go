@@ -269,3 +269,19 @@ func TestSendResumableReportsARefusedCreation(t *testing.T) {
 		t.Errorf("the backend got a refused upload: %+v", b.deliveries())
 	}
 }
+
+func TestSendRateCapsTheSending(t *testing.T) {
+	b := startBackend(t)
+	p := startProxy(t, fmt.Sprintf("\tupload_progress\n\treverse_proxy %s\n", b.Listener.Addr())) // no rate_limit: only --rate slows it
+	body, path := writeFile(t, t.TempDir(), "slow.bin", 19, 512<<10)
+	term := newTerminal(t)
+	term.run(fmt.Sprintf("%s upload-progress send %s --rate 128KiB --to %s/upload; echo EXIT=$?", shellQuote(caddyBin), shellQuote(path), p.site))
+	term.waitFor("the file part-way at 128 KiB/s", func(s string) bool {
+		n := percentOf(s, "slow.bin")
+		return n > 0 && n < 100
+	})
+	end := term.waitFor("send to end", func(s string) bool { return strings.Contains(s, "EXIT=") })
+	if !strings.Contains(end, "EXIT=0") || !strings.Contains(end, "slow.bin: complete · 200 OK\n"+fmt.Sprintf(`{"bytes":%d,"sha256":"%s"}`, len(body), testkit.SHA256Hex(body))) {
+		t.Errorf("send --rate shows:\n%s", end)
+	}
+}
