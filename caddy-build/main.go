@@ -1,5 +1,6 @@
 // Command caddy-build is Caddy with the standard modules plus the
-// upload_progress module (and its demo backend), so that
+// upload_progress module, its `caddy upload-progress` command (top and
+// send) and its demo backend, so that
 //
 //	go build -o caddy ./caddy-build
 //
@@ -12,6 +13,7 @@ import (
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
 	_ "github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress"
+	_ "github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progresscmd"
 	_ "github.com/caddy-upload-progress/caddy-upload-progress/demobackend"
 )
 

@@ -55,6 +55,11 @@ type adminTracker struct {
 	Name string `json:"name"`
 	// Records counts every record held: in flight, finished and reserved.
 	Records int `json:"records"`
+	// Memory is the bytes the tracker's records take, as counted
+	// against MaxMemory.
+	Memory int64 `json:"memory"`
+	// MaxMemory is the tracker's max_memory.
+	MaxMemory int64 `json:"max_memory"`
 	// Uploads are the uploads in flight, oldest first.
 	Uploads []adminUpload `json:"uploads"`
 	// Redis is the health of the tracker's Redis, with redis set
@@ -70,6 +75,12 @@ type adminUpload struct {
 	Total     *int64    `json:"total"`
 	Speed     int64     `json:"speed"`
 	StartedAt time.Time `json:"started_at"`
+	// Group is the ID of the group the upload is a member of; left out
+	// when it is in none.
+	Group string `json:"group,omitempty"`
+	// Files are a multipart upload's parts, as in its status; left out
+	// for other uploads.
+	Files []FileStatus `json:"files,omitempty"`
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
@@ -133,11 +144,16 @@ func liveTracker(name string) *tracker {
 func (t *tracker) describe(now time.Time) adminTracker {
 	t.mu.RLock()
 	records := t.records()
+	memory := t.memory.used()
 	var inFlight []*upload
+	groups := make(map[*upload]string)
 	for _, u := range t.uploads {
 		switch u.currentState() {
 		case stateUploading, stateProcessing, statePaused, stateDelivering:
 			inFlight = append(inFlight, u)
+			if u.group != nil {
+				groups[u] = u.group.id
+			}
 		}
 	}
 	t.mu.RUnlock()
@@ -145,7 +161,14 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	slices.SortFunc(inFlight, func(a, b *upload) int {
 		return cmp.Or(a.startedAt.Compare(b.startedAt), cmp.Compare(a.id, b.id))
 	})
-	desc := adminTracker{Name: t.name, Records: records, Uploads: make([]adminUpload, 0, len(inFlight)), Redis: t.describeShared()}
+	desc := adminTracker{
+		Name:      t.name,
+		Records:   records,
+		Memory:    memory,
+		MaxMemory: t.memory.max.Load(),
+		Uploads:   make([]adminUpload, 0, len(inFlight)),
+		Redis:     t.describeShared(),
+	}
 	for _, u := range inFlight {
 		s := u.snapshot(now)
 		if s.FinishedAt != nil {
@@ -158,6 +181,8 @@ func (t *tracker) describe(now time.Time) adminTracker {
 			Total:     s.Total,
 			Speed:     s.Speed,
 			StartedAt: s.StartedAt,
+			Group:     groups[u],
+			Files:     s.Files,
 		})
 	}
 	return desc

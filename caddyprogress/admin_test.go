@@ -97,7 +97,7 @@ func TestAdminListsUploadsInFlightOnly(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.upload(t, http.MethodPost, "/", paced, int64(len(data)), http.Header{"X-Upload-Id": {"in-flight"}})
+		p.upload(t, http.MethodPost, "/", paced, int64(len(data)), http.Header{"X-Upload-Id": {"in-flight"}, "X-Upload-Group": {"listed-group"}})
 	}()
 	p.waitFor(t, "in-flight", "1 MiB received", func(_ int, s Status) bool { return s.Received == 1<<20 })
 
@@ -108,6 +108,12 @@ func TestAdminListsUploadsInFlightOnly(t *testing.T) {
 	u := tr.Uploads[0]
 	if u.ID != "in-flight" || u.Status != "uploading" || u.Received != 1<<20 || u.Total == nil || *u.Total != 4<<20 || u.StartedAt.IsZero() {
 		t.Fatalf("upload in flight listed as %+v", u)
+	}
+	if u.Group != "listed-group" || u.Files != nil {
+		t.Fatalf("upload in flight listed with group %q and files %v, want its group listed-group and no files", u.Group, u.Files)
+	}
+	if tr.MaxMemory != DefaultMaxMemory || tr.Memory <= 0 || tr.Memory > tr.MaxMemory {
+		t.Fatalf("tracker admin-list lists memory %d of %d, want some bytes of the default max_memory %d", tr.Memory, tr.MaxMemory, DefaultMaxMemory)
 	}
 
 	// one upload's status, in flight or finished
