@@ -303,8 +303,8 @@ func TestValidateRoutesAndAccess(t *testing.T) {
 		h       Handler
 		wantErr string
 	}{
-		{Handler{StatusPath: "/"}, "status_path / would take every request"},
-		{Handler{EventsPath: "/"}, "events_path / would take every request"},
+		{Handler{StatusPath: "/"}, `status_path "/" would take every request of the site; use a prefix such as /upload/status/`},
+		{Handler{EventsPath: "/"}, `events_path "/" would take every request of the site; use a prefix such as /upload/events/`},
 		{Handler{StatusPath: "/upload/", EventsPath: "/upload/events/"}, `status_path "/upload/" is a prefix of events_path`},
 		{Handler{StatusPath: "/progress/status/", EventsPath: "/progress/"}, `events_path "/progress/" is a prefix of status_path`},
 		{Handler{NginxReportPath: DefaultStatusPath}, "nginx_report_path and status_path are both"},

@@ -245,7 +245,7 @@ func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
 	}
 	dur, err := caddy.ParseDuration(arg)
 	if err != nil {
-		return d.Errf("%s: %q is not a duration: %v", name, arg, err)
+		return d.Errf("%s: %q is not a duration, such as 100ms, 30s or 5m", name, arg)
 	}
 	if dur <= 0 {
 		return d.Errf("%s: %q must be longer than zero", name, arg)
@@ -270,7 +270,7 @@ func sizeArgUpTo(d *caddyfile.Dispenser, dst *int64, limit uint64, limitName str
 	}
 	size, err := humanize.ParseBytes(arg)
 	if err != nil {
-		return d.Errf("%s: %q is not a size: %v", name, arg, err)
+		return d.Errf("%s: %q is not a size, such as 1MiB, 500KB or 65536", name, arg)
 	}
 	if size < 1 || size > limit {
 		return d.Errf("%s: %q must be from 1 byte to %s", name, arg, limitName)

@@ -382,8 +382,8 @@ func (h *Handler) setDefaults() {
 
 // Validate checks the handler's configuration.
 func (h *Handler) Validate() error {
-	if err := validateID(h.Tracker); err != nil {
-		return fmt.Errorf("tracker name %q: %v", h.Tracker, err)
+	if err := validateName(fmt.Sprintf("tracker name %q", h.Tracker), h.Tracker); err != nil {
+		return err
 	}
 	for _, m := range h.Methods {
 		if m == "" || strings.ContainsAny(m, " \t/") {

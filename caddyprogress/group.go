@@ -51,8 +51,8 @@ func uploadGroup(r *http.Request) (string, error) {
 	if !ok {
 		return "", nil
 	}
-	if err := validateID(values[0]); err != nil {
-		return "", fmt.Errorf("%s header: not a valid group ID: %w", groupHeader, err)
+	if err := validateGroupID(values[0]); err != nil {
+		return "", fmt.Errorf("%s header: %w", groupHeader, err)
 	}
 	return values[0], nil
 }

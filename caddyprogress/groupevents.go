@@ -37,8 +37,8 @@ func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
 			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> streams a group's events", r.Method, h.EventsPath, groupQuery))
 	}
-	if err := validateID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
+	if err := validateGroupID(id); err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: %w", groupQuery, err))
 	}
 	if isReconnect(r) {
 		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go

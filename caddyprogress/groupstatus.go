@@ -22,8 +22,8 @@ func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id st
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
 			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> reads a group's status, POST %s?%s reserves a group", r.Method, h.StatusPath, groupQuery, h.StatusPath, groupQuery))
 	}
-	if err := validateID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err))
+	if err := validateGroupID(id); err != nil {
+		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: %w", groupQuery, err))
 	}
 	members, _ := h.groupMembersShared(r.Context(), id, time.Now(), nil) // with redis, those on other instances too
 	if len(members) == 0 {

@@ -11,16 +11,24 @@ const maxIDLength = 128
 
 // validateID reports why id is not a valid upload ID, or nil if it is.
 // Valid IDs are 1 to 128 characters of A-Z a-z 0-9 . _ ~ : -
-func validateID(id string) error {
+func validateID(id string) error { return validateName("upload ID", id) }
+
+// validateGroupID reports why id is not a valid group ID: the rules of
+// upload IDs.
+func validateGroupID(id string) error { return validateName("group ID", id) }
+
+// validateName checks an upload ID, group ID or tracker name (noun, for
+// the message) against the rules of upload IDs.
+func validateName(noun, id string) error {
 	if id == "" {
-		return fmt.Errorf("upload ID is empty")
+		return fmt.Errorf("%s is empty", noun)
 	}
 	if len(id) > maxIDLength {
-		return fmt.Errorf("upload ID is %d characters long; at most %d are allowed", len(id), maxIDLength)
+		return fmt.Errorf("%s is %d characters long; at most %d are allowed", noun, len(id), maxIDLength)
 	}
 	for i := 0; i < len(id); i++ {
 		if !isIDChar(id[i]) {
-			return fmt.Errorf("upload ID has a character that is not allowed at position %d (allowed: A-Z a-z 0-9 . _ ~ : -)", i+1)
+			return fmt.Errorf("%s has a character that is not allowed at position %d (allowed: A-Z a-z 0-9 . _ ~ : -)", noun, i+1)
 		}
 	}
 	return nil

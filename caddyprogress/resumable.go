@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -33,9 +32,9 @@ func (h *Handler) provisionResumable(ctx caddy.Context) error {
 	}
 	cfg := *h.Resumable
 	cfg.SetDefaults(h.Tracker)
-	for _, route := range []string{h.StatusPath, h.EventsPath, h.NginxReportPath} {
-		if route != "" && route != routeOff && (strings.HasPrefix(cfg.Path, route) || strings.HasPrefix(route, cfg.Path)) {
-			return fmt.Errorf("resumable path %q and the route %q overlap: one would take the other's requests", cfg.Path, route)
+	for _, route := range h.progressRoutes() {
+		if err := overlap("resumable", cfg.Path, route.name, route.path); err != nil {
+			return err
 		}
 	}
 	srv, err := resumable.New(cfg, resumable.Options{
@@ -45,7 +44,7 @@ func (h *Handler) provisionResumable(ctx caddy.Context) error {
 		Load:     ctx.GetMetricsRegistry(), // one per config load
 	})
 	if err != nil {
-		return fmt.Errorf("resumable: %w", err)
+		return err
 	}
 	h.resumable = srv
 	return nil

@@ -26,11 +26,7 @@ func (h *Handler) validateRoutes() error {
 	if !httpguts.ValidHeaderFieldName(h.IDHeader) {
 		return fmt.Errorf("id_header %q is not a valid header field name", h.IDHeader)
 	}
-	routes := []struct{ name, path string }{
-		{"status_path", h.StatusPath},
-		{"events_path", h.EventsPath},
-		{"ws_path", h.WSPath},
-	}
+	routes := h.progressRoutes()[:3]
 	for _, route := range routes {
 		if route.path == routeOff {
 			continue
@@ -39,7 +35,7 @@ func (h *Handler) validateRoutes() error {
 			return fmt.Errorf("%s %q must start with / (or be off)", route.name, route.path)
 		}
 		if route.path == "/" {
-			return fmt.Errorf("%s / would take every request of the site; use a prefix such as /upload/status/", route.name)
+			return fmt.Errorf("%s \"/\" would take every request of the site; use a prefix such as %s", route.name, route.example)
 		}
 		if h.NginxReportPath == route.path {
 			return fmt.Errorf("nginx_report_path and %s are both %q", route.name, route.path)
@@ -58,6 +54,28 @@ func (h *Handler) validateRoutes() error {
 	return nil
 }
 
+// progressRoute is one of the handler's own routes, by its directive.
+type progressRoute struct {
+	name, path string
+	example    string // its default, for error messages
+}
+
+// progressRoutes are the handler's routes that another path (a route,
+// the resumable endpoint) must not overlap: the status, events and
+// WebSocket routes, then the nginx report ("" or off when not served).
+func (h *Handler) progressRoutes() []progressRoute {
+	nginx := h.NginxReportPath
+	if nginx == "" {
+		nginx = routeOff
+	}
+	return []progressRoute{
+		{"status_path", h.StatusPath, DefaultStatusPath},
+		{"events_path", h.EventsPath, DefaultEventsPath},
+		{"ws_path", h.WSPath, DefaultWSPath},
+		{"nginx_report_path", nginx, "/progress"},
+	}
+}
+
 // overlap refuses two routes (both on) of which one would take the
 // other's requests.
 func overlap(nameA, a, nameB, b string) error {
@@ -68,10 +86,10 @@ func overlap(nameA, a, nameB, b string) error {
 		return fmt.Errorf("%s and %s are both %q", nameA, nameB, a)
 	}
 	if strings.HasPrefix(b, a) {
-		return fmt.Errorf("%s %q is a prefix of %s %q: it would take that route's requests", nameA, a, nameB, b)
+		return fmt.Errorf("%s %q is a prefix of %s %q: the two overlap, and it would take that route's requests", nameA, a, nameB, b)
 	}
 	if strings.HasPrefix(a, b) {
-		return fmt.Errorf("%s %q is a prefix of %s %q: it would take that route's requests", nameB, b, nameA, a)
+		return fmt.Errorf("%s %q is a prefix of %s %q: the two overlap, and it would take that route's requests", nameB, b, nameA, a)
 	}
 	return nil
 }

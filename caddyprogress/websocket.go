@@ -54,9 +54,13 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, id stri
 		return h.writeError(w, r, http.StatusMethodNotAllowed,
 			fmt.Errorf("method %s not allowed here: a WebSocket upgrade (GET %s<id>, over HTTP/1.1) follows %s", r.Method, h.WSPath, what))
 	}
-	if err := validateID(id); err != nil {
+	validate := validateID
+	if kind == groupToken {
+		validate = validateGroupID
+	}
+	if err := validate(id); err != nil {
 		if kind == groupToken {
-			err = fmt.Errorf("%s query parameter: not a valid group ID: %w", groupQuery, err)
+			err = fmt.Errorf("%s query parameter: %w", groupQuery, err)
 		}
 		return h.writeError(w, r, http.StatusBadRequest, err)
 	}

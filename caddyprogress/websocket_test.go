@@ -251,7 +251,7 @@ func TestWebSocketRefusalsComeBeforeTheUpgrade(t *testing.T) {
 	up := newUpstream(t)
 	p := startProxy(t, "ws_origins app.example.com", up.host)
 	refusedWS(t, p, DefaultWSPath+"bad%20id", nil, http.StatusBadRequest, "upload ID has a character that is not allowed")
-	refusedWS(t, p, DefaultWSPath+"?group=bad%2Fgroup", nil, http.StatusBadRequest, "group query parameter: not a valid group ID")
+	refusedWS(t, p, DefaultWSPath+"?group=bad%2Fgroup", nil, http.StatusBadRequest, "group query parameter: group ID has a character that is not allowed")
 	refusedWS(t, p, DefaultWSPath+"fine", http.Header{"Origin": {"http://evil.example"}}, http.StatusForbidden,
 		`origin "http://evil.example" may not open a WebSocket here`)
 	refusedWS(t, p, DefaultWSPath+"fine", http.Header{"Origin": {"http://app.example.com.evil.example"}}, http.StatusForbidden, "may not open")
@@ -524,7 +524,7 @@ func TestValidateWebSocketRoutes(t *testing.T) {
 		h       Handler
 		wantErr string
 	}{
-		{Handler{WSPath: "/"}, "ws_path / would take every request"},
+		{Handler{WSPath: "/"}, `ws_path "/" would take every request of the site; use a prefix such as /upload/ws/`},
 		{Handler{WSPath: "ws"}, `ws_path "ws" must start with / (or be off)`},
 		{Handler{WSPath: DefaultEventsPath}, `events_path and ws_path are both "/upload/events/"`},
 		{Handler{WSPath: "/upload/"}, `ws_path "/upload/" is a prefix of status_path "/upload/status/"`},

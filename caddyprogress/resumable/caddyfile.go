@@ -88,7 +88,7 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 					c.DeliverField = args[1]
 				}
 			default:
-				return d.Errf("resumable deliver_as: expected raw or multipart [<field>]")
+				return d.Errf("resumable deliver_as: %q is not raw or multipart (optionally followed by a field name)", strings.Join(args, " "))
 			}
 		case "deliver_retries":
 			if arg, err = one(); err == nil {

@@ -48,7 +48,8 @@ type Server struct {
 }
 
 // New makes the Server of a provisioned handler; cfg has its defaults.
-// Close it in the handler's Cleanup.
+// Close it in the handler's Cleanup. Its errors name the resumable
+// block's setting that is wrong, so the caller returns them as they are.
 func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -65,12 +66,12 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s := &Server{cfg: cfg, opts: opts, spool: sp, logger: opts.Logger}
 	if err := sp.join(s, opts.Load); err != nil {
 		_, _ = spools.Delete(dir)
-		return nil, err
+		return nil, fmt.Errorf("resumable: %w", err)
 	}
 	if err := s.newTusd(); err != nil {
 		sp.leave(s)
 		_, _ = spools.Delete(dir)
-		return nil, err
+		return nil, fmt.Errorf("resumable: %w", err)
 	}
 	sp.start(s)
 	return s, nil
