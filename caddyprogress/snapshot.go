@@ -51,6 +51,12 @@ type Status struct {
 	// (see resumable.go); left out for other uploads.
 	Resumable *resumable.Status `json:"resumable,omitempty"`
 
+	// FilesTruncated is true in a document that left its files out
+	// because they did not fit what an instance shares through Redis
+	// (64 KiB a document, see shareddoc.go): read the upload's files
+	// through the instance that runs it. Left out otherwise.
+	FilesTruncated bool `json:"files_truncated,omitempty"`
+
 	// Files are the parts of a multipart/form-data upload, in order;
 	// left out for other uploads, and for a body that is not usable
 	// multipart (see multipart.go).
