@@ -51,10 +51,11 @@ type Status struct {
 	// (see resumable.go); left out for other uploads.
 	Resumable *resumable.Status `json:"resumable,omitempty"`
 
-	// FilesTruncated is true in a document that left its files out
-	// because they did not fit what an instance shares through Redis
-	// (64 KiB a document, see shareddoc.go): read the upload's files
-	// through the instance that runs it. Left out otherwise.
+	// FilesTruncated is true in a document read through Redis that left
+	// its files out: the whole document took more than the 64 KiB an
+	// instance shares of an upload (shareddoc.go), or max_memory had no
+	// room to encode it when it was sent. The instance that runs the
+	// upload serves its files. Left out otherwise.
 	FilesTruncated bool `json:"files_truncated,omitempty"`
 
 	// Files are the parts of a multipart/form-data upload, in order;

@@ -74,9 +74,9 @@ type upload struct {
 
 	// liveDoc is the latest encoding of the upload's status while it is
 	// in flight, made by the first reader after a change under encodeMu;
-	// finalDoc is the one encoding once it has ended (encoding.go).
-	// liveHead is the latest document without files, for groups
-	// (memberDoc), counted with the record.
+	// liveHead the latest one without files, for groups (memberDoc),
+	// counted with the record; finalDoc is the one encoding once it has
+	// ended (encoding.go).
 	liveDoc  atomic.Pointer[statusDoc]
 	liveHead atomic.Pointer[statusDoc]
 	finalDoc atomic.Pointer[statusDoc]
