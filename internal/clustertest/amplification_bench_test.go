@@ -29,7 +29,9 @@ import (
 //	go test -run '^$' -bench GroupReadAmplification -benchtime 1x ./internal/clustertest/
 //
 // BENCH_AMP_SECONDS sets how long the readers read (default 10; the
-// probe read for 25). Every answer is checked: a group status lists the
+// probe read for 25); BENCH_AMP_PROFILE names a folder where each row
+// leaves the process's heap and allocation profiles, its /debug/vars
+// and its metrics, taken when the readers stop. Every answer is checked: a group status lists the
 // 100 members without files, a single status has its files or is a 503
 // with Retry-After, and the uploads arrive intact once let go.
 func BenchmarkGroupReadAmplification(b *testing.B) {
@@ -204,6 +206,26 @@ func (row ampRow) run(b *testing.B, readFor time.Duration) {
 	stop.Store(true)
 	wg.Wait()
 	peak := procStatusKB(b, pid, "VmHWM")
+	if dir := os.Getenv("BENCH_AMP_PROFILE"); dir != "" { // what the process holds, for go tool pprof
+		if resp, err := http.Get(inst.admin + "/debug/vars"); err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.WriteFile(dir+"/"+row.name+".vars", data, 0o644)
+		}
+		if resp, err := http.Get(inst.admin + "/metrics"); err == nil {
+			data, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			os.WriteFile(dir+"/"+row.name+".metrics", data, 0o644)
+		}
+		for _, kind := range []string{"heap", "allocs"} {
+			resp, err := http.Get(inst.admin + "/debug/pprof/" + kind)
+			if err == nil {
+				data, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				os.WriteFile(dir+"/"+row.name+"."+kind, data, 0o644)
+			}
+		}
+	}
 	b.Logf("%s: peak RSS %.1f MB, idle %.1f MB; %d reads (%d refused with 503), slowest %d ms",
 		row.name, float64(peak)/1024, float64(idle)/1024, reads.Load(), refused.Load(), slowest.Load())
 
