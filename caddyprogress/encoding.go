@@ -96,7 +96,9 @@ func (u *upload) doc(now time.Time) *statusDoc {
 	}
 	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
 	d.version, d.madeAt = v, now
-	u.tracker.uncharge(bound - docBytes(d)) // the snapshot's file list is garbage now
+	// the snapshot's file list is garbage now; a part added since the
+	// bound was taken is counted here (negative: a few hundred bytes)
+	u.tracker.uncharge(bound - docBytes(d))
 	u.keepLiveDoc(d)
 	return d
 }
