@@ -99,6 +99,7 @@ type sharedHealth struct {
 // sharedStats are the shared side's counters, for the metrics.
 type sharedStats struct {
 	roundTrips, errors, published, lost, aborted uint64
+	docBytes                                     uint64    // bytes of documents sent
 	latencyBuckets                               []float64 // upper bounds, seconds
 	latencyCounts                                []uint64  // cumulative
 	latencyCount                                 uint64

@@ -15,9 +15,12 @@ import (
 //	caddy_upload_progress_redis_published_total{tracker}         documents sent to Redis (stored; published to followers)
 //	caddy_upload_progress_redis_lost_total{tracker}              uploads of this instance that went on locally only
 //	caddy_upload_progress_redis_aborted_total{tracker}           uploads of lost instances this one ended
+//	caddy_upload_progress_redis_doc_bytes_total{tracker}         bytes of documents sent to Redis (records and group summaries)
+//	caddy_upload_progress_redis_docs_truncated_total{tracker}    documents sent without their files, past the 64 KiB cap
 //	caddy_upload_progress_redis_publish_latency_seconds{tracker} histogram of publish batches
 var sharedDescs = struct {
 	up, roundTrips, errors, published, lost, aborted, latency *prometheus.Desc
+	docBytes, truncated                                       *prometheus.Desc
 }{
 	up:         sharedDesc("redis_up", "1 while the tracker's Redis answers, else 0."),
 	roundTrips: sharedDesc("redis_round_trips_total", "Requests sent to Redis (a pipeline counts once)."),
@@ -26,6 +29,8 @@ var sharedDescs = struct {
 	lost:       sharedDesc("redis_lost_total", "Uploads of this instance whose claim another instance ended while Redis was out of reach: they went on locally only."),
 	aborted:    sharedDesc("redis_aborted_total", "Uploads of lost instances that this instance ended as aborted."),
 	latency:    sharedDesc("redis_publish_latency_seconds", "Time one publish batch to Redis took, round trip included."),
+	docBytes:   sharedDesc("redis_doc_bytes_total", "Bytes of upload documents sent to Redis: records' and group hashes' member summaries."),
+	truncated:  sharedDesc("redis_docs_truncated_total", "Upload documents sent to Redis without their files, past the 64 KiB cap."),
 }
 
 func sharedDesc(name, help string) *prometheus.Desc {
@@ -37,7 +42,8 @@ type sharedCollector struct{}
 
 func (sharedCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{sharedDescs.up, sharedDescs.roundTrips, sharedDescs.errors,
-		sharedDescs.published, sharedDescs.lost, sharedDescs.aborted, sharedDescs.latency} {
+		sharedDescs.published, sharedDescs.lost, sharedDescs.aborted, sharedDescs.latency,
+		sharedDescs.docBytes, sharedDescs.truncated} {
 		ch <- d
 	}
 }
@@ -53,6 +59,7 @@ func (sharedCollector) Collect(ch chan<- prometheus.Metric) {
 			return true
 		}
 		var sum sharedStats
+		var truncated uint64
 		up := 1.0
 		buckets := map[float64]uint64{}
 		for _, e := range entries { // two only during a reload that changed redis
@@ -62,6 +69,8 @@ func (sharedCollector) Collect(ch chan<- prometheus.Metric) {
 			sum.published += s.published
 			sum.lost += s.lost
 			sum.aborted += s.aborted
+			sum.docBytes += s.docBytes
+			truncated += e.truncated.Load()
 			sum.latencyCount += s.latencyCount
 			sum.latencySum += s.latencySum
 			for i, b := range s.latencyBuckets {
@@ -80,6 +89,8 @@ func (sharedCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(sharedDescs.published, sum.published)
 		counter(sharedDescs.lost, sum.lost)
 		counter(sharedDescs.aborted, sum.aborted)
+		counter(sharedDescs.docBytes, sum.docBytes)
+		counter(sharedDescs.truncated, truncated)
 		ch <- prometheus.MustNewConstHistogram(sharedDescs.latency, sum.latencyCount, sum.latencySum, buckets, t.name)
 		return true
 	})

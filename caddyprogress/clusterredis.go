@@ -32,6 +32,7 @@ func newRedisCluster(url string, h *Handler) (cluster, error) {
 		MaxUploads: h.MaxUploads,
 		Timeout:    redisTimeout,
 		LostDoc:    lostDoc,
+		Summary:    summaryJSON, // shareddoc.go
 		Logger:     h.logger.Named("redis"),
 	})
 	if err != nil {
@@ -117,6 +118,7 @@ func (c redisCluster) stats() sharedStats {
 		published:      s.Published,
 		lost:           s.Lost,
 		aborted:        s.Aborted,
+		docBytes:       s.DocBytes,
 		latencyBuckets: redistracker.LatencyBuckets,
 		latencyCounts:  s.PublishLatency.Counts,
 		latencyCount:   s.PublishLatency.Count,

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -29,6 +30,10 @@ type sharedEntry struct {
 	c    cluster
 	refs int
 	stop chan struct{} // ends the publisher loop
+
+	// truncated counts the documents sent without their files, past
+	// maxSharedDoc (shareddoc.go).
+	truncated atomic.Uint64
 }
 
 // sharedHandle joins a local upload to its claim across the cluster.
@@ -134,8 +139,8 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 	if h.shared == nil {
 		return nil
 	}
-	d := u.doc(time.Now())
-	up, err := h.shared.c.claim(ctx, u.id, group, docJSON(d))
+	d, doc := h.shared.docOf(u, time.Now())
+	up, err := h.shared.c.claim(ctx, u.id, group, doc)
 	if errors.Is(err, errInFlight) || errors.Is(err, errTrackerFull) {
 		h.tracker.discard(u)
 		return err
@@ -143,10 +148,11 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 	if up == nil {
 		return nil
 	}
-	u.shared.Store(&sharedHandle{up: up, entry: h.shared, sent: d.version})
+	e := h.shared
+	u.shared.Store(&sharedHandle{up: up, entry: e, sent: d.version})
 	up.setCurrent(func() (state, []byte) { // for a watch heard, and lease renewals
-		d := u.doc(time.Now())
-		return d.summary.state, docJSON(d)
+		d, doc := e.docOf(u, time.Now())
+		return d.summary.state, doc
 	})
 	return nil
 }
@@ -155,7 +161,7 @@ func (h *Handler) claimShared(ctx context.Context, u *upload, group string) erro
 func publishFinal(u *upload) {
 	if sh := u.shared.Load(); sh != nil {
 		if d := u.finalDoc.Load(); d != nil {
-			sh.up.publish(d.summary.state, docJSON(d))
+			sh.up.publish(d.summary.state, sh.entry.capped(d))
 		}
 	}
 }
@@ -166,7 +172,8 @@ func (h *Handler) reserveShared(ctx context.Context, u *upload) error {
 	if h.shared == nil {
 		return nil
 	}
-	err := h.shared.c.reserve(ctx, u.id, docJSON(u.doc(time.Now())))
+	_, doc := h.shared.docOf(u, time.Now())
+	err := h.shared.c.reserve(ctx, u.id, doc)
 	if errors.Is(err, errTrackerFull) || errors.Is(err, errInFlight) {
 		h.tracker.discard(u)
 		return errTooManyReservations
@@ -210,12 +217,12 @@ func (t *tracker) publishShared(e *sharedEntry, interval time.Duration) {
 		now := time.Now()
 		for _, u := range due {
 			sh := u.shared.Load()
-			d := u.doc(now)
+			d, doc := e.docOf(u, now)
 			if d.summary.state.final() {
 				continue // publishFinal sends it
 			}
 			sh.sent = d.version
-			sh.up.publish(d.summary.state, docJSON(d))
+			sh.up.publish(d.summary.state, doc)
 		}
 		clear(due)
 	}

@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -63,7 +64,10 @@ func (u *upload) version() docVersion {
 
 // doc returns the upload's document as of now: the shared one while the
 // upload is unchanged (and, in flight, younger than docMaxAge), else a
-// new one made by this caller, once, while others wait for it.
+// new one made by this caller, once, while others wait for it. A new
+// one is counted toward max_memory before it is made (the most it can
+// take, from its parts' names), and kept as the shared one; nil when
+// max_memory has no room for it: the caller answers 503 or tries later.
 func (u *upload) doc(now time.Time) *statusDoc {
 	if d := u.finalDoc.Load(); d != nil {
 		return d
@@ -81,22 +85,37 @@ func (u *upload) doc(now time.Time) *statusDoc {
 	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
 		return d
 	}
+	bound := u.docBound()
+	if !u.tracker.charge(bound) {
+		return nil
+	}
 	s := u.snapshot(now)
 	if s.FinishedAt != nil { // it ended meanwhile
+		u.tracker.uncharge(bound)
 		return u.finalDoc.Load()
 	}
 	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
 	d.version, d.madeAt = v, now
+	// the snapshot's file list is garbage now; a part added since the
+	// bound was taken is counted here (negative: a few hundred bytes)
+	u.tracker.uncharge(bound - docBytes(d))
 	u.keepLiveDoc(d)
 	return d
 }
 
-// keepLiveDoc keeps d as the upload's shared document if max_memory has
-// room for it; if not, d is sent but not kept.
-func (u *upload) keepLiveDoc(d *statusDoc) {
-	if !u.tracker.charge(docBytes(d)) {
-		d = nil
+// docBound is the most a new document of the upload takes while it is
+// made: the document itself, and the file list it is encoded from.
+func (u *upload) docBound() int64 {
+	n := headReserveBytes
+	if l := u.parts.Load(); l != nil {
+		n += l.filesBound()
 	}
+	return n
+}
+
+// keepLiveDoc keeps d, already counted, as the upload's shared
+// document, in place of the one before.
+func (u *upload) keepLiveDoc(d *statusDoc) {
 	if old := u.liveDoc.Swap(d); old != nil {
 		u.tracker.uncharge(docBytes(old))
 	}
@@ -105,6 +124,45 @@ func (u *upload) keepLiveDoc(d *statusDoc) {
 			u.tracker.uncharge(docBytes(d))
 		}
 	}
+}
+
+// memberDoc returns a document of the upload without its files, as a
+// group's status and events show each member: the shared document
+// while it is current (written without its files), else the upload's
+// own head, made without encoding a single part. The head is counted
+// with the live record (recordBytes reserves headReserveBytes for it),
+// so it never needs room of its own; a final upload's document is its
+// final one.
+func (u *upload) memberDoc(now time.Time) *statusDoc {
+	if d := u.finalDoc.Load(); d != nil {
+		return d
+	}
+	v := u.version()
+	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+		return d
+	}
+	if d := u.liveHead.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+		return d
+	}
+	u.encodeMu.Lock()
+	defer u.encodeMu.Unlock()
+	if d := u.finalDoc.Load(); d != nil {
+		return d
+	}
+	v = u.version()
+	if d := u.liveHead.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+		return d
+	}
+	s := u.liveStatus(now)
+	if s.FinishedAt != nil { // it ended meanwhile
+		return u.finalDoc.Load()
+	}
+	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
+	d.version, d.madeAt = v, now
+	if docBytes(d) <= headReserveBytes && !u.released.Load() {
+		u.liveHead.Store(d)
+	}
+	return d
 }
 
 // encodeDoc encodes s; bodyEnd is the upload's, in nanoseconds after it
@@ -118,11 +176,7 @@ func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
 	}
 	d := &statusDoc{id: s.ID, head: head[:len(head)-1]}
 	if len(files) > 0 {
-		list, err := json.Marshal(files)
-		if err != nil {
-			panic(fmt.Sprintf("encoding a status's files: %v", err))
-		}
-		d.files = append([]byte(`,"files":`), list...)
+		d.files = appendFiles(make([]byte, 0, filesJSONLen(files)), files)
 	}
 	d.summary = docSummary{
 		state:     parseState(s.Status),
@@ -165,6 +219,17 @@ func (d *statusDoc) writeTo(w io.Writer, withFiles bool) error {
 	}
 	_, err := io.WriteString(w, "}")
 	return err
+}
+
+// errNoRoomForDoc is the answer when max_memory has no room to encode
+// an upload's status.
+var errNoRoomForDoc = errors.New("the tracker's max_memory has no room to encode this status now; try again shortly")
+
+// writeNoRoomForDoc answers 503 with Retry-After: max_memory has no
+// room for the document the request needs.
+func writeNoRoomForDoc(w http.ResponseWriter) error {
+	w.Header().Set("Retry-After", "1")
+	return writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": errNoRoomForDoc.Error()})
 }
 
 // writeDoc answers with the document as JSON, never cached.

@@ -199,6 +199,10 @@ func (sub *subscriber) progress() error {
 	}
 	sub.lastState, sub.lastReceived, sub.lastObserved = st, received, observed
 	d := sub.u.doc(time.Now())
+	if d == nil { // max_memory has no room to encode it now: the next interval tries again
+		sub.lastReceived = -1
+		return nil
+	}
 	if d.summary.state.final() { // it ended after st was read
 		sub.final()
 		return errStreamEnded

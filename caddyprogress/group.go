@@ -191,7 +191,7 @@ func (t *tracker) groupMembers(id string, now time.Time) ([]*statusDoc, uint64) 
 	t.mu.RUnlock()
 
 	for _, u := range live { // outside the lock: making a document may need it
-		docs = append(docs, u.doc(now))
+		docs = append(docs, u.memberDoc(now)) // never its files
 	}
 	slices.SortFunc(docs, func(a, b *statusDoc) int {
 		return cmp.Or(cmp.Compare(a.summary.startedAt, b.summary.startedAt), cmp.Compare(a.id, b.id))

@@ -21,7 +21,10 @@ const (
 //     its names and its place in the list (partBytes);
 //   - a group: its struct, ID, maps and entry (groupBytes), and each
 //     finished member's entry in it (finishedMemberBytes);
-//   - the shared document of an upload in flight, while it is kept;
+//   - the shared document of an upload in flight, counted before it is
+//     made (the most it can take, from its parts' names) and kept;
+//     a live record reserves room for its document without files (its
+//     head, what groups show), so a group's read needs none;
 //   - the finished store: its chunks as allocated, its slots, heap and
 //     index (finishedStore.bytes).
 //
@@ -30,7 +33,8 @@ const (
 // than a sixteenth of max_memory free is tracked without its files, and
 // one whose record does not fit at all is proxied untracked. A part that
 // does not fit makes its upload give up its files; a document that does
-// not fit is sent but not kept.
+// not fit is not made: its reader gets 503 with Retry-After (an event
+// stream tries again at its next interval).
 
 // Fixed sizes, from the structs themselves where Go can tell them.
 const (
@@ -54,9 +58,21 @@ func groupBytes(id string) int64 {
 	return groupStructBytes + 2*mapHeaderBytes + indexEntryBytes + int64(len(id))
 }
 
-// recordBytes is what a live record with the given ID keeps.
+// maxHeadBytes is the most a live upload's document takes without its
+// files: its ID (at most maxIDLength characters, none escaped), times
+// and figures, and a resumable upload's status
+// (TestLiveHeadFitsItsReserve).
+const maxHeadBytes = 1024
+
+// headReserveBytes is what a live record counts for its head document
+// (memberDoc), kept or not, so that a group's status never needs room
+// for its members' entries.
+const headReserveBytes = docStructBytes + maxHeadBytes
+
+// recordBytes is what a live record with the given ID keeps, its head
+// document included.
 func recordBytes(id string) int64 {
-	return uploadStructBytes + chanBytes + liveMapEntryBytes + groupMapEntryBytes + int64(len(id))
+	return uploadStructBytes + chanBytes + liveMapEntryBytes + groupMapEntryBytes + int64(len(id)) + headReserveBytes
 }
 
 // partBytes is what one part with the given names keeps.

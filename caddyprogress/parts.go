@@ -69,6 +69,7 @@ type partList struct {
 	gaveUp   bool  // the body is not usable multipart: the upload is tracked as a whole
 	released bool  // the tracker let go of the record: keep nothing more
 	charged  int64 // bytes counted toward max_memory for the parts
+	bound    int64 // the most the parts take in a document, and in the list it is made from (filesBound)
 }
 
 func newPartList(t *tracker) *partList {
@@ -88,6 +89,11 @@ func (l *partList) add(field string, filename *string) (*part, error) {
 		return nil, errNoRoom
 	}
 	cost := partBytes(field, filename)
+	nameJSON := len(jsonNullJSON)
+	if filename != nil {
+		nameJSON = jsonStringLen(*filename)
+	}
+	bound := fileJSONBound(jsonStringLen(field), nameJSON) + jsonFileStatusBytes
 	if !l.tracker.charge(cost) { // never while holding l.mu: charge may take the tracker's lock
 		return nil, errNoRoom
 	}
@@ -100,7 +106,20 @@ func (l *partList) add(field string, filename *string) (*part, error) {
 	p := &part{field: field, filename: filename}
 	l.parts = append(l.parts, p)
 	l.charged += cost
+	l.bound += bound
 	return p, nil
+}
+
+// filesBound is the most a document's file list takes while it is made
+// from the parts as they are now: its JSON, and the []FileStatus it is
+// encoded from. 0 when the upload shows no files.
+func (l *partList) filesBound() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.parts) == 0 {
+		return 0
+	}
+	return int64(len(jsonFilesOpen)+len(jsonFilesClose)) + l.bound
 }
 
 var (
@@ -114,6 +133,7 @@ func (l *partList) giveUp() {
 	defer l.mu.Unlock()
 	l.gaveUp = true
 	l.parts = nil
+	l.bound = 0
 	l.tracker.uncharge(l.charged)
 	l.charged = 0
 }

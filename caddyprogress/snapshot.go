@@ -51,6 +51,13 @@ type Status struct {
 	// (see resumable.go); left out for other uploads.
 	Resumable *resumable.Status `json:"resumable,omitempty"`
 
+	// FilesTruncated is true in a document read through Redis that left
+	// its files out: the whole document took more than the 64 KiB an
+	// instance shares of an upload (shareddoc.go), or max_memory had no
+	// room to encode it when it was sent. The instance that runs the
+	// upload serves its files. Left out otherwise.
+	FilesTruncated bool `json:"files_truncated,omitempty"`
+
 	// Files are the parts of a multipart/form-data upload, in order;
 	// left out for other uploads, and for a body that is not usable
 	// multipart (see multipart.go).

@@ -45,7 +45,11 @@ func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) 
 	case rec.final != nil:
 		return writeDoc(w, r, rec.final)
 	case rec.live != nil:
-		return writeDoc(w, r, rec.live.doc(time.Now()))
+		d := rec.live.doc(time.Now())
+		if d == nil { // max_memory has no room to encode it now
+			return writeNoRoomForDoc(w)
+		}
+		return writeDoc(w, r, d)
 	case rec.remote != nil:
 		return writeDoc(w, r, rec.remote)
 	}

@@ -74,8 +74,11 @@ type upload struct {
 
 	// liveDoc is the latest encoding of the upload's status while it is
 	// in flight, made by the first reader after a change under encodeMu;
-	// finalDoc is the one encoding once it has ended (encoding.go).
+	// liveHead the latest one without files, for groups (memberDoc),
+	// counted with the record; finalDoc is the one encoding once it has
+	// ended (encoding.go).
 	liveDoc  atomic.Pointer[statusDoc]
+	liveHead atomic.Pointer[statusDoc]
 	finalDoc atomic.Pointer[statusDoc]
 	encodeMu sync.Mutex
 
@@ -163,6 +166,7 @@ func (u *upload) releaseMemory() int64 {
 	if d := u.liveDoc.Swap(nil); d != nil {
 		n += docBytes(d)
 	}
+	u.liveHead.Store(nil)
 	return n
 }
 
@@ -189,6 +193,7 @@ func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Ti
 	if d := u.liveDoc.Swap(nil); d != nil {
 		u.tracker.uncharge(docBytes(d))
 	}
+	u.liveHead.Store(nil)
 	close(u.done)
 	return true
 }

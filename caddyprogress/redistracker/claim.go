@@ -181,7 +181,7 @@ func (t *Tracker) admitAndPut(ctx context.Context, u *Upload, index string, scor
 	var admit, put *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		admit = t.admitCmd(ctx, p, index, score, u.id)
-		put = t.putCmd(ctx, p, u, state, doc, false)
+		put = t.putCmd(ctx, p, u, state, doc, nil, false)
 	}); err != nil && !isReply(err) {
 		return 0, ErrUnavailable
 	}
@@ -238,17 +238,19 @@ func admitReplies(cmd *redis.Cmd, n int) []admitReply {
 }
 
 // putCmd queues putScript for u's document.
-func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc []byte, reclaim bool) *redis.Cmd {
-	c := t.putCall(u, state, doc, reclaim)
+func (t *Tracker) putCmd(ctx context.Context, p redis.Pipeliner, u *Upload, state State, doc, summary []byte, reclaim bool) *redis.Cmd {
+	c := t.putCall(u, state, doc, summary, reclaim)
 	return putScript.EvalSha(ctx, p, []string{c.key}, c.args...)
 }
 
-// putCall is putScript's call for u's document, alone or in a batch.
-func (t *Tracker) putCall(u *Upload, state State, doc []byte, reclaim bool) recordCall {
+// putCall is putScript's call for u's document, alone or in a batch;
+// summary is what the group's channel gets of it (a re-claim only).
+func (t *Tracker) putCall(u *Upload, state State, doc, summary []byte, reclaim bool) recordCall {
 	flag := "0"
 	if reclaim {
 		flag = "1"
 	}
+	t.stats.docBytes.Add(uint64(len(doc)))
 	var upChan, groupChan string
 	if reclaim {
 		upChan = t.keys.uploadChannel(u.id)
@@ -258,7 +260,7 @@ func (t *Tracker) putCall(u *Upload, state State, doc []byte, reclaim bool) reco
 	}
 	return recordCall{key: t.keys.record(u.id), args: []any{
 		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
-		flag, u.seq + 1, u.id, upChan, groupChan, t.keys.watch()}}
+		flag, u.seq + 1, u.id, upChan, groupChan, t.keys.watch(), summary}}
 }
 
 // Reserve records id as pending for Retain, across the cluster, with its

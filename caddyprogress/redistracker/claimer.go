@@ -102,7 +102,7 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	calls := make([]recordCall, len(live))
 	for i, r := range live {
 		ids[i] = r.u.id
-		calls[i] = t.putCall(r.u, r.state, r.doc, false)
+		calls[i] = t.putCall(r.u, r.state, r.doc, nil, false)
 	}
 	var admit *redis.Cmd
 	var put func(i int) (int64, error)

@@ -52,7 +52,8 @@
 //	upload_progress:{T:ID}:record      hash: st (state), doc, own (claim token), lease (ms), grp, seq,
 //	                                   w (watched until, ms); w alone: a watch before the claim
 //	upload_progress:{T:ID}:events      pub/sub channel of the upload's documents
-//	upload_progress:group:{T:G}:members  hash: member ID -> "token state expires seq doc"
+//	upload_progress:group:{T:G}:members  hash: member ID -> "token state expires seq summary"
+//	                                   (summary: Config.Summary of the member's document)
 //	upload_progress:group:{T:G}:events   pub/sub channel of the members' documents
 //	upload_progress:tracker:{T}:live   sorted set: uploads in flight by lease deadline
 //	upload_progress:tracker:{T}:done   sorted set: finished uploads and reservations by expiry

@@ -93,6 +93,7 @@ func (t *Tracker) renew(ctx context.Context) {
 	calls := make([]recordCall, len(uploads))
 	for i, u := range uploads {
 		state, doc := u.unsentDoc()
+		t.stats.docBytes.Add(uint64(len(doc)))
 		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds(), string(state), doc}}
 		ids = append(ids, u.id)
 	}
@@ -184,7 +185,7 @@ func (t *Tracker) abortLost(ctx context.Context) int {
 			for _, v := range victims {
 				v.abort = abortScript.EvalSha(ctx, p, []string{t.keys.record(v.id)},
 					v.token, v.seq, v.doc, t.cfg.Retain.Milliseconds(), v.id,
-					t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group)
+					t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group, t.cfg.Summary(v.doc))
 			}
 		}); err != nil && !isReply(err) {
 			return 0
@@ -208,7 +209,7 @@ func (t *Tracker) abortLost(ctx context.Context) int {
 	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, v := range grouped {
 			groupScript.EvalSha(ctx, p, []string{t.keys.group(v.group)},
-				v.id, v.token, string(StateAborted), t.cfg.Retain.Milliseconds(), seqs[i], v.doc)
+				v.id, v.token, string(StateAborted), t.cfg.Retain.Milliseconds(), seqs[i], t.cfg.Summary(v.doc))
 		}
 		if len(retire) > 0 {
 			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},

@@ -91,6 +91,7 @@ type outgoing struct {
 	u       *Upload
 	state   State
 	doc     []byte
+	summary []byte // what the group's hash and channel get (Config.Summary); nil without a group
 	seq     int64
 	reclaim bool
 	result  func() (int64, error) // publishScript's or putScript's, once the pipeline ran
@@ -110,12 +111,13 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 		var calls []recordCall
 		for _, o := range batch {
 			if o.reclaim {
-				o.result = t.putCmd(ctx, p, o.u, o.state, o.doc, true).Int64
+				o.result = t.putCmd(ctx, p, o.u, o.state, o.doc, o.summary, true).Int64
 			} else {
 				publishing = append(publishing, o)
+				t.stats.docBytes.Add(uint64(len(o.doc)))
 				calls = append(calls, recordCall{key: t.keys.record(o.u.id), args: []any{
 					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
-					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group}})
+					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group, o.summary}})
 			}
 			if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds, below
 				t.groupCmd(ctx, p, o)
@@ -183,8 +185,9 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 // owner, the group's hash refuses it too once the record has a final
 // document of the claim (see groupScript).
 func (t *Tracker) groupCmd(ctx context.Context, p redis.Pipeliner, o *outgoing) {
+	t.stats.docBytes.Add(uint64(len(o.summary)))
 	groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
-		o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.doc)
+		o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.summary)
 }
 
 // takeDue takes the due uploads off the dirty set: the urgent ones
@@ -213,6 +216,11 @@ func (t *Tracker) takeDue(urgentOnly, all bool) []*outgoing {
 		u.sentTick, u.urgent = max(t.tick, 1), false
 		u.mu.Unlock()
 		delete(t.dirty, u)
+	}
+	for _, o := range batch { // outside the locks: a summary is made from the document
+		if o.u.group != "" {
+			o.summary = t.cfg.Summary(o.doc)
+		}
 	}
 	return batch
 }

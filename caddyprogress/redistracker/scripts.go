@@ -68,10 +68,11 @@ end
 //
 // KEYS[1] record. ARGV: token, state, doc, group, lease ms, retain ms,
 // reclaim ("1" or "0"), least seq, id, upload channel or "", group
-// channel or "", watch channel. Returns the document's seq.
+// channel or "", watch channel, the document as the group's channel
+// carries it (Config.Summary). Returns the document's seq.
 // putBatchScript does the same for several records (see batch.go).
 const putBody = nowMS + isLive + `
-local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan)
+local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan, summary)
 	local st, own, seq, w = unpack(redis.call('HMGET', key, 'st', 'own', 'seq', 'w'))
 	if live(st) and own ~= token then return 0 end
 	if reclaim == '1' and st and own == token and not live(st) then return -1 end
@@ -86,16 +87,16 @@ local function put(key, token, state, doc, group, lease, retain, reclaim, least,
 	end
 	redis.call('PEXPIRE', key, ttl)
 	if upChan ~= '' then
-		local msg = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n' .. doc
-		redis.call('PUBLISH', upChan, msg)
-		if groupChan ~= '' then redis.call('PUBLISH', groupChan, msg) end
+		local head = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n'
+		redis.call('PUBLISH', upChan, head .. doc)
+		if groupChan ~= '' then redis.call('PUBLISH', groupChan, head .. summary) end
 	end
 	if w and live(state) and tonumber(w) > now then redis.call('PUBLISH', watchChan, id) end
 	return seq
 end
 `
 
-const putArgs = 12
+const putArgs = 13
 
 var (
 	putScript      = newScript(putBody + `return put(KEYS[1], unpack(ARGV))`)
@@ -113,10 +114,11 @@ var (
 // record (Redis lost its data), so the upload must be re-claimed.
 //
 // KEYS[1] record. ARGV: token, state, doc, ttl ms, seq, id, upload
-// channel, group channel or "", group. publishBatchScript does the
+// channel, group channel or "", group, the document as the group's
+// channel carries it (Config.Summary). publishBatchScript does the
 // same for several records (see batch.go).
 const publishBody = nowMS + isLive + `
-local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, group)
+local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, group, summary)
 	local st, own, w = unpack(redis.call('HMGET', key, 'st', 'own', 'w'))
 	if not st then return -2 end
 	if own ~= token or not live(st) then return -1 end
@@ -125,14 +127,14 @@ local function publish(key, token, state, doc, ttl, seq, id, upChan, groupChan, 
 		redis.call('PEXPIRE', key, ttl)
 		if groupChan == '' and not (w and tonumber(w) > now) then return tonumber(seq) end
 	end
-	local msg = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n' .. doc
-	redis.call('PUBLISH', upChan, msg)
-	if groupChan ~= '' then redis.call('PUBLISH', groupChan, msg) end
+	local head = seq .. ' ' .. state .. ' ' .. id .. ' ' .. group .. '\n'
+	redis.call('PUBLISH', upChan, head .. doc)
+	if groupChan ~= '' then redis.call('PUBLISH', groupChan, head .. summary) end
 	return tonumber(seq)
 end
 `
 
-const publishArgs = 9
+const publishArgs = 10
 
 var (
 	publishScript      = newScript(publishBody + `return publish(KEYS[1], unpack(ARGV))`)
@@ -198,7 +200,8 @@ return 1
 // aborts it. Returns the new seq, or 0 when it did nothing.
 //
 // KEYS[1] record. ARGV: token, seq read, doc, retain ms, id, upload
-// channel, group channel or "", group.
+// channel, group channel or "", group, the document as the group's
+// channel carries it.
 var abortScript = newScript(nowMS + isLive + `
 local st, own, lease, seq = unpack(redis.call('HMGET', KEYS[1], 'st', 'own', 'lease', 'seq'))
 if own ~= ARGV[1] or seq ~= ARGV[2] or not live(st) then return 0 end
@@ -207,14 +210,15 @@ seq = tonumber(seq) + 1
 redis.call('HSET', KEYS[1], 'st', 'aborted', 'doc', ARGV[3], 'seq', seq)
 redis.call('HDEL', KEYS[1], 'lease')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-local msg = seq .. ' aborted ' .. ARGV[5] .. ' ' .. ARGV[8] .. '\n' .. ARGV[3]
-redis.call('PUBLISH', ARGV[6], msg)
-if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], msg) end
+local head = seq .. ' aborted ' .. ARGV[5] .. ' ' .. ARGV[8] .. '\n'
+redis.call('PUBLISH', ARGV[6], head .. ARGV[3])
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[7], head .. ARGV[9]) end
 return seq
 `)
 
 // groupScript stores a member's document in its group's hash, as
-// "<token> <state> <expires ms> <seq> <doc>". A final document of a
+// "<token> <state> <expires ms> <seq> <doc>", the document as
+// Config.Summary makes it (the core's leaves out the files). A final document of a
 // claim is never replaced by a later one of the same claim (a stale
 // owner's), and the hash lives at least ttl.
 //

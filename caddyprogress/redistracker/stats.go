@@ -29,6 +29,10 @@ type Stats struct {
 	Lost uint64
 	// Aborted counts uploads of lost instances this instance ended.
 	Aborted uint64
+	// DocBytes counts the bytes of the documents sent to Redis, as they
+	// are queued: records' (claims, reservations, publishes, lease
+	// renewals) and group hashes' summaries.
+	DocBytes uint64
 	// PublishLatency is the histogram of publish batches.
 	PublishLatency Histogram
 }
@@ -49,6 +53,7 @@ type counters struct {
 	published  atomic.Uint64
 	lost       atomic.Uint64
 	aborted    atomic.Uint64
+	docBytes   atomic.Uint64
 
 	latencyBuckets [12]atomic.Uint64 // one per bucket, the last for above all
 	latencyCount   atomic.Uint64
@@ -73,6 +78,7 @@ func (c *counters) snapshot() Stats {
 		Published:  c.published.Load(),
 		Lost:       c.lost.Load(),
 		Aborted:    c.aborted.Load(),
+		DocBytes:   c.docBytes.Load(),
 		PublishLatency: Histogram{
 			Counts: make([]uint64, len(LatencyBuckets)),
 			Count:  c.latencyCount.Load(),

@@ -65,6 +65,11 @@ type Config struct {
 	// LostDoc builds the final document of an upload whose instance was
 	// lost, from its last published one; default DefaultLostDoc.
 	LostDoc func(last []byte) []byte
+	// Summary makes what a group's hash and channel hold of a member's
+	// document, so that reading a group never brings every member's
+	// whole document; default the document itself. The core's leaves
+	// out the member's files.
+	Summary func(doc []byte) []byte
 	// Logger gets one line per change of Redis's health and rate-limited
 	// lines about lost uploads; default none.
 	Logger *zap.Logger
@@ -140,6 +145,9 @@ func New(cfg Config) (*Tracker, error) {
 	}
 	if cfg.LostDoc == nil {
 		cfg.LostDoc = DefaultLostDoc
+	}
+	if cfg.Summary == nil {
+		cfg.Summary = func(doc []byte) []byte { return doc }
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
