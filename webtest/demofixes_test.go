@@ -284,6 +284,7 @@ func TestDemoPageShowsProcessingAsWork(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("while processing: %+v", look)
+	screenshot(t, ctx, "demo-processing.png")
 	if look["state"] == "processing" { // else it ended meanwhile: the backend's 3 s make that a failure below
 		if !strings.HasPrefix(look["detail"], "Processing…") {
 			t.Errorf("while processing the file reads %q; want it to start with %q", look["detail"], "Processing…")
@@ -354,6 +355,7 @@ func TestDemoPageListsInterruptedUploadsAfterAReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("listed after the reload: %+v", listed)
+	screenshot(t, ctx, "demo-interrupted-after-reload.png")
 	if listed["count"] != "1" || listed["name"] != "interrupted.bin" || listed["id"] != id ||
 		listed["bar"] != fmt.Sprint(100*received/size) || !strings.Contains(listed["detail"], "pick the file again to resume") {
 		t.Errorf("after the reload the page lists %+v; want interrupted.bin, ID %s, at %d %% (%d of %d bytes), asking for the file", listed, id, 100*received/size, received, size)
