@@ -6,11 +6,13 @@
 // the backend's. The upload can be paused and resumed, survives a
 // dropped connection (it asks the server for its offset and goes on
 // from there), and a page reload (the upload URL is kept in
-// localStorage). Progress is the server's, polled from the status route.
-// With status_access token, the creation's answer carries the upload's
-// token (X-Upload-Token): it is kept with the URL, shown on every later
-// tus request as X-Upload-Token and on the status polls as a bearer
-// token.
+// localStorage; storedUploads lists those not finished, for a page to
+// show after a reload). Progress is the server's, polled from the status
+// route, except for speed and time left in the first seconds after the
+// bytes start flowing again (see measuredSince). With status_access
+// token, the creation's answer carries the upload's token
+// (X-Upload-Token): it is kept with the URL, shown on every later tus
+// request as X-Upload-Token and on the status reads as a bearer token.
 //
 //	import { uploadResumable } from "/resumable.js";
 //	const upload = uploadResumable("/files/", file, { onProgress(p) { ... } });
@@ -30,6 +32,7 @@
  * @property {number|null} total
  * @property {number|null} percent
  * @property {number} speed bytes per second
+ * @property {number} [elapsed] seconds since the upload started (until it ended, once it has)
  * @property {number|null} remaining seconds
  * @property {{offset: number, delivered: number, delivery: string, attempts: number, expires_at: string|null}} [resumable]
  */
@@ -64,6 +67,126 @@ export class ResumableError extends Error {
 const defaultRetryDelays = [0, 1000, 2000, 4000, 8000, 15000, 30000, 30000];
 
 /**
+ * How far back the server's speed looks (speedWindowSpan in
+ * caddyprogress/speed.go): for this long after a pause or a dropped
+ * connection, the server's figure still counts the time nothing moved.
+ */
+const serverSpeedWindow = 3000;
+/** The shortest span the client measures a speed over. */
+const minSpeedSpan = 500;
+
+/** Final states of an upload's status. */
+const finalStates = ["complete", "error", "aborted"];
+
+/**
+ * The upload URL and token kept under a storage key: a bare URL, or
+ * {url, token} for an upload made with status_access token.
+ * @param {string|null} value
+ * @returns {{url: string|null, token: string|null}}
+ */
+function parseStored(value) {
+	if (!value?.startsWith("{")) return { url: value, token: null };
+	try {
+		const { url, token } = JSON.parse(value);
+		return { url: typeof url === "string" ? url : null, token: typeof token === "string" ? token : null };
+	} catch {
+		return { url: null, token: null };
+	}
+}
+
+/** @param {string|null} token @returns {Record<string, string>} the upload's token on a tus request */
+const ownToken = (token) => (token ? { "X-Upload-Token": token } : {});
+
+/** @param {string|null} token @returns {Record<string, string>} the upload's token on a status read */
+const bearer = (token) => (token ? { Authorization: "Bearer " + token } : {});
+
+/** @param {string} endpoint */
+const keyPrefix = (endpoint) => `upload-progress-tus::${endpoint}::`;
+
+/**
+ * The key under which the upload URL of file is kept.
+ * @param {string} endpoint
+ * @param {{name: string, size: number, lastModified: number}} file
+ */
+export function storageKey(endpoint, file) {
+	return `${keyPrefix(endpoint)}${file.name}::${file.size}::${file.lastModified}`;
+}
+
+/**
+ * An upload this client started and did not finish (a page reload or a
+ * closed tab stopped it), as kept in storage.
+ * @typedef {Object} StoredUpload
+ * @property {string} key its storage key
+ * @property {string} url its upload URL
+ * @property {string|null} token its token (status_access token), or null
+ * @property {string} id its upload ID
+ * @property {string} name the file's name
+ * @property {number} size the file's size
+ * @property {number} lastModified the file's lastModified
+ */
+
+/**
+ * The unfinished uploads kept in storage for endpoint; picking one of
+ * their files again (same name, size and lastModified) and passing it to
+ * uploadResumable resumes it.
+ * @param {string} endpoint
+ * @param {Storage|null} [storage] default localStorage
+ * @returns {StoredUpload[]}
+ */
+export function storedUploads(endpoint, storage = globalThis.localStorage ?? null) {
+	if (!storage) return [];
+	const prefix = keyPrefix(endpoint);
+	/** @type {StoredUpload[]} */
+	const found = [];
+	for (let i = 0; i < storage.length; i++) {
+		const key = storage.key(i);
+		const m = key?.startsWith(prefix) ? /^(.*)::(\d+)::(\d+)$/s.exec(key.slice(prefix.length)) : null;
+		const { url, token } = parseStored(m ? storage.getItem(key) : null);
+		if (!m || !url) continue;
+		found.push({ key, url, token, id: url.slice(url.lastIndexOf("/") + 1), name: m[1], size: Number(m[2]), lastModified: Number(m[3]) });
+	}
+	return found;
+}
+
+/**
+ * Where a stored upload stands: its status from the status route, or,
+ * when the proxy has no record of it (after a restart), its offset from
+ * the upload URL. null when the upload is gone or has ended; it is then
+ * removed from storage.
+ * @param {StoredUpload} stored
+ * @param {{statusPath?: string, headers?: Record<string, string>, storage?: Storage|null}} [options]
+ * @returns {Promise<ResumableProgress|null>}
+ */
+export async function storedProgress(stored, options = {}) {
+	const storage = options.storage === undefined ? globalThis.localStorage ?? null : options.storage;
+	const res = await fetch((options.statusPath ?? "/upload/status/") + stored.id, { cache: "no-store", headers: { ...options.headers, ...bearer(stored.token) } });
+	if (res.ok) {
+		const progress = await res.json();
+		if (!finalStates.includes(progress.status)) return progress;
+	} else {
+		const head = await fetch(stored.url, { method: "HEAD", headers: { "Tus-Resumable": "1.0.0", ...(options.headers ?? {}), ...ownToken(stored.token) } });
+		if (head.ok) {
+			const received = Number(head.headers.get("Upload-Offset"));
+			return { id: stored.id, status: "paused", received, total: stored.size, percent: Math.floor((100 * received) / (stored.size || 1)), speed: 0, remaining: null };
+		}
+	}
+	storage?.removeItem(stored.key);
+	return null;
+}
+
+/**
+ * Gives up a stored upload: the proxy deletes its bytes (tus
+ * termination), and it leaves storage.
+ * @param {StoredUpload} stored
+ * @param {{headers?: Record<string, string>, storage?: Storage|null}} [options]
+ */
+export async function discardStored(stored, options = {}) {
+	const storage = options.storage === undefined ? globalThis.localStorage ?? null : options.storage;
+	await fetch(stored.url, { method: "DELETE", headers: { "Tus-Resumable": "1.0.0", ...(options.headers ?? {}), ...ownToken(stored.token) } }).catch(() => undefined);
+	storage?.removeItem(stored.key);
+}
+
+/**
  * Starts a resumable upload of file to endpoint (e.g. "/files/").
  * @param {string} endpoint
  * @param {File} file
@@ -73,7 +196,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 	const statusPath = options.statusPath ?? "/upload/status/";
 	const retryDelays = options.retryDelays ?? defaultRetryDelays;
 	const storage = options.storage === undefined ? globalThis.localStorage ?? null : options.storage;
-	const key = `upload-progress-tus::${endpoint}::${file.name}::${file.size}::${file.lastModified}`;
+	const key = storageKey(endpoint, file);
 	const tus = { "Tus-Resumable": "1.0.0", ...(options.headers ?? {}) };
 
 	/** @type {AbortController|null} */
@@ -84,6 +207,12 @@ export function uploadResumable(endpoint, file, options = {}) {
 	let cancelled = false;
 	/** @type {string|null} the upload's token (status_access token), from the creation's answer */
 	let token = null;
+	/**
+	 * When the current request started sending, and from which offset:
+	 * for serverSpeedWindow after it, the speed is measured from there.
+	 * @type {{at: number, received: number}|null}
+	 */
+	let measuredSince = null;
 
 	const handle = {
 		/** @type {string} the upload ID, once created */
@@ -116,7 +245,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 	async function send(method, url, headers, body) {
 		inFlight = new AbortController();
 		try {
-			const own = token && method !== "POST" ? { "X-Upload-Token": token } : {};
+			const own = method !== "POST" ? ownToken(token) : {};
 			return await fetch(url, { method, headers: { ...tus, ...own, ...headers }, body, signal: inFlight.signal });
 		} finally {
 			inFlight = null;
@@ -146,14 +275,37 @@ export function uploadResumable(endpoint, file, options = {}) {
 		return Number(res.headers.get("Upload-Offset"));
 	}
 
+	/**
+	 * The server's progress, with speed and time left measured by the
+	 * client in the first serverSpeedWindow after the bytes started
+	 * flowing again, so that a pause or an outage is not counted: from
+	 * the bytes received since then over the time since then (0 and
+	 * null, unknown, for the first half second).
+	 * @param {ResumableProgress} p
+	 * @returns {ResumableProgress}
+	 */
+	function withCurrentSpeed(p) {
+		if (p.status !== "uploading" || !measuredSince) return p;
+		const span = performance.now() - measuredSince.at;
+		if (span >= serverSpeedWindow) return p;
+		const speed = span >= minSpeedSpan ? Math.max(0, Math.round((1000 * (p.received - measuredSince.received)) / span)) : 0;
+		const remaining = speed > 0 && typeof p.total === "number" ? Math.max(0, p.total - p.received) / speed : null;
+		return { ...p, speed, remaining };
+	}
+
+	/** @returns {Promise<ResumableProgress|undefined>} */
+	async function status() {
+		const res = await fetch(statusPath + handle.id, { cache: "no-store", headers: bearer(token) });
+		return res.ok ? await res.json() : undefined;
+	}
+
 	async function poll() {
 		while (handle.id && !stopped) {
 			try {
-				const res = await fetch(statusPath + handle.id, { cache: "no-store", headers: token ? { Authorization: "Bearer " + token } : {} });
-				const progress = res.ok ? await res.json() : undefined;
+				const progress = await status();
 				if (progress && !stopped) { // no report after the end
-					lastProgress = progress;
-					options.onProgress?.(/** @type {ResumableProgress} */ (progress));
+					lastProgress = withCurrentSpeed(progress);
+					options.onProgress?.(lastProgress);
 				}
 			} catch { /* the next poll tells */ }
 			await sleep(options.pollInterval ?? 500);
@@ -161,15 +313,27 @@ export function uploadResumable(endpoint, file, options = {}) {
 	}
 	let stopped = false;
 
-	async function run() {
-		let url = storage?.getItem(key) ?? null;
-		if (url?.startsWith("{")) { // {url, token}: an upload made with status_access token
+	/**
+	 * The upload's final status (its elapsed, speed, upstream_status are
+	 * the server's last word), polled until it is final, for at most 3 s;
+	 * the last progress if it does not come.
+	 * @returns {Promise<ResumableProgress|undefined>}
+	 */
+	async function finalStatus() {
+		const deadline = performance.now() + 3000;
+		for (;;) {
 			try {
-				({ url, token } = JSON.parse(url));
-			} catch {
-				url = null;
-			}
+				const progress = await status();
+				if (progress && finalStates.includes(progress.status)) return progress;
+			} catch { /* try again */ }
+			if (performance.now() >= deadline) return lastProgress;
+			await sleep(Math.min(options.pollInterval ?? 500, 100));
 		}
+	}
+
+	async function run() {
+		let url;
+		({ url, token } = parseStored(storage?.getItem(key) ?? null));
 		let failures = 0;
 		let stored = 0; // the offset the proxy last reported
 		for (;;) {
@@ -195,6 +359,7 @@ export function uploadResumable(endpoint, file, options = {}) {
 					// complete and delivered (the proxy answers 423 until then)
 					return { id: handle.id, httpStatus: 200, answer: undefined };
 				}
+				measuredSince = { at: performance.now(), received: offset };
 				const res = await send("PATCH", url, {
 					"Upload-Offset": String(offset),
 					"Content-Type": "application/offset+octet-stream",
@@ -215,10 +380,10 @@ export function uploadResumable(endpoint, file, options = {}) {
 	}
 
 	handle.done = run().then(
-		(result) => {
+		async (result) => {
 			stopped = true;
 			storage?.removeItem(key);
-			return { ...result, final: lastProgress };
+			return { ...result, final: await finalStatus() };
 		},
 		(err) => {
 			stopped = true;
