@@ -187,21 +187,27 @@ func logPath(t *testing.T, logBlock string) string {
 	return ""
 }
 
-// readmeBlock returns the README's fenced code block that contains
-// marker, with its final newline.
+// readmeBlock returns the fenced code block of the docs (README.md and
+// the pages under docs/) that contains marker, with its final newline.
 func readmeBlock(t *testing.T, marker string) string {
 	t.Helper()
-	readme, err := os.ReadFile("../README.md")
+	pages, err := filepath.Glob("../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	parts := strings.Split(string(readme), "```")
-	for i := 1; i < len(parts); i += 2 { // the insides of the fences
-		block := strings.TrimPrefix(parts[i], "\n")
-		if strings.Contains(block, marker) {
-			return block
+	for _, page := range append([]string{"../README.md"}, pages...) {
+		text, err := os.ReadFile(page)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(string(text), "```")
+		for i := 1; i < len(parts); i += 2 { // the insides of the fences
+			block := strings.TrimPrefix(parts[i], "\n")
+			if strings.Contains(block, marker) {
+				return block
+			}
 		}
 	}
-	t.Fatalf("README.md has no code block with %q", marker)
+	t.Fatalf("neither README.md nor docs/ has a code block with %q", marker)
 	return ""
 }
