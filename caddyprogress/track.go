@@ -16,8 +16,21 @@ import (
 // goes away before the upstream answers.
 const statusClientClosedRequest = 499
 
-// serveUpload tracks one upload on its way to the next handler.
+// trackedVar is the request variable (caddyhttp.SetVar) that names the
+// ID of an upload an upload_progress handler tracks, so that a later
+// handler in the same route leaves it alone.
+const trackedVar = "upload_progress.tracked"
+
+// serveUpload tracks one upload on its way to the next handler. An
+// upload that an earlier upload_progress handler of the same route
+// tracks already (the README's stacked throttling example) passes
+// through untouched in its ID and record; only this handler's rate
+// limits apply to it as well, so the slowest limit wins.
 func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if id, tracked := caddyhttp.GetVar(r.Context(), trackedVar).(string); tracked {
+		h.throttleOnly(r, id)
+		return next.ServeHTTP(w, r)
+	}
 	id, err := h.uploadID(r)
 	id, err = h.screenClientID(r, id, err) // client_ids off, status_access token (access.go)
 	if err != nil {
@@ -45,11 +58,10 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	case errors.Is(err, errTrackerFull):
 		h.warnFull(id)
 		h.metrics.untracked.Inc()
-		if t := h.newThrottle(); t != nil { // untracked, but still limited
-			r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, total, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
-		}
+		h.throttleOnly(r, id)       // untracked, but still limited
 		return next.ServeHTTP(w, r) // tracking never fails an upload
 	}
+	caddyhttp.SetVar(r.Context(), trackedVar, id)
 	if !h.tracker.join(group, u, h.MaxGroupUploads) {
 		h.logger.Debug("group full; tracking the upload on its own",
 			zap.String("id", id), zap.String("group", group), zap.Int("max_group_uploads", h.MaxGroupUploads))
@@ -153,3 +165,12 @@ func wrapIDError(where string, err error) error {
 }
 
 func (h *Handler) retain() time.Duration { return time.Duration(h.Retain) }
+
+// throttleOnly limits the body of an upload this handler does not track
+// to its rate_limit and rate_limit_total, if it has any, through a
+// counting body whose record nobody reads.
+func (h *Handler) throttleOnly(r *http.Request, id string) {
+	if t := h.newThrottle(); t != nil {
+		r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, r.ContentLength, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
+	}
+}
