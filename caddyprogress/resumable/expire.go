@@ -28,7 +28,9 @@ func (sp *spool) start(s *Server) {
 
 // countDisk reserves, for every upload found in the folder that is
 // still receiving, delivering or failed, its length (or, while it is
-// deferred, what is stored).
+// deferred, what is stored), and tracks each one still receiving as
+// paused at its stored offset, so that its progress is known from the
+// start and not only once its client comes back.
 func (sp *spool) countDisk(s *Server) {
 	ids, err := recordIDs(sp.dir)
 	if err != nil {
@@ -46,6 +48,9 @@ func (sp *spool) countDisk(s *Server) {
 				size = info.Offset
 			}
 			_ = sp.reserve(id, size, 0)
+		}
+		if rec.Delivery == deliveryReceiving {
+			s.track(sp.entry(rec), rec)
 		}
 	}
 }
