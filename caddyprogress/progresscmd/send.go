@@ -419,6 +419,11 @@ func (o *sendOptions) sendPlain(ctx context.Context, job fileJob, report func(te
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	req.Header.Set("X-Upload-ID", id)
+	if token != "" {
+		// with status_access token, the upload keeps the reserved ID only
+		// if it shows the ID's token
+		req.Header.Set("X-Upload-Token", token)
+	}
 	if o.group != "" {
 		req.Header.Set("X-Upload-Group", o.group)
 	}
