@@ -422,7 +422,7 @@ func (o *sendOptions) sendPlain(ctx context.Context, job fileJob, report func(te
 	if token != "" {
 		// with status_access token, the upload keeps the reserved ID only
 		// if it shows the ID's token
-		req.Header.Set("X-Upload-Token", token)
+		req.Header.Set(uploadTokenHeader, token)
 	}
 	if o.group != "" {
 		req.Header.Set("X-Upload-Group", o.group)
