@@ -28,10 +28,11 @@ const tusVersion = "1.0.0"
 
 // tusClient talks to one tus endpoint.
 type tusClient struct {
-	client   *http.Client
-	endpoint *url.URL    // the creation URL, e.g. http://localhost:8080/files/
-	header   http.Header // -H headers, on every request
-	group    string      // X-Upload-Group of the creation request, if any
+	client     *http.Client
+	endpoint   *url.URL    // the creation URL, e.g. http://localhost:8080/files/
+	header     http.Header // -H headers, on every request
+	group      string      // X-Upload-Group of the creation request, if any
+	groupToken string      // X-Upload-Group-Token of the creation request, if any
 }
 
 // tusUpload is an upload the endpoint created.
@@ -39,6 +40,11 @@ type tusUpload struct {
 	URL   string `json:"url"`             // its URL, from Location
 	ID    string `json:"id"`              // its progress ID (X-Upload-ID)
 	Token string `json:"token,omitempty"` // its progress token, with status_access token
+
+	// The group it was created in (--new-group), and its token, so that
+	// a new run goes on in that group rather than reserve another.
+	Group      string `json:"group,omitempty"`
+	GroupToken string `json:"group_token,omitempty"`
 }
 
 // errNoUpload says the endpoint no longer has the upload (404, 410).
@@ -90,6 +96,9 @@ func (c *tusClient) create(ctx context.Context, filename string, size int64) (tu
 	if c.group != "" {
 		req.Header.Set("X-Upload-Group", c.group)
 	}
+	if c.groupToken != "" {
+		req.Header.Set(groupTokenHeader, c.groupToken)
+	}
 	req.Header.Set("Upload-Metadata", "filename "+base64.StdEncoding.EncodeToString([]byte(filename))+
 		",filetype "+base64.StdEncoding.EncodeToString([]byte("application/octet-stream")))
 	resp, err := c.client.Do(req)
@@ -111,7 +120,7 @@ func (c *tusClient) create(ctx context.Context, filename string, size int64) (tu
 	if id == "" {
 		id = path.Base(loc.Path)
 	}
-	return tusUpload{URL: loc.String(), ID: id, Token: a.Header.Get(uploadTokenHeader)}, nil
+	return tusUpload{URL: loc.String(), ID: id, Token: a.Header.Get(uploadTokenHeader), Group: c.group, GroupToken: c.groupToken}, nil
 }
 
 // offset asks how many bytes of the upload the endpoint has. While it
