@@ -3,9 +3,11 @@ package progresscmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -86,6 +88,10 @@ func (o *sendOptions) reserveGroup(ctx context.Context) (groupReservation, error
 	req.Header.Set("Accept", "application/json")
 	resp, err := o.client.Do(req)
 	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the method and URL again
+		}
 		return groupReservation{}, fmt.Errorf("reserving a group at %s: %v", target.Redacted(), err)
 	}
 	a := readAnswer(resp)
