@@ -13,7 +13,7 @@ import (
 // resumeStore keeps the URL of each resumable upload that has not
 // finished, so that send, run again with the same file and endpoint,
 // goes on where it stopped. Each upload is one small JSON file (only the
-// user can read it: it holds the progress token), named by a
+// user can read it: it holds the upload's and group's tokens), named by a
 // fingerprint of the file (absolute path, size, modification time) and
 // the endpoint: a file that changed starts a new upload.
 type resumeStore struct {

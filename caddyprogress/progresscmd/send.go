@@ -29,7 +29,7 @@ import (
 
 func sendCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "send FILE... --to <url> [--resumable] [--rate <size>] [--group <id>] [--token <token>] [-H 'Field: value']",
+		Use:   "send FILE... --to <url> [--resumable] [--rate <size>] [--new-group | --group <id> [--group-token <token>]] [--token <token>] [-H 'Field: value']",
 		Short: "Uploads files through the proxy, with the proxy's progress",
 		Long: `
 Uploads each FILE through the proxy and shows its progress as the proxy
@@ -50,6 +50,18 @@ the proxy's offset.
 --token shows a progress token (status_access token) when the proxy's
 reservation or answer gives none. --rate caps the bytes per second of
 all files together.
+
+--new-group makes the files members of a new group: send reserves it
+(POST <status route>?group), which gives an ID nobody can guess and,
+with status_access token, the group's token, shows both with each
+upload, and prints them first ("group <id>", "group token <token>"):
+read the group's progress at <status route>?group=<id>, with the token.
+With --resumable, a run that goes on with uploads of an earlier run
+goes on in their group.
+--group <id> joins a group of that ID instead; with status_access token
+an upload joins a group only if it shows the group's token, so give it
+with --group-token (send refuses to start without it when the proxy
+says it is in token mode).
 `,
 		Args: cobra.MinimumNArgs(1),
 	}
@@ -58,6 +70,8 @@ all files together.
 	resumable := flags.Bool("resumable", false, "upload through the resumable (tus) endpoint, resuming an earlier run")
 	rateFlag := flags.String("rate", "", "bytes per second for all files together, e.g. 1MiB (default no limit)")
 	group := flags.String("group", "", "make the uploads members of this group (X-Upload-Group)")
+	groupToken := flags.String("group-token", "", "the token of the --group (X-Upload-Group-Token), with status_access token")
+	newGroup := flags.Bool("new-group", false, "reserve a new group and make the uploads its members; prints its ID and token")
 	token := flags.String("token", "", "the progress token to show the status and events routes")
 	headers := flags.StringArrayP("header", "H", nil, "a request header for the uploads, \"Field: value\" (repeatable)")
 	statusPath := flags.String("status", "/upload/status/", "the proxy's status route, or off")
@@ -75,6 +89,9 @@ all files together.
 		if err != nil {
 			return err
 		}
+		if err := o.setGroup(cmd.Context(), jobs, *newGroup, *groupToken); err != nil {
+			return err
+		}
 		return o.run(cmd.Context(), jobs, *parallel)
 	}
 	return cmd
@@ -82,15 +99,17 @@ all files together.
 
 // sendOptions is what every upload of one send shares.
 type sendOptions struct {
-	to        *url.URL
-	resumable bool
-	group     string
-	token     string
-	header    http.Header
-	limiter   *rate.Limiter // nil without --rate
-	client    *http.Client
-	routes    progressRoutes
-	store     resumeStore
+	to         *url.URL
+	resumable  bool
+	group      string // X-Upload-Group of each upload
+	groupToken string // X-Upload-Group-Token of each upload
+	newGroup   bool   // the group is one send reserved (--new-group)
+	token      string
+	header     http.Header
+	limiter    *rate.Limiter // nil without --rate
+	client     *http.Client
+	routes     progressRoutes
+	store      resumeStore
 }
 
 func newSendOptions(to string, resumable bool, rateFlag, group, token string, headers []string, statusPath, eventsPath string) (*sendOptions, error) {
@@ -197,6 +216,7 @@ func (o *sendOptions) run(parent context.Context, jobs []fileJob, parallel int) 
 	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	tty := term.IsTerminal(int(os.Stdout.Fd())) && term.IsTerminal(int(os.Stdin.Fd()))
+	o.printGroup(os.Stdout)
 
 	var report func(tea.Msg)
 	var program *tea.Program
@@ -419,8 +439,16 @@ func (o *sendOptions) sendPlain(ctx context.Context, job fileJob, report func(te
 		req.Header.Set("Content-Type", "application/octet-stream")
 	}
 	req.Header.Set("X-Upload-ID", id)
+	if token != "" {
+		// with status_access token, the upload keeps the reserved ID only
+		// if it shows the ID's token
+		req.Header.Set(uploadTokenHeader, token)
+	}
 	if o.group != "" {
 		req.Header.Set("X-Upload-Group", o.group)
+	}
+	if o.groupToken != "" {
+		req.Header.Set(groupTokenHeader, o.groupToken)
 	}
 	resp, err := o.client.Do(req)
 	if err != nil {
@@ -460,7 +488,7 @@ const maxAttempts = 8
 // sendResumable sends the file through the tus endpoint at --to, from
 // where an earlier run stopped.
 func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report func(tea.Msg)) outcome {
-	tus := &tusClient{client: o.client, endpoint: o.to, header: o.header, group: o.group}
+	tus := &tusClient{client: o.client, endpoint: o.to, header: o.header, group: o.group, groupToken: o.groupToken}
 	key := fingerprint(job.path, job.info, o.to.String())
 	length := job.info.Size()
 	u, resuming := o.store.load(key)

@@ -15,17 +15,24 @@ import (
 
 // The tus 1.0 core protocol with its creation extension, as much of it as
 // send needs: create an upload (POST), ask its offset (HEAD), send the
-// rest (PATCH). No Go tus client is available from the module proxy
-// here, and tusd's packages are the server side only; these three
+// rest (PATCH). No Go tus client module could be had when this was
+// written, and tusd's packages are the server side only; these three
 // requests are the whole client side of what send does.
+//
+// With status_access token, the proxy answers the creation with the
+// upload's token (X-Upload-Token) and takes every later request on the
+// upload only with it: HEAD and PATCH show it in X-Upload-Token (which
+// leaves Authorization to the backend), and the token is kept with the
+// upload's URL, so that a new run can go on.
 const tusVersion = "1.0.0"
 
 // tusClient talks to one tus endpoint.
 type tusClient struct {
-	client   *http.Client
-	endpoint *url.URL    // the creation URL, e.g. http://localhost:8080/files/
-	header   http.Header // -H headers, on every request
-	group    string      // X-Upload-Group of the creation request, if any
+	client     *http.Client
+	endpoint   *url.URL    // the creation URL, e.g. http://localhost:8080/files/
+	header     http.Header // -H headers, on every request
+	group      string      // X-Upload-Group of the creation request, if any
+	groupToken string      // X-Upload-Group-Token of the creation request, if any
 }
 
 // tusUpload is an upload the endpoint created.
@@ -33,6 +40,11 @@ type tusUpload struct {
 	URL   string `json:"url"`             // its URL, from Location
 	ID    string `json:"id"`              // its progress ID (X-Upload-ID)
 	Token string `json:"token,omitempty"` // its progress token, with status_access token
+
+	// The group it was created in (--new-group), and its token, so that
+	// a new run goes on in that group rather than reserve another.
+	Group      string `json:"group,omitempty"`
+	GroupToken string `json:"group_token,omitempty"`
 }
 
 // errNoUpload says the endpoint no longer has the upload (404, 410).
@@ -51,7 +63,9 @@ type answer struct {
 	Body   []byte
 }
 
-func (c *tusClient) request(ctx context.Context, method, target string, body io.Reader) (*http.Request, error) {
+// request makes a tus request; token is the upload's token, for a
+// request on an existing upload ("" for the creation, or without one).
+func (c *tusClient) request(ctx context.Context, method, target, token string, body io.Reader) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return nil, err
@@ -60,18 +74,30 @@ func (c *tusClient) request(ctx context.Context, method, target string, body io.
 		req.Header[k] = v
 	}
 	req.Header.Set("Tus-Resumable", tusVersion)
+	if token != "" {
+		req.Header.Set(uploadTokenHeader, token)
+	}
 	return req, nil
 }
 
+// The request headers that show an upload's and a group's token.
+const (
+	uploadTokenHeader = "X-Upload-Token"
+	groupTokenHeader  = "X-Upload-Group-Token"
+)
+
 // create makes an upload of size bytes named filename.
 func (c *tusClient) create(ctx context.Context, filename string, size int64) (tusUpload, error) {
-	req, err := c.request(ctx, http.MethodPost, c.endpoint.String(), nil)
+	req, err := c.request(ctx, http.MethodPost, c.endpoint.String(), "", nil)
 	if err != nil {
 		return tusUpload{}, err
 	}
 	req.Header.Set("Upload-Length", strconv.FormatInt(size, 10))
 	if c.group != "" {
 		req.Header.Set("X-Upload-Group", c.group)
+	}
+	if c.groupToken != "" {
+		req.Header.Set(groupTokenHeader, c.groupToken)
 	}
 	req.Header.Set("Upload-Metadata", "filename "+base64.StdEncoding.EncodeToString([]byte(filename))+
 		",filetype "+base64.StdEncoding.EncodeToString([]byte("application/octet-stream")))
@@ -94,14 +120,14 @@ func (c *tusClient) create(ctx context.Context, filename string, size int64) (tu
 	if id == "" {
 		id = path.Base(loc.Path)
 	}
-	return tusUpload{URL: loc.String(), ID: id, Token: a.Header.Get("X-Upload-Token")}, nil
+	return tusUpload{URL: loc.String(), ID: id, Token: a.Header.Get(uploadTokenHeader), Group: c.group, GroupToken: c.groupToken}, nil
 }
 
 // offset asks how many bytes of the upload the endpoint has. While it
 // delivers the upload (423), it waits and asks again.
 func (c *tusClient) offset(ctx context.Context, u tusUpload) (int64, error) {
 	for {
-		req, err := c.request(ctx, http.MethodHead, u.URL, nil)
+		req, err := c.request(ctx, http.MethodHead, u.URL, u.Token, nil)
 		if err != nil {
 			return 0, err
 		}
@@ -132,7 +158,7 @@ func (c *tusClient) offset(ctx context.Context, u tusUpload) (int64, error) {
 // patch sends the upload's bytes from offset on (body holds them). Its
 // answer, to the request that carries the last byte, is the backend's.
 func (c *tusClient) patch(ctx context.Context, u tusUpload, offset, length int64, body io.Reader) (answer, error) {
-	req, err := c.request(ctx, http.MethodPatch, u.URL, body)
+	req, err := c.request(ctx, http.MethodPatch, u.URL, u.Token, body)
 	if err != nil {
 		return answer{}, err
 	}
