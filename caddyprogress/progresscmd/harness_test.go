@@ -268,7 +268,10 @@ func newTerminal(t *testing.T) *terminal {
 	t.Helper()
 	needTmux(t)
 	term := &terminal{t: t, socket: fmt.Sprintf("progresscmd-%d-%d", os.Getpid(), testkit.FreePort(t))}
-	term.tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "40", "sh")
+	// the shell runs without CI, as a person's terminal does: CI, which
+	// .ci/run sets, makes the terminal libraries assume no terminal and
+	// drop colours
+	term.tmux("new-session", "-d", "-s", "main", "-x", "120", "-y", "40", "env -u CI sh")
 	term.tmux("set-option", "-t", "main", "history-limit", "0")
 	t.Cleanup(func() { exec.Command("tmux", "-L", term.socket, "kill-server").Run() })
 	return term
