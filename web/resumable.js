@@ -20,8 +20,9 @@
 //	cancelButton.onclick = () => upload.cancel();
 //	const result = await upload.done; // {id, httpStatus, answer, final}
 //
-// For more (chunking, parallel uploads, Uppy), use tus-js-client against
-// the same endpoint; see the README's "Resumable uploads".
+// For more (chunking, Uppy), use tus-js-client against the same
+// endpoint (not its parallelUploads: the proxy offers no tus
+// concatenation); see docs/resumable.md.
 
 /**
  * What the server reports of an upload (GET <statusPath><id>).
