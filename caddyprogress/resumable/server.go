@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
 
@@ -41,6 +42,7 @@ type Server struct {
 	opts   Options
 	spool  *spool
 	tusd   http.Handler
+	cors   *handler.CorsConfig // tusd's, for the answers written here too (cors.go)
 	store  filestore.FileStore
 	logger *zap.Logger
 
