@@ -121,7 +121,8 @@ type Config struct {
 	// may not. Answers to a request from an allowed origin carry the
 	// CORS headers, exposing the tus headers (Location, Upload-Offset,
 	// Upload-Length, Tus-*) and X-Upload-Token, X-Upload-Group-Token and
-	// the ID header; a request from another origin gets 403. Default:
+	// the ID header; a request from another origin gets 403 (one whose
+	// Origin names the proxy's own host is not cross-origin). Default:
 	// none, no CORS headers (a page of another origin cannot upload).
 	CORSOrigins []string `json:"cors_origins,omitempty"`
 

@@ -67,6 +67,26 @@ func (c *Config) corsConfig(idHeader string) *handler.CorsConfig {
 	return &cors
 }
 
+// withoutOwnOrigin returns r without its Origin header when that names
+// the proxy's own host (r.Host), as browsers send it on a same-origin
+// POST, PATCH or DELETE: such a request is not cross-origin, so tusd,
+// which would refuse an Origin not in cors_origins with 403, must not
+// see it. r is returned as it is otherwise, or when CORS is off.
+func (s *Server) withoutOwnOrigin(r *http.Request) *http.Request {
+	origin := r.Header.Get("Origin")
+	if s.cors == nil || s.cors.Disable || origin == "" {
+		return r
+	}
+	u, err := url.Parse(origin)
+	if err != nil || !strings.EqualFold(u.Host, r.Host) {
+		return r
+	}
+	own := r.WithContext(r.Context()) // a shallow copy, with a header of its own
+	own.Header = r.Header.Clone()
+	own.Header.Del("Origin")
+	return own
+}
+
 // addCORS adds the CORS answer headers tusd adds to its own answers to
 // an answer this package writes for a tus request (a refusal, or the
 // state of an upload past receiving), so that a page of an allowed

@@ -127,3 +127,27 @@ func TestCORSOriginsAnswerEveryTusRequest(t *testing.T) {
 		t.Errorf("the backend got %d deliveries, want 1", len(got))
 	}
 }
+
+// TestCORSOriginsLeaveSameOriginPagesAlone checks that cors_origins,
+// which refuses other origins, does not refuse the proxy's own pages:
+// browsers send Origin on a same-origin POST, PATCH and DELETE too, and
+// such a request is not cross-origin.
+func TestCORSOriginsLeaveSameOriginPagesAlone(t *testing.T) {
+	back := newBackend(t)
+	p := startProxy(t, back, "cors_origins "+corsOrigin)
+	data := payload(1000)
+	own := map[string]string{"Origin": p.base, "Upload-Length": fmt.Sprint(len(data))}
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", own, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creation from the proxy's own origin %s: %d %s, want 201", p.base, resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	resp, body = p.tusRequest(t, http.MethodPatch, loc[strings.Index(loc, "/files/"):], map[string]string{"Origin": p.base,
+		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}, data)
+	if resp.StatusCode != http.StatusCreated || !strings.Contains(body, sha256Hex(data)) {
+		t.Errorf("PATCH from the proxy's own origin: %d %s, want the backend's 201 with the hash", resp.StatusCode, body)
+	}
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "" {
+		t.Errorf("a same-origin answer carries Access-Control-Allow-Origin %q", got)
+	}
+}

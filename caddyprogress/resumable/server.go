@@ -136,6 +136,7 @@ type stateKey struct{}
 // state allow them.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	s.spool.offerRoute(routeOf(s, r, next))
+	r = s.withoutOwnOrigin(r) // a same-origin page is not subject to cors_origins
 	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
 		r.Method = strings.ToUpper(override) // as tusd would, but before the checks here
 		r.Header.Del("X-HTTP-Method-Override")
