@@ -23,8 +23,9 @@ const corsPage = `<!doctype html>
 
 // corsUploadScript uploads a generated body of %[2]d bytes (byte i is
 // i %% 251) with tus-js-client to the endpoint %[1]q in chunks of %[3]d
-// bytes: it stops after the first chunk, then resumes from the upload's
-// URL (a HEAD, then the remaining PATCHes). It also sends a PATCH of an
+// bytes, with credentials (XHR withCredentials) if %[4]t: it stops after
+// the first chunk, then resumes from the upload's URL (a HEAD, then the
+// remaining PATCHes). It also sends a PATCH of an
 // unknown upload with fetch, to see whether the proxy's own refusal is
 // readable. It returns what corsRun decodes.
 const corsUploadScript = `(async () => {
@@ -39,7 +40,10 @@ const corsUploadScript = `(async () => {
 		retryDelays: null,
 		storeFingerprintForResuming: false,
 		metadata: { filename: "cors.bin", filetype: "application/octet-stream" },
-		onBeforeRequest(req) { methods.push(req.getMethod()); },
+		onBeforeRequest(req) {
+			methods.push(req.getMethod());
+			req.getUnderlyingObject().withCredentials = %[4]t;
+		},
 	};
 	const out = { methods };
 	try {
@@ -67,6 +71,7 @@ const corsUploadScript = `(async () => {
 			method: "PATCH",
 			headers: { "Tus-Resumable": "1.0.0", "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream" },
 			body: "x",
+			credentials: %[4]t ? "include" : "same-origin",
 		});
 		out.refusal = { status: r.status, body: await r.text() };
 	} catch (e) {
@@ -95,10 +100,10 @@ type corsRun struct {
 // browser build from a page of a second origin (another port of
 // 127.0.0.1) to the proxy's tus endpoint in real Chromium. Without
 // cors_origins, and with only another origin allowed, the browser
-// refuses the requests (CORS) and nothing reaches the backend. With the
-// page's origin in cors_origins, the upload goes through in several
-// PATCHes, resumes with a HEAD, and the backend gets the same bytes; the
-// proxy's own 404 for an unknown upload is readable by the page.
+// refuses the requests (CORS). With the page's origin in cors_origins
+// (with credentials) or *, the upload goes through in several PATCHes,
+// resumes with a HEAD, and the backend gets the same bytes; the proxy's
+// own 404 for an unknown upload is readable by the page.
 func TestTusFromAnotherOriginNeedsCORSOrigins(t *testing.T) {
 	ctx := newTab(t)
 	pageDir := t.TempDir()
@@ -141,14 +146,14 @@ http://127.0.0.1:%[3]d {
 `, proxyPort, backendPort, pagePort, uploads, cors, pageDir)
 	}
 	const size, chunk = 1<<20 + 12345, 256 << 10
-	run := func(cors string) corsRun {
+	run := func(cors string, credentials bool) corsRun {
 		t.Helper()
 		testcaddy.Load(t, config(cors))
 		if err := chromedp.Do(ctx, chromedp.Navigate(pageOrigin+"/"), chromedp.WaitReady("body")); err != nil {
 			t.Fatalf("opening the page: %v", err)
 		}
 		got, err := chromedp.Run(ctx, chromedp.Evaluate[corsRun](
-			fmt.Sprintf(corsUploadScript, endpoint, size, chunk), chromedp.EvalAwaitPromise))
+			fmt.Sprintf(corsUploadScript, endpoint, size, chunk, credentials), chromedp.EvalAwaitPromise))
 		if err != nil {
 			t.Fatalf("running tus-js-client in the page: %v", err)
 		}
@@ -162,7 +167,7 @@ http://127.0.0.1:%[3]d {
 		{"without cors_origins", ""},
 		{"with another origin allowed", fmt.Sprintf("cors_origins http://127.0.0.1:%d https://app.example.com", testcaddy.FreePort(t))},
 	} {
-		got := run(refused.cors)
+		got := run(refused.cors, false)
 		if got.Error == "" || got.URL != "" || got.Answer != nil {
 			t.Errorf("%s: the upload from %s did not fail: %+v", refused.name, pageOrigin, got)
 		}
@@ -171,22 +176,30 @@ http://127.0.0.1:%[3]d {
 		}
 	}
 
-	got := run("cors_origins " + pageOrigin)
-	if got.Error != "" || got.Answer == nil {
-		t.Fatalf("the upload from %s failed: %+v", pageOrigin, got)
-	}
-	if got.Answer.Status != 200 || !strings.Contains(got.Answer.Body, `"sha256":"`+generatedSHA256(size)+`"`) ||
-		!strings.Contains(got.Answer.Body, fmt.Sprintf(`"bytes":%d`, size)) {
-		t.Errorf("the backend's answer: %+v; want 200 with %d bytes of sha256 %s", got.Answer, size, generatedSHA256(size))
-	}
-	counts := map[string]int{}
-	for _, m := range got.Methods {
-		counts[m]++
-	}
-	if counts["POST"] != 1 || counts["HEAD"] != 1 || counts["PATCH"] != (size+chunk-1)/chunk {
-		t.Errorf("requests %v; want one POST, one HEAD (the resume) and %d PATCHes", got.Methods, (size+chunk-1)/chunk)
-	}
-	if got.Refusal == nil || got.Refusal.Status != 404 || !strings.Contains(got.Refusal.Body, `"error"`) {
-		t.Errorf("the PATCH of an unknown upload: %+v %s; want a readable 404 with a JSON error", got.Refusal, got.RefusalError)
+	for _, allowed := range []struct {
+		cors        string
+		credentials bool // an exact origin may send credentials, * may not
+	}{
+		{"cors_origins " + pageOrigin, true},
+		{"cors_origins *", false},
+	} {
+		got := run(allowed.cors, allowed.credentials)
+		if got.Error != "" || got.Answer == nil {
+			t.Fatalf("%s: the upload from %s failed: %+v", allowed.cors, pageOrigin, got)
+		}
+		if got.Answer.Status != 200 || !strings.Contains(got.Answer.Body, `"sha256":"`+generatedSHA256(size)+`"`) ||
+			!strings.Contains(got.Answer.Body, fmt.Sprintf(`"bytes":%d`, size)) {
+			t.Errorf("%s: the backend's answer: %+v; want 200 with %d bytes of sha256 %s", allowed.cors, got.Answer, size, generatedSHA256(size))
+		}
+		counts := map[string]int{}
+		for _, m := range got.Methods {
+			counts[m]++
+		}
+		if counts["POST"] != 1 || counts["HEAD"] != 1 || counts["PATCH"] != (size+chunk-1)/chunk {
+			t.Errorf("%s: requests %v; want one POST, one HEAD (the resume) and %d PATCHes", allowed.cors, got.Methods, (size+chunk-1)/chunk)
+		}
+		if got.Refusal == nil || got.Refusal.Status != 404 || !strings.Contains(got.Refusal.Body, `"error"`) {
+			t.Errorf("%s: the PATCH of an unknown upload: %+v %s; want a readable 404 with a JSON error", allowed.cors, got.Refusal, got.RefusalError)
+		}
 	}
 }
