@@ -65,6 +65,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			deliver_as      raw | multipart [<field>]  # default raw; the field defaults to "file"
 //			deliver_retries <n>        # retries of a transient delivery failure; default 5
 //			ietf_draft                 # also accept the IETF resumable uploads draft; default off
+//			cors_origins    <origin...> | *  # pages of these origins may upload from a browser (CORS); default none
 //		}
 //	}
 //

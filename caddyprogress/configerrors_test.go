@@ -42,6 +42,10 @@ func TestConfigErrorsSayWhatIsExpected(t *testing.T) {
 		{"resumable max_size not a size", "resumable /files/ {\n\t\t\tdeliver_to /upload\n\t\t\tmax_size huge\n\t\t}", []string{"max_size", `"huge"`, "is not a size"}},
 		{"resumable deliver_as", "resumable /files/ {\n\t\t\tdeliver_to /upload\n\t\t\tdeliver_as xml\n\t\t}", []string{"deliver_as", `"xml"`, "raw or multipart"}},
 		{"resumable expire", "resumable /files/ {\n\t\t\tdeliver_to /upload\n\t\t\texpire never\n\t\t}", []string{"expire", `"never"`, "duration"}},
+		{"resumable cors_origins with a path", "resumable /files/ {\n\t\t\tdeliver_to /upload\n\t\t\tcors_origins https://app.example.com/\n\t\t}",
+			[]string{"cors_origins", `"https://app.example.com/"`, "is not an origin", "scheme://host[:port]"}},
+		{"resumable cors_origins * among others", "resumable /files/ {\n\t\t\tdeliver_to /upload\n\t\t\tcors_origins https://a.example *\n\t\t}",
+			[]string{"cors_origins", `"*"`, "must stand alone"}},
 		{"resumable over the WebSocket route", "resumable /upload/ws/ {\n\t\t\tdeliver_to /upload\n\t\t}", []string{"resumable", "/upload/ws/", "ws_path"}},
 		{"resumable over the status route", "resumable /upload/status/ {\n\t\t\tdeliver_to /upload\n\t\t}", []string{"resumable", "/upload/status/", "status_path"}},
 	}

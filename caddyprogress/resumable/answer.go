@@ -31,10 +31,12 @@ func (a *answer) writeTo(w http.ResponseWriter) {
 }
 
 // notForwarded are the backend's answer headers not passed on: the
-// length changes when the body is cut at maxAnswerBody, and the tus
-// headers are the proxy's own.
+// length changes when the body is cut at maxAnswerBody, and the tus and
+// CORS headers are the proxy's own (cors_origins).
 var notForwarded = []string{"Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
-	"Tus-Resumable", "Upload-Offset", "Upload-Length", "Location", "Upload-Expires"}
+	"Tus-Resumable", "Upload-Offset", "Upload-Length", "Location", "Upload-Expires",
+	"Access-Control-Allow-Origin", "Access-Control-Allow-Credentials", "Access-Control-Expose-Headers",
+	"Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Max-Age"}
 
 // answerWriter is the ResponseWriter a delivery is sent through: it
 // keeps the status, the headers and the start of the body.

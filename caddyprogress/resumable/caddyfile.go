@@ -25,6 +25,7 @@ import (
 //		deliver_as      raw | multipart [<field>]
 //		deliver_retries <n>
 //		ietf_draft
+//		cors_origins    <origin...> | *
 //	}
 func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if !d.NextArg() {
@@ -106,6 +107,14 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("resumable ietf_draft: expected no argument")
 			}
 			c.IETFDraft = true
+		case "cors_origins":
+			if len(args) == 0 {
+				return d.Errf("resumable cors_origins: expected one or more origins such as https://app.example.com, or *")
+			}
+			if err := checkOrigins(args); err != nil {
+				return d.Errf("%v", err)
+			}
+			c.CORSOrigins = append(c.CORSOrigins, args...)
 		default:
 			return d.Errf("unrecognized resumable subdirective %q", name)
 		}

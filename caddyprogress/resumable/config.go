@@ -47,6 +47,7 @@ const (
 //		deliver_as      raw | multipart <field>
 //		deliver_retries <n>
 //		ietf_draft
+//		cors_origins    <origin...> | *
 //	}
 //
 // JSON: {"resumable": {"path": "/files/", "deliver_to": "/upload", ...}}
@@ -112,6 +113,19 @@ type Config struct {
 	// tus 1.0. Default: off.
 	IETFDraft bool `json:"ietf_draft,omitempty"`
 
+	// The origins whose pages may use the endpoint from a browser
+	// (CORS, for tus-js-client or Uppy on another origin): each one
+	// scheme://host[:port] with no path, e.g. "https://app.example.com",
+	// matched exactly (case aside), or ["*"] alone for every origin. An
+	// exact origin may send credentials (cookies, Authorization); "*"
+	// may not. Answers to a request from an allowed origin carry the
+	// CORS headers, exposing the tus headers (Location, Upload-Offset,
+	// Upload-Length, Tus-*) and X-Upload-Token, X-Upload-Group-Token and
+	// the ID header; a request from another origin gets 403 (one whose
+	// Origin names the proxy's own host is not cross-origin). Default:
+	// none, no CORS headers (a page of another origin cannot upload).
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
 	defaultDir bool // Dir was not set: SetDefaults chose it
 }
 
@@ -176,7 +190,7 @@ func (c *Config) Validate() error {
 	if c.DeliverRetries < -1 {
 		return fmt.Errorf("resumable deliver_retries must be -1 (none) or more")
 	}
-	return nil
+	return checkOrigins(c.CORSOrigins)
 }
 
 // retries is how many retries deliver_retries allows.
@@ -205,6 +219,7 @@ func (c *Config) differsFrom(o *Config) string {
 		{"deliver_as multipart <field>", c.DeliverField, o.DeliverField},
 		{"deliver_retries", c.DeliverRetries, o.DeliverRetries},
 		{"ietf_draft", c.IETFDraft, o.IETFDraft},
+		{"cors_origins", strings.Join(c.CORSOrigins, " "), strings.Join(o.CORSOrigins, " ")},
 	}
 	for _, s := range settings {
 		if s.a != s.b {

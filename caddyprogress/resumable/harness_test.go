@@ -75,7 +75,8 @@ type backend struct {
 	srv  *http.Server
 	ln   net.Listener
 
-	status atomic.Int32 // the status to answer; 0 for 201
+	status atomic.Int32                // the status to answer; 0 for 201
+	header atomic.Pointer[http.Header] // headers added to each answer, if set
 
 	mu         sync.Mutex
 	deliveries []delivery
@@ -137,6 +138,11 @@ func (b *backend) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Backend", "yes")
+	if extra := b.header.Load(); extra != nil {
+		for name, values := range *extra {
+			w.Header()[name] = values
+		}
+	}
 	w.WriteHeader(code)
 	fmt.Fprintf(w, `{"sha256":%q,"bytes":%d}`, d.sha256, n)
 }

@@ -20,6 +20,7 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, err er
 			zap.String("remote_ip", r.RemoteAddr),
 			zap.Error(err))
 	}
+	s.addCORS(w, r)
 	if r.Method == http.MethodHead {
 		w.WriteHeader(code)
 		return nil

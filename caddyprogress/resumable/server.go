@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
+	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
 
@@ -41,6 +42,7 @@ type Server struct {
 	opts   Options
 	spool  *spool
 	tusd   http.Handler
+	cors   *handler.CorsConfig // tusd's, for the answers written here too (cors.go)
 	store  filestore.FileStore
 	logger *zap.Logger
 
@@ -134,6 +136,7 @@ type stateKey struct{}
 // state allow them.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	s.spool.offerRoute(routeOf(s, r, next))
+	r = s.withoutOwnOrigin(r) // a same-origin page is not subject to cors_origins
 	if override := r.Header.Get("X-HTTP-Method-Override"); r.Method == http.MethodPost && override != "" {
 		r.Method = strings.ToUpper(override) // as tusd would, but before the checks here
 		r.Header.Del("X-HTTP-Method-Override")

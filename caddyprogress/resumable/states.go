@@ -15,6 +15,7 @@ import (
 // the backend accepted the file); 423 is what tusd itself answers for
 // an upload another request holds, and tus-js-client retries on it.
 func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entry) error {
+	s.addCORS(w, r)
 	w.Header().Set("Tus-Resumable", "1.0.0")
 	w.Header().Set("Retry-After", e.retryAfter())
 	w.Header().Set("Cache-Control", "no-store")
@@ -36,6 +37,7 @@ func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entr
 // refused: its bytes were not stored (409, or 410 once failed). DELETE
 // removes what is left.
 func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record) error {
+	s.addCORS(w, r)
 	h := w.Header()
 	h.Set("Tus-Resumable", "1.0.0")
 	h.Set("Cache-Control", "no-store")

@@ -16,7 +16,7 @@ import (
 // newTusd makes the tusd handler: a file store and file locks in dir,
 // no downloads (uploads are for the backend) and no concatenation (its
 // Upload-Concat header names uploads by URL, which would need the same
-// checks as IDs), CORS left to Caddy. tusd's logs go to the handler's
+// checks as IDs), CORS as cors_origins says (cors.go). tusd's logs go to the handler's
 // logger from warnings up (log.go).
 func (s *Server) newTusd() error {
 	s.store = filestore.New(s.cfg.Dir)
@@ -32,6 +32,7 @@ func (s *Server) newTusd() error {
 	locker.AcquirerPollInterval = 200 * time.Millisecond
 	locker.UseIn(composer)
 
+	s.cors = s.cfg.corsConfig(s.opts.IDHeader)
 	h, err := handler.NewHandler(handler.Config{
 		BasePath:                   s.cfg.Path,
 		StoreComposer:              composer,
@@ -39,7 +40,7 @@ func (s *Server) newTusd() error {
 		EnableExperimentalProtocol: s.cfg.IETFDraft,
 		DisableDownload:            true,
 		DisableConcatenation:       true,
-		Cors:                       &handler.CorsConfig{Disable: true},
+		Cors:                       s.cors,
 		Logger:                     newSlogLogger(s.logger),
 		PreUploadCreateCallback:    s.beforeCreate,
 		PreFinishResponseCallback:  s.beforeFinishResponse,
