@@ -73,7 +73,7 @@ func (u *upload) doc(now time.Time) *statusDoc {
 		return d
 	}
 	v := u.version()
-	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+	if d := u.liveDoc.Load(); d.current(v, now) {
 		return d
 	}
 	u.encodeMu.Lock()
@@ -82,7 +82,7 @@ func (u *upload) doc(now time.Time) *statusDoc {
 		return d
 	}
 	v = u.version()
-	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+	if d := u.liveDoc.Load(); d.current(v, now) {
 		return d
 	}
 	bound := u.docBound()
@@ -113,6 +113,12 @@ func (u *upload) docBound() int64 {
 	return n
 }
 
+// current reports whether d (nil for none) is a document of version v
+// young enough, at now, to be served as it is.
+func (d *statusDoc) current(v docVersion, now time.Time) bool {
+	return d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge
+}
+
 // keepLiveDoc keeps d, already counted, as the upload's shared
 // document, in place of the one before.
 func (u *upload) keepLiveDoc(d *statusDoc) {
@@ -138,10 +144,10 @@ func (u *upload) memberDoc(now time.Time) *statusDoc {
 		return d
 	}
 	v := u.version()
-	if d := u.liveDoc.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+	if d := u.liveDoc.Load(); d.current(v, now) {
 		return d
 	}
-	if d := u.liveHead.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+	if d := u.liveHead.Load(); d.current(v, now) {
 		return d
 	}
 	u.encodeMu.Lock()
@@ -150,7 +156,7 @@ func (u *upload) memberDoc(now time.Time) *statusDoc {
 		return d
 	}
 	v = u.version()
-	if d := u.liveHead.Load(); d != nil && d.version == v && now.Sub(d.madeAt) < docMaxAge {
+	if d := u.liveHead.Load(); d.current(v, now) {
 		return d
 	}
 	s := u.liveStatus(now)
