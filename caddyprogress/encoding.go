@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
@@ -69,20 +70,13 @@ func (u *upload) version() docVersion {
 // take, from its parts' names), and kept as the shared one; nil when
 // max_memory has no room for it: the caller answers 503 or tries later.
 func (u *upload) doc(now time.Time) *statusDoc {
-	if d := u.finalDoc.Load(); d != nil {
-		return d
-	}
-	v := u.version()
-	if d := u.liveDoc.Load(); d.current(v, now) {
+	if d, _ := u.reusable(&u.liveDoc, now); d != nil {
 		return d
 	}
 	u.encodeMu.Lock()
 	defer u.encodeMu.Unlock()
-	if d := u.finalDoc.Load(); d != nil {
-		return d
-	}
-	v = u.version()
-	if d := u.liveDoc.Load(); d.current(v, now) {
+	d, v := u.reusable(&u.liveDoc, now)
+	if d != nil {
 		return d
 	}
 	bound := u.docBound()
@@ -94,7 +88,7 @@ func (u *upload) doc(now time.Time) *statusDoc {
 		u.tracker.uncharge(bound)
 		return u.finalDoc.Load()
 	}
-	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
+	d = encodeDoc(s, u.startedAt, u.bodyEnd.Load())
 	d.version, d.madeAt = v, now
 	// the snapshot's file list is garbage now; a part added since the
 	// bound was taken is counted here (negative: a few hundred bytes)
@@ -111,6 +105,20 @@ func (u *upload) docBound() int64 {
 		n += l.filesBound()
 	}
 	return n
+}
+
+// reusable returns the upload's final document, or the one in slot
+// while it is current, with the version it was checked against (nil
+// when a new one must be made, of that version).
+func (u *upload) reusable(slot *atomic.Pointer[statusDoc], now time.Time) (*statusDoc, docVersion) {
+	if d := u.finalDoc.Load(); d != nil {
+		return d, docVersion{}
+	}
+	v := u.version()
+	if d := slot.Load(); d.current(v, now) {
+		return d, v
+	}
+	return nil, v
 }
 
 // current reports whether d (nil for none) is a document of version v
@@ -140,11 +148,8 @@ func (u *upload) keepLiveDoc(d *statusDoc) {
 // so it never needs room of its own; a final upload's document is its
 // final one.
 func (u *upload) memberDoc(now time.Time) *statusDoc {
-	if d := u.finalDoc.Load(); d != nil {
-		return d
-	}
-	v := u.version()
-	if d := u.liveDoc.Load(); d.current(v, now) {
+	d, v := u.reusable(&u.liveDoc, now)
+	if d != nil {
 		return d
 	}
 	if d := u.liveHead.Load(); d.current(v, now) {
@@ -152,18 +157,14 @@ func (u *upload) memberDoc(now time.Time) *statusDoc {
 	}
 	u.encodeMu.Lock()
 	defer u.encodeMu.Unlock()
-	if d := u.finalDoc.Load(); d != nil {
-		return d
-	}
-	v = u.version()
-	if d := u.liveHead.Load(); d.current(v, now) {
+	if d, v = u.reusable(&u.liveHead, now); d != nil {
 		return d
 	}
 	s := u.liveStatus(now)
 	if s.FinishedAt != nil { // it ended meanwhile
 		return u.finalDoc.Load()
 	}
-	d := encodeDoc(s, u.startedAt, u.bodyEnd.Load())
+	d = encodeDoc(s, u.startedAt, u.bodyEnd.Load())
 	d.version, d.madeAt = v, now
 	if docBytes(d) <= headReserveBytes && !u.released.Load() {
 		u.liveHead.Store(d)
