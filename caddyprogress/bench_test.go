@@ -429,6 +429,7 @@ func BenchmarkTailLatencyFullTracker(b *testing.B) {
 // retain, as the uploads that follow them are.
 func fillTracker(b *testing.B, t *tracker, n int) {
 	b.Helper()
+	t.setMaxMemory(1 << 30) // room for n records: max_memory's default keeps about 67,000
 	for i := range n {
 		u, err := t.start(fmt.Sprintf("filler-%d", i), 16<<10, 0, n)
 		if err != nil {
@@ -457,6 +458,7 @@ func BenchmarkGCWithFullTracker(b *testing.B) {
 	for b.Loop() {
 		empty := gcTime()
 		tr := newTracker("gc")
+		tr.setMaxMemory(1 << 30) // room for every record: max_memory's default keeps about 67,000
 		for i := range DefaultMaxUploads {
 			u, err := tr.start(fmt.Sprintf("record-%d", i), 16<<10, 0, DefaultMaxUploads)
 			if err != nil {

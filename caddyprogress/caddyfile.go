@@ -40,7 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		retain      <duration>   # default 5m
 //		wait        <duration>   # default 60s
 //		max_uploads <n>          # default 100000
-//		max_memory  <size>       # bytes one tracker keeps, e.g. 64MiB or 1GiB; default 64MiB
+//		max_memory  <size>       # memory one tracker makes the process hold, GC headroom included (it keeps half by default), e.g. 64MiB or 1GiB; default 64MiB
 //		max_group_uploads <n>    # uploads in one group; default 1000
 //		max_reservations  <n>    # reserved IDs at once; default a tenth of max_uploads
 //		max_subscribers   <n>    # event streams and WebSockets of the tracker at once; default 10000

@@ -142,9 +142,11 @@ type Handler struct {
 	// Default: 100000.
 	MaxUploads int `json:"max_uploads,omitempty"`
 
-	// The bytes one tracker may keep: records, multipart part lists,
-	// groups, reservations and encoded documents, counted as they are
-	// kept. Past it, finished records make room (the oldest first), then
+	// The memory one tracker may make the process hold, the garbage
+	// collector's headroom included: the tracker keeps (records,
+	// multipart part lists, groups, reservations and encoded documents,
+	// counted as they are kept) at most max_memory / (1 + GOGC/100),
+	// half of it by default. Past that, finished records make room (the oldest first), then
 	// reservations; a new upload that then leaves less than a sixteenth
 	// free is tracked without its files, and one that does not fit is
 	// proxied untracked. Tracker-wide: handlers that name one tracker

@@ -139,8 +139,8 @@ func TestGroupReadsOfLiveMembersEncodeNoFiles(t *testing.T) {
 	if allocated > 4<<20 {
 		t.Fatalf("%d group reads allocated %d bytes: members' files were encoded", reads, allocated)
 	}
-	if used, limit := tr.memoryInUse(), tr.memory.max.Load(); used > limit {
-		t.Fatalf("the tracker counts %d bytes, past max_memory %d", used, limit)
+	if used, limit := tr.memoryInUse(), tr.memory.budget.Load(); used > limit {
+		t.Fatalf("the tracker counts %d bytes, past its max_memory budget %d", used, limit)
 	}
 
 	// a member's own status: its files, or 503 with Retry-After
@@ -167,8 +167,8 @@ func TestGroupReadsOfLiveMembersEncodeNoFiles(t *testing.T) {
 			t.Fatalf("status of %s: %d %.300s", id, resp.StatusCode, data)
 		}
 	}
-	if used, limit := tr.memoryInUse(), tr.memory.max.Load(); used > limit {
-		t.Fatalf("the tracker counts %d bytes, past max_memory %d", used, limit)
+	if used, limit := tr.memoryInUse(), tr.memory.budget.Load(); used > limit {
+		t.Fatalf("the tracker counts %d bytes, past its max_memory budget %d", used, limit)
 	}
 
 	close(release)
@@ -204,7 +204,7 @@ func TestDocumentWithoutRoomIsRefusedNotMade(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	free := tr.memory.max.Load() - tr.memoryInUse()
+	free := tr.memory.budget.Load() - tr.memoryInUse()
 	bound := u.docBound()
 	if bound <= 0 || bound > free {
 		t.Fatalf("bound %d, free %d: the test needs a document that fits", bound, free)
@@ -222,7 +222,7 @@ func TestDocumentWithoutRoomIsRefusedNotMade(t *testing.T) {
 	}
 
 	// fill max_memory, then let the document go stale
-	tr.memory.live.Add(tr.memory.max.Load() - tr.memoryInUse() - 100)
+	tr.memory.live.Add(tr.memory.budget.Load() - tr.memoryInUse() - 100)
 	u.addReceived(1)
 	inUse := tr.memoryInUse()
 	if d := u.doc(time.Now().Add(time.Hour)); d != nil {

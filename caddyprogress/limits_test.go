@@ -60,7 +60,8 @@ func TestGroupTakesAtMostMaxGroupUploads(t *testing.T) {
 // member by member from the members' shared documents.
 func TestGroupStatusCarriesNoFiles(t *testing.T) {
 	up := newUpstream(t)
-	p := startProxy(t, "", up.host)
+	p := startProxy(t, "max_memory 128MiB", up.host) // keeps the 61 finished forms (34 MB): the default keeps 32 MiB
+
 	body := largeForm(t, curlBoundary)
 	const members, atOnce = 61, 8
 	var wg sync.WaitGroup

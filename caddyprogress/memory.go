@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	runtimemetrics "runtime/metrics"
 	"sync/atomic"
 	"unsafe"
 )
@@ -28,7 +29,15 @@ const (
 //   - the finished store: its chunks as allocated, its slots, heap and
 //     index (finishedStore.bytes).
 //
-// When that would pass max_memory, finished records go first (the
+// max_memory bounds the heap the tracker makes the process hold, the
+// garbage collector's headroom included: Go lets the heap grow to
+// (1 + GOGC/100) times what is live before it collects (twice, with the
+// default GOGC=100), so the tracker keeps at most max_memory divided by
+// that factor (keepBudget): half of it by default. With GOGC=off the
+// collector runs only at the memory limit, and the tracker keeps up to
+// max_memory.
+//
+// When that would pass the budget, finished records go first (the
 // oldest first), then reservations; a new upload that then leaves less
 // than a sixteenth of max_memory free is tracked without its files, and
 // one whose record does not fit at all is proxied untracked. A part that
@@ -91,9 +100,31 @@ func docBytes(d *statusDoc) int64 {
 
 // memoryAccount is a tracker's count of the bytes it keeps.
 type memoryAccount struct {
-	live  atomic.Int64 // live records, their parts and documents
-	store atomic.Int64 // the finished store, as of its last change
-	max   atomic.Int64 // max_memory
+	live   atomic.Int64 // live records, their parts and documents
+	store  atomic.Int64 // the finished store, as of its last change
+	max    atomic.Int64 // max_memory
+	budget atomic.Int64 // what it may keep of max_memory (keepBudget)
+}
+
+// keepBudget is the most a tracker with the given max_memory keeps:
+// max_memory less the garbage collector's headroom over it.
+func keepBudget(maxMemory int64) int64 {
+	percent := gcPercent()
+	if percent <= 0 { // GOGC=off: collected at the memory limit only
+		return maxMemory
+	}
+	return maxMemory * 100 / (100 + percent)
+}
+
+// gcPercent is the process's GOGC (from the environment or
+// debug.SetGCPercent): 100 unless set, -1 when off.
+func gcPercent() int64 {
+	sample := []runtimemetrics.Sample{{Name: "/gc/gogc:percent"}}
+	runtimemetrics.Read(sample)
+	if sample[0].Value.Kind() != runtimemetrics.KindUint64 {
+		return 100
+	}
+	return int64(sample[0].Value.Uint64())
 }
 
 func (m *memoryAccount) used() int64 { return m.live.Load() + m.store.Load() }
@@ -102,14 +133,18 @@ func (m *memoryAccount) used() int64 { return m.live.Load() + m.store.Load() }
 // caller holds the tracker's lock.
 func (m *memoryAccount) syncStore(s *finishedStore) { m.store.Store(s.bytes()) }
 
-// setMaxMemory sets max_memory: the handler provisioned last sets it.
-func (t *tracker) setMaxMemory(n int64) { t.memory.max.Store(n) }
+// setMaxMemory sets max_memory, and the budget it leaves: the handler
+// provisioned last sets it.
+func (t *tracker) setMaxMemory(n int64) {
+	t.memory.max.Store(n)
+	t.memory.budget.Store(keepBudget(n))
+}
 
 // fitMemory removes finished records, then reservations, until extra
-// more bytes fit in max_memory. It reports false if they cannot. The
+// more bytes fit in the budget. It reports false if they cannot. The
 // caller holds t.mu.
 func (t *tracker) fitMemory(extra int64) bool {
-	for t.memory.used()+extra > t.memory.max.Load() {
+	for t.memory.used()+extra > t.memory.budget.Load() {
 		if !t.evictOne(evictMaxMemory) {
 			return false
 		}

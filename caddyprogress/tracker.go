@@ -75,7 +75,7 @@ func newTracker(name string) *tracker {
 		evicted:  newEvictionCounters(name),
 		stop:     make(chan struct{}),
 	}
-	t.memory.max.Store(DefaultMaxMemory)
+	t.setMaxMemory(DefaultMaxMemory)
 	go t.sweep()
 	return t
 }
@@ -113,7 +113,7 @@ func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*up
 	if !t.makeRoom(limit) {
 		return nil, errTrackerFull
 	}
-	withFiles := t.fitMemory(cost + t.memory.max.Load()/16)
+	withFiles := t.fitMemory(cost + t.memory.budget.Load()/16)
 	if !withFiles && !t.fitMemory(cost) {
 		return nil, errTrackerFull
 	}
@@ -137,7 +137,7 @@ func (t *tracker) reserve(retain time.Duration, limit, maxReservations int) (*up
 	now := time.Now()
 	u := newUpload(newID(), -1, now, statePending)
 	cost := recordBytes(u.id)
-	if t.reservations.Len() >= maxReservations || t.records() >= limit || t.memory.used()+cost > t.memory.max.Load() {
+	if t.reservations.Len() >= maxReservations || t.records() >= limit || t.memory.used()+cost > t.memory.budget.Load() {
 		return nil, errTooManyReservations
 	}
 	u.tracker = t
