@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -79,10 +81,12 @@ func checkMetadata(header string, meta map[string]string) (map[string]string, er
 // control characters (CR, LF, NUL...), at most 4096 bytes. The filename
 // (in any case) is also the multipart filename (quoted there): no / or
 // \, not . or .., at most 255 bytes; the filetype is the Content-Type:
-// a media type.
+// a media type. The keys are checked first, then the values, each in
+// the keys' order, so that the same metadata always gets the same answer.
 func validateMetadata(meta map[string]string) error {
+	keys := slices.Sorted(maps.Keys(meta))
 	seen := make(map[string]string, len(meta))
-	for key, value := range meta {
+	for _, key := range keys {
 		if !validHeaderToken(key) {
 			return fmt.Errorf("metadata key %q is not valid: letters, digits and -_. only", key)
 		}
@@ -90,6 +94,9 @@ func validateMetadata(meta map[string]string) error {
 			return sameHeaderError(other, key)
 		}
 		seen[foldKey(key)] = key
+	}
+	for _, key := range keys {
+		value := meta[key]
 		if strings.ContainsFunc(value, isControl) {
 			return fmt.Errorf("metadata %s must not contain NUL, CR, LF or other control characters", key)
 		}
