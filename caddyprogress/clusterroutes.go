@@ -106,12 +106,12 @@ func nginxRemoteReport(d *statusDoc, upstream int) string {
 	switch m.state {
 	case statePending:
 		return `{ "state" : "starting" }`
-	case stateUploading, stateProcessing:
+	case stateUploading, stateProcessing, statePaused, stateDelivering:
 		received, size := m.received, m.total
 		if size < 0 {
 			size = received
 		}
-		if m.state == stateProcessing {
+		if m.state == stateProcessing || m.state == stateDelivering {
 			received = size
 		}
 		return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)

@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -75,6 +76,27 @@ func (u *upload) bodyEndedState() state {
 	return stateProcessing
 }
 
+// resume marks a request of a paused resumable upload sending bytes.
+func (u *upload) resume() {
+	u.state.CompareAndSwap(int32(statePaused), int32(stateUploading))
+}
+
+// pause marks a resumable upload between two requests.
+func (u *upload) pause() {
+	u.state.CompareAndSwap(int32(stateUploading), int32(statePaused))
+}
+
+// deliver marks a resumable upload stored whole and being delivered; its
+// body ended now, if no request's end said so before.
+func (u *upload) deliver() {
+	for _, from := range []state{stateUploading, statePaused} {
+		if u.state.CompareAndSwap(int32(from), int32(stateDelivering)) {
+			u.bodyEnd.CompareAndSwap(0, max(int64(time.Since(u.startedAt)), 1))
+			return
+		}
+	}
+}
+
 // resumableStatus is the "resumable" object of a resumable upload's
 // status, nil for the others. Its offset is the bytes received, which
 // tusd stores as it reads them.
@@ -108,21 +130,16 @@ func (t resumableTracker) Track(id, group string, total, stored int64, progress 
 		if u := h.tracker.get(id); u != nil && u.resumable.Load() != nil && !u.currentState().final() {
 			return &resumableRecord{h: h, u: u, group: group}, nil
 		}
-		u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
-		if errors.Is(err, errInFlight) {
-			continue
+		u, err := h.begin(context.Background(), id, group, total, func(u *upload) { // lifecycle.go
+			u.received.Store(stored)
+			u.resumable.Store(&resumableUpload{progress: progress})
+		})
+		if errors.Is(err, errInFlight) && h.tracker.get(id) != nil {
+			continue // started here meanwhile: take its record
 		}
 		if err != nil {
-			h.warnFull(id)
-			h.metrics.untracked.Inc()
 			return nil, err
 		}
-		u.received.Store(stored)
-		u.resumable.Store(&resumableUpload{progress: progress})
-		if !h.tracker.join(group, u, h.MaxGroupUploads) {
-			h.logger.Debug("group full; tracking the upload on its own", zap.String("id", id), zap.String("group", group))
-		}
-		h.metrics.started.Inc()
 		return &resumableRecord{h: h, u: u, group: group}, nil
 	}
 	return nil, fmt.Errorf("upload ID %q: %w", id, errInFlight)
@@ -158,23 +175,9 @@ func (r *resumableRecord) CountBody(req *http.Request) {
 	req.Body = &countingBody{ReadCloser: req.Body, upload: r.u, throttle: r.h.newThrottle(), ctx: req.Context()}
 }
 
-func (r *resumableRecord) Uploading() {
-	r.u.state.CompareAndSwap(int32(statePaused), int32(stateUploading))
-}
-
-func (r *resumableRecord) Paused() {
-	r.u.state.CompareAndSwap(int32(stateUploading), int32(statePaused))
-}
-
-func (r *resumableRecord) Delivering() {
-	u := r.u
-	for _, from := range []state{stateUploading, statePaused} {
-		if u.state.CompareAndSwap(int32(from), int32(stateDelivering)) {
-			u.bodyEnd.CompareAndSwap(0, max(int64(time.Since(u.startedAt)), 1))
-			return
-		}
-	}
-}
+func (r *resumableRecord) Uploading()  { r.u.resume() }
+func (r *resumableRecord) Paused()     { r.u.pause() }
+func (r *resumableRecord) Delivering() { r.u.deliver() }
 
 // Announce sets the upload's and its group's tokens on the creation's
 // answer, with status_access token (access.go).

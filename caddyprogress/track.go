@@ -31,10 +31,30 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 		h.throttleOnly(r, id)
 		return next.ServeHTTP(w, r)
 	}
-	id, err := h.uploadID(r)
-	id, err = h.screenClientID(r, id, err) // client_ids off, status_access token (access.go)
+	id, group, err := h.acceptUpload(r)
 	if err != nil {
 		return h.writeError(w, r, http.StatusBadRequest, err)
+	}
+	u, err := h.begin(r.Context(), id, group, r.ContentLength, nil) // lifecycle.go
+	switch {
+	case errors.Is(err, errInFlight):
+		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
+	case errors.Is(err, errTrackerFull):
+		h.throttleOnly(r, id)       // untracked, but still limited
+		return next.ServeHTTP(w, r) // tracking never fails an upload
+	}
+	caddyhttp.SetVar(r.Context(), trackedVar, id)
+	h.announceUpload(w, r, id, group)
+	return h.proxyTracked(w, r, next, u)
+}
+
+// acceptUpload returns the ID (the client's, or a fresh one) and the
+// group of the upload r starts, or why they are refused (a 400).
+func (h *Handler) acceptUpload(r *http.Request) (id, group string, err error) {
+	id, err = h.uploadID(r)
+	id, err = h.screenClientID(r, id, err) // client_ids off, status_access token (access.go)
+	if err != nil {
+		return "", "", err
 	}
 	if id == "" {
 		id = newID()
@@ -42,38 +62,25 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	if h.access.on() {
 		r.Header.Del(uploadTokenHeader) // ours: it never goes to the backend
 	}
-	group, err := h.screenGroup(r) // status_access token: only with its token (group.go)
-	if err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, err)
-	}
+	group, err = h.screenGroup(r) // status_access token: only with its token (group.go)
+	return id, group, err
+}
 
-	total := r.ContentLength // -1 when unknown
-	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
-	if err == nil {
-		err = h.claimShared(r.Context(), u, group) // across instances, with redis (clustertracker.go)
-	}
-	switch {
-	case errors.Is(err, errInFlight):
-		return h.writeError(w, r, http.StatusConflict, fmt.Errorf("upload ID %q: %w", id, err))
-	case errors.Is(err, errTrackerFull):
-		h.warnFull(id)
-		h.metrics.untracked.Inc()
-		h.throttleOnly(r, id)       // untracked, but still limited
-		return next.ServeHTTP(w, r) // tracking never fails an upload
-	}
-	caddyhttp.SetVar(r.Context(), trackedVar, id)
-	if !h.tracker.join(group, u, h.MaxGroupUploads) {
-		h.logger.Debug("group full; tracking the upload on its own",
-			zap.String("id", id), zap.String("group", group), zap.Int("max_group_uploads", h.MaxGroupUploads))
-	}
-	h.metrics.started.Inc()
-
+// announceUpload gives the upload's ID to the backend and the client
+// (id_header, and the {http.upload_progress.id} placeholder), and its
+// tokens to the client with status_access token.
+func (h *Handler) announceUpload(w http.ResponseWriter, r *http.Request, id, group string) {
 	r.Header[h.idKey] = []string{id}
 	w.Header()[h.idKey] = []string{id}
 	h.setTokenHeaders(w, id, group) // status_access token (access.go)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.upload_progress.id", id)
+}
 
+// proxyTracked passes r to next with its body counted into u, then ends
+// u with the outcome: what the backend answered, how the body ended, and
+// whether the client stayed (outcome.go).
+func (h *Handler) proxyTracked(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, u *upload) error {
 	var watched *watchedClient
 	var answer http.ResponseWriter = w
 	if r.ProtoMajor == 1 {
@@ -98,7 +105,7 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 			h.finish(u, stateError, http.StatusInternalServerError, phraseInternal)
 		}
 	}()
-	err = next.ServeHTTP(rec, r)
+	err := next.ServeHTTP(rec, r)
 	finished = true
 
 	e := ending{written: rec.Status(), handlerErr: err, readErr: body.err(), bodyEnded: u.currentState() != stateUploading}
@@ -111,31 +118,26 @@ func (h *Handler) serveUpload(w http.ResponseWriter, r *http.Request, next caddy
 	case watched != nil && !e.bodyEnded && err == nil && e.written != 0:
 		e.clientGone = watched.answerLost(answer)
 	}
+	h.end(u, e)
+	return err
+}
+
+// end ends u with the outcome of e, logged (at debug level) unless
+// complete.
+func (h *Handler) end(u *upload, e ending) {
 	st, code, phrase := outcome(e)
 	h.finish(u, st, code, phrase)
 	if st != stateComplete {
 		h.logger.Debug("upload ended",
-			zap.String("id", id),
+			zap.String("id", u.id),
 			zap.String("status", st.String()),
 			zap.Int("upstream_status", code),
 			zap.String("error", phrase),
-			zap.NamedError("handler_error", err),
+			zap.NamedError("handler_error", e.handlerErr),
 			zap.NamedError("read_error", e.readErr),
 			zap.Bool("body_ended", e.bodyEnded),
 			zap.Bool("client_gone", e.clientGone))
 	}
-	return err
-}
-
-// finish ends u and keeps its record for retain; the call that ends it
-// counts it in the metrics.
-func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string) {
-	if !h.tracker.finish(u, st, upstreamStatus, errMsg, h.retain()) {
-		return
-	}
-	publishFinal(u) // to the other instances, with redis
-	h.metrics.finished[st].Inc()
-	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
 }
 
 // uploadID returns the client's upload ID: from the id_header header,

@@ -21,7 +21,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 // isLive is the Lua test of an in-flight state.
 const isLive = `
-local function live(st) return st == 'uploading' or st == 'processing' end
+local function live(st) return st == 'uploading' or st == 'processing' or st == 'paused' or st == 'delivering' end
 `
 
 // variadic is the Lua prelude of the scripts that act on many members

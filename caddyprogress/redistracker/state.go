@@ -5,12 +5,16 @@ import "errors"
 // State is where an upload is in its life, as the core names it.
 type State string
 
-// The states of an upload. Pending is a reservation; Uploading and
-// Processing are in flight (they hold a lease); the others are final.
+// The states of an upload. Pending is a reservation; Uploading,
+// Processing, and a resumable upload's Paused (between two requests)
+// and Delivering are in flight (they hold a lease); the others are
+// final.
 const (
 	StatePending    State = "pending"
 	StateUploading  State = "uploading"
 	StateProcessing State = "processing"
+	StatePaused     State = "paused"
+	StateDelivering State = "delivering"
 	StateComplete   State = "complete"
 	StateError      State = "error"
 	StateAborted    State = "aborted"
@@ -26,7 +30,13 @@ func (s State) Final() bool {
 }
 
 // inFlight reports whether an upload in this state holds a lease.
-func (s State) inFlight() bool { return s == StateUploading || s == StateProcessing }
+func (s State) inFlight() bool {
+	switch s {
+	case StateUploading, StateProcessing, StatePaused, StateDelivering:
+		return true
+	}
+	return false
+}
 
 // Doc is one published status document of an upload.
 type Doc struct {

@@ -78,8 +78,10 @@ func checkRedisDocs(t testing.TB, c *redis.Client) (records, members int) {
 func TestRedisHoldsBoundedDocuments(t *testing.T) {
 	rs := startRedis(t)
 	up := newUpstream(t)
-	a := startInstance(t, "A", rs.URL(), "", up.host)
-	b := startInstance(t, "B", rs.URL(), "", up.host)
+	// room for every upload's whole document on A: the test is about
+	// what goes to Redis (the default max_memory keeps 32 MiB)
+	a := startInstance(t, "A", rs.URL(), "\t\tmax_memory 256MiB", up.host)
+	b := startInstance(t, "B", rs.URL(), "\t\tmax_memory 256MiB", up.host)
 	c := rs.Client(t)
 	before := usedMemory(t, c)
 

@@ -58,14 +58,15 @@ func TestMain(m *testing.M) {
 // instance is one Caddy process with upload_progress in front of an
 // upstream, sharing its tracker through Redis.
 type instance struct {
-	t      testing.TB
-	name   string
-	base   string // http://127.0.0.1:<port>
-	admin  string // http://127.0.0.1:<admin port>
-	client *http.Client
-	cmd    *exec.Cmd
-	log    *bytes.Buffer
-	exited chan struct{}
+	t       testing.TB
+	name    string
+	base    string // http://127.0.0.1:<port>
+	admin   string // http://127.0.0.1:<admin port>
+	client  *http.Client
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	logLock *lockedWriter // guards log
+	exited  chan struct{}
 }
 
 // startInstance runs caddy with `upload_progress { redis {env.REDIS_URL}
@@ -110,7 +111,8 @@ http://127.0.0.1:%d {
 	}
 	inst.cmd = exec.Command(caddyBinary, "run", "--config", path, "--adapter", "caddyfile")
 	inst.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir, "REDIS_URL="+redisURL)
-	inst.cmd.Stdout, inst.cmd.Stderr = &lockedWriter{w: inst.log}, &lockedWriter{w: inst.log}
+	inst.logLock = &lockedWriter{w: inst.log}
+	inst.cmd.Stdout, inst.cmd.Stderr = inst.logLock, inst.logLock // one lock: exec copies each in its own goroutine
 	if err := inst.cmd.Start(); err != nil {
 		t.Fatalf("starting caddy %s: %v", name, err)
 	}
@@ -165,6 +167,8 @@ func (inst *instance) stop() {
 }
 
 func (inst *instance) logText() string {
+	inst.logLock.mu.Lock()
+	defer inst.logLock.mu.Unlock()
 	return inst.log.String()
 }
 
