@@ -36,7 +36,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		p = p[:b.throttle.maxRead]
 	}
 	n, err := b.ReadCloser.Read(p)
-	if n > 0 && !b.upload.currentState().final() { // a final record never changes
+	if n > 0 && !b.upload.currentState().Final() { // a final record never changes
 		b.upload.addReceived(n)
 		if b.multipart != nil {
 			b.multipart.observe(p[:n])

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
@@ -384,7 +385,7 @@ func (h *Handler) setDefaults() {
 
 // Validate checks the handler's configuration.
 func (h *Handler) Validate() error {
-	if err := validateName(fmt.Sprintf("tracker name %q", h.Tracker), h.Tracker); err != nil {
+	if err := progress.ValidateName(fmt.Sprintf("tracker name %q", h.Tracker), h.Tracker); err != nil {
 		return err
 	}
 	for _, m := range h.Methods {

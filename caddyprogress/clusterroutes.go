@@ -42,7 +42,7 @@ func (h *Handler) lookupSharedFor(ctx context.Context, id string, rec record, wa
 	if err != nil || (rec.live != nil && d.state == statePending) {
 		return rec
 	}
-	if watch && !d.state.final() && h.shared.c.watchDue(id) {
+	if watch && !d.state.Final() && h.shared.c.watchDue(id) {
 		d = h.currentShared(ctx, id, d)
 	}
 	remote, ok := h.remoteRecord(d)

@@ -209,7 +209,7 @@ func (t *tracker) publishShared(e *sharedEntry, interval time.Duration) {
 		due = due[:0]
 		t.mu.RLock()
 		for _, u := range t.uploads {
-			if sh := u.shared.Load(); sh != nil && sh.entry == e && !u.currentState().final() && u.version() != sh.sent && sh.up.watched() {
+			if sh := u.shared.Load(); sh != nil && sh.entry == e && !u.currentState().Final() && u.version() != sh.sent && sh.up.watched() {
 				due = append(due, u)
 			}
 		}
@@ -218,7 +218,7 @@ func (t *tracker) publishShared(e *sharedEntry, interval time.Duration) {
 		for _, u := range due {
 			sh := u.shared.Load()
 			d, doc := e.docOf(u, now)
-			if d.summary.state.final() {
+			if d.summary.state.Final() {
 				continue // publishFinal sends it
 			}
 			sh.sent = d.version

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 )
 
 // heldForm sends a form's body but its closing boundary, then waits for
@@ -249,13 +249,13 @@ func TestDocumentWithoutRoomIsRefusedNotMade(t *testing.T) {
 // fits the room its record reserves for it, with the longest ID and
 // every field set.
 func TestLiveHeadFitsItsReserve(t *testing.T) {
-	u := newUpload(strings.Repeat("a", maxIDLength), 1<<62, time.Now(), stateUploading)
+	u := newUpload(strings.Repeat("a", progress.MaxIDLength), 1<<62, time.Now(), stateUploading)
 	u.rateLimit = 1 << 62
 	u.addReceived(1 << 30)
 	expires := time.Now()
 	s := u.liveStatus(time.Now().Add(time.Hour))
 	s.Received, s.Speed = 1<<62, 1<<62
-	s.Resumable = &resumable.Status{Offset: 1 << 62, Delivered: 1 << 62, Delivery: "delivering", Attempts: 1 << 30, ExpiresAt: &expires}
+	s.Resumable = &progress.ResumableStatus{Offset: 1 << 62, Delivered: 1 << 62, Delivery: "delivering", Attempts: 1 << 30, ExpiresAt: &expires}
 	d := encodeDoc(s, u.startedAt, 0)
 	t.Logf("the largest live head: %d bytes (%d counted), reserve %d", len(d.head), docBytes(d), headReserveBytes)
 	if docBytes(d) > headReserveBytes {

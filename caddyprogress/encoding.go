@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 )
 
@@ -201,14 +202,10 @@ func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
 	return d
 }
 
-// parseState is the state named s.
+// parseState is the state named s; pending for a name that is none.
 func parseState(s string) state {
-	for st := statePending; st <= stateAborted; st++ {
-		if st.String() == s {
-			return st
-		}
-	}
-	return statePending
+	st, _ := progress.ParseState(s)
+	return st
 }
 
 // size is the length of the document's JSON.

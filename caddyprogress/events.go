@@ -145,7 +145,7 @@ func (h *Handler) streamUpload(s eventSink, u *upload) {
 	defer interval.Stop()
 
 	sub := newSubscriber(s, u)
-	if u.currentState().final() {
+	if u.currentState().Final() {
 		sub.final()
 		return
 	}
@@ -190,7 +190,7 @@ func newSubscriber(s eventSink, u *upload) *subscriber {
 // it sends the named final event instead, and errStreamEnded.
 func (sub *subscriber) progress() error {
 	st, received, observed := sub.u.currentState(), sub.u.received.Load(), sub.u.observedBytes()
-	if st.final() {
+	if st.Final() {
 		sub.final()
 		return errStreamEnded
 	}
@@ -203,7 +203,7 @@ func (sub *subscriber) progress() error {
 		sub.lastReceived = -1
 		return nil
 	}
-	if d.summary.state.final() { // it ended after st was read
+	if d.summary.state.Final() { // it ended after st was read
 		sub.final()
 		return errStreamEnded
 	}

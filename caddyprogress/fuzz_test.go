@@ -13,6 +13,7 @@ import (
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
 )
@@ -75,7 +76,7 @@ func FuzzValidateID(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, id string) {
 		err := validateID(id)
-		want := len(id) >= 1 && len(id) <= maxIDLength
+		want := len(id) >= 1 && len(id) <= progress.MaxIDLength
 		for i := 0; i < len(id); i++ {
 			c := id[i]
 			want = want && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._~:-", c) >= 0)
@@ -196,7 +197,7 @@ func FuzzStatusRoundTrip(f *testing.F) {
 			u.state.Store(int32(statePending))
 		case s == stateProcessing:
 			u.markBodyEnded(max(elapsedNanos/2, 1))
-		case s.final():
+		case s.Final():
 			u.finish(s, code, phrase, now)
 		}
 		want := u.snapshot(now)

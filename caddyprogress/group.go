@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"go.uber.org/zap"
 )
 
@@ -216,40 +217,16 @@ func (t *tracker) groupEnded(id string) bool {
 		return true
 	}
 	for u := range g.live {
-		if !u.currentState().final() {
+		if !u.currentState().Final() {
 			return false
 		}
 	}
 	return true
 }
 
-// GroupStatus is the JSON document that describes a group of uploads,
-// served by GET <status_path>?group=<id> and carried by the group's
-// events:
-//
-//	{"group": "...", "status": "uploading", "received": 3145728, "total": 10485760,
-//	 "percent": 30, "speed": 1048576, "uploads": [<Status>, ...]}
-type GroupStatus struct {
-	Group string `json:"group"`
-	// Status is "uploading" while any member is in flight; once all have
-	// ended, "error" if any ended in error, else "aborted" if any was
-	// aborted, else "complete".
-	Status string `json:"status"`
-	// Received is the sum of the members' received.
-	Received int64 `json:"received"`
-	// Total is the sum of the members' totals, or null while any
-	// member's total is unknown.
-	Total *int64 `json:"total"`
-	// Percent is received/total as a whole number, or null without a total.
-	Percent *int64 `json:"percent"`
-	// Speed is the sum of the speeds of the members still uploading;
-	// once none is, the group's average from its first start to its last
-	// body's end.
-	Speed int64 `json:"speed"`
-	// Uploads are the members' statuses, in the order they started,
-	// without their files (each member's own status has them).
-	Uploads []Status `json:"uploads"`
-}
+// GroupStatus is the JSON document that describes a group of uploads
+// (see progress.GroupStatus).
+type GroupStatus = progress.GroupStatus
 
 // shortGroupStatus is the answer for a group without members (unknown),
 // and the data of a group stream's pending event.

@@ -68,7 +68,7 @@ func groupBytes(id string) int64 {
 }
 
 // maxHeadBytes is the most a live upload's document takes without its
-// files: its ID (at most maxIDLength characters, none escaped), times
+// files: its ID (at most progress.MaxIDLength characters, none escaped), times
 // and figures, and a resumable upload's status
 // (TestLiveHeadFitsItsReserve).
 const maxHeadBytes = 1024

@@ -184,7 +184,7 @@ func (t *tracker) countBytes(u *upload) {
 		return
 	}
 	u.bytesCounted = true
-	if u.currentState().final() {
+	if u.currentState().Final() {
 		t.countedBytes += u.finalReceived
 	} else {
 		t.countedBytes += u.received.Load()

@@ -3,6 +3,7 @@ package caddyprogress
 import (
 	"errors"
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,24 +25,8 @@ const (
 )
 
 // FileStatus is one part of a multipart/form-data upload, as the status
-// JSON shows it in "files":
-//
-//	{"field": "avatar", "filename": "me.png", "received": 52431, "status": "complete"}
-type FileStatus struct {
-	// Field is the part's form field name ("name" of its
-	// Content-Disposition), "" when it has none.
-	Field string `json:"field"`
-	// Filename is the part's file name as the client sent it, or null
-	// for a plain form field.
-	Filename *string `json:"filename"`
-	// Received counts the bytes of the part's content received so far;
-	// its headers and the boundaries around it count only toward the
-	// upload's received.
-	Received int64 `json:"received"`
-	// Status is "uploading" until the boundary after the part has been
-	// received, then "complete".
-	Status string `json:"status"`
-}
+// JSON shows it in "files" (see progress.FileStatus).
+type FileStatus = progress.FileStatus
 
 // part is one part of a multipart upload. The observer adds to received
 // and sets complete; the status route reads them.

@@ -127,7 +127,7 @@ type resumableTracker struct{ h *Handler }
 func (t resumableTracker) Track(id, group string, total, stored int64, progress resumable.Progress) (resumable.Record, error) {
 	h := t.h
 	for range 2 { // a second try if another request started it meanwhile
-		if u := h.tracker.get(id); u != nil && u.resumable.Load() != nil && !u.currentState().final() {
+		if u := h.tracker.get(id); u != nil && u.resumable.Load() != nil && !u.currentState().Final() {
 			return &resumableRecord{h: h, u: u, group: group}, nil
 		}
 		u, err := h.begin(context.Background(), id, group, total, func(u *upload) { // lifecycle.go
@@ -185,15 +185,8 @@ func (r *resumableRecord) Announce(w http.ResponseWriter) {
 	r.h.setTokenHeaders(w, r.u.id, r.group)
 }
 
-func (r *resumableRecord) Finish(st resumable.State, status int, msg string) {
-	final := stateComplete
-	switch st {
-	case resumable.StateError:
-		final = stateError
-	case resumable.StateAborted:
-		final = stateAborted
-	}
-	r.h.finish(r.u, final, status, msg)
+func (r *resumableRecord) Finish(st state, status int, msg string) {
+	r.h.finish(r.u, st, status, msg)
 }
 
 // Interface guards

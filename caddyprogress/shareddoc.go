@@ -39,7 +39,7 @@ func (e *sharedEntry) docOf(u *upload, now time.Time) (*statusDoc, []byte) {
 		}
 	}
 	d := u.memberDoc(now)
-	if d.summary.state.final() || bound == 0 {
+	if d.summary.state.Final() || bound == 0 {
 		return d, e.capped(d)
 	}
 	e.truncated.Add(1)

@@ -41,7 +41,7 @@ func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) 
 			return false
 		}
 		lastSeq, sentAny = d.seq, true
-		if d.state.final() {
+		if d.state.Final() {
 			_ = s.docEvent(d.state.String(), doc)
 			return true
 		}
@@ -72,7 +72,7 @@ func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) 
 				if d.seq <= lastSeq || d.state == statePending {
 					continue
 				}
-				if d.state.final() {
+				if d.state.Final() {
 					send(*d)
 					return true
 				}
@@ -101,7 +101,7 @@ func (h *Handler) streamShared(s eventSink, id string, started <-chan struct{}) 
 			_ = h.shared.c.watch(ctx, id)
 			// a final document published while the watch had lapsed
 			// (Redis did not answer it) went to nobody: read it
-			if d, err := h.shared.c.lookup(ctx, id); err == nil && d.state.final() && d.seq > lastSeq {
+			if d, err := h.shared.c.lookup(ctx, id); err == nil && d.state.Final() && d.seq > lastSeq {
 				send(d)
 				return true
 			}
@@ -189,7 +189,7 @@ func (h *Handler) groupEndedElsewhere(id string) bool {
 		return true
 	}
 	for _, d := range docs {
-		if !d.state.final() {
+		if !d.state.Final() {
 			return false
 		}
 	}

@@ -4,70 +4,17 @@ import (
 	"math"
 	"time"
 
-	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 )
 
-// Status is the JSON document that describes one upload, served by the
-// status route and carried by every event:
-//
-//	{"id": "...", "status": "uploading", "received": 1048576, "total": 5242880,
-//	 "percent": 20, "speed": 524288, "elapsed": 2.0, "remaining": 8.0,
-//	 "started_at": "...", "updated_at": "...", "finished_at": null,
-//	 "upstream_status": null, "rate_limit": null}
-type Status struct {
-	ID     string `json:"id"`
-	Status string `json:"status"`
-
-	// Received counts the bytes actually read from the client so far.
-	Received int64 `json:"received"`
-	// Total is the Content-Length, or null when the body has none.
-	Total *int64 `json:"total"`
-	// Percent is received/total as a whole number, or null without a total.
-	Percent *int64 `json:"percent"`
-	// Speed is in bytes per second over the last few seconds; once the
-	// body has ended, the average over the whole body.
-	Speed int64 `json:"speed"`
-	// Elapsed is the number of seconds since the upload started (until it
-	// finished, once it has).
-	Elapsed float64 `json:"elapsed"`
-	// Remaining is the estimated number of seconds until the body ends,
-	// or null when it cannot be told.
-	Remaining *float64 `json:"remaining"`
-
-	StartedAt  time.Time  `json:"started_at"`
-	UpdatedAt  time.Time  `json:"updated_at"`
-	FinishedAt *time.Time `json:"finished_at"`
-
-	// UpstreamStatus is the status code of the answer, once there is one
-	// (from the upstream or from Caddy itself, e.g. 413 or 502).
-	UpstreamStatus *int `json:"upstream_status"`
-	// Error says what went wrong, for the error and aborted states.
-	Error string `json:"error,omitempty"`
-	// RateLimit is this upload's own bandwidth limit in bytes per second,
-	// or null when it has none.
-	RateLimit *int64 `json:"rate_limit"`
-
-	// Resumable describes a resumable upload's storage and delivery
-	// (see resumable.go); left out for other uploads.
-	Resumable *resumable.Status `json:"resumable,omitempty"`
-
-	// FilesTruncated is true in a document read through Redis that left
-	// its files out: the whole document took more than the 64 KiB an
-	// instance shares of an upload (shareddoc.go), or max_memory had no
-	// room to encode it when it was sent. The instance that runs the
-	// upload serves its files. Left out otherwise.
-	FilesTruncated bool `json:"files_truncated,omitempty"`
-
-	// Files are the parts of a multipart/form-data upload, in order;
-	// left out for other uploads, and for a body that is not usable
-	// multipart (see multipart.go).
-	Files []FileStatus `json:"files,omitempty"`
-}
+// Status is the JSON document that describes one upload (see
+// progress.Status).
+type Status = progress.Status
 
 // snapshot describes the upload as it is at now, its files included.
 // A final upload's is always the same.
 func (u *upload) snapshot(now time.Time) Status {
-	if st := u.currentState(); st.final() {
+	if st := u.currentState(); st.Final() {
 		return u.finalStatus(st)
 	}
 	files := u.files() // before received, so the parts never add up to more
@@ -86,7 +33,7 @@ func (u *upload) liveStatus(now time.Time) Status {
 	bodyEnd := time.Duration(u.bodyEnd.Load())
 	s := u.baseStatus(st, received)
 	s.UpdatedAt = u.startedAt.Add(time.Duration(u.lastRead.Load())).UTC()
-	if st.final() {
+	if st.Final() {
 		return u.finalStatus(st)
 	}
 

@@ -222,9 +222,9 @@ func (t *tracker) lookupLocked(id string) record {
 // of none.
 func (r record) ended() bool {
 	if r.remote != nil {
-		return r.remote.summary.state.final()
+		return r.remote.summary.state.Final()
 	}
-	return r.final != nil || (r.live == nil) || r.live.currentState().final()
+	return r.final != nil || (r.live == nil) || r.live.currentState().Final()
 }
 
 // get returns the live record for id (in flight or reserved), or nil.

@@ -1,49 +1,26 @@
 package caddyprogress
 
 import (
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// state is where an upload is in its life.
-type state int32
+// state is where an upload is in its life (progress.State), under the
+// core's short names.
+type state = progress.State
 
 const (
-	statePending    state = iota // reserved by POST <status_path>, not started
-	stateUploading               // the body is being read from the client
-	stateProcessing              // every byte received, waiting for the upstream's answer
-	statePaused                  // a resumable upload between two requests
-	stateDelivering              // a resumable upload stored whole, being delivered to the backend
-	stateComplete                // answered below 400
-	stateError                   // answered 400 or above
-	stateAborted                 // the client went away before the body ended
+	statePending    = progress.StatePending
+	stateUploading  = progress.StateUploading
+	stateProcessing = progress.StateProcessing
+	statePaused     = progress.StatePaused
+	stateDelivering = progress.StateDelivering
+	stateComplete   = progress.StateComplete
+	stateError      = progress.StateError
+	stateAborted    = progress.StateAborted
 )
-
-func (s state) String() string {
-	switch s {
-	case statePending:
-		return "pending"
-	case stateUploading:
-		return "uploading"
-	case stateProcessing:
-		return "processing"
-	case statePaused:
-		return "paused"
-	case stateDelivering:
-		return "delivering"
-	case stateComplete:
-		return "complete"
-	case stateError:
-		return "error"
-	case stateAborted:
-		return "aborted"
-	}
-	return "unknown"
-}
-
-// final reports whether an upload in this state has ended.
-func (s state) final() bool { return s >= stateComplete }
 
 // upload is one tracked upload (or a reservation of an ID): the record
 // a tracker keeps, read by the status and events routes.
@@ -175,7 +152,7 @@ func (u *upload) releaseMemory() int64 {
 func (u *upload) finish(st state, upstreamStatus int, errMsg string, now time.Time) bool {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if u.currentState().final() {
+	if u.currentState().Final() {
 		return false
 	}
 	if u.bodyEnd.Load() == 0 {

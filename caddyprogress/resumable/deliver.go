@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -126,7 +127,7 @@ func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
 			s.logger.Error("removing a delivered upload", zap.String("id", rec.ID), zap.Error(err))
 		}
 		e.setDelivery(deliveryDelivered)
-		s.ended(e, rec, StateComplete, out.answer.Status, "")
+		s.ended(e, rec, progress.StateComplete, out.answer.Status, "")
 		s.spool.release(e)
 		s.spool.forget(rec.ID)
 		return out.answer, nil
@@ -153,7 +154,7 @@ func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
 	if out.early {
 		status = out.status // the backend's, which it sent too soon
 	}
-	s.ended(e, rec, StateError, status, publicError(out))
+	s.ended(e, rec, progress.StateError, status, publicError(out))
 	s.spool.release(e)
 	return out.answer, nil
 }

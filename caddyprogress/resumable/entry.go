@@ -1,6 +1,7 @@
 package resumable
 
 import (
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/http"
 	"strconv"
 	"sync/atomic"
@@ -90,12 +91,12 @@ func (e *entry) retryAfter() string {
 // one (it was full): the upload goes on, its bytes uncounted.
 type untracked struct{}
 
-func (untracked) CountBody(r *http.Request)    {}
-func (untracked) Uploading()                   {}
-func (untracked) Paused()                      {}
-func (untracked) Delivering()                  {}
-func (untracked) Finish(State, int, string)    {}
-func (untracked) Announce(http.ResponseWriter) {}
+func (untracked) CountBody(r *http.Request)          {}
+func (untracked) Uploading()                         {}
+func (untracked) Paused()                            {}
+func (untracked) Delivering()                        {}
+func (untracked) Finish(progress.State, int, string) {}
+func (untracked) Announce(http.ResponseWriter)       {}
 
 var (
 	_ Progress = (*entry)(nil)

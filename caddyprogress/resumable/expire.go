@@ -5,6 +5,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"go.uber.org/zap"
 )
 
@@ -106,7 +107,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			if err := removeUpload(sp.dir, id); err != nil {
 				s.logger.Error("removing an expired upload", zap.String("id", id), zap.Error(err))
 			}
-			s.ended(e, rec, StateAborted, 0, "expired: no byte arrived for "+expire.String())
+			s.ended(e, rec, progress.StateAborted, 0, "expired: no byte arrived for "+expire.String())
 			sp.forget(id)
 		case deliveryDelivering:
 			e := sp.entry(rec)

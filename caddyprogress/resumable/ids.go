@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"maps"
 	"mime"
 	"net/http"
@@ -160,22 +161,14 @@ func validHeaderToken(key string) bool {
 const groupHeader = "X-Upload-Group"
 
 // uploadGroup returns the group the creation request names, "" for
-// none; group IDs follow the tracker's rules: 1 to 128 characters of
-// A-Z a-z 0-9 . _ ~ : -
+// none; group IDs follow the tracker's rules (progress.ValidateGroupID).
 func uploadGroup(r *http.Request) (string, error) {
 	values, ok := r.Header[groupHeader]
 	if !ok {
 		return "", nil
 	}
-	g := values[0]
-	if g == "" || len(g) > maxIDLength {
-		return "", fmt.Errorf("%s header: a group ID is 1 to %d characters long", groupHeader, maxIDLength)
+	if err := progress.ValidateGroupID(values[0]); err != nil {
+		return "", fmt.Errorf("%s header: %w", groupHeader, err)
 	}
-	for i := 0; i < len(g); i++ {
-		c := g[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.IndexByte("._~:-", c) >= 0) {
-			return "", fmt.Errorf("%s header: the group ID has a character that is not allowed at position %d (allowed: A-Z a-z 0-9 . _ ~ : -)", groupHeader, i+1)
-		}
-	}
-	return g, nil
+	return values[0], nil
 }

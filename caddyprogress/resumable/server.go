@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
@@ -297,7 +298,7 @@ func (s *Server) removeRefused(e *entry, code int) {
 	if code == http.StatusInsufficientStorage {
 		msg = "refused: the upload store is full (max_disk)"
 	}
-	s.ended(e, rec, StateAborted, 0, msg)
+	s.ended(e, rec, progress.StateAborted, 0, msg)
 	if err := removeUpload(s.cfg.Dir, e.id); err != nil {
 		s.logger.Error("removing a refused upload", zap.String("id", e.id), zap.Error(err))
 	}
@@ -309,7 +310,7 @@ func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *request
 	if _, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID+".info")); !errors.Is(err, os.ErrNotExist) {
 		return nil // not terminated
 	}
-	s.ended(st.entry, rec, StateAborted, 0, "terminated by the client")
+	s.ended(st.entry, rec, progress.StateAborted, 0, "terminated by the client")
 	if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
 		s.logger.Error("removing a terminated upload", zap.String("id", rec.ID), zap.Error(err))
 	}

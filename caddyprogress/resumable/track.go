@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
@@ -70,7 +71,7 @@ func (s *Server) uploadInfo(ctx context.Context, id string) (handler.FileInfo, e
 }
 
 // ended finishes an upload's tracker record (tracking it first if need be).
-func (s *Server) ended(e *entry, rec *record, st State, status int, msg string) {
+func (s *Server) ended(e *entry, rec *record, st progress.State, status int, msg string) {
 	if e == nil {
 		return
 	}

@@ -1,8 +1,8 @@
 package resumable
 
 import (
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/http"
-	"time"
 )
 
 // Tracker is what this package needs from the upload tracker of the
@@ -35,23 +35,15 @@ type Record interface {
 	Paused()
 	// Delivering marks every byte stored and the delivery running.
 	Delivering()
-	// Finish ends the upload: StateComplete, StateError or StateAborted,
-	// with the backend's status code (0 for none) and why it failed.
-	Finish(st State, status int, msg string)
+	// Finish ends the upload in a final state (progress.StateComplete,
+	// StateError or StateAborted), with the backend's status code (0 for
+	// none) and why it failed.
+	Finish(st progress.State, status int, msg string)
 	// Announce puts on the answer to the creation request what the
 	// client needs to follow the upload, as the tracker gives it to any
 	// upload (the tokens of status_access token).
 	Announce(w http.ResponseWriter)
 }
-
-// State is a final state handed to Record.Finish.
-type State int
-
-const (
-	StateComplete State = iota // delivered, the backend answered below 400
-	StateError                 // the backend answered 400 or more, or every delivery failed
-	StateAborted               // terminated by the client, or expired
-)
 
 // Progress gives the resumable object of an upload's status.
 type Progress interface {
@@ -67,22 +59,6 @@ type Version struct {
 	Delivered int64
 }
 
-// Status is the "resumable" object in an upload's status JSON:
-//
-//	"resumable": {"offset": 1048576, "delivered": 0, "delivery": "receiving",
-//	              "attempts": 0, "expires_at": "2026-12-01T10:00:00Z"}
-type Status struct {
-	// Offset is the bytes stored so far.
-	Offset int64 `json:"offset"`
-	// Delivered is the bytes sent to the backend so far (by the latest
-	// delivery attempt).
-	Delivered int64 `json:"delivered"`
-	// Delivery is receiving, delivering, delivered or failed.
-	Delivery string `json:"delivery"`
-	// Attempts counts the deliveries tried, 0 before the first.
-	Attempts int `json:"attempts"`
-	// ExpiresAt is when the upload will be removed unless it goes on:
-	// its last byte (or creation) plus expire while receiving, its
-	// failure plus expire once failed; null while delivering or delivered.
-	ExpiresAt *time.Time `json:"expires_at"`
-}
+// Status is the "resumable" object in an upload's status JSON (see
+// progress.ResumableStatus).
+type Status = progress.ResumableStatus
