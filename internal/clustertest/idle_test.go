@@ -99,3 +99,40 @@ func waitRecordFinal(t *testing.T, rs *testredis.Server, id string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestRateLimitTotalHoldsWhenAnIdleInstanceStartsUploading: B's two
+// uploads take rate_limit_total while A, idle, sends Redis nothing; when
+// A's first upload starts, its claim registers A's demand and takes
+// A's share before the body is read, and B's share follows within a
+// slice: from A's start on, the instances together stay at the total.
+func TestRateLimitTotalHoldsWhenAnIdleInstanceStartsUploading(t *testing.T) {
+	const limit = 2 << 20
+	rs := startRedis(t)
+	mon := rs.Monitor(t)
+	up := newUpstream(t)
+	a := startInstance(t, "A", rs.URL()+"?client_name=share-a", "\t\trate_limit_total 2MiB", up.host)
+	b := startInstance(t, "B", rs.URL()+"?client_name=share-b", "\t\trate_limit_total 2MiB", up.host)
+	data := payload(4 << 20)
+	var dones []<-chan result
+	for i := range 2 {
+		dones = append(dones, b.uploadAsync(fmt.Sprintf("busy-%d", i), bytesReader(data), int64(len(data)), nil))
+	}
+	before := mon.Counts()
+	time.Sleep(1500 * time.Millisecond)
+	if n := mon.Counts()["share-a"] - before["share-a"]; n != 0 {
+		t.Errorf("idle A sent %d commands while B uploaded; last: %q", n, mon.Recent("share-a"))
+	}
+	from, fromBytes := time.Now(), up.bytes.Load()
+	dones = append(dones, a.uploadAsync("first-on-a", bytesReader(data[:2<<20]), 2<<20, nil))
+	time.Sleep(2500 * time.Millisecond) // within the 3.5s the 7 MiB left take
+	rate := float64(up.bytes.Load()-fromBytes) / time.Since(from).Seconds()
+	for _, d := range dones {
+		if r := <-d; r.code != http.StatusOK {
+			t.Fatalf("upload: %+v", r)
+		}
+	}
+	t.Logf("total rate over the 2.5s from A's first upload on: %.0f B/s, %.1f%% of rate_limit_total", rate, 100*rate/limit)
+	if rate < 0.85*limit || rate > 1.15*limit {
+		t.Fatalf("total rate %.0f B/s is not within 15%% of %d", rate, limit)
+	}
+}
