@@ -170,7 +170,7 @@ func (m *mux) join(ctx context.Context, channel, id, group string) (*Subscriptio
 		}
 		m.t.stats.roundTrips.Add(1)
 		if err := ps.Subscribe(ctx, channel); err != nil {
-			m.t.failed(err) // go-redis subscribes again when it reconnects
+			m.t.failedIn(ctx, err) // go-redis subscribes again when it reconnects
 		}
 	}
 	return s, tp, nil
@@ -204,7 +204,7 @@ func (m *mux) unsubscribe(s *Subscription) {
 		defer cancel()
 		m.t.stats.roundTrips.Add(1)
 		if err := ps.Unsubscribe(ctx, s.channel); err != nil {
-			m.t.failed(err) // forgotten by go-redis anyway: not subscribed again
+			m.t.failedIn(ctx, err) // forgotten by go-redis anyway: not subscribed again
 		}
 	}
 }

@@ -309,22 +309,26 @@ func (t *Tracker) exec(ctx context.Context, fill func(redis.Pipeliner)) ([]redis
 	t.stats.roundTrips.Add(1)
 	cmds, err := pipe.Exec(ctx)
 	if err != nil && err != redis.Nil {
-		if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
-			// A call on a request's path that ran out of its Timeout
-			// does not mark Redis down itself: with many uploads
-			// starting at once on a busy machine, such calls time out
-			// while Redis answers. It has the health loop ping Redis
-			// now, which marks it down if it does not answer.
-			t.stats.errors.Add(1)
-			select {
-			case t.checkHealth <- struct{}{}:
-			default:
-			}
-			return cmds, err
-		}
-		t.failed(err)
+		t.failedIn(ctx, err)
 	}
 	return cmds, err
+}
+
+// failedIn is failed for a round trip made with ctx. A call on a
+// request's path that ran out of its Timeout does not mark Redis down
+// itself: with many uploads starting at once on a busy machine, such
+// calls time out while Redis answers. It has the health loop ping Redis
+// now, which marks it down if it does not answer.
+func (t *Tracker) failedIn(ctx context.Context, err error) {
+	if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
+		t.stats.errors.Add(1)
+		select {
+		case t.checkHealth <- struct{}{}:
+		default:
+		}
+		return
+	}
+	t.failed(err)
 }
 
 // loadScripts loads every script into Redis's script cache (on a
