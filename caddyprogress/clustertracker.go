@@ -91,8 +91,10 @@ func (h *Handler) provisionShared() error {
 
 // shareTotalRate shares the handler's rate_limit_total among the
 // instances, once its config runs (applyTotalRate, throttle.go): every
-// 100ms the shared side sets the tracker's bucket to this instance's
-// part, in proportion to its uploads reading their body.
+// 100ms while this instance has uploads reading their body (and once
+// when it has none left), the shared side sets the tracker's bucket to
+// this instance's part, in proportion to them; an idle instance sends
+// Redis nothing, and its next upload's claim takes its part.
 func (h *Handler) shareTotalRate() {
 	h.shared.c.shareRate(rate.Limit(h.RateLimitTotal), h.total, h.tracker.uploadingCount)
 }

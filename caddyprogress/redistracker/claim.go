@@ -93,12 +93,22 @@ func (t *Tracker) Claim(ctx context.Context, id, group string, state State, doc 
 		}
 	}
 	u := &Upload{t: t, id: id, group: group, token: newToken(), state: state, doc: doc}
+	if err := t.usable(); err == ErrClosed {
+		return nil, err
+	}
+	// the watch channel is subscribed before the claim, whose answer
+	// may be a watch of the ID (idle.go)
+	ctx, cancel := t.requestContext(ctx)
+	defer cancel()
+	release := t.listenForWatches(ctx)
+	defer release()
 	switch err := t.usable(); err {
 	case ErrClosed:
 		return nil, err
 	case nil:
 		switch err := t.claim(ctx, u); err {
 		case ErrFull, ErrInFlight:
+			t.askScan() // a lost instance's records may be in the way
 			return nil, err
 		}
 	}
@@ -276,6 +286,9 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 	}
 	defer cancel()
 	_, err = t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
+	if err == ErrFull || err == ErrInFlight {
+		t.askScan() // a lost instance's records may be in the way
+	}
 	return err
 }
 

@@ -106,14 +106,22 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	}
 	var admit *redis.Cmd
 	var put func(i int) (int64, error)
+	share, demand := t.idleShare() // the first upload since idle: its share, in this round trip
+	var takeShare func()
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		admit = t.admitCmd(ctx, p, "live", t.cfg.Lease, ids...)
 		put = t.callRecords(ctx, p, putScript, putBatchScript, calls)
+		if share != nil {
+			takeShare = t.demandCmd(ctx, p, share, demand)
+		}
 	}); err != nil && !isReply(err) {
 		for _, r := range live {
 			r.result <- claimResult{err: ErrUnavailable}
 		}
 		return
+	}
+	if takeShare != nil {
+		takeShare() // before the claims are answered and their bodies read
 	}
 	var later []*claimRequest // answered after the follow-up round trip
 	var laterResults []claimResult

@@ -9,11 +9,12 @@ import (
 	"go.uber.org/zap"
 )
 
-// healthEvery is how often the health loop pings Redis.
+// healthEvery is how often the health loop pings Redis while it is
+// marked down.
 const healthEvery = 250 * time.Millisecond
 
 // health is up or down, changed by failed round trips (down) and by the
-// health loop's pings (up, and down too when idle). Each change is
+// health loop's pings (up, and down too when asked). Each change is
 // logged once.
 type health struct {
 	up atomic.Bool
@@ -54,9 +55,13 @@ func (h *health) markUp(log *zap.Logger) bool {
 	return true
 }
 
-// healthLoop pings Redis; when it answers again after being down, the
-// scripts are loaded again and every upload of this instance is
-// re-claimed and republished.
+// healthLoop pings Redis while it is marked down, every healthEvery,
+// and at once when a call on a request's path ran out of its Timeout
+// (marking it down if the ping fails too). While Redis is up and no
+// call asks, it sends nothing: the round trips of the other loops, and
+// of the requests, notice a failure (idle.go). When Redis answers again
+// after being down, the scripts are loaded again and every upload of
+// this instance is re-claimed and republished.
 func (t *Tracker) healthLoop() {
 	ticker := time.NewTicker(healthEvery)
 	defer ticker.Stop()
@@ -65,6 +70,9 @@ func (t *Tracker) healthLoop() {
 		case <-t.stop:
 			return
 		case <-ticker.C:
+			if t.health.up.Load() {
+				continue
+			}
 		case <-t.checkHealth: // a call on a request's path timed out
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)

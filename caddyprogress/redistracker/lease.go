@@ -32,16 +32,42 @@ func (t *Tracker) renewLoop() {
 	t.every(t.renewEvery(), t.renew)
 }
 
+// scanLoop scans while this instance runs or follows uploads (idle.go),
+// and at once when a claim or reservation was refused: the refusal may
+// come from the records of a lost instance that no instance scans.
 func (t *Tracker) scanLoop() {
-	t.every(t.scanEvery(), func(ctx context.Context) {
+	ticker := time.NewTicker(t.scanEvery())
+	defer ticker.Stop()
+	for {
+		asked := false
+		select {
+		case <-t.stop:
+			return
+		case <-ticker.C:
+		case <-t.scanNow:
+			asked = true
+		}
+		if !t.health.up.Load() || (!asked && !t.busy()) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), backgroundTimeout)
 		// 100 at a time, so that a lost instance with many uploads
 		// has them all ended in one scan
 		for range maxScanBatches {
 			if t.abortLost(ctx) < expiredBatch {
-				return
+				break
 			}
 		}
-	})
+		cancel()
+	}
+}
+
+// askScan has the scan loop scan now.
+func (t *Tracker) askScan() {
+	select {
+	case t.scanNow <- struct{}{}:
+	default:
+	}
 }
 
 // expiredBatch is how many expired leases expiredScript lists at once,

@@ -123,6 +123,9 @@ func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// b follows one of them (as a status or events route would): an
+	// instance that neither runs nor follows an upload does not scan
+	_ = subscribed(t, b, "many-000")
 	a.flush()
 	_ = a.shutdown()
 	died := time.Now()

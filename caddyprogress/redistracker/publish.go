@@ -265,13 +265,15 @@ func (t *Tracker) lose(u *Upload, why string) {
 		zap.String("id", u.id), zap.String("reason", why), zap.Uint64("lost_so_far", t.stats.lost.Load()))
 }
 
-// forgetUpload stops renewing u.
+// forgetUpload stops renewing u; the last upload to go lets the watch
+// channel go (idle.go).
 func (t *Tracker) forgetUpload(u *Upload) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.uploads[u.id] == u {
 		delete(t.uploads, u.id)
 	}
+	t.mu.Unlock()
+	t.stopListeningIfIdle()
 }
 
 // reclaimAll queues every upload of this instance to be claimed again

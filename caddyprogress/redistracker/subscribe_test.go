@@ -12,7 +12,7 @@ import (
 
 // subscriberConnections counts the connections of a tracker's client
 // that are subscribed to a channel, and the channels they hold (the
-// tracker's watch channel is one, for good).
+// tracker's watch channel is one while it has uploads).
 func subscriberConnections(t *testing.T, srv *testredis.Server, tr *Tracker) (subscribed, channels int) {
 	t.Helper()
 	list, err := srv.Client(t).ClientList(bg()).Result()
@@ -108,11 +108,12 @@ func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
 		return len(finals) == uploads
 	})
 	groupSub.Close()
-	// unsubscribed: the connection stays, subscribed to the watch
-	// channel only (b's, and c's of the same tracker)
+	// unsubscribed: with nothing left to follow, b closes its pub/sub
+	// connection, and c, whose uploads have all ended, lets its watch
+	// channel go and closes its own (idle.go)
 	waitFor(t, time.Second, "the channels to be unsubscribed", func() bool {
 		sub, channels := subscriberConnections(t, srv, b)
-		return sub == 2 && channels == 2
+		return sub == 0 && channels == 0
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
@@ -76,8 +77,10 @@ type Config struct {
 }
 
 // Tracker is the Redis side of one tracker on this instance: one
-// go-redis client, one pub/sub connection, and the loops that publish,
-// renew leases, end the uploads of lost instances and share bandwidth.
+// go-redis client, one pub/sub connection (while something is
+// subscribed), and the loops that publish, renew leases, end the
+// uploads of lost instances and share bandwidth, each reaching Redis
+// only while it has something to do (idle.go).
 type Tracker struct {
 	cfg    Config
 	keys   keys
@@ -99,6 +102,7 @@ type Tracker struct {
 
 	wake        chan struct{} // the publisher has work
 	checkHealth chan struct{} // the health loop pings at once
+	scanNow     chan struct{} // the scan loop scans at once (lease.go)
 	stop        chan struct{}
 	stopOnce    sync.Once
 	loops       sync.WaitGroup
@@ -109,6 +113,13 @@ type Tracker struct {
 
 	watchMu     sync.Mutex
 	watchesSent recentIDs // when WatchDue last said due, by ID
+
+	followingUntil atomic.Int64 // unix ns: the last Watch sent from here, plus WatchTTL (idle.go)
+
+	listenMu   sync.Mutex      // the hold on the watch channel (idle.go)
+	claiming   int             // claims under way, under listenMu
+	watchSub   *Subscription   // the watch channel, while held
+	watchReady <-chan struct{} // closed once Redis confirmed watchSub
 
 	claimMu    sync.Mutex
 	claimQueue []*claimRequest // claims waiting for the claimer
@@ -169,6 +180,7 @@ func New(cfg Config) (*Tracker, error) {
 		watchesSent:  newRecentIDs(maxWatchesSent, cfg.WatchTTL/2), // for WatchEvery
 		wake:         make(chan struct{}, 1),
 		checkHealth:  make(chan struct{}, 1),
+		scanNow:      make(chan struct{}, 1),
 		claimWake:    make(chan struct{}, 1),
 		stop:         make(chan struct{}),
 	}
@@ -184,7 +196,7 @@ func New(cfg Config) (*Tracker, error) {
 }
 
 func (t *Tracker) startLoops() {
-	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.receiveLoop, t.subs.resyncLoop, t.claimLoop} {
+	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.resyncLoop, t.claimLoop} {
 		t.loops.Add(1)
 		go func() {
 			defer t.loops.Done()
@@ -297,22 +309,26 @@ func (t *Tracker) exec(ctx context.Context, fill func(redis.Pipeliner)) ([]redis
 	t.stats.roundTrips.Add(1)
 	cmds, err := pipe.Exec(ctx)
 	if err != nil && err != redis.Nil {
-		if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
-			// A call on a request's path that ran out of its Timeout
-			// does not mark Redis down itself: with many uploads
-			// starting at once on a busy machine, such calls time out
-			// while Redis answers. It has the health loop ping Redis
-			// now, which marks it down if it does not answer.
-			t.stats.errors.Add(1)
-			select {
-			case t.checkHealth <- struct{}{}:
-			default:
-			}
-			return cmds, err
-		}
-		t.failed(err)
+		t.failedIn(ctx, err)
 	}
 	return cmds, err
+}
+
+// failedIn is failed for a round trip made with ctx. A call on a
+// request's path that ran out of its Timeout does not mark Redis down
+// itself: with many uploads starting at once on a busy machine, such
+// calls time out while Redis answers. It has the health loop ping Redis
+// now, which marks it down if it does not answer.
+func (t *Tracker) failedIn(ctx context.Context, err error) {
+	if ctx.Value(requestPathKey{}) != nil && isTimeout(err) {
+		t.stats.errors.Add(1)
+		select {
+		case t.checkHealth <- struct{}{}:
+		default:
+		}
+		return
+	}
+	t.failed(err)
 }
 
 // loadScripts loads every script into Redis's script cache (on a

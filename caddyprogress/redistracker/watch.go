@@ -124,6 +124,7 @@ func (t *Tracker) Watch(ctx context.Context, id string) error {
 		return err
 	}
 	defer cancel()
+	t.followingUntil.Store(time.Now().Add(t.cfg.WatchTTL).UnixNano()) // the scan runs meanwhile (idle.go)
 	var cmd *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		cmd = watchScript.EvalSha(ctx, p, []string{t.keys.record(id)},
