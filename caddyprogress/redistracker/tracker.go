@@ -195,14 +195,50 @@ func New(cfg Config) (*Tracker, error) {
 	return t, nil
 }
 
+// startLoops starts the tracker's background loops, each supervised.
 func (t *Tracker) startLoops() {
-	for _, loop := range []func(){t.publishLoop, t.renewLoop, t.scanLoop, t.healthLoop, t.shareLoop, t.subs.resyncLoop, t.claimLoop} {
+	for name, loop := range map[string]func(){
+		"publish": t.publishLoop, "renew": t.renewLoop, "scan": t.scanLoop, "health": t.healthLoop,
+		"share": t.shareLoop, "resync": t.subs.resyncLoop, "claim": t.claimLoop,
+	} {
 		t.loops.Add(1)
-		go func() {
-			defer t.loops.Done()
-			loop()
-		}()
+		go t.supervise(name, loop)
 	}
+}
+
+// loopRestartDelay is how long a loop that panicked waits before it
+// runs again.
+const loopRestartDelay = time.Second
+
+// supervise runs loop until the tracker stops. A panic in it is
+// recovered and logged with its stack, and the loop runs again after
+// loopRestartDelay (so at most one such line a second per loop): the
+// process never dies of it, and progress goes on being shared. The
+// loops hold a lock only around reads and writes of fields, never
+// around a call that could panic, so a loop starts again with no lock
+// held.
+func (t *Tracker) supervise(name string, loop func()) {
+	defer t.loops.Done()
+	for t.runRecovering(name, loop) {
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(loopRestartDelay):
+		}
+	}
+}
+
+// runRecovering runs loop and reports whether it panicked.
+func (t *Tracker) runRecovering(name string, loop func()) (panicked bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			panicked = true
+			t.log.Error("a redis tracker loop panicked; it runs again in a second",
+				zap.String("loop", name), zap.Any("panic", v), zap.Stack("stack"))
+		}
+	}()
+	loop()
+	return false
 }
 
 // Close sends what is left to publish (within a second), stops the
