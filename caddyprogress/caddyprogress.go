@@ -310,6 +310,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.stopCtx, h.stop = context.WithCancel(context.Background())
 	h.warnedFull = new(ratelog.Gate)
 	h.refusalLog = new(ratelog.Gate)
+	if err := h.subscribeToEvents(ctx); err != nil {
+		return err
+	}
+	return h.provisionResumable(ctx)
+}
+
+// subscribeToEvents has Caddy's events app tell the handler when its
+// config stops (ending event streams) and once it runs (the order check,
+// and the tracker-wide max_memory and rate_limit_total of this config).
+func (h *Handler) subscribeToEvents(ctx caddy.Context) error {
 	eventsAppIface, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("getting events app: %v", err)
@@ -318,18 +328,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := eventsApp.On("stopping", stopHandler{h}); err != nil {
 		return fmt.Errorf("subscribing to the stopping event: %v", err)
 	}
-	if err := eventsApp.On("started", orderCheck{h: h, ctx: ctx}); err != nil { // ordercheck.go
-		return fmt.Errorf("subscribing to the started event: %v", err)
+	started := []caddyevents.Handler{orderCheck{h: h, ctx: ctx}, applyMaxMemory{h}} // ordercheck.go, memory.go
+	if h.total != nil {
+		// the shared rate changes once this config runs (throttle.go)
+		started = append(started, applyTotalRate{h})
 	}
-	if err := eventsApp.On("started", applyMaxMemory{h}); err != nil {
-		return fmt.Errorf("subscribing to the started event: %v", err)
-	}
-	if h.total != nil { // the shared rate changes once this config runs (throttle.go)
-		if err := eventsApp.On("started", applyTotalRate{h}); err != nil {
+	for _, handler := range started {
+		if err := eventsApp.On("started", handler); err != nil {
 			return fmt.Errorf("subscribing to the started event: %v", err)
 		}
 	}
-	return h.provisionResumable(ctx)
+	return nil
 }
 
 func (h *Handler) setDefaults() {

@@ -235,16 +235,9 @@ type shortGroupStatus struct {
 	Status string `json:"status"`
 }
 
-// groupHead is a GroupStatus without its uploads: what a group's
-// document starts with.
-type groupHead struct {
-	Group    string `json:"group"`
-	Status   string `json:"status"`
-	Received int64  `json:"received"`
-	Total    *int64 `json:"total"`
-	Percent  *int64 `json:"percent"`
-	Speed    int64  `json:"speed"`
-}
+// groupHead is a group's status without its members (progress.GroupHead):
+// what a group's document starts with.
+type groupHead = progress.GroupHead
 
 // groupDoc is a group as it was looked at: its figures, and its
 // members' shared documents. It is written member by member, never

@@ -86,6 +86,14 @@ type FileStatus struct {
 //	{"group": "...", "status": "uploading", "received": 3145728, "total": 10485760,
 //	 "percent": 30, "speed": 1048576, "uploads": [<Status>, ...]}
 type GroupStatus struct {
+	GroupHead
+	// Uploads are the members' statuses, in the order they started,
+	// without their files (each member's own status has them).
+	Uploads []Status `json:"uploads"`
+}
+
+// GroupHead is a group's status without its members: its figures.
+type GroupHead struct {
 	Group string `json:"group"`
 	// Status is "uploading" while any member is in flight; once all have
 	// ended, "error" if any ended in error, else "aborted" if any was
@@ -102,9 +110,6 @@ type GroupStatus struct {
 	// once none is, the group's average from its first start to its last
 	// body's end.
 	Speed int64 `json:"speed"`
-	// Uploads are the members' statuses, in the order they started,
-	// without their files (each member's own status has them).
-	Uploads []Status `json:"uploads"`
 }
 
 // ResumableStatus is the "resumable" object in an upload's status JSON:

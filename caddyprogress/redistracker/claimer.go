@@ -82,17 +82,7 @@ func (t *Tracker) claimLoop() {
 // written for refused claims are taken back, and evicted records
 // dropped, in one more round trip before those claims are answered.
 func (t *Tracker) claimBatch(batch []*claimRequest) {
-	live := batch[:0:0]
-	var deadline time.Time
-	for _, r := range batch {
-		if r.ctx.Err() != nil {
-			continue // the caller went on unclaimed: nothing to send
-		}
-		live = append(live, r)
-		if d, _ := r.ctx.Deadline(); d.After(deadline) {
-			deadline = d
-		}
-	}
+	live, deadline := stillWaiting(batch)
 	if len(live) == 0 {
 		return
 	}
@@ -123,10 +113,32 @@ func (t *Tracker) claimBatch(batch []*claimRequest) {
 	if takeShare != nil {
 		takeShare() // before the claims are answered and their bodies read
 	}
+	t.answerClaims(ctx, live, admitReplies(admit, len(live)), put)
+}
+
+// stillWaiting is the claims of batch whose caller still waits, and the
+// latest of their deadlines.
+func stillWaiting(batch []*claimRequest) (live []*claimRequest, deadline time.Time) {
+	for _, r := range batch {
+		if r.ctx.Err() != nil {
+			continue // the caller went on unclaimed: nothing to send
+		}
+		live = append(live, r)
+		if d, _ := r.ctx.Deadline(); d.After(deadline) {
+			deadline = d
+		}
+	}
+	return live, deadline
+}
+
+// answerClaims answers each claim of live from its admission and put
+// replies. A refused claim's record is taken back, and an evicted
+// record dropped, in one more round trip before those claims are
+// answered; the others are answered at once.
+func (t *Tracker) answerClaims(ctx context.Context, live []*claimRequest, admits []admitReply, put func(i int) (int64, error)) {
 	var later []*claimRequest // answered after the follow-up round trip
 	var laterResults []claimResult
 	var undos, drops []func(redis.Pipeliner)
-	admits := admitReplies(admit, len(live))
 	for i, r := range live {
 		seq, putErr := put(i)
 		res, undo, evicted := admitAndPutResult(admits[i], seq, putErr)

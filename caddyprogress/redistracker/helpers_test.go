@@ -22,9 +22,11 @@ func newTestTracker(t testing.TB, srv *testredis.Server, cfg Config) *Tracker {
 		cfg.Tracker = "test"
 	}
 	if cfg.Timeout == 0 {
-		// a busy test machine may take longer than the default 50ms
-		// for a round trip; the tests of the bound set it themselves
-		cfg.Timeout = 500 * time.Millisecond
+		// a busy test machine (the packages run in parallel) may take
+		// longer than the default 50ms for a round trip, or 500ms for a
+		// first call that opens the pub/sub connection; the tests of the
+		// bound set it themselves
+		cfg.Timeout = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		// Info: go-redis's debug lines go to the first tracker's logger

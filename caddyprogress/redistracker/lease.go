@@ -164,31 +164,52 @@ func (t *Tracker) renew(ctx context.Context) {
 // lost) as aborted, up to expiredBatch of them; it returns how many
 // expired leases it found.
 func (t *Tracker) abortLost(ctx context.Context) int {
+	ids := t.expiredLeases(ctx)
+	if len(ids) == 0 {
+		return 0
+	}
+	victims, forget, ok := t.readLost(ctx, ids)
+	if !ok {
+		return 0
+	}
+	if len(victims) > 0 && !t.abortEach(ctx, victims) {
+		return 0
+	}
+	t.retireLost(ctx, victims, forget)
+	return len(ids)
+}
+
+// lostUpload is an upload whose lease expired, as its record holds it.
+type lostUpload struct {
+	id, group, token, seq string
+	doc                   []byte
+	abort                 *redis.Cmd // its abortScript call
+}
+
+// expiredLeases lists up to expiredBatch IDs whose lease expired.
+func (t *Tracker) expiredLeases(ctx context.Context) []string {
 	var list *redis.Cmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		list = expiredScript.EvalSha(ctx, p, []string{t.keys.live()}, expiredBatch)
 	}); err != nil {
-		return 0
+		return nil
 	}
-	ids, err := list.StringSlice()
-	if err != nil || len(ids) == 0 {
-		return 0
-	}
+	ids, _ := list.StringSlice()
+	return ids
+}
+
+// readLost reads the records of ids: the uploads still in flight (to
+// abort), and the IDs to drop from the live index (expired, or ended
+// without retiring). ok is false when Redis did not answer.
+func (t *Tracker) readLost(ctx context.Context, ids []string) (victims []*lostUpload, forget []any, ok bool) {
 	reads := make([]*redis.SliceCmd, len(ids))
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, id := range ids {
 			reads[i] = p.HMGet(ctx, t.keys.record(id), "st", "own", "seq", "doc", "grp")
 		}
 	}); err != nil && !isReply(err) {
-		return 0
+		return nil, nil, false
 	}
-	type lost struct {
-		id, group, token, seq string
-		doc                   []byte
-		abort                 *redis.Cmd
-	}
-	var victims []*lost
-	var forget []any
 	for i, id := range ids {
 		f, err := reads[i].Result()
 		if err != nil || len(f) != 5 {
@@ -196,28 +217,37 @@ func (t *Tracker) abortLost(ctx context.Context) int {
 		}
 		st, _ := f[0].(string)
 		if !State(st).inFlight() {
-			forget = append(forget, id) // expired, or ended without retiring
+			forget = append(forget, id)
 			continue
 		}
 		own, _ := f[1].(string)
 		seq, _ := f[2].(string)
 		doc, _ := f[3].(string)
 		grp, _ := f[4].(string)
-		victims = append(victims, &lost{id: id, group: grp, token: own, seq: seq, doc: t.cfg.LostDoc([]byte(doc))})
+		victims = append(victims, &lostUpload{id: id, group: grp, token: own, seq: seq, doc: t.cfg.LostDoc([]byte(doc))})
 	}
-	var retire []any
-	if len(victims) > 0 {
-		if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-			for _, v := range victims {
-				v.abort = abortScript.EvalSha(ctx, p, []string{t.keys.record(v.id)},
-					v.token, v.seq, v.doc, t.cfg.Retain.Milliseconds(), v.id,
-					t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group, t.cfg.Summary(v.doc))
-			}
-		}); err != nil && !isReply(err) {
-			return 0
+	return victims, forget, true
+}
+
+// abortEach ends each victim's record as aborted (unless its owner or
+// another instance got there first); false when Redis did not answer.
+func (t *Tracker) abortEach(ctx context.Context, victims []*lostUpload) bool {
+	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
+		for _, v := range victims {
+			v.abort = abortScript.EvalSha(ctx, p, []string{t.keys.record(v.id)},
+				v.token, v.seq, v.doc, t.cfg.Retain.Milliseconds(), v.id,
+				t.keys.uploadChannel(v.id), t.groupChannel(v.group), v.group, t.cfg.Summary(v.doc))
 		}
-	}
-	var grouped []*lost
+	})
+	return err == nil || isReply(err)
+}
+
+// retireLost records the aborts that took in their groups, moves those
+// IDs to the finished index, and drops the forgotten ones from the live
+// index, in one round trip.
+func (t *Tracker) retireLost(ctx context.Context, victims []*lostUpload, forget []any) {
+	var retire []any
+	var grouped []*lostUpload
 	var seqs []int64
 	for _, v := range victims {
 		if seq, err := v.abort.Int64(); err == nil && seq > 0 {
@@ -230,7 +260,7 @@ func (t *Tracker) abortLost(ctx context.Context) int {
 		}
 	}
 	if len(retire)+len(forget) == 0 {
-		return len(ids)
+		return
 	}
 	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, v := range grouped {
@@ -245,7 +275,6 @@ func (t *Tracker) abortLost(ctx context.Context) int {
 			forgetScript.EvalSha(ctx, p, []string{t.keys.live()}, forget...)
 		}
 	})
-	return len(ids)
 }
 
 // LostError is the error of an upload whose instance was lost.

@@ -104,45 +104,8 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 	if len(batch) == 0 {
 		return
 	}
-	var retire, touch []any
 	start := time.Now()
-	_, err := t.pipeline(ctx, func(p redis.Pipeliner) {
-		var publishing []*outgoing
-		var calls []recordCall
-		for _, o := range batch {
-			if o.reclaim {
-				o.result = t.putCmd(ctx, p, o.u, o.state, o.doc, o.summary, true).Int64
-			} else {
-				publishing = append(publishing, o)
-				t.stats.docBytes.Add(uint64(len(o.doc)))
-				calls = append(calls, recordCall{key: t.keys.record(o.u.id), args: []any{
-					o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
-					t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group, o.summary}})
-			}
-			if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds, below
-				t.groupCmd(ctx, p, o)
-			}
-			if o.state.Final() {
-				retire = append(retire, o.u.id)
-			} else if o.reclaim {
-				touch = append(touch, o.u.id)
-			}
-		}
-		if len(calls) > 0 {
-			result := t.callRecords(ctx, p, publishScript, publishBatchScript, calls)
-			for i, o := range publishing {
-				o.result = func() (int64, error) { return result(i) }
-			}
-		}
-		if len(retire) > 0 {
-			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
-				append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
-		}
-		if len(touch) > 0 {
-			touchScript.EvalSha(ctx, p, []string{t.keys.live()},
-				append([]any{t.cfg.Lease.Milliseconds(), "add"}, touch...)...)
-		}
-	})
+	_, err := t.pipeline(ctx, func(p redis.Pipeliner) { t.queueBatch(ctx, p, batch) })
 	t.stats.observePublish(time.Since(start))
 	if err != nil && !isReply(err) {
 		for _, o := range batch {
@@ -150,7 +113,63 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 		}
 		return
 	}
-	var reclaimed []*outgoing
+	if reclaimed := t.takeResults(batch, start); len(reclaimed) > 0 {
+		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
+			for _, o := range reclaimed {
+				t.groupCmd(ctx, p, o)
+			}
+		})
+	}
+}
+
+// queueBatch queues in p, for each document of batch: its record's
+// script (a publish, or a re-claim), its group's, and the moves of
+// finished IDs to the done index and of re-claimed ones to the live
+// index. Each document's result is read from o.result once p ran.
+func (t *Tracker) queueBatch(ctx context.Context, p redis.Pipeliner, batch []*outgoing) {
+	var retire, touch []any
+	var publishing []*outgoing
+	var calls []recordCall
+	for _, o := range batch {
+		if o.reclaim {
+			o.result = t.putCmd(ctx, p, o.u, o.state, o.doc, o.summary, true).Int64
+		} else {
+			publishing = append(publishing, o)
+			t.stats.docBytes.Add(uint64(len(o.doc)))
+			calls = append(calls, recordCall{key: t.keys.record(o.u.id), args: []any{
+				o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
+				t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group, o.summary}})
+		}
+		if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds (takeResults)
+			t.groupCmd(ctx, p, o)
+		}
+		if o.state.Final() {
+			retire = append(retire, o.u.id)
+		} else if o.reclaim {
+			touch = append(touch, o.u.id)
+		}
+	}
+	if len(calls) > 0 {
+		result := t.callRecords(ctx, p, publishScript, publishBatchScript, calls)
+		for i, o := range publishing {
+			o.result = func() (int64, error) { return result(i) }
+		}
+	}
+	if len(retire) > 0 {
+		retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
+			append([]any{t.cfg.Retain.Milliseconds()}, retire...)...)
+	}
+	if len(touch) > 0 {
+		touchScript.EvalSha(ctx, p, []string{t.keys.live()},
+			append([]any{t.cfg.Lease.Milliseconds(), "add"}, touch...)...)
+	}
+}
+
+// takeResults reads what Redis answered for each document of batch, sent
+// at start: sent, queued again (an error reply), claimed again (Redis
+// lost the record), or lost to another instance. It returns the
+// re-claimed members of a group, whose group script goes next.
+func (t *Tracker) takeResults(batch []*outgoing, start time.Time) (reclaimed []*outgoing) {
 	for _, o := range batch {
 		seq, err := o.result()
 		switch {
@@ -171,13 +190,7 @@ func (t *Tracker) publishDue(ctx context.Context, urgentOnly, all bool) {
 			t.lose(o.u, "another instance ended or took the upload's ID while this one could not reach redis")
 		}
 	}
-	if len(reclaimed) > 0 {
-		_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
-			for _, o := range reclaimed {
-				t.groupCmd(ctx, p, o)
-			}
-		})
-	}
+	return reclaimed
 }
 
 // groupCmd queues groupScript for a member's document. In the same
