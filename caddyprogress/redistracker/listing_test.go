@@ -143,3 +143,29 @@ func TestInstanceNamesAreBounded(t *testing.T) {
 		}
 	}
 }
+
+func TestListOnRedisCluster(t *testing.T) {
+	srv := testredis.StartCluster(t)
+	url := "redis-cluster://" + srv.Addr()
+	a := newTestTracker(t, srv, Config{URL: url, Instance: "a"})
+	b := newTestTracker(t, srv, Config{URL: url, Instance: "b"})
+	ctx := context.Background()
+	for i, tr := range []*Tracker{a, b} {
+		id := fmt.Sprintf("cluster-%d", i)
+		if _, err := tr.Claim(ctx, id, "", StateUploading, progressDoc(id, StateUploading, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := a.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, u := range l.Uploads {
+		got[u.ID] = u.Instance + " " + string(u.JSON)
+	}
+	if l.InFlight != 2 || got["cluster-0"] != "a "+string(progressDoc("cluster-0", StateUploading, 0)) ||
+		got["cluster-1"] != "b "+string(progressDoc("cluster-1", StateUploading, 1)) {
+		t.Fatalf("listing on Redis Cluster: %+v", l)
+	}
+}
