@@ -232,3 +232,41 @@ func TestTopOnceAndJSONShowAnotherInstancesUpload(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestTopSaysWhenAnotherInstancesFilesAreNotShared(t *testing.T) {
+	a, b, _ := twoProxies(t, "")
+	// a form whose files' list takes more than the 64 KiB an instance
+	// shares of an upload: A publishes its document without them
+	var form bytes.Buffer
+	for i := range 400 {
+		fmt.Fprintf(&form, "--B\r\nContent-Disposition: form-data; name=\"f%03d\"; filename=\"%s-%03d.bin\"\r\n\r\n", i, strings.Repeat("n", 200), i)
+		form.Write(testkit.Payload(uint64(i), 10))
+		form.WriteString("\r\n")
+	}
+	stall(t, a, "many-files", form.Bytes(), 1<<20, http.Header{"Content-Type": {"multipart/form-data; boundary=B"}})
+	b.waitForCluster(t, "many-files", int64(form.Len()))
+
+	once, err := exec.Command(caddyBin, "upload-progress", "top", "--once", "--admin", b.admin).Output()
+	if err != nil {
+		t.Fatalf("top --once: %v", err)
+	}
+	lines := strings.Split(string(once), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "  many-files ") {
+			if i+1 >= len(lines) || lines[i+1] != "    files not shared: their instance shows them" {
+				t.Errorf("top --once printed\n%s\nwant the upload's line followed by a line saying its files are not shared", once)
+			}
+			break
+		}
+		if i == len(lines)-1 {
+			t.Fatalf("top --once printed no line of many-files:\n%s", once)
+		}
+	}
+	js, err := exec.Command(caddyBin, "upload-progress", "top", "--json", "--admin", b.admin).Output()
+	if err != nil {
+		t.Fatalf("top --json: %v", err)
+	}
+	if !strings.Contains(string(js), `"files_truncated": true`) || strings.Contains(string(js), `"files": [`) {
+		t.Errorf("top --json printed\n%s\nwant files_truncated and no files", js)
+	}
+}
