@@ -38,7 +38,8 @@ type adminCluster struct {
 	// not; 0 while unavailable.
 	InFlight int64 `json:"in_flight"`
 	// Truncated is true when uploads in flight on other instances were
-	// left out: past 1,000, or past 4 MiB of their documents.
+	// left out: past 1,000 in flight (this instance's count too), or
+	// past 4 MiB of their documents.
 	Truncated bool `json:"truncated,omitempty"`
 	// Skipped counts the uploads of other instances left out because
 	// their document could not be read (not a status document, or over

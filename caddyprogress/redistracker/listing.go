@@ -10,7 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// The listing of the uploads in flight on every instance, for the
+// The listing of the uploads in flight on the other instances, for the
 // core's admin listing: read only when an operator asks (no loop), from
 // the live index and each upload's record, in three pipelined round
 // trips (one per node on Redis Cluster): the index's size and its
@@ -44,8 +44,8 @@ type Listing struct {
 	// Instance is this instance's name (Config.Instance), as the
 	// uploads it claimed have it.
 	Instance string
-	// Uploads are in the order of the live index (soonest lease
-	// deadline first), at most ListMax.
+	// Uploads are the other instances' (this one knows its own), in
+	// the order of the live index (soonest lease deadline first).
 	Uploads []Listed
 	// InFlight counts the live index: the uploads in flight on every
 	// instance, listed or not.
@@ -66,10 +66,11 @@ type Listed struct {
 	Instance string
 }
 
-// List reads the uploads in flight on every instance of the tracker
-// (this one's included), within a second: ErrUnavailable if Redis does
-// not answer (or is marked down), ErrClosed after Close. An upload that
-// finished between two round trips is left out.
+// List reads the uploads in flight on the other instances of the
+// tracker, within a second: ErrUnavailable if Redis does not answer (or
+// is marked down), ErrClosed after Close. The uploads this instance
+// claimed count in InFlight and ListMax, but their documents are not
+// read. An upload that finished between two round trips is left out.
 func (t *Tracker) List(ctx context.Context) (Listing, error) {
 	if err := t.usable(); err != nil {
 		return Listing{}, err
@@ -120,8 +121,12 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 			continue
 		}
 		st, ok := f[0].(string)
-		if !ok || st == string(StatePending) || State(st).Final() {
+		ins, _ := f[3].(string)
+		switch {
+		case !ok || st == string(StatePending) || State(st).Final():
 			continue // gone, a reservation, or ended since the index was read
+		case ins == t.cfg.Instance:
+			continue // this instance's: the core knows it better
 		}
 		n := lengths[i].Val()
 		if n > ListMaxDoc {
@@ -136,7 +141,6 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		grp, _ := f[1].(string)
 		seqText, _ := f[2].(string)
 		seq, _ := strconv.ParseInt(seqText, 10, 64)
-		ins, _ := f[3].(string)
 		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: State(st), Seq: seq}, Instance: clipInstance(ins)})
 	}
 	if len(wanted) == 0 {
