@@ -77,12 +77,16 @@ const (
 // layout is the widths of the ID, instance and bar columns for a screen
 // width: the ID narrows before the bar goes below its minimum. The
 // instance column (after the ID) is there for a tracker whose uploads
-// are every instance's, 0 otherwise.
+// are every instance's, 0 otherwise; on a narrow screen it narrows
+// first, to 4 cells.
 type layout struct{ id, instance, bar int }
+
+const narrowestInstance = 4
 
 func layoutFor(width, instance int) layout {
 	others := otherColumns
 	if instance > 0 {
+		instance = max(narrowestInstance, min(instance, width-otherColumns-1-minIDWidth-minBarWidth))
 		others += instance + 1
 	}
 	id := min(maxIDWidth, max(minIDWidth, width-others-minBarWidth))

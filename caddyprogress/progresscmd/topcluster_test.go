@@ -270,3 +270,22 @@ func TestTopSaysWhenAnotherInstancesFilesAreNotShared(t *testing.T) {
 		t.Errorf("top --json printed\n%s\nwant files_truncated and no files", js)
 	}
 }
+
+func TestTopWithInstancesFitsANarrowTerminal(t *testing.T) {
+	a, b, _ := twoProxies(t, "")
+	stall(t, a, "narrow-remote-upload-id", testkit.Payload(10, 5000), 10000, nil)
+	b.waitForCluster(t, "narrow-remote-upload-id", 5000)
+	term := newTerminal(t)
+	term.tmux("resize-window", "-t", "main", "-x", "80")
+	term.run(shellQuote(caddyBin) + " upload-progress top --interval 100ms --admin " + b.admin)
+	s := term.waitFor("the other instance's upload", func(s string) bool { return strings.Contains(s, "narrow-") })
+	if line := lineWith(s, "narrow-"); !strings.HasSuffix(strings.TrimSpace(line), "uploading") || !strings.Contains(line, " 50% ") {
+		t.Errorf("at 80 columns the upload's line is %q, want 50%% and its state at the end", line)
+	}
+	for _, l := range strings.Split(s, "\n") {
+		if n := len([]rune(l)); n > 80 {
+			t.Errorf("a line is %d cells wide at 80 columns: %q", n, l)
+		}
+	}
+	term.keys("q")
+}
