@@ -245,6 +245,10 @@ func TestTopSaysWhenAnotherInstancesFilesAreNotShared(t *testing.T) {
 	}
 	stall(t, a, "many-files", form.Bytes(), 1<<20, http.Header{"Content-Type": {"multipart/form-data; boundary=B"}})
 	b.waitForCluster(t, "many-files", int64(form.Len()))
+	// and one whose files fit: they show under it as a local upload's do
+	few := append([]byte("--B\r\nContent-Disposition: form-data; name=\"doc\"; filename=\"a.bin\"\r\n\r\n"), testkit.Payload(11, 3000)...)
+	stall(t, a, "few-files", few, 1<<20, http.Header{"Content-Type": {"multipart/form-data; boundary=B"}})
+	b.waitForCluster(t, "few-files", int64(len(few)))
 
 	once, err := exec.Command(caddyBin, "upload-progress", "top", "--once", "--admin", b.admin).Output()
 	if err != nil {
@@ -262,12 +266,15 @@ func TestTopSaysWhenAnotherInstancesFilesAreNotShared(t *testing.T) {
 			t.Fatalf("top --once printed no line of many-files:\n%s", once)
 		}
 	}
+	if line := lineWith(string(once), "a.bin (doc)"); !strings.HasPrefix(line, "    a.bin (doc) ") || !strings.HasSuffix(line, " 2.9 KiB uploading") {
+		t.Errorf("the file line of another instance's upload is %q, want a.bin (doc) with 2.9 KiB uploading", line)
+	}
 	js, err := exec.Command(caddyBin, "upload-progress", "top", "--json", "--admin", b.admin).Output()
 	if err != nil {
 		t.Fatalf("top --json: %v", err)
 	}
-	if !strings.Contains(string(js), `"files_truncated": true`) || strings.Contains(string(js), `"files": [`) {
-		t.Errorf("top --json printed\n%s\nwant files_truncated and no files", js)
+	if strings.Count(string(js), `"files_truncated": true`) != 1 || strings.Count(string(js), `"files": [`) != 1 {
+		t.Errorf("top --json printed\n%s\nwant files_truncated for many-files and the files of few-files", js)
 	}
 }
 
