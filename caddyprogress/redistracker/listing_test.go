@@ -172,3 +172,30 @@ func TestListOnRedisCluster(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkListThousandUploads is one listing of 1,000 uploads in
+// flight on another instance, each with a 400-byte document:
+//
+//	go test -run '^$' -bench ListThousandUploads ./caddyprogress/redistracker/
+func BenchmarkListThousandUploads(b *testing.B) {
+	srv := testredis.Start(b)
+	a := newTestTracker(b, srv, Config{Instance: "a"})
+	lister := newTestTracker(b, srv, Config{Instance: "b"})
+	ctx := context.Background()
+	pad := strings.Repeat("x", 400-len(`{"id":"up-0000","pad":""}`))
+	for i := range ListMax {
+		id := fmt.Sprintf("up-%04d", i)
+		if _, err := a.Claim(ctx, id, "", StateUploading, fmt.Appendf(nil, `{"id":%q,"pad":%q}`, id, pad)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	before := lister.Stats().RoundTrips
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := lister.List(ctx)
+		if err != nil || len(l.Uploads) != ListMax {
+			b.Fatalf("%d listed, %v", len(l.Uploads), err)
+		}
+	}
+	b.ReportMetric(float64(lister.Stats().RoundTrips-before)/float64(b.N), "round-trips/op")
+}
