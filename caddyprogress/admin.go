@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net/http"
 	"slices"
@@ -24,6 +25,10 @@ const adminPath = "/upload_progress/"
 //
 //	GET /upload_progress/                the trackers and their uploads in flight
 //	GET /upload_progress/<tracker>/<id>  one upload's status (404 when unknown)
+//
+// With ?cluster=1, a tracker with redis lists the uploads in flight on
+// every instance, and an upload unknown here is looked up in Redis
+// (admin_cluster.go).
 //
 // Like every admin.api module, it is loaded with the admin endpoint and
 // needs no configuration.
@@ -65,6 +70,9 @@ type adminTracker struct {
 	// Redis is the health of the tracker's Redis, with redis set
 	// (clustermetrics.go); left out without.
 	Redis []adminRedis `json:"redis,omitempty"`
+	// Cluster says whether Uploads hold every instance's, with
+	// ?cluster=1 and redis set (admin_cluster.go); left out otherwise.
+	Cluster *adminCluster `json:"cluster,omitempty"`
 }
 
 // adminUpload is one upload in flight in the listing.
@@ -81,6 +89,14 @@ type adminUpload struct {
 	// Files are a multipart upload's parts, as in its status; left out
 	// for other uploads.
 	Files []FileStatus `json:"files,omitempty"`
+	// FilesTruncated is true for an upload of another instance whose
+	// document left its files out (over 64 KiB, see Status); left out
+	// otherwise.
+	FilesTruncated bool `json:"files_truncated,omitempty"`
+	// Instance is the instance that runs the upload, with ?cluster=1 and
+	// redis set (adminCluster.Instance for this one's); left out
+	// otherwise.
+	Instance string `json:"instance,omitempty"`
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
@@ -90,9 +106,13 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			Err:        fmt.Errorf("method %s not allowed: GET %s lists uploads in flight", r.Method, adminPath),
 		}
 	}
+	cluster, err := wantCluster(r)
+	if err != nil {
+		return err
+	}
 	rest := strings.TrimPrefix(r.URL.Path, adminPath)
 	if rest == "" {
-		return writeJSON(w, http.StatusOK, listTrackers(time.Now()))
+		return writeJSON(w, http.StatusOK, listTrackers(r.Context(), time.Now(), cluster))
 	}
 	name, id, ok := strings.Cut(rest, "/")
 	if !ok || name == "" || id == "" || strings.Contains(id, "/") {
@@ -111,18 +131,33 @@ func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 			Err:        fmt.Errorf("no tracker named %q is in use", name),
 		}
 	}
-	return writeRecord(w, r, id, t.lookup(id))
+	rec := t.lookup(id)
+	if !rec.found() && cluster {
+		if found, err := t.lookupCluster(r.Context(), w, r, id); found {
+			return err
+		}
+	}
+	return writeRecord(w, r, id, rec)
 }
 
-// listTrackers describes every tracker in use, by name.
-func listTrackers(now time.Time) adminListing {
-	listing := adminListing{Trackers: []adminTracker{}}
+// listTrackers describes every tracker in use, by name; with cluster,
+// the uploads of every instance, for trackers with redis.
+func listTrackers(ctx context.Context, now time.Time, cluster bool) adminListing {
+	var all []*tracker
 	trackers.Range(func(_, value any) bool {
 		if t, ok := value.(*tracker); ok {
-			listing.Trackers = append(listing.Trackers, t.describe(now))
+			all = append(all, t)
 		}
 		return true
 	})
+	listing := adminListing{Trackers: make([]adminTracker, 0, len(all))}
+	for _, t := range all {
+		desc := t.describe(now)
+		if cluster {
+			t.describeCluster(ctx, &desc) // outside the pool's Range: it waits on Redis
+		}
+		listing.Trackers = append(listing.Trackers, desc)
+	}
 	slices.SortFunc(listing.Trackers, func(a, b adminTracker) int { return cmp.Compare(a.Name, b.Name) })
 	return listing
 }

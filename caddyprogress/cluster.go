@@ -59,6 +59,10 @@ type cluster interface {
 	health() sharedHealth
 	stats() sharedStats
 	close() error
+	// list reads the uploads in flight on every instance (this one's
+	// included), bounded, for the admin listing (admin_cluster.go):
+	// errSharedUnavailable.
+	list(ctx context.Context) (sharedListing, error)
 }
 
 // sharedUpload is this instance's handle on an upload it claimed.
@@ -104,6 +108,21 @@ type sharedStats struct {
 	latencyCounts                                []uint64  // cumulative
 	latencyCount                                 uint64
 	latencySum                                   float64
+}
+
+// sharedListing is the uploads in flight across the cluster.
+type sharedListing struct {
+	self      string // this instance's name
+	uploads   []sharedListed
+	inFlight  int64 // every instance's, listed or not
+	truncated bool  // uploads in flight were left out (past the bounds)
+	skipped   int   // records left out for a document too long to read
+}
+
+// sharedListed is one upload of a listing and the instance that runs it.
+type sharedListed struct {
+	doc      sharedDoc
+	instance string
 }
 
 var (

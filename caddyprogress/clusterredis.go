@@ -30,6 +30,7 @@ func newRedisCluster(url string, h *Handler) (cluster, error) {
 		Interval:   time.Duration(h.Interval),
 		Retain:     time.Duration(h.Retain),
 		MaxUploads: h.MaxUploads,
+		Instance:   instanceName, // admin_cluster.go
 		Timeout:    redisTimeout,
 		LostDoc:    lostDoc,
 		Summary:    summaryJSON, // shareddoc.go
@@ -127,6 +128,19 @@ func (c redisCluster) stats() sharedStats {
 }
 
 func (c redisCluster) close() error { return c.t.Close() }
+
+func (c redisCluster) list(ctx context.Context) (sharedListing, error) {
+	l, err := c.t.List(ctx)
+	if err != nil {
+		return sharedListing{}, coreError(err)
+	}
+	out := sharedListing{self: l.Instance, inFlight: l.InFlight, truncated: l.Truncated, skipped: l.Skipped,
+		uploads: make([]sharedListed, len(l.Uploads))}
+	for i, u := range l.Uploads {
+		out.uploads[i] = sharedListed{doc: coreDoc(u.Doc), instance: u.Instance}
+	}
+	return out, nil
+}
 
 type redisUpload struct{ u *redistracker.Upload }
 

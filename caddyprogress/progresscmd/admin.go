@@ -27,6 +27,17 @@ type trackerInfo struct {
 	MaxMemory int64        `json:"max_memory"`
 	Uploads   []uploadInfo `json:"uploads"`
 	Redis     []redisInfo  `json:"redis,omitempty"`
+	Cluster   *clusterInfo `json:"cluster,omitempty"`
+}
+
+// clusterInfo says whether a tracker's uploads are every instance's
+// (asked with ?cluster=1, for a tracker with redis).
+type clusterInfo struct {
+	Instance  string `json:"instance"`
+	Available bool   `json:"available"`
+	InFlight  int64  `json:"in_flight"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Skipped   int    `json:"skipped,omitempty"`
 }
 
 // uploadInfo is one upload: an entry of the listing, or (for a finished
@@ -41,6 +52,11 @@ type uploadInfo struct {
 	Group     string     `json:"group,omitempty"`
 	Files     []fileInfo `json:"files,omitempty"`
 	Error     string     `json:"error,omitempty"`
+	// FilesTruncated: an upload of another instance whose document
+	// left its files out.
+	FilesTruncated bool `json:"files_truncated,omitempty"`
+	// Instance runs the upload (in a cluster listing).
+	Instance string `json:"instance,omitempty"`
 }
 
 // fileInfo is one part of a multipart upload.
@@ -133,10 +149,19 @@ func (a *adminClient) get(ctx context.Context, path string, v any) (found bool, 
 	return true, nil
 }
 
-// list returns the trackers and their uploads in flight.
-func (a *adminClient) list(ctx context.Context) (listing, error) {
+// clusterQuery asks the admin routes for every instance's uploads
+// (for a tracker with redis; others ignore it).
+const clusterQuery = "?cluster=1"
+
+// list returns the trackers and their uploads in flight; with cluster,
+// every instance's.
+func (a *adminClient) list(ctx context.Context, cluster bool) (listing, error) {
 	var l listing
-	found, err := a.get(ctx, "/upload_progress/", &l)
+	path := "/upload_progress/"
+	if cluster {
+		path += clusterQuery
+	}
+	found, err := a.get(ctx, path, &l)
 	if err == nil && !found {
 		err = fmt.Errorf("the admin API has no /upload_progress/ route: is this a Caddy with the upload_progress module?")
 	}
@@ -144,8 +169,12 @@ func (a *adminClient) list(ctx context.Context) (listing, error) {
 }
 
 // upload returns one upload's status, ok false when the tracker no
-// longer knows it.
-func (a *adminClient) upload(ctx context.Context, tracker, id string) (u uploadInfo, ok bool, err error) {
-	ok, err = a.get(ctx, "/upload_progress/"+url.PathEscape(tracker)+"/"+url.PathEscape(id), &u)
+// longer knows it; with cluster, also an upload of another instance.
+func (a *adminClient) upload(ctx context.Context, tracker, id string, cluster bool) (u uploadInfo, ok bool, err error) {
+	path := "/upload_progress/" + url.PathEscape(tracker) + "/" + url.PathEscape(id)
+	if cluster {
+		path += clusterQuery
+	}
+	ok, err = a.get(ctx, path, &u)
 	return u, ok && u.Status != "unknown", err
 }

@@ -14,6 +14,7 @@ type board struct {
 	admin   *adminClient
 	tracker string        // show only this tracker; "" for all
 	linger  time.Duration // how long a finished upload stays
+	cluster bool          // every instance's uploads (trackers with redis)
 
 	last     map[uploadKey]uploadInfo // the uploads in flight at the last refresh
 	finished map[uploadKey]lingering
@@ -26,11 +27,12 @@ type lingering struct {
 	until  time.Time
 }
 
-func newBoard(admin *adminClient, tracker string, linger time.Duration) *board {
+func newBoard(admin *adminClient, tracker string, linger time.Duration, cluster bool) *board {
 	return &board{
 		admin:    admin,
 		tracker:  tracker,
 		linger:   linger,
+		cluster:  cluster,
 		last:     make(map[uploadKey]uploadInfo),
 		finished: make(map[uploadKey]lingering),
 	}
@@ -43,7 +45,7 @@ var finalStates = map[string]bool{"complete": true, "error": true, "aborted": tr
 // its uploads in flight and its lingering finished ones, in the order
 // they started.
 func (b *board) refresh(ctx context.Context, now time.Time) ([]trackerInfo, error) {
-	l, err := b.admin.list(ctx)
+	l, err := b.admin.list(ctx, b.cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -59,11 +61,11 @@ func (b *board) refresh(ctx context.Context, now time.Time) ([]trackerInfo, erro
 		if _, ok := current[k]; ok {
 			continue
 		}
-		final, ok, err := b.admin.upload(ctx, k.tracker, k.id)
+		final, ok, err := b.admin.upload(ctx, k.tracker, k.id, b.cluster)
 		if err != nil || !ok || !finalStates[final.Status] {
 			continue // its record is gone, or it is being reused
 		}
-		final.Group = u.Group
+		final.Group, final.Instance = u.Group, u.Instance
 		if final.Files == nil {
 			final.Files = u.Files
 		}

@@ -67,18 +67,54 @@ const (
 	stateWidth    = 10
 	minBarWidth   = 5
 	maxBarWidth   = 60
+	minInstWidth  = 8 // "INSTANCE"
+	maxInstWidth  = 20
 	otherColumns  = 2 + 1 + 1 + percentWidth + 1 + amountWidth + 1 + speedWidth + 1 + leftWidth + 1 + stateWidth
 	defaultWidth  = 100
 	indentPerStep = 2
 )
 
-// layout is the widths of the ID and bar columns for a screen width:
-// the ID narrows before the bar goes below its minimum.
-type layout struct{ id, bar int }
+// layout is the widths of the ID, instance and bar columns for a screen
+// width: the ID narrows before the bar goes below its minimum. The
+// instance column (after the ID) is there for a tracker whose uploads
+// are every instance's, 0 otherwise; on a narrow screen it narrows
+// first, to 4 cells.
+type layout struct{ id, instance, bar int }
 
-func layoutFor(width int) layout {
-	id := min(maxIDWidth, max(minIDWidth, width-otherColumns-minBarWidth))
-	return layout{id: id, bar: min(maxBarWidth, max(minBarWidth, width-otherColumns-id))}
+const narrowestInstance = 4
+
+func layoutFor(width, instance int) layout {
+	others := otherColumns
+	if instance > 0 {
+		instance = max(narrowestInstance, min(instance, width-otherColumns-1-minIDWidth-minBarWidth))
+		others += instance + 1
+	}
+	id := min(maxIDWidth, max(minIDWidth, width-others-minBarWidth))
+	return layout{id: id, instance: instance, bar: min(maxBarWidth, max(minBarWidth, width-others-id))}
+}
+
+// instanceWidth is the width of a tracker's instance column: 0 unless
+// its uploads are every instance's, else its longest instance name,
+// within bounds.
+func instanceWidth(t trackerInfo) int {
+	if t.Cluster == nil {
+		return 0
+	}
+	w := minInstWidth
+	for _, u := range t.Uploads {
+		w = max(w, lipgloss.Width(printable(u.Instance, false)))
+	}
+	return min(w, maxInstWidth)
+}
+
+// instanceCell is an upload's instance, cut to the column, with the
+// space before it; "" without the column.
+func (l layout) instanceCell(name string) string {
+	if l.instance == 0 {
+		return ""
+	}
+	name = truncate(printable(name, false), l.instance)
+	return " " + name + strings.Repeat(" ", max(0, l.instance-lipgloss.Width(name)))
 }
 
 // screen is everything `top` draws at one moment.
@@ -116,8 +152,8 @@ func (p palette) render(s screen) string {
 	if s.tracker != "" && len(s.trackers) == 0 && s.err == nil {
 		line(fmt.Sprintf("no tracker named %q is in use", s.tracker)) // %q escapes control characters
 	}
-	cols := layoutFor(s.width)
 	for _, t := range s.trackers {
+		cols := layoutFor(s.width, instanceWidth(t))
 		line("")
 		n, sp := 0, int64(0)
 		for _, u := range t.Uploads {
@@ -128,18 +164,12 @@ func (p palette) render(s screen) string {
 		}
 		line(p.bold("tracker "+printable(t.Name, false)) + fmt.Sprintf(" · %s in flight · %s · memory %s of %s",
 			plural(n, "upload"), perSecond(sp), size(t.Memory), size(t.MaxMemory)))
-		for _, r := range t.Redis {
-			if r.Up {
-				line("  redis up · uploads shown are this instance's")
-			} else {
-				line("  " + p.state("error") + " redis down since " + r.Since.Format(time.RFC3339) + ": " + printable(r.LastError, false))
-			}
-		}
+		p.clusterLines(line, t, n)
 		if len(t.Uploads) == 0 {
 			line(p.faint("  no uploads"))
 			continue
 		}
-		line(p.faint(fmt.Sprintf("  %-*s %-*s %*s %*s %*s %*s %s", cols.id, "ID", cols.bar, "PROGRESS",
+		line(p.faint(fmt.Sprintf("  %-*s%s %-*s %*s %*s %*s %*s %s", cols.id, "ID", cols.instanceCell("INSTANCE"), cols.bar, "PROGRESS",
 			percentWidth, "%", amountWidth, "RECEIVED / TOTAL", speedWidth, "SPEED", leftWidth, "LEFT", "STATE")))
 		done := make(map[string]bool)
 		for _, u := range t.Uploads {
@@ -166,6 +196,35 @@ func (p palette) render(s screen) string {
 	return b.String()
 }
 
+// clusterLines say where a tracker's uploads come from, with redis:
+// its Redis when down, and whether the uploads are every instance's
+// (inFlight of them listed in flight).
+func (p palette) clusterLines(line func(string), t trackerInfo, inFlight int) {
+	up := false
+	for _, r := range t.Redis {
+		if r.Up {
+			up = true
+		} else {
+			line("  " + p.state("error") + " redis down since " + r.Since.Format(time.RFC3339) + ": " + printable(r.LastError, false))
+		}
+	}
+	switch c := t.Cluster; {
+	case c != nil && c.Available:
+		text := "  redis up · uploads of every instance; this one is " + printable(c.Instance, false)
+		if c.Truncated {
+			text += fmt.Sprintf(" · %d of %d in flight shown", inFlight, c.InFlight)
+		}
+		if c.Skipped > 0 {
+			text += fmt.Sprintf(" · %s unreadable", plural(c.Skipped, "upload"))
+		}
+		line(text)
+	case c != nil:
+		line("  " + p.state("error") + " cluster unavailable: uploads shown are this instance's (" + printable(c.Instance, false) + ")")
+	case up:
+		line("  redis up · uploads shown are this instance's")
+	}
+}
+
 // uploadLines writes an upload's line, and its files' when shown.
 func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols layout, showFiles bool) {
 	indent := strings.Repeat(" ", depth*indentPerStep)
@@ -190,10 +249,13 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols la
 	case u.Total != nil && u.Speed > 0 && u.Status == "uploading":
 		left = duration(time.Duration(float64(*u.Total-u.Received) / float64(u.Speed) * float64(time.Second)))
 	}
-	line(fmt.Sprintf("  %-*s %s %*s %*s %*s %*s %s", cols.id, id, p.bar(cols.bar, fraction, u.Status),
+	line(fmt.Sprintf("  %-*s%s %s %*s %*s %*s %*s %s", cols.id, id, cols.instanceCell(u.Instance), p.bar(cols.bar, fraction, u.Status),
 		percentWidth, percent, amountWidth, amount, speedWidth, perSecond(u.Speed), leftWidth, left, p.state(u.Status)))
 	if u.Error != "" {
 		line("  " + indent + "  " + printable(u.Error, false))
+	}
+	if u.FilesTruncated {
+		line(p.faint("  " + indent + "  files not shared: their instance shows them"))
 	}
 	if len(u.Files) == 0 {
 		return
@@ -207,7 +269,7 @@ func (p palette) uploadLines(line func(string), u uploadInfo, depth int, cols la
 		if f.Filename != nil {
 			name = printable(*f.Filename, false) + " (" + name + ")"
 		}
-		nameWidth := cols.id + 1 + cols.bar - len(indent) - 2
+		nameWidth := cols.id + len(cols.instanceCell("")) + 1 + cols.bar - len(indent) - 2
 		line(fmt.Sprintf("  %s  %-*s %*s %s", indent, nameWidth, truncate(name, nameWidth),
 			percentWidth+1+amountWidth, size(f.Received), f.Status))
 	}

@@ -72,7 +72,7 @@ func (m *sendModel) View() string {
 		b.WriteString(m.palette.r.NewStyle().MaxWidth(m.width).Render(text))
 		b.WriteByte('\n')
 	}
-	cols := layoutFor(m.width)
+	cols := layoutFor(m.width, 0)
 	all := uploadInfo{ID: "all", Status: "complete"}
 	var total int64
 	var members []uploadInfo

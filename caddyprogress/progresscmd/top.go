@@ -18,7 +18,7 @@ import (
 
 func topCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "top [--admin <addr>] [--tracker <name>] [--once | --json]",
+		Use:   "top [--admin <addr>] [--tracker <name>] [--local] [--once | --json]",
 		Short: "A live view of the uploads in flight",
 		Long: `
 Shows the uploads that a running Caddy's upload_progress trackers follow,
@@ -28,6 +28,10 @@ under it (f shows or hides them), the members of a group under the
 group's line, and finished uploads for a few seconds in their final
 state. Totals at the top: uploads in flight, their throughput, and each
 tracker's memory against its max_memory.
+
+A tracker with redis shows the uploads of every instance that shares it
+(GET /upload_progress/?cluster=1), each with the instance that runs it;
+--local shows only those of the instance at --admin.
 
 --admin is the admin endpoint (as for "caddy stop": e.g. localhost:2019;
 default the --config file's admin address, else Caddy's default).
@@ -47,6 +51,7 @@ the trackers shown), for scripts and when the output is not a terminal.
 	linger := flags.Duration("linger", 5*time.Second, "how long a finished upload stays on the screen")
 	once := flags.Bool("once", false, "print one snapshot as text and exit")
 	asJSON := flags.Bool("json", false, "print one snapshot as JSON and exit")
+	local := flags.Bool("local", false, "show only the uploads of the instance at --admin (with redis, top shows every instance's)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if *interval < 50*time.Millisecond {
 			return fmt.Errorf("--interval %s is too short: at least 50ms", *interval)
@@ -55,7 +60,7 @@ the trackers shown), for scripts and when the output is not a terminal.
 		if err != nil {
 			return err
 		}
-		b := newBoard(client, *tracker, *linger)
+		b := newBoard(client, *tracker, *linger, !*local)
 		address := client.address
 		switch {
 		case *asJSON:

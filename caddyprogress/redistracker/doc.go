@@ -20,6 +20,7 @@
 //	s, err := tr.Subscribe(ctx, id)   // or SubscribeGroup; then <-s.Notify(), s.Take()
 //	tr.ShareRate(total, limiter, demand) // rate_limit_total across the cluster, while there is demand
 //	tr.Health(), tr.Stats(), tr.Count(ctx) // admin listing and metrics
+//	tr.List(ctx)                      // every instance's uploads in flight (listing.go)
 //	redistracker.Key(url)             // refuse one tracker with two redis settings
 //
 // Calls on a request's path (Claim, Reserve, Lookup, LookupGroup,
@@ -50,7 +51,7 @@
 // trackers never share a key; T is the tracker, ID an upload, G a group:
 //
 //	upload_progress:{T:ID}:record      hash: st (state), doc, own (claim token), lease (ms), grp, seq,
-//	                                   w (watched until, ms); w alone: a watch before the claim
+//	                                   ins (instance), w (watched until, ms); w alone: a watch before the claim
 //	upload_progress:{T:ID}:events      pub/sub channel of the upload's documents
 //	upload_progress:group:{T:G}:members  hash: member ID -> "token state expires seq summary"
 //	                                   (summary: Config.Summary of the member's document)

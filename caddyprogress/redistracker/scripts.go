@@ -10,8 +10,9 @@ import "github.com/redis/go-redis/v9"
 // A record is a hash: st (state), doc (the JSON), own (the token of the
 // claim that owns it), lease (the lease deadline, ms; it counts only
 // while the state is in flight, and a final document leaves it), grp
-// (its group), seq (the number of its last document) and w (until when
-// another instance watches it, ms; see watchScript).
+// (its group), seq (the number of its last document), w (until when
+// another instance watches it, ms; see watchScript) and ins (the name of
+// the instance that claimed it, for the listing: listing.go).
 
 // nowMS is the Lua prelude of every script that needs the time.
 const nowMS = `
@@ -69,20 +70,20 @@ end
 // KEYS[1] record. ARGV: token, state, doc, group, lease ms, retain ms,
 // reclaim ("1" or "0"), least seq, id, upload channel or "", group
 // channel or "", watch channel, the document as the group's channel
-// carries it (Config.Summary). Returns the document's seq.
+// carries it (Config.Summary), instance name. Returns the document's seq.
 // putBatchScript does the same for several records (see batch.go).
 const putBody = nowMS + isLive + `
-local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan, summary)
+local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan, summary, ins)
 	local st, own, seq, w = unpack(redis.call('HMGET', key, 'st', 'own', 'seq', 'w'))
 	if live(st) and own ~= token then return 0 end
 	if reclaim == '1' and st and own == token and not live(st) then return -1 end
 	seq = math.max((tonumber(seq) or 0) + 1, tonumber(least))
 	local ttl = tonumber(retain)
 	if live(state) then
-		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq, 'lease', now + tonumber(lease))
+		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq, 'ins', ins, 'lease', now + tonumber(lease))
 		ttl = ttl + tonumber(lease)
 	else
-		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq)
+		redis.call('HSET', key, 'st', state, 'doc', doc, 'own', token, 'grp', group, 'seq', seq, 'ins', ins)
 		if st then redis.call('HDEL', key, 'lease') end
 	end
 	redis.call('PEXPIRE', key, ttl)
@@ -96,7 +97,7 @@ local function put(key, token, state, doc, group, lease, retain, reclaim, least,
 end
 `
 
-const putArgs = 13
+const putArgs = 14
 
 var (
 	putScript      = newScript(putBody + `return put(KEYS[1], unpack(ARGV))`)

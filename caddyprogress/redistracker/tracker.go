@@ -38,8 +38,9 @@ type Config struct {
 	URL string
 	// Tracker is the tracker's name: the namespace of its keys.
 	Tracker string
-	// Instance names this instance in the shared bandwidth registry and
-	// the logs; default a random ID.
+	// Instance names this instance in the shared bandwidth registry,
+	// the logs and the records of the uploads it claims (List): 1 to 128
+	// bytes without spaces or control characters; default a random ID.
 	Instance string
 	// Lease is how long an upload's claim lasts without renewal: an
 	// instance that stops renewing (it died, or lost Redis) has its
@@ -138,6 +139,9 @@ func New(cfg Config) (*Tracker, error) {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		cfg.Instance = hex.EncodeToString(b[:])
+	}
+	if err := validateInstance(cfg.Instance); err != nil {
+		return nil, err
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
