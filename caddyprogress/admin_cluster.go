@@ -154,7 +154,7 @@ func remoteEntry(u sharedListed) (adminUpload, bool) {
 	switch st := parseState(status); {
 	case st.String() != status:
 		return adminUpload{}, false // not a state of an upload
-	case st.final() || st == statePending:
+	case st.Final() || st == statePending:
 		return adminUpload{}, false // its final document is on its way
 	}
 	return adminUpload{
