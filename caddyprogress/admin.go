@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -42,61 +43,22 @@ func (adminAPI) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
+// The listing's documents (progress.Listing and the types in it), under
+// the core's names.
+type (
+	adminListing = progress.Listing
+	adminTracker = progress.TrackerListing
+	adminUpload  = progress.ListedUpload
+	adminCluster = progress.ClusterListing
+	adminRedis   = progress.RedisHealth
+)
+
 // Routes returns the admin routes under /upload_progress/.
 func (a adminAPI) Routes() []caddy.AdminRoute {
 	return []caddy.AdminRoute{{
 		Pattern: adminPath,
 		Handler: caddy.AdminHandlerFunc(a.serve),
 	}}
-}
-
-// adminListing is the answer to GET /upload_progress/.
-type adminListing struct {
-	Trackers []adminTracker `json:"trackers"`
-}
-
-// adminTracker is one tracker in the listing.
-type adminTracker struct {
-	Name string `json:"name"`
-	// Records counts every record held: in flight, finished and reserved.
-	Records int `json:"records"`
-	// Memory is the bytes the tracker's records take, as counted
-	// against MaxMemory.
-	Memory int64 `json:"memory"`
-	// MaxMemory is the tracker's max_memory.
-	MaxMemory int64 `json:"max_memory"`
-	// Uploads are the uploads in flight, oldest first.
-	Uploads []adminUpload `json:"uploads"`
-	// Redis is the health of the tracker's Redis, with redis set
-	// (clustermetrics.go); left out without.
-	Redis []adminRedis `json:"redis,omitempty"`
-	// Cluster says whether Uploads hold every instance's, with
-	// ?cluster=1 and redis set (admin_cluster.go); left out otherwise.
-	Cluster *adminCluster `json:"cluster,omitempty"`
-}
-
-// adminUpload is one upload in flight in the listing.
-type adminUpload struct {
-	ID        string    `json:"id"`
-	Status    string    `json:"status"`
-	Received  int64     `json:"received"`
-	Total     *int64    `json:"total"`
-	Speed     int64     `json:"speed"`
-	StartedAt time.Time `json:"started_at"`
-	// Group is the ID of the group the upload is a member of; left out
-	// when it is in none.
-	Group string `json:"group,omitempty"`
-	// Files are a multipart upload's parts, as in its status; left out
-	// for other uploads.
-	Files []FileStatus `json:"files,omitempty"`
-	// FilesTruncated is true for an upload of another instance whose
-	// document left its files out (over 64 KiB, see Status); left out
-	// otherwise.
-	FilesTruncated bool `json:"files_truncated,omitempty"`
-	// Instance is the instance that runs the upload, with ?cluster=1 and
-	// redis set (adminCluster.Instance for this one's); left out
-	// otherwise.
-	Instance string `json:"instance,omitempty"`
 }
 
 func (a adminAPI) serve(w http.ResponseWriter, r *http.Request) error {

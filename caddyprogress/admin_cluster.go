@@ -25,28 +25,6 @@ import (
 // instance's alone, as every other admin route of Caddy is, and costs
 // no Redis round trip.
 
-// adminCluster is what a tracker's listing says of the cluster, with
-// ?cluster=1 and redis; left out otherwise.
-type adminCluster struct {
-	// Instance is this instance's name (its host name and process ID),
-	// as the instance of its uploads shows it.
-	Instance string `json:"instance"`
-	// Available is false when Redis did not answer: the uploads listed
-	// are then this instance's only.
-	Available bool `json:"available"`
-	// InFlight counts the uploads in flight on every instance, listed or
-	// not; 0 while unavailable.
-	InFlight int64 `json:"in_flight"`
-	// Truncated is true when uploads in flight on other instances were
-	// left out: past 1,000 in flight (this instance's count too), or
-	// past 4 MiB of their documents.
-	Truncated bool `json:"truncated,omitempty"`
-	// Skipped counts the uploads of other instances left out because
-	// their document could not be read (not a status document, or over
-	// 64 KiB).
-	Skipped int `json:"skipped,omitempty"`
-}
-
 // instanceName names this instance across the cluster: its host name
 // (spaces and control characters replaced, at most 100 bytes) and
 // process ID, so that two Caddy processes on one host differ.

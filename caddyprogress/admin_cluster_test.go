@@ -51,7 +51,7 @@ func TestAdminClusterListingSkipsUnreadableDocumentsAndShowsWhatALocalEntryShows
 	defer func() { close(paced.release); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if tr := p.listing(t).tracker(t, "cluster-admin"); len(tr.Uploads) == 1 && tr.Uploads[0].Received == 128<<10 {
+		if tr := trackerIn(t, p.listing(t), "cluster-admin"); len(tr.Uploads) == 1 && tr.Uploads[0].Received == 128<<10 {
 			if tr.Cluster != nil || tr.Uploads[0].Instance != "" {
 				t.Fatalf("the listing without ?cluster=1 has %+v, want no cluster part and no instance", tr)
 			}
@@ -76,7 +76,7 @@ func TestAdminClusterListingSkipsUnreadableDocumentsAndShowsWhatALocalEntryShows
 	}
 	var l adminListing
 	_ = json.Unmarshal(body, &l)
-	tr := l.tracker(t, "cluster-admin")
+	tr := trackerIn(t, l, "cluster-admin")
 	c := tr.Cluster
 	if c == nil || c.Instance != instanceName || !c.Available || c.InFlight != 5 || c.Skipped != 3 || c.Truncated {
 		t.Fatalf("cluster part %+v, want this instance %s, available, 5 in flight, the 3 unreadable documents skipped", c, instanceName)

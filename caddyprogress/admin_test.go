@@ -74,7 +74,8 @@ func (p *adminProxy) listing(t testing.TB) adminListing {
 	return l
 }
 
-func (l adminListing) tracker(t testing.TB, name string) adminTracker {
+// trackerIn is the tracker named name in the listing l.
+func trackerIn(t testing.TB, l adminListing, name string) adminTracker {
 	t.Helper()
 	for _, tr := range l.Trackers {
 		if tr.Name == name {
@@ -101,7 +102,7 @@ func TestAdminListsUploadsInFlightOnly(t *testing.T) {
 	}()
 	p.waitFor(t, "in-flight", "1 MiB received", func(_ int, s Status) bool { return s.Received == 1<<20 })
 
-	tr := p.listing(t).tracker(t, "admin-list")
+	tr := trackerIn(t, p.listing(t), "admin-list")
 	if tr.Records != 2 || len(tr.Uploads) != 1 {
 		t.Fatalf("tracker admin-list: %+v, want 2 records and 1 upload in flight", tr)
 	}
@@ -134,7 +135,7 @@ func TestAdminListsUploadsInFlightOnly(t *testing.T) {
 	close(paced.release)
 	<-done
 	p.waitForStatus(t, "in-flight", "complete")
-	if tr := p.listing(t).tracker(t, "admin-list"); len(tr.Uploads) != 0 || tr.Records != 2 {
+	if tr := trackerIn(t, p.listing(t), "admin-list"); len(tr.Uploads) != 0 || tr.Records != 2 {
 		t.Fatalf("after the upload finished the listing shows %+v, want no upload in flight", tr)
 	}
 }
@@ -172,7 +173,7 @@ func TestAdminListingIsNotOnTheSite(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || string(body) != `{"bytes":0}` || up.requests.Load() != 1 {
 		t.Fatalf("GET /upload_progress/ on the site: %d %s (upstream saw %d requests)", resp.StatusCode, body, up.requests.Load())
 	}
-	if l := p.listing(t); len(l.tracker(t, "admin-site").Uploads) != 0 {
+	if l := p.listing(t); len(trackerIn(t, l, "admin-site").Uploads) != 0 {
 		t.Fatalf("listing: %+v", l)
 	}
 }

@@ -1,8 +1,6 @@
 package caddyprogress
 
 import (
-	"time"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -94,17 +92,6 @@ func (sharedCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstHistogram(sharedDescs.latency, sum.latencyCount, sum.latencySum, buckets, t.name)
 		return true
 	})
-}
-
-// adminRedis is a tracker's Redis side in the admin listing.
-type adminRedis struct {
-	// Up is whether Redis answers; while it does not, uploads go on
-	// locally and are republished when it is back.
-	Up bool `json:"up"`
-	// Since is when Up last changed.
-	Since time.Time `json:"since"`
-	// LastError is the error that last marked Redis down, if any.
-	LastError string `json:"last_error,omitempty"`
 }
 
 // describeShared describes the tracker's Redis sides; none without.

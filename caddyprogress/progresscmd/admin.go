@@ -10,69 +10,23 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 )
 
-// listing is the admin API's GET /upload_progress/ (caddyprogress/admin.go).
-type listing struct {
-	Trackers []trackerInfo `json:"trackers"`
-}
-
-// trackerInfo is one tracker of the listing.
-type trackerInfo struct {
-	Name      string       `json:"name"`
-	Records   int          `json:"records"`
-	Memory    int64        `json:"memory"`
-	MaxMemory int64        `json:"max_memory"`
-	Uploads   []uploadInfo `json:"uploads"`
-	Redis     []redisInfo  `json:"redis,omitempty"`
-	Cluster   *clusterInfo `json:"cluster,omitempty"`
-}
-
-// clusterInfo says whether a tracker's uploads are every instance's
-// (asked with ?cluster=1, for a tracker with redis).
-type clusterInfo struct {
-	Instance  string `json:"instance"`
-	Available bool   `json:"available"`
-	InFlight  int64  `json:"in_flight"`
-	Truncated bool   `json:"truncated,omitempty"`
-	Skipped   int    `json:"skipped,omitempty"`
-}
-
-// uploadInfo is one upload: an entry of the listing, or (for a finished
-// one) its status from GET /upload_progress/<tracker>/<id>.
-type uploadInfo struct {
-	ID        string     `json:"id"`
-	Status    string     `json:"status"`
-	Received  int64      `json:"received"`
-	Total     *int64     `json:"total"`
-	Speed     int64      `json:"speed"`
-	StartedAt time.Time  `json:"started_at"`
-	Group     string     `json:"group,omitempty"`
-	Files     []fileInfo `json:"files,omitempty"`
-	Error     string     `json:"error,omitempty"`
-	// FilesTruncated: an upload of another instance whose document
-	// left its files out.
-	FilesTruncated bool `json:"files_truncated,omitempty"`
-	// Instance runs the upload (in a cluster listing).
-	Instance string `json:"instance,omitempty"`
-}
-
-// fileInfo is one part of a multipart upload.
-type fileInfo struct {
-	Field    string  `json:"field"`
-	Filename *string `json:"filename"`
-	Received int64   `json:"received"`
-	Status   string  `json:"status"`
-}
-
-// redisInfo is the health of a tracker's Redis.
-type redisInfo struct {
-	Up        bool      `json:"up"`
-	Since     time.Time `json:"since"`
-	LastError string    `json:"last_error,omitempty"`
-}
+// The admin API's documents (GET /upload_progress/ and
+// /upload_progress/<tracker>/<id>), as package progress defines them for
+// the module's admin route, under this command's names. An uploadInfo is
+// an entry of the listing, or (for a finished upload) its status.
+type (
+	listing     = progress.Listing
+	trackerInfo = progress.TrackerListing
+	clusterInfo = progress.ClusterListing
+	uploadInfo  = progress.ListedUpload
+	fileInfo    = progress.FileStatus
+	redisInfo   = progress.RedisHealth
+)
 
 // adminClient reads the upload_progress admin routes of one Caddy
 // instance, at an address in the form Caddy's own commands take
