@@ -1,13 +1,10 @@
 package caddyprogress
 
-import (
-	"fmt"
-	"net/http"
-	"time"
-)
+import "time"
 
-// serveGroupEvents streams a group's progress as Server-Sent Events, the
-// same way as one upload's (events.go), with a GroupStatus as data:
+// A group's event stream (GET <events_path>?group=<id>, events.go, or
+// <ws_path>?group=<id>, websocket.go) is one upload's, with a
+// GroupStatus as data:
 //
 //	retry: 1000
 //
@@ -28,45 +25,12 @@ import (
 // or that has none, gets 204 No Content, as for one upload. Group
 // streams count toward max_subscribers, and at most
 // max_subscribers_per_upload follow one group.
-func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
-	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
-		return err
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> streams a group's events", r.Method, h.EventsPath, groupQuery))
-	}
-	if err := validateGroupID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: %w", groupQuery, err))
-	}
-	if isReconnect(r) {
-		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-	}
-	release, err := h.subscribe(w, r, id, true)
-	if release == nil {
-		return err
-	}
-	defer release()
-
-	s, err := h.openEventStream(w, r)
-	defer s.close()
-	if err != nil {
-		return nil // the client is gone; nothing to tell it
-	}
-
-	h.followGroup(s, id)
-	return nil
-}
 
 // followGroup sends the group's events to s until the final one, or
 // until s ends: "pending" first if no member has started, then its
 // progress, then its final state.
 func (h *Handler) followGroup(s eventSink, id string) {
-	if !h.hasGroupShared(id) { // sharedevents.go
+	if !h.uploads.hasGroup(id) {
 		if !h.awaitGroup(s, id) {
 			return
 		}
@@ -100,7 +64,7 @@ func (h *Handler) awaitGroup(s eventSink, id string) bool {
 	for {
 		select {
 		case <-interval.C:
-			if h.hasGroupShared(id) {
+			if h.uploads.hasGroup(id) {
 				return true
 			}
 		case <-timeout.C:
@@ -135,7 +99,7 @@ func progressOf(g *groupDoc) groupProgress {
 func (h *Handler) streamGroup(s eventSink, id string) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
-	group := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
+	group := h.uploads.followGroup(id) // with redis, the members on other instances too
 	defer group.close()
 
 	var last *groupDoc         // the group as last seen

@@ -1,0 +1,205 @@
+package caddyprogress
+
+import (
+	"errors"
+	"time"
+)
+
+// One loop follows an upload for every event stream, Server-Sent Events
+// or WebSocket (the eventSink, sink.go), wherever the upload runs: it
+// reads the upload's documents from an uploadFollow (the handler's
+// uploadSource gives it) at each interval, and whenever the follow says
+// something changed.
+
+// uploadFollow is one stream's view of one upload's documents.
+type uploadFollow interface {
+	// next returns the upload's document when it changed since the
+	// last one next returned (nil if not, or if max_memory has no room
+	// to encode it now), and where the upload is.
+	next() (*statusDoc, followState)
+	// changed is closed, or receives, when next may have something
+	// before the next interval: the upload started or ended, or another
+	// instance published. Called before each wait: it may change.
+	changed() <-chan struct{}
+	// close stops following.
+	close()
+}
+
+// followState is where a followed upload is.
+type followState int
+
+const (
+	awaitingStart followState = iota // unknown or only reserved, so far
+	following                        // started: its documents come
+	followLost                       // it started, and its record was gone before anything could be sent
+)
+
+// errStreamEnded means the final event was sent: the stream is over.
+var errStreamEnded = errors.New("the final event was sent")
+
+// followUpload sends the upload's events to s until the final one, or
+// until s ends: "pending" first if it has not started, and "error" with
+// {"status": "unknown"} if it does not within wait; then its progress,
+// then its final state.
+func (h *Handler) followUpload(s eventSink, id string) {
+	f := h.uploads.follow(id)
+	defer f.close()
+	sub := newSubscriber(s, f)
+
+	interval := time.NewTicker(time.Duration(h.Interval))
+	defer interval.Stop()
+	if sub.progress() != nil {
+		return
+	}
+	var timeout <-chan time.Time
+	if !sub.started {
+		if s.event("pending", shortStatus{ID: id, Status: statePending.String()}) != nil {
+			return
+		}
+		timer := time.NewTimer(time.Duration(h.Wait))
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	for {
+		select {
+		case <-f.changed():
+		case <-interval.C:
+		case <-timeout:
+			_ = s.event("error", shortStatus{ID: id, Status: "unknown"})
+			return
+		case <-s.keepAlive():
+			if s.ping() != nil {
+				return
+			}
+			continue
+		case <-s.done():
+			return
+		}
+		if sub.progress() != nil {
+			return
+		}
+		if sub.started {
+			timeout = nil
+		}
+	}
+}
+
+// subscriber is one event stream following one upload.
+type subscriber struct {
+	s         eventSink
+	f         uploadFollow
+	started   bool // the upload has started: no more "pending"
+	sentFinal bool
+}
+
+func newSubscriber(s eventSink, f uploadFollow) *subscriber {
+	return &subscriber{s: s, f: f}
+}
+
+// progress sends the upload's document if it changed since the last.
+// Progress events never carry a final state: once the upload has ended,
+// it sends the named final event instead, once, and errStreamEnded; a
+// record lost before anything was sent ends the stream too.
+func (sub *subscriber) progress() error {
+	d, where := sub.f.next()
+	switch {
+	case where == followLost:
+		return errStreamEnded
+	case where == following:
+		sub.started = true
+	}
+	switch {
+	case d == nil:
+		return nil
+	case d.summary.state.final():
+		if !sub.sentFinal {
+			sub.sentFinal = true
+			_ = sub.s.docEvent(d.summary.state.String(), d)
+		}
+		return errStreamEnded
+	}
+	return sub.s.docEvent("", d)
+}
+
+// trackerFollow follows an upload of this instance's tracker: it waits
+// for its start (a channel the tracker closes), then reads it at each
+// interval (a body's Read never notifies anyone) and at its end.
+type trackerFollow struct {
+	t           *tracker
+	id          string
+	started     <-chan struct{} // closed when it starts; nil once it has
+	stopWaiting func()
+	rec         record
+
+	// what the last document sent showed of a live upload
+	lastState    state
+	lastReceived int64
+	lastObserved int64 // the multipart parts change after received does
+}
+
+// follow follows the tracker's upload with the given ID.
+func (t *tracker) follow(id string) *trackerFollow {
+	rec, started, stopWaiting := t.awaitStart(id)
+	f := followRecord(rec)
+	f.t, f.id, f.started, f.stopWaiting = t, id, started, stopWaiting
+	return f
+}
+
+// followRecord follows an upload already found, from its record.
+func followRecord(rec record) *trackerFollow {
+	return &trackerFollow{rec: rec, stopWaiting: func() {}, lastState: statePending, lastReceived: -1}
+}
+
+func (f *trackerFollow) next() (*statusDoc, followState) {
+	if !f.rec.found() {
+		if f.started == nil {
+			return nil, followLost
+		}
+		select {
+		case <-f.started:
+		default:
+			return nil, awaitingStart
+		}
+		f.started = nil
+		if f.rec = f.t.lookup(f.id); !f.rec.found() { // started and already gone
+			return nil, followLost
+		}
+	}
+	u := f.rec.live
+	if u == nil { // it has ended
+		return f.rec.doc, following
+	}
+	st, received, observed := u.currentState(), u.received.Load(), u.observedBytes()
+	if st.final() {
+		return u.finalDoc.Load(), following
+	}
+	if st == f.lastState && received == f.lastReceived && observed == f.lastObserved {
+		return nil, following
+	}
+	f.lastState, f.lastReceived, f.lastObserved = st, received, observed
+	d := u.doc(time.Now())
+	if d == nil { // max_memory has no room to encode it now: the next interval tries again
+		f.lastReceived = -1
+	}
+	return d, following // final if it ended after st was read
+}
+
+func (f *trackerFollow) changed() <-chan struct{} {
+	if f.rec.live != nil {
+		return f.rec.live.done
+	}
+	return f.started // nil once started: an ended upload's document is all there is
+}
+
+func (f *trackerFollow) close() { f.stopWaiting() }
+
+// groupFollow is one stream's view of a group's members.
+type groupFollow interface {
+	// members returns the members' documents as they are at now, as
+	// uploadSource.groupMembers does.
+	members(now time.Time) ([]*statusDoc, uint64)
+	close()
+}
+
+// Interface guard
+var _ uploadFollow = (*trackerFollow)(nil)
