@@ -2,7 +2,6 @@ package caddyprogress
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -74,20 +73,14 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, id string)
 // handler stops (Caddy stops or reloads); close releases it, also after
 // an error.
 func (h *Handler) openEventStream(w http.ResponseWriter, r *http.Request) (*eventStream, error) {
-	h.metrics.subscribers.Inc()
-	ctx, cancel := context.WithCancel(r.Context())
-	stopWatching := context.AfterFunc(h.stopCtx, cancel)
+	ctx, release := h.openStream(r.Context())
 	s := &eventStream{
 		w:              w,
 		rc:             http.NewResponseController(w),
 		writeTimeout:   h.writeTimeout,
 		stop:           ctx.Done(),
 		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
-		release: func() {
-			stopWatching()
-			cancel()
-			h.metrics.subscribers.Dec()
-		},
+		release:        release,
 	}
 	header := w.Header()
 	header.Set("Content-Type", "text/event-stream")

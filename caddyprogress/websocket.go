@@ -156,10 +156,8 @@ type webSocketStream struct {
 // reader, which answers pings and takes the pongs and the close frame
 // (coder/websocket handles control frames while a read runs).
 func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
-	h.metrics.subscribers.Inc()
 	clientGone, gone := context.WithCancel(context.Background())
-	ctx, cancel := context.WithCancel(clientGone)
-	stopWatching := context.AfterFunc(h.stopCtx, cancel)
+	ctx, release := h.openStream(clientGone)
 	writeTimer := time.AfterFunc(time.Hour, func() { _ = c.CloseNow() })
 	writeTimer.Stop()
 	s := &webSocketStream{
@@ -171,11 +169,7 @@ func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
 		stopping:       h.stopCtx,
 		stop:           ctx.Done(),
 		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
-		release: func() {
-			stopWatching()
-			cancel()
-			h.metrics.subscribers.Dec()
-		},
+		release:        release,
 	}
 	go s.read(gone)
 	return s
