@@ -7,6 +7,17 @@ import (
 	"time"
 )
 
+// newUploadSource is the handler's source of uploads, chosen once at
+// provision: its tracker's, completed with the other instances' when
+// the tracker is shared through redis (provisionShared, before).
+func (h *Handler) newUploadSource() uploadSource {
+	local := trackerSource{h.tracker}
+	if h.shared == nil {
+		return local
+	}
+	return &sharedSource{local: local, c: h.shared.c, interval: time.Duration(h.Interval)}
+}
+
 // sharedSource is the uploadSource of a tracker shared through redis:
 // this instance's tracker first, then the shared store (the cluster
 // interface, cluster.go) for what it does not hold, or holds only as a

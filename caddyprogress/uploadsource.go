@@ -40,17 +40,6 @@ type uploadSource interface {
 	reserved(id string) bool
 }
 
-// newUploadSource is the handler's source of uploads: its tracker's,
-// completed with the other instances' when the tracker is shared
-// through redis (provisionShared, before).
-func (h *Handler) newUploadSource() uploadSource {
-	local := trackerSource{h.tracker}
-	if h.shared == nil {
-		return local
-	}
-	return &sharedSource{local: local, c: h.shared.c, interval: time.Duration(h.Interval)}
-}
-
 // record is what is known of an upload, wherever it runs: a live one
 // here (in flight, or reserved), or a document (a finished upload's
 // kept here, or the latest another instance published) with the status
