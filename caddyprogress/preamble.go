@@ -19,7 +19,8 @@ type progressRead struct {
 	id    string
 	group bool // id names a group (?group=<id>), not an upload
 
-	methods []string // the methods the route takes, in its Allow header
+	methods []string // the methods a read of the route takes
+	allow   string   // its Allow header: methods, and those it takes elsewhere (POST <status_path>)
 	usage   string   // what the route takes, after "method X not allowed here: "
 	idParam string   // where the ID came from, before an invalid ID's error; "" for the path
 	noID    error    // when the request names no ID at all: its 400; nil to check the ID as it is
@@ -65,7 +66,11 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, q progressRead) 
 		return false, writeJSON(w, http.StatusNotFound, shortStatus{ID: q.id, Status: "unknown"})
 	}
 	if !slices.Contains(q.methods, r.Method) {
-		w.Header().Set("Allow", strings.Join(q.methods, ", "))
+		allow := q.allow
+		if allow == "" {
+			allow = strings.Join(q.methods, ", ")
+		}
+		w.Header().Set("Allow", allow)
 		return false, h.writeError(w, r, http.StatusMethodNotAllowed, fmt.Errorf("method %s not allowed here: %s", r.Method, q.usage))
 	}
 	if q.noID != nil {

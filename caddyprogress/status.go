@@ -26,7 +26,7 @@ func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string)
 	case r.Method == http.MethodPost && q.id == "":
 		return h.serveReserve(w, r)
 	}
-	q.methods = []string{http.MethodGet, http.MethodHead, http.MethodPost}
+	q.methods, q.allow = []string{http.MethodGet, http.MethodHead}, "GET, HEAD, POST" // POST reserves, above
 	q.usage = fmt.Sprintf("GET %s<id> reads a status, POST %s reserves an ID", h.StatusPath, h.StatusPath)
 	if q.group {
 		q.usage = fmt.Sprintf("GET %s?%s=<id> reads a group's status, POST %s?%s reserves a group", h.StatusPath, groupQuery, h.StatusPath, groupQuery)
