@@ -125,11 +125,9 @@ func (sub *subscriber) progress() error {
 // for its start (a channel the tracker closes), then reads it at each
 // interval (a body's Read never notifies anyone) and at its end.
 type trackerFollow struct {
-	t           *tracker
-	id          string
-	started     <-chan struct{} // closed when it starts; nil once it has
-	stopWaiting func()
-	rec         record
+	wait *startWait // until it starts; nil once it has (or was lost)
+	live *upload    // in flight, or ended since it was found
+	doc  *statusDoc // the final document of one that had ended when found
 
 	// what the last document sent showed of a live upload
 	lastState    state
@@ -137,37 +135,49 @@ type trackerFollow struct {
 	lastObserved int64 // the multipart parts change after received does
 }
 
+// startWait is a follow's wait for its upload to start.
+type startWait struct {
+	t       *tracker
+	id      string
+	started <-chan struct{} // closed when it starts
+	stop    func()          // the tracker's awaitStart's
+}
+
 // follow follows the tracker's upload with the given ID.
 func (t *tracker) follow(id string) *trackerFollow {
-	rec, started, stopWaiting := t.awaitStart(id)
+	rec, started, stop := t.awaitStart(id)
 	f := followRecord(rec)
-	f.t, f.id, f.started, f.stopWaiting = t, id, started, stopWaiting
+	if !rec.found() {
+		f.wait = &startWait{t: t, id: id, started: started, stop: stop}
+	}
 	return f
 }
 
 // followRecord follows an upload already found, from its record.
 func followRecord(rec record) *trackerFollow {
-	return &trackerFollow{rec: rec, stopWaiting: func() {}, lastState: statePending, lastReceived: -1}
+	return &trackerFollow{live: rec.live, doc: rec.doc, lastState: statePending, lastReceived: -1}
 }
 
+// waiting reports whether the upload has not started yet.
+func (f *trackerFollow) waiting() bool { return f.wait != nil }
+
 func (f *trackerFollow) next() (*statusDoc, followState) {
-	if !f.rec.found() {
-		if f.started == nil {
-			return nil, followLost
-		}
+	if w := f.wait; w != nil {
 		select {
-		case <-f.started:
+		case <-w.started:
 		default:
 			return nil, awaitingStart
 		}
-		f.started = nil
-		if f.rec = f.t.lookup(f.id); !f.rec.found() { // started and already gone
-			return nil, followLost
-		}
+		f.close()
+		rec := w.t.lookup(w.id)
+		f.live, f.doc = rec.live, rec.doc
 	}
-	u := f.rec.live
-	if u == nil { // it has ended
-		return f.rec.doc, following
+	u := f.live
+	switch {
+	case u == nil && f.doc == nil: // started and already gone
+		return nil, followLost
+	case u == nil: // it has ended
+		return f.doc, following
 	}
 	st, received, observed := u.currentState(), u.received.Load(), u.observedBytes()
 	if st.final() {
@@ -185,13 +195,21 @@ func (f *trackerFollow) next() (*statusDoc, followState) {
 }
 
 func (f *trackerFollow) changed() <-chan struct{} {
-	if f.rec.live != nil {
-		return f.rec.live.done
+	switch {
+	case f.wait != nil:
+		return f.wait.started
+	case f.live != nil:
+		return f.live.done
 	}
-	return f.started // nil once started: an ended upload's document is all there is
+	return nil // an ended upload's document is all there is
 }
 
-func (f *trackerFollow) close() { f.stopWaiting() }
+func (f *trackerFollow) close() {
+	if f.wait != nil {
+		f.wait.stop()
+		f.wait = nil
+	}
+}
 
 // groupFollow is one stream's view of a group's members.
 type groupFollow interface {

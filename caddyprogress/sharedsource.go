@@ -110,7 +110,7 @@ func newest(docs []sharedDoc, after int64) (sharedDoc, bool) {
 // start as without redis.
 func (s *sharedSource) follow(id string) uploadFollow {
 	local := s.local.t.follow(id)
-	if local.rec.found() {
+	if !local.waiting() {
 		return local
 	}
 	ctx := context.Background()
@@ -146,7 +146,7 @@ type sharedFollow struct {
 }
 
 func (f *sharedFollow) next() (*statusDoc, followState) {
-	if !f.sentAny && !f.onLocal && f.local.started != nil {
+	if !f.sentAny && !f.onLocal && f.local.waiting() {
 		if d, where := f.local.next(); where == following { // it started here after all
 			f.onLocal = true
 			f.sub.close()
