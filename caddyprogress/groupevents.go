@@ -27,15 +27,63 @@ import "time"
 // max_subscribers_per_upload follow one group.
 
 // followGroup sends the group's events to s until the final one, or
-// until s ends: "pending" first if no member has started, then its
-// progress, then its final state.
+// until s ends: "pending" first if no member has started, and "error"
+// with {"status": "unknown"} if none does within wait (looking once
+// per interval); then its progress, looking at it once per interval,
+// until every member has ended and no new one has started for one
+// interval.
 func (h *Handler) followGroup(s eventSink, id string) {
-	if !h.uploads.hasGroup(id) {
-		if !h.awaitGroup(s, id) {
+	var g *groupSubscriber // once a member started
+	defer func() {
+		if g != nil {
+			g.f.close()
+		}
+	}()
+	// look reports whether the stream is over.
+	look := func() bool {
+		if g == nil {
+			if !h.uploads.hasGroup(id) {
+				return false
+			}
+			g = &groupSubscriber{s: s, id: id, f: h.uploads.followGroup(id)} // with redis, the members on other instances too
+		}
+		return g.look()
+	}
+
+	interval := time.NewTicker(time.Duration(h.Interval))
+	defer interval.Stop()
+	if look() {
+		return
+	}
+	var timeout <-chan time.Time
+	if g == nil {
+		if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
+			return
+		}
+		timer := time.NewTimer(time.Duration(h.Wait))
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	for {
+		select {
+		case <-interval.C:
+			if look() {
+				return
+			}
+			if g != nil {
+				timeout = nil
+			}
+		case <-timeout:
+			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
+			return
+		case <-s.keepAlive():
+			if s.ping() != nil {
+				return
+			}
+		case <-s.done():
 			return
 		}
 	}
-	h.streamGroup(s, id)
 }
 
 // groupEvent sends the group's document as an event named name ("" for
@@ -48,36 +96,6 @@ func (s *eventStream) groupEvent(name string, g *groupDoc) error {
 		return err
 	}
 	return s.endEvent()
-}
-
-// awaitGroup sends "event: pending" and waits up to wait for a member of
-// the group to start, looking once per interval. It reports whether one
-// did before the stream ended.
-func (h *Handler) awaitGroup(s eventSink, id string) bool {
-	if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
-		return false
-	}
-	interval := time.NewTicker(time.Duration(h.Interval))
-	defer interval.Stop()
-	timeout := time.NewTimer(time.Duration(h.Wait))
-	defer timeout.Stop()
-	for {
-		select {
-		case <-interval.C:
-			if h.uploads.hasGroup(id) {
-				return true
-			}
-		case <-timeout.C:
-			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
-			return false
-		case <-s.keepAlive():
-			if s.ping() != nil {
-				return false
-			}
-		case <-s.done():
-			return false
-		}
-	}
 }
 
 // groupProgress is what a group stream compares to tell whether the
@@ -93,66 +111,48 @@ func progressOf(g *groupDoc) groupProgress {
 	return groupProgress{status: g.head.Status, received: g.head.Received, members: len(g.members), ended: g.ended}
 }
 
-// streamGroup sends the group's progress, looking at it once per
-// interval, until every member has ended and no new one has started for
-// one interval, or until the stream ends.
-func (h *Handler) streamGroup(s eventSink, id string) {
-	interval := time.NewTicker(time.Duration(h.Interval))
-	defer interval.Stop()
-	group := h.uploads.followGroup(id) // with redis, the members on other instances too
-	defer group.close()
+// groupSubscriber is one event stream following a group whose first
+// member has started.
+type groupSubscriber struct {
+	s  eventSink
+	id string
+	f  groupFollow
 
-	var last *groupDoc         // the group as last seen
-	var lastSent groupProgress // the group as its last progress event showed it
-	settling := false          // every member had ended when last seen
-	var settlingJoin uint64    // the newest member's join count then
+	last         *groupDoc     // the group as last seen
+	lastSent     groupProgress // the group as its last progress event showed it
+	settling     bool          // every member had ended when last seen
+	settlingJoin uint64        // the newest member's join count then
+}
 
-	// look looks at the group once, and reports whether the stream is over.
-	look := func() bool {
-		members, lastJoin := group.members(time.Now())
-		if len(members) == 0 {
-			// every member's record is gone: end with what was last seen
-			if last != nil && last.final() {
-				_ = s.groupEvent(last.head.Status, last)
-			} else {
-				_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
-			}
+// look looks at the group once and sends what changed; it reports
+// whether the stream is over. The final event comes once every member
+// has ended and no new one has joined for one look.
+func (g *groupSubscriber) look() bool {
+	members, lastJoin := g.f.members(time.Now())
+	if len(members) == 0 {
+		// every member's record is gone: end with what was last seen
+		if g.last != nil && g.last.final() {
+			_ = g.s.groupEvent(g.last.head.Status, g.last)
+		} else {
+			_ = g.s.event("error", shortGroupStatus{Group: g.id, Status: "unknown"})
+		}
+		return true
+	}
+	doc := lookAtGroup(g.id, members)
+	g.last = doc
+	if doc.final() {
+		if g.settling && lastJoin == g.settlingJoin {
+			_ = g.s.groupEvent(doc.head.Status, doc)
 			return true
 		}
-		g := lookAtGroup(id, members)
-		last = g
-		if g.final() {
-			if settling && lastJoin == settlingJoin {
-				_ = s.groupEvent(g.head.Status, g)
-				return true
-			}
-			settling, settlingJoin = true, lastJoin
-			return false
-		}
-		settling = false
-		progress := progressOf(g)
-		if progress == lastSent {
-			return false
-		}
-		lastSent = progress
-		return s.groupEvent("", g) != nil
+		g.settling, g.settlingJoin = true, lastJoin
+		return false
 	}
-
-	if look() {
-		return
+	g.settling = false
+	progress := progressOf(doc)
+	if progress == g.lastSent {
+		return false
 	}
-	for {
-		select {
-		case <-interval.C:
-			if look() {
-				return
-			}
-		case <-s.keepAlive():
-			if s.ping() != nil {
-				return
-			}
-		case <-s.done():
-			return
-		}
-	}
+	g.lastSent = progress
+	return g.s.groupEvent("", doc) != nil
 }
