@@ -44,16 +44,38 @@ var errStreamEnded = errors.New("the final event was sent")
 func (h *Handler) followUpload(s eventSink, id string) {
 	f := h.uploads.follow(id)
 	defer f.close()
-	sub := newSubscriber(s, f)
+	h.runStream(s, newSubscriber(s, f),
+		shortStatus{ID: id, Status: statePending.String()}, shortStatus{ID: id, Status: "unknown"})
+}
 
+// follower is what the event loop drives: one stream's follow of an
+// upload (subscriber) or of a group (groupSubscriber, groupevents.go).
+type follower interface {
+	// step sends what changed since the last step, and reports whether
+	// the stream is over.
+	step() bool
+	// started reports whether the upload, or a member of the group, has
+	// started.
+	started() bool
+	// changed is as uploadFollow's: nil when only the interval tells.
+	changed() <-chan struct{}
+}
+
+// runStream is the one event loop, of every stream: upload or group,
+// SSE or WebSocket, here or on another instance. It steps f at once,
+// then at each interval and whenever f says something changed, until a
+// step says the stream is over or s ends. While nothing has started, s
+// gets "pending" (with pending as data) first, and "error" (unknown)
+// if nothing starts within wait.
+func (h *Handler) runStream(s eventSink, f follower, pending, unknown any) {
 	interval := time.NewTicker(time.Duration(h.Interval))
 	defer interval.Stop()
-	if sub.progress() != nil {
+	if f.step() {
 		return
 	}
 	var timeout <-chan time.Time
-	if !sub.started {
-		if s.event("pending", shortStatus{ID: id, Status: statePending.String()}) != nil {
+	if !f.started() {
+		if s.event("pending", pending) != nil {
 			return
 		}
 		timer := time.NewTimer(time.Duration(h.Wait))
@@ -65,7 +87,7 @@ func (h *Handler) followUpload(s eventSink, id string) {
 		case <-f.changed():
 		case <-interval.C:
 		case <-timeout:
-			_ = s.event("error", shortStatus{ID: id, Status: "unknown"})
+			_ = s.event("error", unknown)
 			return
 		case <-s.keepAlive():
 			if s.ping() != nil {
@@ -75,10 +97,10 @@ func (h *Handler) followUpload(s eventSink, id string) {
 		case <-s.done():
 			return
 		}
-		if sub.progress() != nil {
+		if f.step() {
 			return
 		}
-		if sub.started {
+		if f.started() {
 			timeout = nil
 		}
 	}
@@ -86,15 +108,19 @@ func (h *Handler) followUpload(s eventSink, id string) {
 
 // subscriber is one event stream following one upload.
 type subscriber struct {
-	s         eventSink
-	f         uploadFollow
-	started   bool // the upload has started: no more "pending"
-	sentFinal bool
+	s          eventSink
+	f          uploadFollow
+	hasStarted bool // the upload has started: no more "pending"
+	sentFinal  bool
 }
 
 func newSubscriber(s eventSink, f uploadFollow) *subscriber {
 	return &subscriber{s: s, f: f}
 }
+
+func (sub *subscriber) step() bool               { return sub.progress() != nil }
+func (sub *subscriber) started() bool            { return sub.hasStarted }
+func (sub *subscriber) changed() <-chan struct{} { return sub.f.changed() }
 
 // progress sends the upload's document if it changed since the last.
 // Progress events never carry a final state: once the upload has ended,
@@ -106,7 +132,7 @@ func (sub *subscriber) progress() error {
 	case where == followLost:
 		return errStreamEnded
 	case where == following:
-		sub.started = true
+		sub.hasStarted = true
 	}
 	switch {
 	case d == nil:
@@ -219,5 +245,8 @@ type groupFollow interface {
 	close()
 }
 
-// Interface guard
-var _ uploadFollow = (*trackerFollow)(nil)
+// Interface guards
+var (
+	_ uploadFollow = (*trackerFollow)(nil)
+	_ follower     = (*subscriber)(nil)
+)

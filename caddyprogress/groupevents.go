@@ -33,57 +33,10 @@ import "time"
 // until every member has ended and no new one has started for one
 // interval.
 func (h *Handler) followGroup(s eventSink, id string) {
-	var g *groupSubscriber // once a member started
-	defer func() {
-		if g != nil {
-			g.f.close()
-		}
-	}()
-	// look reports whether the stream is over.
-	look := func() bool {
-		if g == nil {
-			if !h.uploads.hasGroup(id) {
-				return false
-			}
-			g = &groupSubscriber{s: s, id: id, f: h.uploads.followGroup(id)} // with redis, the members on other instances too
-		}
-		return g.look()
-	}
-
-	interval := time.NewTicker(time.Duration(h.Interval))
-	defer interval.Stop()
-	if look() {
-		return
-	}
-	var timeout <-chan time.Time
-	if g == nil {
-		if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
-			return
-		}
-		timer := time.NewTimer(time.Duration(h.Wait))
-		defer timer.Stop()
-		timeout = timer.C
-	}
-	for {
-		select {
-		case <-interval.C:
-			if look() {
-				return
-			}
-			if g != nil {
-				timeout = nil
-			}
-		case <-timeout:
-			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
-			return
-		case <-s.keepAlive():
-			if s.ping() != nil {
-				return
-			}
-		case <-s.done():
-			return
-		}
-	}
+	g := &groupSubscriber{s: s, id: id, src: h.uploads}
+	defer g.close()
+	h.runStream(s, g,
+		shortGroupStatus{Group: id, Status: statePending.String()}, shortGroupStatus{Group: id, Status: "unknown"})
 }
 
 // groupEvent sends the group's document as an event named name ("" for
@@ -111,17 +64,38 @@ func progressOf(g *groupDoc) groupProgress {
 	return groupProgress{status: g.head.Status, received: g.head.Received, members: len(g.members), ended: g.ended}
 }
 
-// groupSubscriber is one event stream following a group whose first
-// member has started.
+// groupSubscriber is one event stream following a group.
 type groupSubscriber struct {
-	s  eventSink
-	id string
-	f  groupFollow
+	s   eventSink
+	id  string
+	src uploadSource
+	f   groupFollow // nil until a member started
 
 	last         *groupDoc     // the group as last seen
 	lastSent     groupProgress // the group as its last progress event showed it
 	settling     bool          // every member had ended when last seen
 	settlingJoin uint64        // the newest member's join count then
+}
+
+// step follows the group from the start of its first member (with
+// redis, the members on other instances too), then looks at it.
+func (g *groupSubscriber) step() bool {
+	if g.f == nil {
+		if !g.src.hasGroup(g.id) {
+			return false
+		}
+		g.f = g.src.followGroup(g.id)
+	}
+	return g.look()
+}
+
+func (g *groupSubscriber) started() bool            { return g.f != nil }
+func (g *groupSubscriber) changed() <-chan struct{} { return nil }
+
+func (g *groupSubscriber) close() {
+	if g.f != nil {
+		g.f.close()
+	}
 }
 
 // look looks at the group once and sends what changed; it reports
@@ -156,3 +130,6 @@ func (g *groupSubscriber) look() bool {
 	g.lastSent = progress
 	return g.s.groupEvent("", doc) != nil
 }
+
+// Interface guard
+var _ follower = (*groupSubscriber)(nil)
