@@ -5,10 +5,10 @@ import (
 	"time"
 )
 
-// eventSink is where the event loops (followUpload, follow.go, and
-// followGroup, groupevents.go) send the events of an upload or a group:
-// a Server-Sent Events stream (events.go) or a WebSocket (websocket.go).
-// The loops decide what to send and when; a sink only frames it for its
+// eventSink is where the event loop (runStream, follow.go) and its
+// followers send the events of an upload or a group: a Server-Sent
+// Events stream (events.go) or a WebSocket (websocket.go). The loop
+// decides what to send and when; a sink only frames it for its
 // transport.
 type eventSink interface {
 	// docEvent sends an upload's document as the event name: "" for
