@@ -296,7 +296,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionShared(); err != nil { // redis (clustertracker.go)
 		return err
 	}
-	h.uploads = h.newUploadSource() // uploadsource.go
+	h.uploads = h.newUploadSource() // the tracker, or with redis the tracker and the other instances (sharedsource.go)
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
