@@ -203,27 +203,6 @@ func (h *Handler) showsToken(r *http.Request, kind, id, header string) bool {
 	return h.tokenAllows(r, kind, id)
 }
 
-// hideWithoutToken answers a progress read of an upload or group (kind)
-// whose token r does not show exactly as for an unknown ID (404
-// {"id": "...", "status": "unknown"}, or {"group": ...}), and reports
-// that it did. Requests that are refused anyway (a method not allowed,
-// an invalid ID) are left to the route, which says why.
-func (h *Handler) hideWithoutToken(w http.ResponseWriter, r *http.Request, kind, id string) (bool, error) {
-	if !h.access.on() || id == "" || validateID(id) != nil {
-		return false, nil
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		return false, nil
-	}
-	if h.tokenAllows(r, kind, id) {
-		return false, nil
-	}
-	if kind == groupToken {
-		return true, writeJSON(w, http.StatusNotFound, shortGroupStatus{Group: id, Status: "unknown"})
-	}
-	return true, writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
-}
-
 // setTokenHeaders puts the upload's token, and its group's, on the
 // response to the upload, with status_access token.
 func (h *Handler) setTokenHeaders(w http.ResponseWriter, id, group string) {
@@ -282,10 +261,7 @@ func (h *Handler) screenClientID(r *http.Request, id string, err error) (string,
 	if h.clientIDsAllowed() {
 		return id, nil
 	}
-	if u := h.tracker.get(id); u != nil && u.currentState() == statePending {
-		return id, nil
-	}
-	if h.reservedElsewhere(id) { // with redis (clusterroutes.go)
+	if h.uploads.reserved(id) { // here or, with redis, on another instance
 		return id, nil
 	}
 	return "", nil

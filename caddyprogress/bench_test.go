@@ -106,7 +106,7 @@ func BenchmarkEventsFanOut1000(b *testing.B) {
 	subs := make([]*subscriber, 1000)
 	for i := range subs {
 		w := &discardStream{header: http.Header{}}
-		subs[i] = newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, u)
+		subs[i] = newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, followRecord(record{live: u}))
 	}
 	b.ReportAllocs()
 	for b.Loop() {
@@ -321,7 +321,7 @@ func BenchmarkEvents10000Subscribers(b *testing.B) {
 	for _, u := range ups {
 		for range perUpload {
 			w := &discardStream{header: http.Header{}}
-			subs = append(subs, newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, u))
+			subs = append(subs, newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, followRecord(record{live: u})))
 		}
 	}
 	tick := func() {

@@ -245,6 +245,7 @@ type Handler struct {
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
 	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
+	uploads        uploadSource  // where the progress routes read uploads (uploadsource.go)
 	redisURL       string        // Redis with its placeholders replaced; "" without (clustertracker.go)
 	redisKey       string        // sharedKey of redisURL, compared across handlers; "" without
 	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
@@ -298,6 +299,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionShared(); err != nil { // redis (clustertracker.go)
 		return err
 	}
+	h.uploads = h.newUploadSource() // the tracker, or with redis the tracker and the other instances (sharedsource.go)
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err

@@ -1,13 +1,10 @@
 package caddyprogress
 
-import (
-	"fmt"
-	"net/http"
-	"time"
-)
+import "time"
 
-// serveGroupEvents streams a group's progress as Server-Sent Events, the
-// same way as one upload's (events.go), with a GroupStatus as data:
+// A group's event stream (GET <events_path>?group=<id>, events.go, or
+// <ws_path>?group=<id>, websocket.go) is one upload's, with a
+// GroupStatus as data:
 //
 //	retry: 1000
 //
@@ -28,50 +25,18 @@ import (
 // or that has none, gets 204 No Content, as for one upload. Group
 // streams count toward max_subscribers, and at most
 // max_subscribers_per_upload follow one group.
-func (h *Handler) serveGroupEvents(w http.ResponseWriter, r *http.Request, id string) error {
-	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
-		return err
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> streams a group's events", r.Method, h.EventsPath, groupQuery))
-	}
-	if err := validateGroupID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: %w", groupQuery, err))
-	}
-	if isReconnect(r) {
-		if h.tracker.groupEnded(id) && h.groupEndedElsewhere(id) { // sharedevents.go
-			w.WriteHeader(http.StatusNoContent)
-			return nil
-		}
-	}
-	release, err := h.subscribe(w, r, id, true)
-	if release == nil {
-		return err
-	}
-	defer release()
-
-	s, err := h.openEventStream(w, r)
-	defer s.close()
-	if err != nil {
-		return nil // the client is gone; nothing to tell it
-	}
-
-	h.followGroup(s, id)
-	return nil
-}
 
 // followGroup sends the group's events to s until the final one, or
-// until s ends: "pending" first if no member has started, then its
-// progress, then its final state.
+// until s ends: "pending" first if no member has started, and "error"
+// with {"status": "unknown"} if none does within wait (looking once
+// per interval); then its progress, looking at it once per interval,
+// until every member has ended and no new one has started for one
+// interval.
 func (h *Handler) followGroup(s eventSink, id string) {
-	if !h.hasGroupShared(id) { // sharedevents.go
-		if !h.awaitGroup(s, id) {
-			return
-		}
-	}
-	h.streamGroup(s, id)
+	g := &groupSubscriber{s: s, id: id, src: h.uploads}
+	defer g.close()
+	h.runStream(s, g,
+		shortGroupStatus{Group: id, Status: statePending.String()}, shortGroupStatus{Group: id, Status: "unknown"})
 }
 
 // groupEvent sends the group's document as an event named name ("" for
@@ -84,36 +49,6 @@ func (s *eventStream) groupEvent(name string, g *groupDoc) error {
 		return err
 	}
 	return s.endEvent()
-}
-
-// awaitGroup sends "event: pending" and waits up to wait for a member of
-// the group to start, looking once per interval. It reports whether one
-// did before the stream ended.
-func (h *Handler) awaitGroup(s eventSink, id string) bool {
-	if s.event("pending", shortGroupStatus{Group: id, Status: statePending.String()}) != nil {
-		return false
-	}
-	interval := time.NewTicker(time.Duration(h.Interval))
-	defer interval.Stop()
-	timeout := time.NewTimer(time.Duration(h.Wait))
-	defer timeout.Stop()
-	for {
-		select {
-		case <-interval.C:
-			if h.hasGroupShared(id) {
-				return true
-			}
-		case <-timeout.C:
-			_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
-			return false
-		case <-s.keepAlive():
-			if s.ping() != nil {
-				return false
-			}
-		case <-s.done():
-			return false
-		}
-	}
 }
 
 // groupProgress is what a group stream compares to tell whether the
@@ -129,66 +64,72 @@ func progressOf(g *groupDoc) groupProgress {
 	return groupProgress{status: g.head.Status, received: g.head.Received, members: len(g.members), ended: g.ended}
 }
 
-// streamGroup sends the group's progress, looking at it once per
-// interval, until every member has ended and no new one has started for
-// one interval, or until the stream ends.
-func (h *Handler) streamGroup(s eventSink, id string) {
-	interval := time.NewTicker(time.Duration(h.Interval))
-	defer interval.Stop()
-	group := h.groupMembersFrom(id) // with redis, the members on other instances too (sharedevents.go)
-	defer group.close()
+// groupSubscriber is one event stream following a group.
+type groupSubscriber struct {
+	s   eventSink
+	id  string
+	src uploadSource
+	f   groupFollow // nil until a member started
 
-	var last *groupDoc         // the group as last seen
-	var lastSent groupProgress // the group as its last progress event showed it
-	settling := false          // every member had ended when last seen
-	var settlingJoin uint64    // the newest member's join count then
+	last         *groupDoc     // the group as last seen
+	lastSent     groupProgress // the group as its last progress event showed it
+	settling     bool          // every member had ended when last seen
+	settlingJoin uint64        // the newest member's join count then
+}
 
-	// look looks at the group once, and reports whether the stream is over.
-	look := func() bool {
-		members, lastJoin := group.members(time.Now())
-		if len(members) == 0 {
-			// every member's record is gone: end with what was last seen
-			if last != nil && last.final() {
-				_ = s.groupEvent(last.head.Status, last)
-			} else {
-				_ = s.event("error", shortGroupStatus{Group: id, Status: "unknown"})
-			}
-			return true
-		}
-		g := lookAtGroup(id, members)
-		last = g
-		if g.final() {
-			if settling && lastJoin == settlingJoin {
-				_ = s.groupEvent(g.head.Status, g)
-				return true
-			}
-			settling, settlingJoin = true, lastJoin
+// step follows the group from the start of its first member (with
+// redis, the members on other instances too), then looks at it.
+func (g *groupSubscriber) step() bool {
+	if g.f == nil {
+		if !g.src.hasGroup(g.id) {
 			return false
 		}
-		settling = false
-		progress := progressOf(g)
-		if progress == lastSent {
-			return false
-		}
-		lastSent = progress
-		return s.groupEvent("", g) != nil
+		g.f = g.src.followGroup(g.id)
 	}
+	return g.look()
+}
 
-	if look() {
-		return
-	}
-	for {
-		select {
-		case <-interval.C:
-			if look() {
-				return
-			}
-		case <-s.keepAlive():
-			if s.ping() != nil {
-				return
-			}
-		case <-s.done():
-			return
-		}
+func (g *groupSubscriber) started() bool            { return g.f != nil }
+func (g *groupSubscriber) changed() <-chan struct{} { return nil }
+
+func (g *groupSubscriber) close() {
+	if g.f != nil {
+		g.f.close()
 	}
 }
+
+// look looks at the group once and sends what changed; it reports
+// whether the stream is over. The final event comes once every member
+// has ended and no new one has joined for one look.
+func (g *groupSubscriber) look() bool {
+	members, lastJoin := g.f.members(time.Now())
+	if len(members) == 0 {
+		// every member's record is gone: end with what was last seen
+		if g.last != nil && g.last.final() {
+			_ = g.s.groupEvent(g.last.head.Status, g.last)
+		} else {
+			_ = g.s.event("error", shortGroupStatus{Group: g.id, Status: "unknown"})
+		}
+		return true
+	}
+	doc := lookAtGroup(g.id, members)
+	g.last = doc
+	if doc.final() {
+		if g.settling && lastJoin == g.settlingJoin {
+			_ = g.s.groupEvent(doc.head.Status, doc)
+			return true
+		}
+		g.settling, g.settlingJoin = true, lastJoin
+		return false
+	}
+	g.settling = false
+	progress := progressOf(doc)
+	if progress == g.lastSent {
+		return false
+	}
+	g.lastSent = progress
+	return g.s.groupEvent("", doc) != nil
+}
+
+// Interface guard
+var _ follower = (*groupSubscriber)(nil)

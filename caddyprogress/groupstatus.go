@@ -7,25 +7,11 @@ import (
 	"time"
 )
 
-// serveGroupStatus answers GET <status_path>?group=<id> with the group's
-// GroupStatus; 404 {"group": "...", "status": "unknown"} when no record
-// of a member is left.
-func (h *Handler) serveGroupStatus(w http.ResponseWriter, r *http.Request, id string) error {
-	if hidden, err := h.hideWithoutToken(w, r, groupToken, id); hidden {
-		return err
-	}
-	if r.Method == http.MethodPost {
-		return h.serveGroupReserve(w, r, id)
-	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD, POST")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s?%s=<id> reads a group's status, POST %s?%s reserves a group", r.Method, h.StatusPath, groupQuery, h.StatusPath, groupQuery))
-	}
-	if err := validateGroupID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s query parameter: %w", groupQuery, err))
-	}
-	members, _ := h.groupMembersShared(r.Context(), id, time.Now(), nil) // with redis, those on other instances too
+// writeGroupStatus answers a read of the group with its GroupStatus;
+// 404 {"group": "...", "status": "unknown"} when no record of a member
+// is left (with redis, here or on another instance).
+func (h *Handler) writeGroupStatus(w http.ResponseWriter, r *http.Request, id string) error {
+	members, _ := h.uploads.groupMembers(r.Context(), id, time.Now())
 	if len(members) == 0 {
 		return writeJSON(w, http.StatusNotFound, shortGroupStatus{Group: id, Status: "unknown"})
 	}

@@ -300,7 +300,7 @@ func TestFinalRecordNeverChanges(t *testing.T) {
 func TestProgressThatFindsTheEndSendsTheFinalEventOnce(t *testing.T) {
 	u := newUpload("ending", 100, time.Now(), stateUploading)
 	w := &recordingStream{header: http.Header{}}
-	sub := newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, u)
+	sub := newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, followRecord(record{live: u}))
 	u.addReceived(40)
 	if err := sub.progress(); err != nil {
 		t.Fatal(err)
@@ -311,7 +311,7 @@ func TestProgressThatFindsTheEndSendsTheFinalEventOnce(t *testing.T) {
 		t.Fatalf("progress after the end: %v, want errStreamEnded", err)
 	}
 	sub.progress()
-	sub.final()
+	sub.progress()
 	out := w.buf.String()
 	if n := strings.Count(out, "event: complete\n"); n != 1 {
 		t.Fatalf("%d final events in %q, want 1", n, out)

@@ -32,27 +32,28 @@ var nginxCallbackName = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_$.]{0,63}$`)
 // matched case-insensitively as nginx does. With a callback query
 // parameter the answer is JSONP: <callback>(<json>);\r\n.
 func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s?X-Progress-ID=<id> reads a progress report", r.Method, h.NginxReportPath))
-	}
 	id, ok := nginxProgressID(r)
+	q := progressRead{
+		id:      id,
+		methods: []string{http.MethodGet, http.MethodHead},
+		usage:   fmt.Sprintf("GET %s?X-Progress-ID=<id> reads a progress report", h.NginxReportPath),
+		idParam: progressIDHeader,
+		// without the token, an upload is reported as unknown
+		// ("starting"), with nothing looked up, here or through redis
+		hidden: func() error { return h.writeNginxReport(w, r, record{}) },
+	}
 	if !ok {
-		return h.writeError(w, r, http.StatusBadRequest,
-			fmt.Errorf("no upload ID: send it in the %s header or query parameter", progressIDHeader))
+		q.noID = fmt.Errorf("no upload ID: send it in the %s header or query parameter", progressIDHeader)
 	}
-	if err := validateID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, fmt.Errorf("%s: %w", progressIDHeader, err))
+	if ok, err := h.admit(w, r, q); !ok {
+		return err
 	}
+	return h.writeNginxReport(w, r, h.uploads.lookup(r.Context(), id, true))
+}
 
-	// The token first: without it, an upload is reported as unknown
-	// ("starting") with nothing looked up, here or through redis (a
-	// lookup, or the watch that makes the upload's instance publish).
-	var rec record
-	if h.tokenAllows(r, uploadToken, id) {
-		rec = h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id))
-	}
+// writeNginxReport answers with the record's report, as JSON, or as
+// JSONP with a callback query parameter.
+func (h *Handler) writeNginxReport(w http.ResponseWriter, r *http.Request, rec record) error {
 	contentType := "application/json"
 	report := nginxReport(rec)
 	query := r.URL.Query()
@@ -83,35 +84,21 @@ func (h *Handler) serveNginxReport(w http.ResponseWriter, r *http.Request) error
 // nginxReport is the JSON nginx's module would give for the record,
 // without the line end.
 func nginxReport(rec record) string {
-	if rec.final != nil {
-		return nginxFinalReport(rec.final.summary.state, rec.upstream)
-	}
-	u := rec.live
-	if rec.remote != nil {
-		return nginxRemoteReport(rec.remote, rec.upstream) // clusterroutes.go
-	}
-	if u == nil {
+	st, received, size, upstream := rec.progress()
+	switch {
+	case st == statePending:
 		return `{ "state" : "starting" }`
+	case st.Final():
+		return nginxFinalReport(st, upstream)
 	}
-	st := u.currentState()
-	switch st {
-	case statePending:
-		return `{ "state" : "starting" }`
-	case stateUploading, stateProcessing, statePaused, stateDelivering:
-		received := u.received.Load()
-		size := u.total
-		if size < 0 {
-			size = received // chunked: nginx would say -1; report the bytes so far
-		}
-		if st == stateProcessing || st == stateDelivering {
-			received = size
-		}
-		return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)
+	// uploading, processing, paused or delivering
+	if size < 0 {
+		size = received // chunked: nginx would say -1; report the bytes so far
 	}
-	u.mu.Lock()
-	upstream := u.upstreamStatus
-	u.mu.Unlock()
-	return nginxFinalReport(st, upstream)
+	if st == stateProcessing || st == stateDelivering {
+		received = size
+	}
+	return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)
 }
 
 // nginxFinalReport is the report of an upload that ended in st, with

@@ -294,3 +294,34 @@ func TestNginxReportOverHTTP2WithoutLength(t *testing.T) {
 		t.Fatalf("after the upload: %q", got)
 	}
 }
+
+// An upload on another instance gets the report it gets on its own:
+// the report is made from the document that instance publishes, in
+// every state. A resumable upload paused between requests, or
+// delivering, reads "uploading" there too (a second report, for other
+// instances' documents, knew only uploading and processing, and said
+// error 500 of the others).
+func TestNginxReportOfAnotherInstancesUploadIsItsOwn(t *testing.T) {
+	tr := newTracker("nginx-shared")
+	t.Cleanup(func() { tr.Destruct() })
+	for _, st := range []state{stateUploading, stateProcessing, statePaused, stateDelivering, stateComplete, stateError, stateAborted} {
+		u, err := tr.start("report-"+st.String(), 1000, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.addReceived(400)
+		if st.Final() {
+			u.finish(st, 502, "", time.Now())
+		} else {
+			u.state.Store(int32(st))
+		}
+		here := nginxReport(record{live: u})
+		published, upstream, err := docFromJSON(docJSON(record{live: u}.document(time.Now())))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if there := nginxReport(record{doc: published, upstream: upstream}); there != here {
+			t.Errorf("%s: another instance reports %s, its own %s", st, there, here)
+		}
+	}
+}

@@ -15,45 +15,43 @@ type shortStatus struct {
 }
 
 // serveStatus answers GET <status_path><id> with the upload's Status, and
-// POST <status_path> by reserving a fresh ID. GET <status_path>?group=<id>
-// is a group's (groupstatus.go).
+// POST <status_path> by reserving a fresh ID; GET <status_path>?group=<id>
+// with the group's GroupStatus, and POST <status_path>?group by reserving
+// a fresh group ID (groupstatus.go).
 func (h *Handler) serveStatus(w http.ResponseWriter, r *http.Request, id string) error {
-	if hidden, err := h.hideWithoutToken(w, r, uploadToken, id); hidden {
-		return err
-	}
-	if id == "" && r.URL.Query().Has(groupQuery) {
-		return h.serveGroupStatus(w, r, r.URL.Query().Get(groupQuery))
-	}
-	if id == "" && r.Method == http.MethodPost {
+	q := progressReadOf(r, id)
+	switch {
+	case r.Method == http.MethodPost && q.group:
+		return h.serveGroupReserve(w, r, q.id)
+	case r.Method == http.MethodPost && q.id == "":
 		return h.serveReserve(w, r)
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD, POST")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: GET %s<id> reads a status, POST %s reserves an ID", r.Method, h.StatusPath, h.StatusPath))
+	q.methods, q.allow = []string{http.MethodGet, http.MethodHead}, "GET, HEAD, POST" // POST reserves, above
+	q.usage = fmt.Sprintf("GET %s<id> reads a status, POST %s reserves an ID", h.StatusPath, h.StatusPath)
+	if q.group {
+		q.usage = fmt.Sprintf("GET %s?%s=<id> reads a group's status, POST %s?%s reserves a group", h.StatusPath, groupQuery, h.StatusPath, groupQuery)
 	}
-	if err := validateID(id); err != nil {
-		return h.writeError(w, r, http.StatusBadRequest, err)
+	if ok, err := h.admit(w, r, q); !ok {
+		return err
 	}
-	return writeRecord(w, r, id, h.lookupSharedWatched(r.Context(), id, h.tracker.lookup(id)))
+	if q.group {
+		return h.writeGroupStatus(w, r, q.id)
+	}
+	return writeRecord(w, r, q.id, h.uploads.lookup(r.Context(), q.id, true))
 }
 
 // writeRecord answers with the record's status document, or 404
-// {"id": "...", "status": "unknown"} when there is none.
+// {"id": "...", "status": "unknown"} when there is none, or 503 when
+// max_memory has no room to encode it now.
 func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) error {
-	switch {
-	case rec.final != nil:
-		return writeDoc(w, r, rec.final)
-	case rec.live != nil:
-		d := rec.live.doc(time.Now())
-		if d == nil { // max_memory has no room to encode it now
-			return writeNoRoomForDoc(w)
-		}
-		return writeDoc(w, r, d)
-	case rec.remote != nil:
-		return writeDoc(w, r, rec.remote)
+	if !rec.found() {
+		return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
 	}
-	return writeJSON(w, http.StatusNotFound, shortStatus{ID: id, Status: "unknown"})
+	d := rec.document(time.Now())
+	if d == nil {
+		return writeNoRoomForDoc(w)
+	}
+	return writeDoc(w, r, d)
 }
 
 // serveReserve reserves a fresh ID for a client that wants one before it

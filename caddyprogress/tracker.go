@@ -190,73 +190,11 @@ func (t *tracker) finish(u *upload, st state, upstreamStatus int, errMsg string,
 	return true
 }
 
-// record is what a tracker holds for an ID: a live upload (in flight
-// or reserved), or a finished one's document and answer status.
-type record struct {
-	live     *upload
-	final    *statusDoc
-	upstream int
-	remote   *statusDoc // published by another instance (clusterroutes.go)
-}
-
-func (r record) found() bool { return r.live != nil || r.final != nil || r.remote != nil }
-
-// lookup returns the record for id; none when unknown.
-func (t *tracker) lookup(id string) record {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	return t.lookupLocked(id)
-}
-
-func (t *tracker) lookupLocked(id string) record {
-	if u, ok := t.uploads[id]; ok {
-		return record{live: u}
-	}
-	if i, ok := t.finished.find(id); ok {
-		return record{final: t.finished.doc(i), upstream: int(t.finished.slots[i].upstream)}
-	}
-	return record{}
-}
-
-// ended reports whether the record is of an upload that has ended, or
-// of none.
-func (r record) ended() bool {
-	if r.remote != nil {
-		return r.remote.summary.state.Final()
-	}
-	return r.final != nil || (r.live == nil) || r.live.currentState().Final()
-}
-
 // get returns the live record for id (in flight or reserved), or nil.
 func (t *tracker) get(id string) *upload {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.uploads[id]
-}
-
-// watch returns the record of the upload with the given ID if it has
-// started. If not (unknown, or only reserved), it returns a channel
-// closed when it starts, and a function to call when no longer waiting.
-func (t *tracker) watch(id string) (record, <-chan struct{}, func()) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if r := t.lookupLocked(id); r.final != nil || (r.live != nil && r.live.currentState() != statePending) {
-		return r, nil, func() {}
-	}
-	w, ok := t.waiters[id]
-	if !ok {
-		w = &startWaiter{started: make(chan struct{})}
-		t.waiters[id] = w
-	}
-	w.count++
-	return record{}, w.started, func() {
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		w.count--
-		if w.count == 0 && t.waiters[id] == w {
-			delete(t.waiters, id)
-		}
-	}
 }
 
 // records counts the records held. The caller holds t.mu.

@@ -42,27 +42,15 @@ import (
 // take a message, or answer a ping, within 10s is dropped. When Caddy
 // stops or reloads, open sockets close with 1001 (going away).
 func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, id string) error {
-	kind, what := uploadToken, "an upload"
-	if id == "" && r.URL.Query().Has(groupQuery) {
-		id, kind, what = r.URL.Query().Get(groupQuery), groupToken, "a group"
+	q := progressReadOf(r, id)
+	what := "an upload"
+	if q.group {
+		what = "a group"
 	}
-	if hidden, err := h.hideWithoutToken(w, r, kind, id); hidden {
+	q.methods = []string{http.MethodGet}
+	q.usage = fmt.Sprintf("a WebSocket upgrade (GET %s<id>, over HTTP/1.1) follows %s", h.WSPath, what)
+	if ok, err := h.admit(w, r, q); !ok {
 		return err
-	}
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", "GET")
-		return h.writeError(w, r, http.StatusMethodNotAllowed,
-			fmt.Errorf("method %s not allowed here: a WebSocket upgrade (GET %s<id>, over HTTP/1.1) follows %s", r.Method, h.WSPath, what))
-	}
-	validate := validateID
-	if kind == groupToken {
-		validate = validateGroupID
-	}
-	if err := validate(id); err != nil {
-		if kind == groupToken {
-			err = fmt.Errorf("%s query parameter: %w", groupQuery, err)
-		}
-		return h.writeError(w, r, http.StatusBadRequest, err)
 	}
 	if !httpguts.HeaderValuesContainsToken(r.Header["Upgrade"], "websocket") {
 		w.Header().Set("Upgrade", "websocket")
@@ -74,7 +62,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, id stri
 		return h.writeError(w, r, http.StatusForbidden,
 			fmt.Errorf("origin %q may not open a WebSocket here: only pages of this host, or of an origin in ws_origins", origin))
 	}
-	release, err := h.subscribe(w, r, id, kind == groupToken)
+	release, err := h.admitStream(w, r, q, false)
 	if release == nil {
 		return err
 	}
@@ -89,11 +77,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, id stri
 	}
 	s := h.openWebSocket(c)
 	defer s.close()
-	if kind == groupToken {
-		h.followGroup(s, id)
-	} else {
-		h.followUpload(s, id)
-	}
+	h.follow(s, q)
 	return nil
 }
 
@@ -172,10 +156,8 @@ type webSocketStream struct {
 // reader, which answers pings and takes the pongs and the close frame
 // (coder/websocket handles control frames while a read runs).
 func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
-	h.metrics.subscribers.Inc()
 	clientGone, gone := context.WithCancel(context.Background())
-	ctx, cancel := context.WithCancel(clientGone)
-	stopWatching := context.AfterFunc(h.stopCtx, cancel)
+	ctx, release := h.openStream(clientGone)
 	writeTimer := time.AfterFunc(time.Hour, func() { _ = c.CloseNow() })
 	writeTimer.Stop()
 	s := &webSocketStream{
@@ -187,11 +169,7 @@ func (h *Handler) openWebSocket(c *websocket.Conn) *webSocketStream {
 		stopping:       h.stopCtx,
 		stop:           ctx.Done(),
 		keepAliveTimer: time.NewTicker(h.keepAliveEvery),
-		release: func() {
-			stopWatching()
-			cancel()
-			h.metrics.subscribers.Dec()
-		},
+		release:        release,
 	}
 	go s.read(gone)
 	return s

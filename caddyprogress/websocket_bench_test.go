@@ -91,7 +91,7 @@ func BenchmarkWebSocket10000Subscribers(b *testing.B) {
 		for range perUpload {
 			s := benchWebSocket(b, h)
 			streams = append(streams, s)
-			subs = append(subs, newSubscriber(s, u))
+			subs = append(subs, newSubscriber(s, followRecord(record{live: u})))
 		}
 	}
 	tick := func() {
