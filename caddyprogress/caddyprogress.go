@@ -244,9 +244,9 @@ type Handler struct {
 
 	writeTimeout time.Duration // eventWriteTimeout, read once in Provision
 
-	shared         *sharedEntry  // the tracker's Redis side, nil without redis (clustertracker.go)
-	uploads        uploadSource  // where the progress routes read uploads (uploadsource.go)
-	redisURL       string        // Redis with its placeholders replaced; "" without (clustertracker.go)
+	shared         *sharedEntry  // the tracker's Redis side, nil without redis (sharedtracker.go)
+	uploads        uploadStore   // where the progress routes read uploads (uploadstore.go)
+	redisURL       string        // Redis with its placeholders replaced; "" without (sharedtracker.go)
 	redisKey       string        // sharedKey of redisURL, compared across handlers; "" without
 	keepAliveEvery time.Duration // keepAliveEvery, read once in Provision
 }
@@ -283,7 +283,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := h.provisionAccess(ctx); err != nil {
 		return err
 	}
-	if err := h.resolveRedis(); err != nil { // clustertracker.go
+	if err := h.resolveRedis(); err != nil { // sharedtracker.go
 		return err
 	}
 	if err := h.claimTrackerSettings(ctx); err != nil { // the same as the config's other handlers on the tracker (trackersettings.go)
@@ -296,10 +296,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.RateLimitTotal > 0 {
 		h.total = h.tracker.totalLimiter(h.RateLimitTotal, h.burst(h.RateLimitTotal))
 	}
-	if err := h.provisionShared(); err != nil { // redis (clustertracker.go)
+	if err := h.provisionShared(); err != nil { // redis (sharedtracker.go)
 		return err
 	}
-	h.uploads = h.newUploadSource() // the tracker, or with redis the tracker and the other instances (sharedsource.go)
+	h.uploads = h.newUploadStore() // the tracker, or with redis the tracker and the other instances (sharedstore.go)
 
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err

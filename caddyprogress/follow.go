@@ -8,7 +8,7 @@ import (
 // One loop follows an upload for every event stream, Server-Sent Events
 // or WebSocket (the eventSink, sink.go), wherever the upload runs: it
 // reads the upload's documents from an uploadFollow (the handler's
-// uploadSource gives it) at each interval, and whenever the follow says
+// uploadStore gives it) at each interval, and whenever the follow says
 // something changed.
 
 // uploadFollow is one stream's view of one upload's documents.
@@ -240,7 +240,7 @@ func (f *trackerFollow) close() {
 // groupFollow is one stream's view of a group's members.
 type groupFollow interface {
 	// members returns the members' documents as they are at now, as
-	// uploadSource.groupMembers does.
+	// uploadStore.groupMembers does.
 	members(now time.Time) ([]*statusDoc, uint64)
 	close()
 }

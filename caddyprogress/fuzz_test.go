@@ -107,7 +107,7 @@ func FuzzNginxReport(f *testing.F) {
 	f.Add("", "up-1")
 	f.Add("callback=cb", "bad id")
 	h := &Handler{NginxReportPath: "/progress", logger: zap.NewNop(), tracker: newTracker("fuzz"), refusalLog: new(ratelog.Gate)}
-	h.uploads = h.newUploadSource()
+	h.uploads = h.newUploadStore()
 	f.Cleanup(func() { h.tracker.Destruct() })
 	u, err := h.tracker.start("up-1", 100, 0, 10)
 	if err != nil {

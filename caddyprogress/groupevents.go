@@ -68,7 +68,7 @@ func progressOf(g *groupDoc) groupProgress {
 type groupSubscriber struct {
 	s   eventSink
 	id  string
-	src uploadSource
+	src uploadStore
 	f   groupFollow // nil until a member started
 
 	last         *groupDoc     // the group as last seen

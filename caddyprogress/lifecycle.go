@@ -25,13 +25,7 @@ import (
 // caller proxies the upload untracked, and begin has logged (at most
 // once a second) and counted it.
 func (h *Handler) begin(ctx context.Context, id, group string, total int64, prepare func(*upload)) (*upload, error) {
-	u, err := h.tracker.start(id, total, h.RateLimit, h.MaxUploads)
-	if err == nil {
-		if prepare != nil {
-			prepare(u)
-		}
-		err = h.claimShared(ctx, u, group) // clustertracker.go
-	}
+	u, err := h.uploads.start(ctx, id, group, total, startLimits{rateLimit: h.RateLimit, maxUploads: h.MaxUploads}, prepare)
 	if err != nil {
 		if errors.Is(err, errTrackerFull) {
 			h.warnFull(id)
@@ -54,7 +48,7 @@ func (h *Handler) finish(u *upload, st state, upstreamStatus int, errMsg string)
 	if !h.tracker.finish(u, st, upstreamStatus, errMsg, h.retain()) {
 		return
 	}
-	publishFinal(u) // clustertracker.go
+	h.uploads.ended(u) // to the other instances, with redis
 	h.metrics.finished[st].Inc()
 	observeThrottled(h.Tracker, time.Duration(u.throttled.Load()))
 }

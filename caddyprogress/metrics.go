@@ -109,7 +109,7 @@ func registerMetrics(registry *prometheus.Registry) error {
 		metrics.throttled,
 		metrics.evictions,
 		metrics.trackers,
-		sharedCollector{}, // clustermetrics.go
+		sharedCollector{}, // sharedmetrics.go
 	} {
 		if err := registry.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {

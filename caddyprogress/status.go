@@ -57,10 +57,7 @@ func writeRecord(w http.ResponseWriter, r *http.Request, id string, rec record) 
 // serveReserve reserves a fresh ID for a client that wants one before it
 // uploads. The reservation lasts retain.
 func (h *Handler) serveReserve(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.tracker.reserve(h.retain(), h.MaxUploads, h.MaxReservations)
-	if err == nil {
-		err = h.reserveShared(r.Context(), u) // across instances, with redis (clustertracker.go)
-	}
+	u, err := h.uploads.reserve(r.Context(), h.retain(), h.MaxUploads, h.MaxReservations)
 	if errors.Is(err, errTooManyReservations) {
 		w.Header().Set("Retry-After", "1")
 		return h.writeError(w, r, http.StatusServiceUnavailable, fmt.Errorf("cannot reserve an ID: %w", err))

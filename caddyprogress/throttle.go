@@ -100,11 +100,7 @@ func (t *throttle) wait(ctx context.Context, n int, ended bool) (time.Duration, 
 type applyTotalRate struct{ h *Handler }
 
 func (a applyTotalRate) Handle(context.Context, caddy.Event) error {
-	if a.h.shared != nil { // with redis, its share of it, set every 100ms (clustertracker.go)
-		a.h.shareTotalRate()
-	} else {
-		a.h.total.SetLimit(rate.Limit(a.h.RateLimitTotal))
-	}
+	a.h.uploads.shareRate(rate.Limit(a.h.RateLimitTotal), a.h.total) // with redis, this instance's share of it
 	a.h.total.SetBurst(a.h.burst(a.h.RateLimitTotal))
 	return nil
 }

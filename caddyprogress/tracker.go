@@ -47,7 +47,7 @@ type tracker struct {
 	total        *rate.Limiter           // the shared bucket of rate_limit_total, if any
 	groups       groupSet                // groups of uploads (group.go)
 	subscribers  subscriberCounts        // open event streams (subscribers.go)
-	shared       sharedSet               // the Redis sides shared with other instances (clustertracker.go)
+	shared       sharedSet               // the Redis sides shared with other instances (sharedtracker.go)
 	settings     settingsUsers           // the tracker-wide settings of its handlers (trackersettings.go)
 
 	// countedBytes sums the bytes of the uploads counted by countBytes

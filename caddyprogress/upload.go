@@ -80,7 +80,7 @@ type upload struct {
 	released     atomic.Bool // the tracker let go of the record
 
 	// shared is the upload's claim across the cluster, with redis
-	// (clustertracker.go); nil without.
+	// (sharedtracker.go); nil without.
 	shared atomic.Pointer[sharedHandle]
 
 	// tracker bookkeeping, guarded by the tracker's lock

@@ -13,7 +13,7 @@ import (
 // running on instance A can be followed through instance B. The core
 // knows the shared side only through the interfaces below; the Redis
 // implementation lives in the redistracker subpackage, wrapped in
-// clusterredis.go, the one file of the core that imports it.
+// sharedredis.go, the one file of the core that imports it.
 //
 // What goes through it: the uploading instance claims each upload's ID
 // across the cluster (a live duplicate gets 409 wherever it arrives)
@@ -23,12 +23,13 @@ import (
 // serve and read those documents (a lookup, then pub/sub). A body's
 // Read never waits on it.
 
-// cluster is the shared side of one tracker.
-type cluster interface {
+// sharedBackend is the shared side of one tracker: what the other
+// instances see of it, and what it sees of theirs.
+type sharedBackend interface {
 	// claim claims id across the cluster for an upload starting here,
 	// in group ("" for none), with its first document: errInFlight if
 	// it is in flight elsewhere, errTrackerFull at max_uploads across
-	// the cluster. While the shared store is unavailable it returns a
+	// the cluster. While the shared backend is unavailable it returns a
 	// handle anyway, and the upload goes on locally.
 	claim(ctx context.Context, id, group string, doc []byte) (sharedUpload, error)
 	// reserve records a reservation across the cluster: errTrackerFull,
@@ -93,7 +94,7 @@ type sharedDoc struct {
 	json      []byte
 }
 
-// sharedHealth is whether the shared store answers.
+// sharedHealth is whether the shared backend answers.
 type sharedHealth struct {
 	Up        bool
 	LastError string
@@ -126,9 +127,9 @@ type sharedListed struct {
 }
 
 var (
-	// errSharedUnavailable means the shared store did not answer; the
+	// errSharedUnavailable means the shared backend did not answer; the
 	// tracker carries on locally.
-	errSharedUnavailable = errors.New("the shared store is unavailable")
-	// errSharedNotFound means the shared store holds no such record.
+	errSharedUnavailable = errors.New("the shared backend is unavailable")
+	// errSharedNotFound means the shared backend holds no such record.
 	errSharedNotFound = errors.New("no such shared record")
 )

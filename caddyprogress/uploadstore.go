@@ -3,17 +3,23 @@ package caddyprogress
 import (
 	"context"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// Where the progress routes find uploads. A handler chooses its source
-// once, at provision (newUploadSource): this instance's tracker
-// (trackerSource, below), or with redis the tracker first and then the
-// uploads of the other instances (sharedSource, sharedsource.go). The
-// status, events, WebSocket, nginx and group routes read through it
-// and never ask which it is, nor where an upload runs.
+// Where upload state lives. A handler chooses its store once, at
+// provision (newUploadStore): this instance's tracker (localStore,
+// below), or with redis a store that decorates it with the other
+// instances (sharedStore, sharedstore.go): uploads start and reserve
+// their ID here and across the instances, end and tell the others, and
+// are read here first, then from the others. The upload start and end
+// (lifecycle.go) and the status, events, WebSocket, nginx and group
+// routes go through it and never ask which it is, nor where an upload
+// runs.
 
-// uploadSource is where the progress routes read uploads and groups.
-type uploadSource interface {
+// uploadStore is where uploads start, are reserved and end, and where
+// the progress routes read uploads and groups.
+type uploadStore interface {
 	// lookup returns what is known of id now (a record that is not
 	// found when nothing is). current is for the routes that show
 	// progress (status, nginx report): an upload in flight on another
@@ -38,6 +44,32 @@ type uploadSource interface {
 	// reserved reports whether id is reserved and has not started
 	// (client_ids off accepts it).
 	reserved(id string) bool
+
+	// start records a new upload in flight here (total bytes, -1 when
+	// unknown) and, with redis, claims its ID across the instances:
+	// errInFlight when it is in flight here or on another instance,
+	// errTrackerFull when no record is free here or across them.
+	// prepare, when not nil, fills the record before it is claimed.
+	start(ctx context.Context, id, group string, total int64, lim startLimits, prepare func(*upload)) (*upload, error)
+	// reserve records a fresh ID as reserved for retain, here and across
+	// the instances: errTooManyReservations when there is no room.
+	reserve(ctx context.Context, retain time.Duration, maxUploads, maxReservations int) (*upload, error)
+	// ended hands an upload that ended here over to the other instances
+	// (its final document); nothing without redis.
+	ended(u *upload)
+	// shareRate sets limiter, the tracker's shared bucket, to total
+	// (rate_limit_total), or with redis to this instance's share of it:
+	// every 100ms while this instance has uploads reading their body (and
+	// once when it has none left), in proportion to them; an idle
+	// instance sends Redis nothing, and its next upload's claim takes its
+	// share.
+	shareRate(total rate.Limit, limiter *rate.Limiter)
+}
+
+// startLimits are a handler's limits on the uploads it starts.
+type startLimits struct {
+	rateLimit  int64 // bytes per second of each upload, 0 for none
+	maxUploads int   // records the tracker holds
 }
 
 // record is what is known of an upload, wherever it runs: a live one
@@ -144,24 +176,40 @@ func (t *tracker) awaitStart(id string) (record, <-chan struct{}, func()) {
 	}
 }
 
-// trackerSource reads this instance's tracker only.
-type trackerSource struct{ t *tracker }
+// localStore reads this instance's tracker only.
+type localStore struct{ t *tracker }
 
-func (s trackerSource) lookup(_ context.Context, id string, _ bool) record { return s.t.lookup(id) }
+func (s localStore) lookup(_ context.Context, id string, _ bool) record { return s.t.lookup(id) }
 
-func (s trackerSource) follow(id string) uploadFollow { return s.t.follow(id) }
+func (s localStore) follow(id string) uploadFollow { return s.t.follow(id) }
 
-func (s trackerSource) groupMembers(_ context.Context, group string, now time.Time) ([]*statusDoc, uint64) {
+func (s localStore) start(_ context.Context, id, _ string, total int64, lim startLimits, prepare func(*upload)) (*upload, error) {
+	u, err := s.t.start(id, total, lim.rateLimit, lim.maxUploads)
+	if err == nil && prepare != nil {
+		prepare(u)
+	}
+	return u, err
+}
+
+func (s localStore) reserve(_ context.Context, retain time.Duration, maxUploads, maxReservations int) (*upload, error) {
+	return s.t.reserve(retain, maxUploads, maxReservations)
+}
+
+func (localStore) ended(*upload) {}
+
+func (localStore) shareRate(total rate.Limit, limiter *rate.Limiter) { limiter.SetLimit(total) }
+
+func (s localStore) groupMembers(_ context.Context, group string, now time.Time) ([]*statusDoc, uint64) {
 	return s.t.groupMembers(group, now)
 }
 
-func (s trackerSource) followGroup(group string) groupFollow { return trackerGroup{s.t, group} }
+func (s localStore) followGroup(group string) groupFollow { return trackerGroup{s.t, group} }
 
-func (s trackerSource) hasGroup(group string) bool { return s.t.hasGroup(group) }
+func (s localStore) hasGroup(group string) bool { return s.t.hasGroup(group) }
 
-func (s trackerSource) groupEnded(group string) bool { return s.t.groupEnded(group) }
+func (s localStore) groupEnded(group string) bool { return s.t.groupEnded(group) }
 
-func (s trackerSource) reserved(id string) bool {
+func (s localStore) reserved(id string) bool {
 	u := s.t.get(id)
 	return u != nil && u.currentState() == statePending
 }
@@ -181,6 +229,6 @@ func (trackerGroup) close() {}
 
 // Interface guards
 var (
-	_ uploadSource = trackerSource{}
-	_ groupFollow  = trackerGroup{}
+	_ uploadStore = localStore{}
+	_ groupFollow = trackerGroup{}
 )

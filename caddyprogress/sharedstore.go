@@ -5,33 +5,69 @@ import (
 	"context"
 	"slices"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// newUploadSource is the handler's source of uploads, chosen once at
-// provision: its tracker's, completed with the other instances' when
-// the tracker is shared through redis (provisionShared, before).
-func (h *Handler) newUploadSource() uploadSource {
-	local := trackerSource{h.tracker}
+// newUploadStore is the handler's store of uploads, chosen once at
+// provision: its tracker, decorated with the other instances when the
+// tracker is shared through redis (provisionShared, before).
+func (h *Handler) newUploadStore() uploadStore {
+	local := localStore{h.tracker}
 	if h.shared == nil {
 		return local
 	}
-	return &sharedSource{local: local, c: h.shared.c, interval: time.Duration(h.Interval)}
+	return &sharedStore{local: local, entry: h.shared, c: h.shared.c, interval: time.Duration(h.Interval)}
 }
 
-// sharedSource is the uploadSource of a tracker shared through redis:
-// this instance's tracker first, then the shared store (the cluster
-// interface, cluster.go) for what it does not hold, or holds only as a
-// reservation. An upload on another instance is watched while a route
+// sharedStore is the uploadStore of a tracker shared through redis: an
+// upload starts, is reserved and ends in this instance's tracker and,
+// through the shared backend (sharedbackend.go), across the instances;
+// a read takes this instance's tracker first, then the shared backend
+// for what it does not hold, or holds only as a reservation. An upload on another instance is watched while a route
 // shows it, so that its instance publishes its progress (a lookup, then
 // pub/sub: one connection per tracker and instance, whatever the
 // number of streams).
-type sharedSource struct {
-	local    trackerSource
-	c        cluster
+type sharedStore struct {
+	local    localStore
+	entry    *sharedEntry // the tracker's shared side (sharedtracker.go)
+	c        sharedBackend
 	interval time.Duration // how long a status read waits for a watched upload's document
 }
 
-func (s *sharedSource) lookup(ctx context.Context, id string, current bool) record {
+// start starts the upload here, then claims it across the instances.
+func (s *sharedStore) start(ctx context.Context, id, group string, total int64, lim startLimits, prepare func(*upload)) (*upload, error) {
+	u, err := s.local.start(ctx, id, group, total, lim, prepare)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.entry.claim(ctx, s.local.t, u, group); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// reserve reserves the ID here, then across the instances.
+func (s *sharedStore) reserve(ctx context.Context, retain time.Duration, maxUploads, maxReservations int) (*upload, error) {
+	u, err := s.local.reserve(ctx, retain, maxUploads, maxReservations)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.entry.reserve(ctx, s.local.t, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+// ended publishes the upload's final document.
+func (s *sharedStore) ended(u *upload) { publishFinal(u) }
+
+// shareRate has the shared backend share total among the instances.
+func (s *sharedStore) shareRate(total rate.Limit, limiter *rate.Limiter) {
+	s.c.shareRate(total, limiter, s.local.t.uploadingCount)
+}
+
+func (s *sharedStore) lookup(ctx context.Context, id string, current bool) record {
 	rec := s.local.lookup(ctx, id, current)
 	if rec.started() {
 		return rec
@@ -55,7 +91,7 @@ func (s *sharedSource) lookup(ctx context.Context, id string, current bool) reco
 // interval (a reservation's is not waited for: nothing runs yet). It is
 // how a status read shows the progress as of now the first time in a
 // watch period, not the document a claim stored.
-func (s *sharedSource) currentDoc(ctx context.Context, id string, d sharedDoc) sharedDoc {
+func (s *sharedStore) currentDoc(ctx context.Context, id string, d sharedDoc) sharedDoc {
 	if d.state == statePending {
 		_ = s.c.watch(ctx, id)
 		return d
@@ -106,9 +142,9 @@ func newest(docs []sharedDoc, after int64) (sharedDoc, bool) {
 // follow follows id here if it started here; else through the shared
 // store (subscribed first, then watched, then looked up), switching to
 // this instance's record if it starts here before another instance's
-// document was sent. Without the shared store, it waits for a local
+// document was sent. Without the shared backend, it waits for a local
 // start as without redis.
-func (s *sharedSource) follow(id string) uploadFollow {
+func (s *sharedStore) follow(id string) uploadFollow {
 	local := s.local.t.follow(id)
 	if !local.waiting() {
 		return local
@@ -134,7 +170,7 @@ func (s *sharedSource) follow(id string) uploadFollow {
 // interval (the uploading instance publishes no more often), one final
 // document.
 type sharedFollow struct {
-	src       *sharedSource
+	src       *sharedStore
 	id        string
 	local     *trackerFollow // waiting for a start here
 	onLocal   bool           // it started here: local is followed
@@ -198,7 +234,7 @@ func (f *sharedFollow) close() {
 	f.local.close()
 }
 
-func (s *sharedSource) groupMembers(ctx context.Context, group string, now time.Time) ([]*statusDoc, uint64) {
+func (s *sharedStore) groupMembers(ctx context.Context, group string, now time.Time) ([]*statusDoc, uint64) {
 	docs, err := s.c.lookupGroup(ctx, group)
 	if err != nil {
 		return s.local.groupMembers(ctx, group, now)
@@ -209,7 +245,7 @@ func (s *sharedSource) groupMembers(ctx context.Context, group string, now time.
 // withOthers is the tracker's members of the group completed with the
 // members on other instances: others holds their latest documents by
 // ID. A member known here is shown as known here.
-func (s *sharedSource) withOthers(group string, now time.Time, others map[string]sharedDoc) ([]*statusDoc, uint64) {
+func (s *sharedStore) withOthers(group string, now time.Time, others map[string]sharedDoc) ([]*statusDoc, uint64) {
 	members, lastJoin := s.local.t.groupMembers(group, now)
 	here := make(map[string]bool, len(members))
 	for _, d := range members {
@@ -247,7 +283,7 @@ func byID(docs []sharedDoc) map[string]sharedDoc {
 // followGroup follows the group's members here and, through pub/sub,
 // on other instances; if it cannot subscribe, they are looked up at
 // each look instead.
-func (s *sharedSource) followGroup(group string) groupFollow {
+func (s *sharedStore) followGroup(group string) groupFollow {
 	ctx := context.Background()
 	sub, err := s.c.subscribe(ctx, group, true)
 	if err != nil {
@@ -264,7 +300,7 @@ func (s *sharedSource) followGroup(group string) groupFollow {
 // redis: the tracker, and the documents of members on other instances,
 // kept up to date through pub/sub.
 type sharedGroup struct {
-	s      *sharedSource
+	s      *sharedStore
 	group  string
 	sub    sharedSubscription   // nil when it could not subscribe
 	others map[string]sharedDoc // by member ID
@@ -291,7 +327,7 @@ func (g sharedGroup) close() {
 // hasGroup reports whether the group has a member here or on another
 // instance: one lookup, so a group stream waiting for its first member
 // costs a round trip per interval until one starts.
-func (s *sharedSource) hasGroup(group string) bool {
+func (s *sharedStore) hasGroup(group string) bool {
 	if s.local.hasGroup(group) {
 		return true
 	}
@@ -300,8 +336,8 @@ func (s *sharedSource) hasGroup(group string) bool {
 }
 
 // groupEnded reports whether every member of the group has ended, here
-// and on other instances (as far as the shared store answers).
-func (s *sharedSource) groupEnded(group string) bool {
+// and on other instances (as far as the shared backend answers).
+func (s *sharedStore) groupEnded(group string) bool {
 	if !s.local.groupEnded(group) {
 		return false
 	}
@@ -318,7 +354,7 @@ func (s *sharedSource) groupEnded(group string) bool {
 }
 
 // reserved reports whether id is reserved here or on another instance.
-func (s *sharedSource) reserved(id string) bool {
+func (s *sharedStore) reserved(id string) bool {
 	if s.local.reserved(id) {
 		return true
 	}
@@ -328,7 +364,7 @@ func (s *sharedSource) reserved(id string) bool {
 
 // Interface guards
 var (
-	_ uploadSource = (*sharedSource)(nil)
+	_ uploadStore  = (*sharedStore)(nil)
 	_ uploadFollow = (*sharedFollow)(nil)
 	_ groupFollow  = sharedGroup{}
 )

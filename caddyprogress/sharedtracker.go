@@ -11,7 +11,6 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
-	"golang.org/x/time/rate"
 )
 
 // sharedSet is a tracker's shared sides, one per redis setting in use
@@ -27,7 +26,7 @@ type sharedSet struct {
 // that it survives reloads, and closed when no handler uses it.
 type sharedEntry struct {
 	key  string
-	c    cluster
+	c    sharedBackend
 	refs int
 	stop chan struct{} // ends the publisher loop
 
@@ -76,7 +75,7 @@ func (h *Handler) provisionShared() error {
 	}
 	e := s.entries[key]
 	if e == nil {
-		c, err := newRedisCluster(url, h) // clusterredis.go
+		c, err := newRedisBackend(url, h) // sharedredis.go
 		if err != nil {
 			return fmt.Errorf("tracker %q: redis: %w", h.Tracker, err)
 		}
@@ -87,16 +86,6 @@ func (h *Handler) provisionShared() error {
 	e.refs++
 	h.shared = e
 	return nil
-}
-
-// shareTotalRate shares the handler's rate_limit_total among the
-// instances, once its config runs (applyTotalRate, throttle.go): every
-// 100ms while this instance has uploads reading their body (and once
-// when it has none left), the shared side sets the tracker's bucket to
-// this instance's part, in proportion to them; an idle instance sends
-// Redis nothing, and its next upload's claim takes its part.
-func (h *Handler) shareTotalRate() {
-	h.shared.c.shareRate(rate.Limit(h.RateLimitTotal), h.total, h.tracker.uploadingCount)
 }
 
 // releaseShared lets go of the handler's shared side, closing it when
@@ -134,23 +123,20 @@ func keyName(key string) string {
 	return fmt.Sprintf("%q", key)
 }
 
-// claimShared claims u's ID across the cluster. On errInFlight or
-// errTrackerFull the local record is dropped and the error returned;
-// an unavailable store is no error (the upload goes on locally).
-func (h *Handler) claimShared(ctx context.Context, u *upload, group string) error {
-	if h.shared == nil {
-		return nil
-	}
-	d, doc := h.shared.docOf(u, time.Now())
-	up, err := h.shared.c.claim(ctx, u.id, group, doc)
+// claim claims u's ID, a new upload of t in group, across the
+// instances. On errInFlight or errTrackerFull the local record is
+// dropped and the error returned; an unavailable store is no error (the
+// upload goes on locally).
+func (e *sharedEntry) claim(ctx context.Context, t *tracker, u *upload, group string) error {
+	d, doc := e.docOf(u, time.Now())
+	up, err := e.c.claim(ctx, u.id, group, doc)
 	if errors.Is(err, errInFlight) || errors.Is(err, errTrackerFull) {
-		h.tracker.discard(u)
+		t.discard(u)
 		return err
 	}
 	if up == nil {
 		return nil
 	}
-	e := h.shared
 	u.shared.Store(&sharedHandle{up: up, entry: e, sent: d.version})
 	up.setCurrent(func() (state, []byte) { // for a watch heard, and lease renewals
 		d, doc := e.docOf(u, time.Now())
@@ -168,16 +154,14 @@ func publishFinal(u *upload) {
 	}
 }
 
-// reserveShared records a reservation made here across the cluster:
-// errTrackerFull means the cluster is full (the local one is dropped).
-func (h *Handler) reserveShared(ctx context.Context, u *upload) error {
-	if h.shared == nil {
-		return nil
-	}
-	_, doc := h.shared.docOf(u, time.Now())
-	err := h.shared.c.reserve(ctx, u.id, doc)
+// reserve records u, a reservation of t made here, across the
+// instances: errTooManyReservations when they are full (the local one
+// is dropped).
+func (e *sharedEntry) reserve(ctx context.Context, t *tracker, u *upload) error {
+	_, doc := e.docOf(u, time.Now())
+	err := e.c.reserve(ctx, u.id, doc)
 	if errors.Is(err, errTrackerFull) || errors.Is(err, errInFlight) {
-		h.tracker.discard(u)
+		t.discard(u)
 		return errTooManyReservations
 	}
 	return nil

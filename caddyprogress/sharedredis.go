@@ -10,7 +10,7 @@ import (
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
 )
 
-// The Redis implementation of cluster (cluster.go): the one file of the
+// The Redis implementation of sharedBackend (sharedbackend.go): the one file of the
 // core that imports redistracker. It maps the core's states and errors
 // to redistracker's and back.
 
@@ -22,8 +22,8 @@ import (
 // (BenchmarkThousandUploadsInFlight), though it answered.
 const redisTimeout = 250 * time.Millisecond
 
-// newRedisCluster connects the handler's tracker to Redis at url.
-func newRedisCluster(url string, h *Handler) (cluster, error) {
+// newRedisBackend connects the handler's tracker to Redis at url.
+func newRedisBackend(url string, h *Handler) (sharedBackend, error) {
 	t, err := redistracker.New(redistracker.Config{
 		URL:        url,
 		Tracker:    h.Tracker,
@@ -39,16 +39,16 @@ func newRedisCluster(url string, h *Handler) (cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	return redisCluster{t}, nil
+	return redisBackend{t}, nil
 }
 
 // sharedKey is a comparable form of a redis URL, its password hashed;
 // an error if the URL cannot be used.
 func sharedKey(url string) (string, error) { return redistracker.Key(url) }
 
-type redisCluster struct{ t *redistracker.Tracker }
+type redisBackend struct{ t *redistracker.Tracker }
 
-func (c redisCluster) claim(ctx context.Context, id, group string, doc []byte) (sharedUpload, error) {
+func (c redisBackend) claim(ctx context.Context, id, group string, doc []byte) (sharedUpload, error) {
 	u, err := c.t.Claim(ctx, id, group, redistracker.StateUploading, doc)
 	if err != nil {
 		return nil, coreError(err)
@@ -56,11 +56,11 @@ func (c redisCluster) claim(ctx context.Context, id, group string, doc []byte) (
 	return redisUpload{u}, nil
 }
 
-func (c redisCluster) reserve(ctx context.Context, id string, doc []byte) error {
+func (c redisBackend) reserve(ctx context.Context, id string, doc []byte) error {
 	return coreError(c.t.Reserve(ctx, id, doc))
 }
 
-func (c redisCluster) lookup(ctx context.Context, id string) (sharedDoc, error) {
+func (c redisBackend) lookup(ctx context.Context, id string) (sharedDoc, error) {
 	d, err := c.t.Lookup(ctx, id)
 	if err != nil {
 		return sharedDoc{}, coreError(err)
@@ -68,7 +68,7 @@ func (c redisCluster) lookup(ctx context.Context, id string) (sharedDoc, error) 
 	return coreDoc(d), nil
 }
 
-func (c redisCluster) lookupGroup(ctx context.Context, group string) ([]sharedDoc, error) {
+func (c redisBackend) lookupGroup(ctx context.Context, group string) ([]sharedDoc, error) {
 	docs, err := c.t.LookupGroup(ctx, group)
 	if err != nil {
 		return nil, coreError(err)
@@ -80,15 +80,15 @@ func (c redisCluster) lookupGroup(ctx context.Context, group string) ([]sharedDo
 	return out, nil
 }
 
-func (c redisCluster) watchDue(id string) bool { return c.t.WatchDue(id) }
+func (c redisBackend) watchDue(id string) bool { return c.t.WatchDue(id) }
 
-func (c redisCluster) watch(ctx context.Context, id string) error {
+func (c redisBackend) watch(ctx context.Context, id string) error {
 	return coreError(c.t.Watch(ctx, id))
 }
 
-func (c redisCluster) watchEvery() time.Duration { return c.t.WatchEvery() }
+func (c redisBackend) watchEvery() time.Duration { return c.t.WatchEvery() }
 
-func (c redisCluster) subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error) {
+func (c redisBackend) subscribe(ctx context.Context, id string, group bool) (sharedSubscription, error) {
 	var s *redistracker.Subscription
 	var err error
 	if group {
@@ -102,16 +102,16 @@ func (c redisCluster) subscribe(ctx context.Context, id string, group bool) (sha
 	return redisSubscription{s}, nil
 }
 
-func (c redisCluster) shareRate(total rate.Limit, limiter *rate.Limiter, demand func() int) {
+func (c redisBackend) shareRate(total rate.Limit, limiter *rate.Limiter, demand func() int) {
 	c.t.ShareRate(total, limiter, demand)
 }
 
-func (c redisCluster) health() sharedHealth {
+func (c redisBackend) health() sharedHealth {
 	h := c.t.Health()
 	return sharedHealth{Up: h.Up, LastError: h.LastError, Since: h.Since}
 }
 
-func (c redisCluster) stats() sharedStats {
+func (c redisBackend) stats() sharedStats {
 	s := c.t.Stats()
 	return sharedStats{
 		roundTrips:     s.RoundTrips,
@@ -127,9 +127,9 @@ func (c redisCluster) stats() sharedStats {
 	}
 }
 
-func (c redisCluster) close() error { return c.t.Close() }
+func (c redisBackend) close() error { return c.t.Close() }
 
-func (c redisCluster) list(ctx context.Context) (sharedListing, error) {
+func (c redisBackend) list(ctx context.Context) (sharedListing, error) {
 	l, err := c.t.List(ctx)
 	if err != nil {
 		return sharedListing{}, coreError(err)
@@ -190,7 +190,7 @@ func coreError(err error) error {
 
 // Interface guards
 var (
-	_ cluster            = redisCluster{}
+	_ sharedBackend      = redisBackend{}
 	_ sharedUpload       = redisUpload{}
 	_ sharedSubscription = redisSubscription{}
 )
