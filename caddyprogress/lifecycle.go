@@ -9,7 +9,7 @@ import (
 )
 
 // An upload starts and ends here, whichever way it came: a plain upload
-// (serveUpload, track.go) or a resumable one (resumableTracker.Track,
+// (serveUpload, passthrough.go) or a resumable one (resumableTracker.Track,
 // resumable.go). So a rule of the start (the claim across instances, the
 // group, the metrics, what an untracked upload logs) holds on both.
 
