@@ -14,7 +14,8 @@ type TrackerListing struct {
 	// Records counts every record held: in flight, finished and reserved.
 	Records int `json:"records"`
 	// Memory is the bytes the tracker's records take, as counted
-	// against MaxMemory.
+	// against MaxMemory (of which the tracker keeps at most its budget:
+	// half, with the default GOGC).
 	Memory int64 `json:"memory"`
 	// MaxMemory is the tracker's max_memory.
 	MaxMemory int64 `json:"max_memory"`
