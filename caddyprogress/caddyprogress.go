@@ -306,7 +306,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		srv.RegisterConnContext(withConn) // for clientWatch (clientwatch.go)
+		srv.RegisterConnContext(withConn) // for clientPresence (clientpresence.go)
 	}
 
 	h.stopCtx, h.stop = context.WithCancel(context.Background())

@@ -81,15 +81,15 @@ func (h *Handler) announceUpload(w http.ResponseWriter, r *http.Request, id, gro
 // u with the outcome: what the backend answered, how the body ended, and
 // whether the client stayed (outcome.go).
 func (h *Handler) proxyTracked(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, u *upload) error {
-	var watched *watchedClient
+	var observed *presentClient
 	var answer http.ResponseWriter = w
 	if r.ProtoMajor == 1 {
 		var ctx context.Context
-		var stopWatching func()
-		watched, ctx, stopWatching = clients.watch(r.Context(), u, requestConn(r.Context()))
-		defer stopWatching()
-		if watched != nil {
-			r = r.WithContext(ctx) // ended by clientWatch when the client leaves
+		var stopObserving func()
+		observed, ctx, stopObserving = clients.observe(r.Context(), u, requestConn(r.Context()))
+		defer stopObserving()
+		if observed != nil {
+			r = r.WithContext(ctx) // ended by clientPresence when the client leaves
 		}
 		answer = &earlyAnswerCloser{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}, upload: u}
 	}
@@ -113,10 +113,10 @@ func (h *Handler) proxyTracked(w http.ResponseWriter, r *http.Request, next cadd
 		closer.closeIfUnfinished() // Caddy writes the error's answer on w
 	}
 	switch {
-	case r.Context().Err() != nil, watched != nil && watched.gone.Load():
+	case r.Context().Err() != nil, observed != nil && observed.gone.Load():
 		e.clientGone = true
-	case watched != nil && !e.bodyEnded && err == nil && e.written != 0:
-		e.clientGone = watched.answerLost(answer)
+	case observed != nil && !e.bodyEnded && err == nil && e.written != 0:
+		e.clientGone = observed.answerLost(answer)
 	}
 	h.end(u, e)
 	return err

@@ -15,7 +15,7 @@ import (
 // its body to an upstream that does not read goes unnoticed by Go's
 // HTTP/1 server: nothing reads from the connection, so no read fails,
 // and the request's context is not cancelled until the body has been
-// read to its end. clientWatch notices it: every watchEvery, it asks the
+// read to its end. clientPresence notices it: every presenceEvery, it asks the
 // kernel about the connection of each HTTP/1 upload whose body has
 // stalled for stallAfter (nothing is read from it), and when the client
 // has closed or reset it, ends the request's context. reverse_proxy then
@@ -28,7 +28,7 @@ import (
 // waits behind the data. Its close shows when its kernel gives up and
 // resets the connection, or when the answer reaches it (answerLost).
 const (
-	watchEvery = 250 * time.Millisecond
+	presenceEvery = 250 * time.Millisecond
 	stallAfter = 500 * time.Millisecond
 
 	// answerCheckFor is how long answerLost waits for a reset after
@@ -37,11 +37,11 @@ const (
 	answerCheckEvery = 10 * time.Millisecond
 )
 
-// errClientGone is the cause of a request context ended by clientWatch.
+// errClientGone is the cause of a request context ended by clientPresence.
 var errClientGone = errors.New("the client closed its connection while the body was stalled")
 
-// watchedClient is one HTTP/1 upload followed by clientWatch.
-type watchedClient struct {
+// presentClient is one HTTP/1 upload followed by clientPresence.
+type presentClient struct {
 	upload *upload
 	fd     syscall.RawConn
 	leave  context.CancelCauseFunc // ends the request's context
@@ -50,7 +50,7 @@ type watchedClient struct {
 
 // peerGone reports whether the client has closed or reset the
 // connection, without reading from it.
-func (w *watchedClient) peerGone() (gone, reset bool) {
+func (w *presentClient) peerGone() (gone, reset bool) {
 	if err := w.fd.Control(func(fd uintptr) { gone, reset = socketPeerGone(fd) }); err != nil {
 		return false, false // the connection is already closed on this side
 	}
@@ -64,7 +64,7 @@ func (w *watchedClient) peerGone() (gone, reset bool) {
 // and closes gracefully is not taken for one that left. The answer is
 // already on its way; only the record's end waits, at most
 // answerCheckFor.
-func (w *watchedClient) answerLost(rw http.ResponseWriter) bool {
+func (w *presentClient) answerLost(rw http.ResponseWriter) bool {
 	if err := http.NewResponseController(rw).Flush(); err != nil {
 		return true
 	}
@@ -82,35 +82,35 @@ func (w *watchedClient) answerLost(rw http.ResponseWriter) bool {
 
 // stalled reports whether the upload's body is still unfinished and has
 // had no read for stallAfter.
-func (w *watchedClient) stalled(now time.Time) bool {
+func (w *presentClient) stalled(now time.Time) bool {
 	u := w.upload
 	return u.currentState() == stateUploading &&
 		now.Sub(u.startedAt)-time.Duration(u.lastRead.Load()) >= stallAfter
 }
 
-// clientWatch is the set of watched uploads, and the goroutine that
+// clientPresence is the set of observed uploads, and the goroutine that
 // looks at them while there are any.
-type clientWatch struct {
+type clientPresence struct {
 	mu      sync.Mutex
-	uploads map[*watchedClient]struct{}
+	uploads map[*presentClient]struct{}
 	running bool
 }
 
-// clients watches the HTTP/1 uploads of every handler: they outlive the
+// clients observes the HTTP/1 uploads of every handler: they outlive the
 // config that started them.
-var clients = &clientWatch{uploads: make(map[*watchedClient]struct{})}
+var clients = &clientPresence{uploads: make(map[*presentClient]struct{})}
 
-// watch follows u's client on conn until the returned stop is called;
+// observe follows u's client on conn until the returned stop is called;
 // ctx is the request's, and the returned context the one to serve the
 // request with. It returns nil and ctx itself when the connection
 // cannot be looked at (not TCP, or not on Linux).
-func (cw *clientWatch) watch(ctx context.Context, u *upload, conn net.Conn) (*watchedClient, context.Context, func()) {
+func (cw *clientPresence) observe(ctx context.Context, u *upload, conn net.Conn) (*presentClient, context.Context, func()) {
 	fd := rawConn(conn)
 	if fd == nil || !peerCheckSupported {
 		return nil, ctx, func() {}
 	}
 	ctx, leave := context.WithCancelCause(ctx)
-	w := &watchedClient{upload: u, fd: fd, leave: leave}
+	w := &presentClient{upload: u, fd: fd, leave: leave}
 	cw.mu.Lock()
 	cw.uploads[w] = struct{}{}
 	if !cw.running {
@@ -126,12 +126,12 @@ func (cw *clientWatch) watch(ctx context.Context, u *upload, conn net.Conn) (*wa
 	}
 }
 
-// run looks at the stalled uploads every watchEvery, and returns once
-// there are none left to watch.
-func (cw *clientWatch) run() {
-	ticker := time.NewTicker(watchEvery)
+// run looks at the stalled uploads every presenceEvery, and returns once
+// there are none left to observe.
+func (cw *clientPresence) run() {
+	ticker := time.NewTicker(presenceEvery)
 	defer ticker.Stop()
-	var stalled []*watchedClient
+	var stalled []*presentClient
 	for now := range ticker.C {
 		stalled = stalled[:0]
 		cw.mu.Lock()
@@ -178,7 +178,7 @@ func rawConn(conn net.Conn) syscall.RawConn {
 // connKey is the request context key of the client's connection.
 type connKey struct{}
 
-// withConn keeps the connection in its context, for clientWatch; it is
+// withConn keeps the connection in its context, for clientPresence; it is
 // registered with the server's RegisterConnContext.
 func withConn(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
