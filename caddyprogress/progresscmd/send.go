@@ -490,36 +490,9 @@ const maxAttempts = 8
 func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report func(tea.Msg)) outcome {
 	tus := &tusClient{client: o.client, endpoint: o.to, header: o.header, group: o.group, groupToken: o.groupToken}
 	key := fingerprint(job.path, job.info, o.to.String())
-	length := job.info.Size()
-	u, resuming := o.store.load(key)
-	var offset int64
-	if resuming {
-		n, err := tus.offset(ctx, u)
-		switch {
-		case errors.Is(err, errNoUpload):
-			o.store.forget(key)
-			resuming = false
-			report(fileNote{job.index, "the proxy no longer has the earlier upload: starting again"})
-		case err != nil:
-			return interrupted(ctx, err)
-		default:
-			offset = n
-			report(fileNote{job.index, fmt.Sprintf("resuming at %s of %s", size(n), size(length))})
-		}
-	}
-	if !resuming {
-		created, err := tus.create(ctx, job.name, length)
-		var refused *refusal
-		if errors.As(err, &refused) {
-			return outcome{state: "error", reason: refused.Error(), answer: &refused.answer}
-		}
-		if err != nil {
-			return interrupted(ctx, err)
-		}
-		u = created
-		if err := o.store.save(key, u); err != nil {
-			return outcome{state: "error", reason: err.Error()}
-		}
+	u, offset, stopped := o.startOrResume(ctx, tus, key, job, report)
+	if stopped != nil {
+		return *stopped
 	}
 	f, err := os.Open(job.path)
 	if err != nil {
@@ -527,14 +500,57 @@ func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report fun
 	}
 	defer f.Close()
 	progress := o.follow(ctx, job, u.ID, u.Token, report)
+	return o.patchUntilAnswered(ctx, tus, u, key, f, offset, job.info.Size(), progress)
+}
 
-	var a answer
+// startOrResume finds the upload an earlier run of the same file left
+// (under key) and its offset, or creates one; stopped is the outcome
+// when neither can be done.
+func (o *sendOptions) startOrResume(ctx context.Context, tus *tusClient, key string, job fileJob, report func(tea.Msg)) (u tusUpload, offset int64, stopped *outcome) {
+	length := job.info.Size()
+	u, resuming := o.store.load(key)
+	if resuming {
+		n, err := tus.offset(ctx, u)
+		switch {
+		case errors.Is(err, errNoUpload):
+			o.store.forget(key)
+			report(fileNote{job.index, "the proxy no longer has the earlier upload: starting again"})
+		case err != nil:
+			out := interrupted(ctx, err)
+			return u, 0, &out
+		default:
+			report(fileNote{job.index, fmt.Sprintf("resuming at %s of %s", size(n), size(length))})
+			return u, n, nil
+		}
+	}
+	created, err := tus.create(ctx, job.name, length)
+	var refused *refusal
+	if errors.As(err, &refused) {
+		return u, 0, &outcome{state: "error", reason: refused.Error(), answer: &refused.answer}
+	}
+	if err != nil {
+		out := interrupted(ctx, err)
+		return u, 0, &out
+	}
+	if err := o.store.save(key, created); err != nil {
+		return u, 0, &outcome{state: "error", reason: err.Error()}
+	}
+	return created, 0, nil
+}
+
+// patchUntilAnswered sends f's bytes from offset to length, going on
+// from the proxy's offset after each failure (up to maxAttempts in a
+// row), until the proxy answers the last PATCH (with the backend's
+// answer, or a refusal) or the upload is gone; progress gives the
+// proxy's final status. The upload is forgotten (key) once it ended;
+// its outcome is "interrupted" when a new run could go on.
+func (o *sendOptions) patchUntilAnswered(ctx context.Context, tus *tusClient, u tusUpload, key string, f *os.File, offset, length int64, progress *following) outcome {
 	for failures := 0; ; {
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			progress.wait(0)
 			return outcome{state: "error", reason: err.Error()}
 		}
-		a, err = tus.patch(ctx, u, offset, length-offset, o.throttled(ctx, io.LimitReader(f, length-offset)))
+		a, err := tus.patch(ctx, u, offset, length-offset, o.throttled(ctx, io.LimitReader(f, length-offset)))
 		if err == nil {
 			failures = 0
 			switch a.Code {
@@ -545,14 +561,14 @@ func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report fun
 				}
 			case http.StatusNotFound, http.StatusGone:
 				err = errNoUpload
+			default: // the backend's answer, or a refusal
+				final, ok := progress.wait(finalWait)
+				o.store.forget(key)
+				return outcomeOf(final, ok, &a)
 			}
 		}
 		switch {
-		case err == nil && a.Code != http.StatusConflict && a.Code != http.StatusLocked && a.Code != http.StatusServiceUnavailable:
-			// the backend's answer, or a refusal
-			final, ok := progress.wait(finalWait)
-			o.store.forget(key)
-			return outcomeOf(final, ok, &a)
+		case err == nil:
 		case errors.Is(err, errNoUpload):
 			final, ok := progress.wait(finalWait)
 			o.store.forget(key)
@@ -560,10 +576,10 @@ func (o *sendOptions) sendResumable(ctx context.Context, job fileJob, report fun
 				return outcome{state: final.Status, reason: final.Error}
 			}
 			return outcome{state: "error", reason: "the proxy no longer has the upload"}
-		case err != nil && ctx.Err() != nil:
+		case ctx.Err() != nil:
 			progress.wait(0)
 			return outcome{state: "interrupted", reason: "run the same command again to resume"}
-		case err != nil:
+		default:
 			failures++
 			if failures >= maxAttempts {
 				progress.wait(0)
