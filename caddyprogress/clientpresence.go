@@ -29,7 +29,7 @@ import (
 // resets the connection, or when the answer reaches it (answerLost).
 const (
 	presenceEvery = 250 * time.Millisecond
-	stallAfter = 500 * time.Millisecond
+	stallAfter    = 500 * time.Millisecond
 
 	// answerCheckFor is how long answerLost waits for a reset after
 	// flushing an answer that went out before the body ended.
