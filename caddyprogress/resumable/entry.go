@@ -29,6 +29,7 @@ type entry struct {
 	// guarded by the spool's mu
 	tracked Record // nil until tracked
 	busy    bool   // a delivery runs or is scheduled in this process
+	lease   Lease  // its claim, while busy
 }
 
 func newEntry(id string, rec *record) *entry {

@@ -63,21 +63,28 @@ func (sp *spool) sweepLoop() {
 	for {
 		s := sp.current.Load()
 		sp.sweepSafely(s, time.Now())
-		every := min(max(min(s.cfg.expire(), s.cfg.reserveFor())/10, minSweepEvery), maxSweepEvery)
 		select {
-		case <-time.After(every):
+		case <-time.After(sp.sweepEvery()):
 		case <-sp.ctx.Done():
 			return
 		}
 	}
 }
 
+// sweepEvery is the time between two sweeps.
+func (sp *spool) sweepEvery() time.Duration {
+	s := sp.current.Load()
+	return min(max(min(s.cfg.expire(), s.cfg.reserveFor())/10, minSweepEvery), maxSweepEvery)
+}
+
 // sweep removes what expired: uploads without a byte for expire, failed
 // deliveries expire after they failed, and the records of delivered
 // uploads expire after delivery; idle uploads let go of the room they
 // reserved for bytes not sent after reserve_for (disk.go). It also
-// starts the deliveries found "delivering" that no one in this process
-// runs: those cut short by a restart.
+// starts the deliveries found "delivering" that no one runs, here or
+// (with a Coordinator over Redis) on another instance sharing the
+// folder: those cut short by a restart, or whose instance died and
+// whose claim's lease ended.
 func (sp *spool) sweep(s *Server, now time.Time) {
 	ids, err := recordIDs(sp.dir)
 	if err != nil {
@@ -111,7 +118,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			sp.forget(id)
 		case deliveryDelivering:
 			e := sp.entry(rec)
-			if sp.claim(e) {
+			if sp.claim(e) == nil { // not here, nor on another instance
 				s.track(e, rec).Delivering()
 				sp.scheduleDelivery(e, 0)
 			}

@@ -33,6 +33,11 @@ type Options struct {
 	// its metrics registry): handlers of one load that share a dir must
 	// agree on its settings. Nil skips that check.
 	Load any
+	// NewCoordinator makes the Coordinator of the upload folder when it
+	// is first used (coordinator.go): the one over the tracker's redis,
+	// so that instances sharing the folder take turns on each upload.
+	// Nil: the local one, for a folder that one process uses.
+	NewCoordinator func() (Coordinator, error)
 }
 
 // Server serves the tus endpoint of one upload_progress handler: it
@@ -62,7 +67,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
 	}
 	cfg.Dir = dir
-	sp, err := loadSpool(dir)
+	sp, err := loadSpool(dir, opts.NewCoordinator)
 	if err != nil {
 		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
 	}
