@@ -25,6 +25,10 @@ type Coordinator interface {
 	// delivery must stop). ErrClaimed if another holds it; any other
 	// error when the claim cannot be decided (Redis down).
 	ClaimDelivery(ctx context.Context, id string) (Lease, error)
+	// Locked reports whether upload id's lock is held now, here or
+	// elsewhere, without asking its holder to let go: the sweeper leaves
+	// such an upload alone. An error when it cannot tell.
+	Locked(ctx context.Context, id string) (bool, error)
 	// Close lets go of what the Coordinator holds.
 	Close() error
 }
@@ -59,6 +63,10 @@ func (localCoordinator) ClaimDelivery(ctx context.Context, _ string) (Lease, err
 	ctx, cancel := context.WithCancel(ctx)
 	return localLease{ctx: ctx, cancel: cancel}, nil
 }
+
+// Locked is false: in one process, the spool's own count of requests
+// in progress tells the sweeper the same (inRequest).
+func (localCoordinator) Locked(context.Context, string) (bool, error) { return false, nil }
 
 func (localCoordinator) Close() error { return nil }
 

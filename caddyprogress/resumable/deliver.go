@@ -53,6 +53,14 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 	e := s.spool.entry(rec)
 	st.entry = e
 	claimErr := s.spool.claim(e)
+	if claimErr == nil {
+		// another instance may have delivered it between the record read
+		// above and the claim (its lock lost meanwhile)
+		if now, err := readRecord(s.cfg.Dir, info.ID); err != nil || now.Delivery != deliveryReceiving {
+			s.spool.release(e)
+			claimErr = ErrClaimed
+		}
+	}
 	if errors.Is(claimErr, errBusy) || errors.Is(claimErr, ErrClaimed) {
 		return handler.HTTPResponse{}, jsonError("ERR_UPLOAD_DELIVERING", http.StatusLocked, "the upload is already being delivered")
 	}

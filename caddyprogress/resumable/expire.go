@@ -2,6 +2,8 @@ package resumable
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -92,7 +94,10 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 		return
 	}
 	expire := s.cfg.expire()
+	seen := make(map[string]bool, len(ids))
+	defer func() { sp.goneElsewhere(s, seen) }()
 	for _, id := range ids {
+		seen[id] = true
 		rec, err := readRecord(sp.dir, id)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
@@ -110,6 +115,9 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 				s.releaseHold(e, rec, now)
 				continue
 			}
+			if sp.lockedElsewhere(s, id) {
+				continue // a request on another instance holds it
+			}
 			s.track(e, rec) // before its files go: the record shows what was stored
 			if err := removeUpload(sp.dir, id); err != nil {
 				s.logger.Error("removing an expired upload", zap.String("id", id), zap.Error(err))
@@ -123,6 +131,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 				sp.scheduleDelivery(e, 0)
 			}
 		case deliveryFailed, deliveryDelivered:
+			sp.endedElsewhere(s, rec)
 			if now.After(rec.Finished.Add(expire)) {
 				if err := removeUpload(sp.dir, id); err != nil {
 					s.logger.Error("removing an ended upload", zap.String("id", id), zap.Error(err))
@@ -131,6 +140,74 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			}
 		}
 	}
+}
+
+// lockedElsewhere reports whether a request for upload id holds its
+// lock on another instance sharing the folder (or whether that cannot be
+// told: then the upload is left for a later sweep).
+func (sp *spool) lockedElsewhere(s *Server, id string) bool {
+	locked, err := sp.coord.Locked(sp.ctx, id)
+	if err != nil {
+		s.logger.Debug("cannot tell whether an upload is locked; not expiring it now", zap.String("id", id), zap.Error(err))
+		return true
+	}
+	return locked
+}
+
+// endedElsewhere ends the tracker record of an upload this process
+// tracks whose delivery ended on another instance sharing the folder:
+// it shows complete or error here too, not paused or delivering.
+func (sp *spool) endedElsewhere(s *Server, rec *record) {
+	sp.mu.Lock()
+	e := sp.entries[rec.ID]
+	sp.mu.Unlock()
+	if e == nil || e.deliveryState() == rec.Delivery || e.requests.Load() > 0 {
+		return
+	}
+	e.setDelivery(rec.Delivery)
+	if !sp.isTracked(e) {
+		sp.forget(rec.ID)
+		return
+	}
+	status, msg, st := 0, "", progress.StateComplete
+	if rec.Answer != nil {
+		status = rec.Answer.Status
+	}
+	if rec.Delivery == deliveryFailed {
+		st, msg = progress.StateError, fmt.Sprintf("the backend answered %d %s", status, http.StatusText(status))
+	}
+	s.ended(e, rec, st, status, msg)
+}
+
+// goneElsewhere ends the entries of uploads whose records are gone
+// from the folder (seen lists those still there): removed by another
+// instance sharing it, expired or terminated there. A tracker record
+// of one ends aborted here too.
+func (sp *spool) goneElsewhere(s *Server, seen map[string]bool) {
+	sp.mu.Lock()
+	var gone []*entry
+	for id, e := range sp.entries {
+		if !seen[id] && e.requests.Load() == 0 && !e.busy {
+			gone = append(gone, e)
+		}
+	}
+	sp.mu.Unlock()
+	for _, e := range gone {
+		if _, err := os.Stat(recordPath(sp.dir, e.id)); !errors.Is(err, os.ErrNotExist) {
+			continue // made since the folder was listed
+		}
+		if sp.isTracked(e) {
+			s.ended(e, &record{ID: e.id}, progress.StateAborted, 0, "expired or terminated")
+		}
+		sp.forget(e.id)
+	}
+}
+
+// isTracked reports whether e has a tracker record in this process.
+func (sp *spool) isTracked(e *entry) bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return e.tracked != nil
 }
 
 // inRequest reports whether a request for upload id is in progress.

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,29 +44,56 @@ const lbHost = "127.0.0.1"
 // cut short.
 type deliveries struct {
 	*httptest.Server
-	mu  sync.Mutex
-	got []delivered
+	pace    time.Duration // a pause after each 64 KiB read, for a delivery that lasts
+	started atomic.Int32  // deliveries begun
+	mu      sync.Mutex
+	got     []delivered
 }
 
 type delivered struct {
 	id       string
 	sha256   string
 	bytes    int64
-	complete bool // the body ended cleanly
+	complete bool // the body ended cleanly, at its Content-Length
 }
 
-func newDeliveries(t testing.TB) *deliveries {
-	d := new(deliveries)
+func newDeliveries(t testing.TB, pace time.Duration) *deliveries {
+	d := &deliveries{pace: pace}
 	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.started.Add(1)
 		h := sha256.New()
-		n, err := io.Copy(h, r.Body)
+		var n int64
+		var err error
+		buf := make([]byte, 64<<10)
+		for {
+			var m int
+			m, err = io.ReadFull(r.Body, buf)
+			h.Write(buf[:m])
+			n += int64(m)
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = nil
+				break
+			}
+			if err != nil {
+				break
+			}
+			time.Sleep(d.pace)
+		}
 		d.mu.Lock()
-		d.got = append(d.got, delivered{id: r.Header.Get("X-Upload-ID"), sha256: hex.EncodeToString(h.Sum(nil)), bytes: n, complete: err == nil})
+		complete := err == nil && n == r.ContentLength // a cut body ends early (ErrUnexpectedEOF)
+		d.got = append(d.got, delivered{id: r.Header.Get("X-Upload-ID"), sha256: hex.EncodeToString(h.Sum(nil)), bytes: n, complete: complete})
 		d.mu.Unlock()
 		w.WriteHeader(http.StatusCreated)
 	}))
 	t.Cleanup(d.Close)
 	return d
+}
+
+// all is every delivery the backend got, whole or cut short.
+func (d *deliveries) all() []delivered {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]delivered(nil), d.got...)
 }
 
 // complete is the complete deliveries the backend got.
@@ -99,11 +127,22 @@ func (d *deliveries) assertOneDelivery(t testing.TB, data []byte) delivered {
 // URL; "" without).
 func sharedCluster(t *testing.T, front bool) (a, b *instance, back *deliveries, frontBase string) {
 	t.Helper()
+	return sharedClusterWith(t, front, 0, "")
+}
+
+// sharedClusterWith is sharedCluster with a backend that reads at pace
+// (see deliveries) and more settings in the resumable block.
+func sharedClusterWith(t *testing.T, front bool, pace time.Duration, settings string) (a, b *instance, back *deliveries, frontBase string) {
+	t.Helper()
 	rd := startRedis(t)
-	back = newDeliveries(t)
+	back = newDeliveries(t, pace)
 	dir := t.TempDir()
-	a = startInstance(t, "A", rd.URL(), sharedFolderOptions(dir), back.URL)
-	b = startInstance(t, "B", rd.URL(), sharedFolderOptions(dir), back.URL)
+	opts := sharedFolderOptions(dir)
+	if settings != "" {
+		opts = strings.Replace(opts, "\t\t}", settings+"\n\t\t}", 1)
+	}
+	a = startInstance(t, "A", rd.URL(), opts, back.URL)
+	b = startInstance(t, "B", rd.URL(), opts, back.URL)
 	if front {
 		frontBase = startFront(t, a, b)
 	}
@@ -417,4 +456,155 @@ func TestHolderKilledMidPatchRetryGoesOnElsewhere(t *testing.T) {
 	}
 	finishOn(t, b, path, data)
 	back.assertOneDelivery(t, data)
+}
+
+// frequentSweeps makes each instance sweep the folder every 100ms.
+const frequentSweeps = "\t\t\treserve_for 1s"
+
+// A delivery running on A is not started again by B, whose sweeper
+// finds the upload "delivering" in the shared folder: the claim in
+// Redis is A's while A delivers. (B gets requests meanwhile, which
+// give its sweeper a way to the backend.)
+func TestRunningDeliveryIsNotStartedTwice(t *testing.T) {
+	a, b, back, _ := sharedClusterWith(t, false, 50*time.Millisecond, frequentSweeps)
+	data := payload(2 << 20) // 32 reads of the slow backend: 1.6s
+	path := createOn(t, a, len(data))
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := patchOn(t, a, path, 0, bytes.NewReader(data), int64(len(data)))
+		done <- resp
+	}()
+	for {
+		select {
+		case resp := <-done:
+			if resp == nil || resp.StatusCode != http.StatusCreated {
+				t.Fatalf("the last PATCH on A: %v, want the backend's 201", resp)
+			}
+			// a second delivery would have begun during A's (1.6s, B
+			// sweeping every 100ms), and not yet ended
+			if n := back.started.Load(); n != 1 {
+				t.Fatalf("the backend saw %d deliveries begin, want 1", n)
+			}
+			back.assertOneDelivery(t, data)
+			return
+		case <-time.After(50 * time.Millisecond):
+			headOn(t, b, path) // 423 while A delivers
+		}
+	}
+}
+
+// The instance running a delivery is killed mid-delivery: another
+// instance delivers the upload once the claim's lease (5s) ends. The
+// backend sees the interrupted delivery and one complete one.
+func TestDeliveryOfAKilledInstanceIsTakenOver(t *testing.T) {
+	// 24 MiB, more than the sockets between A and the backend buffer, so
+	// that A's death cuts the delivery short; 384 reads of the slow
+	// backend: 2s
+	a, b, back, _ := sharedClusterWith(t, false, 5*time.Millisecond, frequentSweeps)
+	data := payload(24 << 20)
+	path := createOn(t, a, len(data))
+	go func() { _, _ = patchOn(t, a, path, 0, bytes.NewReader(data), int64(len(data))) }()
+	for back.started.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.kill()
+	killed := time.Now()
+	deadline := killed.Add(60 * time.Second)
+	for {
+		code, offset := headOn(t, b, path) // 423 until delivered, then 200 at the end
+		if code == http.StatusOK && offset == int64(len(data)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B did not deliver within 60s of A's death: HEAD %d offset %d", code, offset)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("B delivered %v after A was killed (delivery lease 5s)", time.Since(killed))
+	back.assertOneDelivery(t, data)
+	if got := back.all(); len(got) != 2 {
+		t.Fatalf("the backend got %d deliveries (%+v), want the interrupted one and the complete one", len(got), got)
+	}
+}
+
+// An upload created (and tracked) on A whose last PATCH goes to B is
+// delivered by B; A's status of it then ends complete too, not paused.
+func TestStatusEndsOnTheTrackingInstanceAfterDeliveryElsewhere(t *testing.T) {
+	a, b, back, _ := sharedClusterWith(t, false, 0, frequentSweeps)
+	data := payload(256 << 10)
+	path := createOn(t, a, len(data))
+	finishOn(t, b, path, data)
+	back.assertOneDelivery(t, data)
+	id := strings.TrimPrefix(path, "/files/")
+	a.waitFor(t, id, 30*time.Second, "complete on A", func(code int, s status) bool {
+		return code == http.StatusOK && s.Status == "complete"
+	})
+}
+
+// stalledReader sends head, waits for pause, then sends the rest.
+type stalledReader struct {
+	data  []byte
+	head  int
+	pause time.Duration
+	pos   int
+}
+
+func (r *stalledReader) Read(p []byte) (int, error) {
+	if r.pos >= len(r.data) {
+		return 0, io.EOF
+	}
+	if r.pos == r.head {
+		time.Sleep(r.pause)
+	}
+	end := len(r.data)
+	if r.pos < r.head {
+		end = r.head
+	}
+	n := copy(p, r.data[r.pos:end])
+	r.pos += n
+	return n, nil
+}
+
+// A PATCH on A that stalls longer than expire keeps its upload: B's
+// sweeper, which sees no new byte in the shared folder, leaves alone an
+// upload whose lock a request holds.
+func TestExpiryLeavesAnUploadLockedElsewhere(t *testing.T) {
+	a, b, back, _ := sharedClusterWith(t, false, 0, frequentSweeps+"\n\t\t\texpire 1s")
+	data := payload(256 << 10)
+	path := createOn(t, a, len(data))
+	resp, body := patchOn(t, a, path, 0, &stalledReader{data: data, head: 64 << 10, pause: 3 * time.Second}, int64(len(data)))
+	if resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the stalled PATCH on A: %v %s, want the backend's 201", resp, body)
+	}
+	back.assertOneDelivery(t, data)
+	_ = b
+}
+
+// max_disk is counted by each instance alone: with redis on the
+// tracker (instances that may share the folder), it is refused.
+func TestMaxDiskWithRedisIsRefused(t *testing.T) {
+	rd := startRedis(t)
+	dir := t.TempDir()
+	caddyfile := fmt.Sprintf(`http://127.0.0.1:1 {
+	upload_progress {
+		redis %s
+		resumable /files/ {
+			dir %s
+			max_disk 1GiB
+			deliver_to /upload
+		}
+	}
+	reverse_proxy 127.0.0.1:2
+}
+`, rd.URL(), filepath.Join(dir, "uploads"))
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(caddyBinary, "validate", "--config", path, "--adapter", "caddyfile")
+	cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "resumable max_disk") || !strings.Contains(string(out), "redis") {
+		t.Fatalf("caddy validate: %v\n%s\nwant a refusal naming max_disk and redis", err, out)
+	}
 }

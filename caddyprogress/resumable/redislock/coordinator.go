@@ -204,6 +204,14 @@ func (cl *claim) Release() {
 	})
 }
 
+// Locked reports whether upload id's lock is held, by any instance.
+func (c *Coordinator) Locked(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	n, err := c.cfg.Client.Exists(ctx, c.keys.lock(id)).Result()
+	return n > 0, err
+}
+
 // acquire sets key to token with the lease, if no one holds it.
 func (c *Coordinator) acquire(ctx context.Context, key, token string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
