@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testkit"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
 // Resumable uploads behind a load balancer (docs/resumable.md, "Behind a
@@ -134,7 +135,12 @@ func sharedCluster(t *testing.T, front bool) (a, b *instance, back *deliveries, 
 // (see deliveries) and more settings in the resumable block.
 func sharedClusterWith(t *testing.T, front bool, pace time.Duration, settings string) (a, b *instance, back *deliveries, frontBase string) {
 	t.Helper()
-	rd := startRedis(t)
+	return sharedClusterOn(t, startRedis(t), front, pace, settings)
+}
+
+// sharedClusterOn is sharedClusterWith on the Redis rd.
+func sharedClusterOn(t *testing.T, rd *testredis.Server, front bool, pace time.Duration, settings string) (a, b *instance, back *deliveries, frontBase string) {
+	t.Helper()
 	back = newDeliveries(t, pace)
 	dir := t.TempDir()
 	opts := sharedFolderOptions(dir)
@@ -607,4 +613,47 @@ func TestMaxDiskWithRedisIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "resumable max_disk") || !strings.Contains(string(out), "redis") {
 		t.Fatalf("caddy validate: %v\n%s\nwant a refusal naming max_disk and redis", err, out)
 	}
+}
+
+// With Redis down, no instance can take an upload's lock: HEAD and
+// PATCH are answered 500 with a JSON error (tus clients retry), no byte
+// is stored and nothing is delivered; once Redis is back, the upload
+// goes on from its stored offset and is delivered once.
+func TestRedisDownStopsPatchesAndNothingIsDeliveredTwice(t *testing.T) {
+	rd := startRedis(t)
+	a, b, back, _ := sharedClusterOn(t, rd, false, 0, "")
+	data := payload(512 << 10)
+	path := createOn(t, a, len(data))
+	half := int64(len(data) / 2)
+	if resp, body := patchOn(t, a, path, 0, bytes.NewReader(data[:half]), half); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first half on A: %v %s", resp, body)
+	}
+	rd.Kill()
+	resp, body := patchOn(t, b, path, half, bytes.NewReader(data[half:]), int64(len(data))-half)
+	if resp == nil || resp.StatusCode != http.StatusInternalServerError || !bytes.Contains(body, []byte(`"error"`)) {
+		t.Fatalf("second half on B with Redis down: %v %s, want 500 with a JSON error", resp, body)
+	}
+	if code, _ := headOn(t, a, path); code != http.StatusInternalServerError {
+		t.Fatalf("HEAD on A with Redis down: %d, want 500", code)
+	}
+	if n := back.started.Load(); n != 0 {
+		t.Fatalf("%d deliveries began with Redis down, want 0", n)
+	}
+	rd.Start()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, offset := headOn(t, b, path)
+		if code == http.StatusOK {
+			if offset != half {
+				t.Fatalf("offset after Redis came back: %d, want %d", offset, half)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HEAD on B still %d 30s after Redis came back", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	finishOn(t, b, path, data)
+	back.assertOneDelivery(t, data)
 }
