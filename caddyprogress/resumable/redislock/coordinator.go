@@ -92,8 +92,8 @@ func New(cfg Config) *Coordinator {
 	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Tracker), ctx: ctx, cancel: cancel, held: make(map[*lease]struct{})}
 	c.pubsub = cfg.Client.Subscribe(ctx, c.keys.release())
 	c.wg.Add(2)
-	go c.safely("listening for release requests", c.listen)
-	go c.safely("renewing leases", c.renewLoop)
+	go c.listen()
+	go c.renewLoop()
 	return c
 }
 
@@ -106,15 +106,15 @@ func (c *Coordinator) Close() error {
 	return errors.Join(err, c.cfg.Client.Close())
 }
 
-// safely runs a loop of the Coordinator, logging a panic with its stack.
-func (c *Coordinator) safely(what string, loop func()) {
-	defer c.wg.Done()
+// safely runs one step of a loop of the Coordinator: a panic is logged
+// with its stack, and the loop goes on.
+func (c *Coordinator) safely(what string, step func()) {
 	defer func() {
 		if v := recover(); v != nil {
 			c.cfg.Logger.Error(what+" panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
 		}
 	}()
-	loop()
+	step()
 }
 
 // Locker is tusd's Locker over Redis.
@@ -255,18 +255,24 @@ func (c *Coordinator) askRelease(ctx context.Context, id string) {
 
 // listen passes each release request to the holder of the lock it names.
 func (c *Coordinator) listen() {
+	defer c.wg.Done()
 	for msg := range c.pubsub.Channel() {
-		c.mu.Lock()
-		var wanted []*lease
-		for l := range c.held {
-			if l.lock && l.id == msg.Payload {
-				wanted = append(wanted, l)
-			}
+		c.safely("passing on a release request", func() { c.passOn(msg.Payload) })
+	}
+}
+
+// passOn asks the holders of upload id's lock here to let go.
+func (c *Coordinator) passOn(id string) {
+	c.mu.Lock()
+	var wanted []*lease
+	for l := range c.held {
+		if l.lock && l.id == id {
+			wanted = append(wanted, l)
 		}
-		c.mu.Unlock()
-		for _, l := range wanted {
-			c.signal(l, "")
-		}
+	}
+	c.mu.Unlock()
+	for _, l := range wanted {
+		c.signal(l, "")
 	}
 }
 
@@ -288,6 +294,7 @@ func (c *Coordinator) signal(l *lease, why string) {
 
 // renewLoop renews every held lease every third of the lease.
 func (c *Coordinator) renewLoop() {
+	defer c.wg.Done()
 	ticker := time.NewTicker(c.cfg.Lease / 3)
 	defer ticker.Stop()
 	for {
@@ -295,7 +302,7 @@ func (c *Coordinator) renewLoop() {
 		case <-c.ctx.Done():
 			return
 		case <-ticker.C:
-			c.renew()
+			c.safely("renewing leases", c.renew)
 		}
 	}
 }
