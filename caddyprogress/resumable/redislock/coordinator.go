@@ -341,7 +341,8 @@ func (c *Coordinator) renew() {
 
 // renewed records how l's renewal went: ok, or failed for a Redis
 // error (errored) or because the key is no longer l's. It reports false
-// when l is lost: not ours, or not renewed before its deadline.
+// when l is lost: not ours, or not renewed in time to be surely ours
+// until the next renewal.
 func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -352,8 +353,11 @@ func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool 
 		l.deadline = start.Add(c.cfg.Lease)
 		return true
 	}
-	if errored && time.Now().Before(l.deadline) {
-		return true // tried again at the next renewal
+	// a renewal that failed for a Redis error is tried again at the next
+	// tick, unless that would be past the lease: then it counts as lost
+	// now, a tick before the key may expire and another take it
+	if errored && time.Now().Add(c.cfg.Lease/3).Before(l.deadline) {
+		return true
 	}
 	delete(c.held, l)
 	return false

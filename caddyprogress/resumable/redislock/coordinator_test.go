@@ -147,3 +147,27 @@ func TestRedisDownGrantsNothing(t *testing.T) {
 		t.Fatalf("claim with redis down: %v, want a redis error", err)
 	}
 }
+
+// A holder that cannot renew (Redis gone) lets go before its lease could
+// end in Redis: the lock's holder is asked to release, the claim's
+// context ends.
+func TestHolderLetsGoWhenRenewalsFail(t *testing.T) {
+	srv := testredis.Start(t)
+	a := instance(t, srv, 600*time.Millisecond)
+	asked := make(chan struct{})
+	if err := lockOf(t, a, "up6").Lock(context.Background(), func() { close(asked) }); err != nil {
+		t.Fatal(err)
+	}
+	claim, err := a.ClaimDelivery(context.Background(), "up6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	for name, done := range map[string]<-chan struct{}{"lock": asked, "claim": claim.Context().Done()} {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the %s was kept with Redis gone", name)
+		}
+	}
+}

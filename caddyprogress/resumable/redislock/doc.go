@@ -15,9 +15,10 @@
 // bytes it stored and lets go: a client that reconnects to another
 // instance is not locked out. If the holder died, its lease ends within
 // Config.Lease and the waiting request takes the lock then (tusd waits up
-// to 20s for it). A lock whose renewal fails for longer than the lease
-// (Redis down, or the key taken after a pause) counts as lost: its
-// holder is asked to release it.
+// to 20s for it). A lock that is no longer its holder's (the key taken
+// after a pause), or whose renewals fail (Redis down) until the next one
+// would come after its lease, counts as lost, a renewal period before
+// the key can expire: its holder is asked to release it.
 //
 // # Delivery claims
 //
