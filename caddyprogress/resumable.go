@@ -204,6 +204,17 @@ func (r *resumableRecord) Uploading()  { r.u.resume() }
 func (r *resumableRecord) Paused()     { r.u.pause() }
 func (r *resumableRecord) Delivering() { r.u.deliver() }
 
+// Stored raises received to offset (never lowers it: this instance's
+// own requests count their bytes as they read them).
+func (r *resumableRecord) Stored(offset int64) {
+	for {
+		cur := r.u.received.Load()
+		if offset <= cur || r.u.received.CompareAndSwap(cur, offset) {
+			return
+		}
+	}
+}
+
 // Announce sets the upload's and its group's tokens on the creation's
 // answer, with status_access token (access.go).
 func (r *resumableRecord) Announce(w http.ResponseWriter) {

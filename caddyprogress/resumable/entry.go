@@ -96,6 +96,7 @@ func (untracked) CountBody(r *http.Request)          {}
 func (untracked) Uploading()                         {}
 func (untracked) Paused()                            {}
 func (untracked) Delivering()                        {}
+func (untracked) Stored(int64)                       {}
 func (untracked) Finish(progress.State, int, string) {}
 func (untracked) Announce(http.ResponseWriter)       {}
 

@@ -113,6 +113,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			e := sp.entry(rec)
 			if now.Before(s.lastByte(rec).Add(expire)) {
 				s.releaseHold(e, rec, now)
+				sp.syncStored(s, e)
 				continue
 			}
 			if sp.lockedElsewhere(s, id) {
@@ -208,6 +209,22 @@ func (sp *spool) isTracked(e *entry) bool {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	return e.tracked != nil
+}
+
+// syncStored raises the received bytes of an upload this process
+// tracks to what is stored: bytes stored through another instance
+// sharing the folder show here at the next sweep (with the local
+// Coordinator, the stored offset is what this process counted already).
+func (sp *spool) syncStored(s *Server, e *entry) {
+	sp.mu.Lock()
+	tracked := e.tracked
+	sp.mu.Unlock()
+	if tracked == nil {
+		return
+	}
+	if info, err := s.uploadInfo(sp.ctx, e.id); err == nil {
+		tracked.Stored(info.Offset)
+	}
 }
 
 // inRequest reports whether a request for upload id is in progress.

@@ -236,7 +236,8 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
 	offset = max(offset, 0)
 	need := min(offset+max(r.ContentLength, 0), s.cfg.MaxSize) // past max_size, the body gets 413
-	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
+	info, infoErr := s.uploadInfo(r.Context(), e.id)
+	if infoErr == nil && !info.SizeIsDeferred {
 		need = info.Size // reserved again if it lapsed (reserve_for)
 	}
 	if err := s.spool.reserveAtLeast(e.id, need, s.cfg.MaxDisk); err != nil {
@@ -245,6 +246,9 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	}
 	e.heldSince.Store(time.Now().UnixNano())
 	tracked := s.track(e, rec)
+	if infoErr == nil {
+		tracked.Stored(info.Offset) // some may have come through another instance
+	}
 	st.sending = true
 	tracked.Uploading()
 	s.limitBody(r, e.id, offset)

@@ -657,3 +657,22 @@ func TestRedisDownStopsPatchesAndNothingIsDeliveredTwice(t *testing.T) {
 	finishOn(t, b, path, data)
 	back.assertOneDelivery(t, data)
 }
+
+// An upload created (and tracked) on A whose bytes arrive through B
+// shows them in its progress: A's record counts what is stored in the
+// shared folder, whichever instance stored it.
+func TestProgressCountsBytesStoredThroughAnotherInstance(t *testing.T) {
+	a, b, _, _ := sharedClusterWith(t, false, 0, frequentSweeps)
+	data := payload(256 << 10)
+	path := createOn(t, a, len(data))
+	half := int64(len(data) / 2)
+	if resp, body := patchOn(t, b, path, 0, bytes.NewReader(data[:half]), half); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first half on B: %v %s", resp, body)
+	}
+	id := strings.TrimPrefix(path, "/files/")
+	for _, inst := range []*instance{a, b} {
+		inst.waitFor(t, id, 30*time.Second, "the first half counted", func(code int, s status) bool {
+			return code == http.StatusOK && s.Status == "paused" && s.Received == half
+		})
+	}
+}
