@@ -16,6 +16,7 @@ import (
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 )
 
 // Defaults for the Config's fields.
@@ -34,7 +35,7 @@ type Config struct {
 	Client redis.UniversalClient
 	// Tracker names the keys (see the package doc).
 	Tracker string
-	// Logger gets what goes wrong, at most a line per lost lease.
+	// Logger gets what goes wrong: lost leases, at most a line a second.
 	Logger *zap.Logger
 	// Lease is how long a lock or claim outlives its holder's last
 	// renewal. Default: 5s.
@@ -51,6 +52,8 @@ type Coordinator struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	pubsub *redis.PubSub
+
+	lostLog ratelog.Gate // the lines of lost leases, at most one a second
 
 	mu   sync.Mutex
 	held map[*lease]struct{}
@@ -280,7 +283,7 @@ func (c *Coordinator) passOn(id string) {
 // claim's cancel); why, if set, is logged.
 func (c *Coordinator) signal(l *lease, why string) {
 	l.once.Do(func() {
-		if why != "" {
+		if why != "" && c.lostLog.Allow() {
 			c.cfg.Logger.Warn(why, zap.String("id", l.id), zap.String("key", l.key))
 		}
 		defer func() {
