@@ -127,9 +127,12 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			sp.forget(id)
 		case deliveryDelivering:
 			e := sp.entry(rec)
-			if sp.claim(e) == nil { // not here, nor on another instance
+			switch err := sp.claim(e); {
+			case err == nil: // not running here, nor on another instance
 				s.track(e, rec).Delivering()
 				sp.scheduleDelivery(e, 0)
+			case errors.Is(err, ErrClaimed):
+				sp.deliveringElsewhere(e, rec)
 			}
 		case deliveryFailed, deliveryDelivered:
 			sp.endedElsewhere(s, rec)
@@ -170,6 +173,10 @@ func (sp *spool) endedElsewhere(s *Server, rec *record) {
 		sp.forget(rec.ID)
 		return
 	}
+	sp.mu.Lock()
+	tracked := e.tracked
+	sp.mu.Unlock()
+	tracked.Stored(rec.Size) // every byte was stored (Size is set when the delivery begins)
 	status, msg, st := 0, "", progress.StateComplete
 	if rec.Answer != nil {
 		status = rec.Answer.Status
@@ -178,6 +185,21 @@ func (sp *spool) endedElsewhere(s *Server, rec *record) {
 		st, msg = progress.StateError, fmt.Sprintf("the backend answered %d %s", status, http.StatusText(status))
 	}
 	s.ended(e, rec, st, status, msg)
+}
+
+// deliveringElsewhere marks an upload this process tracks as
+// delivering while another instance sharing the folder delivers it.
+func (sp *spool) deliveringElsewhere(e *entry, rec *record) {
+	sp.mu.Lock()
+	tracked := e.tracked
+	sp.mu.Unlock()
+	if tracked == nil || e.deliveryState() == deliveryDelivering {
+		return
+	}
+	e.setDelivery(deliveryDelivering)
+	e.setExpiry(time.Time{})
+	tracked.Stored(rec.Size) // every byte is stored
+	tracked.Delivering()
 }
 
 // goneElsewhere ends the entries of uploads whose records are gone

@@ -543,7 +543,7 @@ func TestStatusEndsOnTheTrackingInstanceAfterDeliveryElsewhere(t *testing.T) {
 	back.assertOneDelivery(t, data)
 	id := strings.TrimPrefix(path, "/files/")
 	a.waitFor(t, id, 30*time.Second, "complete on A", func(code int, s status) bool {
-		return code == http.StatusOK && s.Status == "complete"
+		return code == http.StatusOK && s.Status == "complete" && s.Received == int64(len(data))
 	})
 }
 
@@ -674,4 +674,44 @@ func TestProgressCountsBytesStoredThroughAnotherInstance(t *testing.T) {
 			return code == http.StatusOK && s.Status == "paused" && s.Received == half
 		})
 	}
+}
+
+// While B delivers an upload that A tracks, A's status (and so every
+// instance's) shows it delivering, not paused.
+func TestStatusShowsDeliveringWhileAnotherInstanceDelivers(t *testing.T) {
+	a, b, back, _ := sharedClusterWith(t, false, 50*time.Millisecond, frequentSweeps)
+	data := payload(4 << 20) // 64 reads of the slow backend: 3.2s
+	path := createOn(t, a, len(data))
+	id := strings.TrimPrefix(path, "/files/")
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, _ := patchOn(t, b, path, 0, bytes.NewReader(data), int64(len(data)))
+		done <- resp
+	}()
+	for back.started.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	var last status
+	for {
+		select {
+		case resp := <-done:
+			t.Fatalf("B's delivery ended (%v) before A showed it delivering; last %+v", resp, last)
+		case <-time.After(20 * time.Millisecond):
+		}
+		code, s := a.status(t, id)
+		last = s
+		if code == http.StatusOK && s.Status == "delivering" {
+			if s.Received != int64(len(data)) {
+				t.Fatalf("A shows it delivering with %d bytes received, want %d", s.Received, len(data))
+			}
+			break
+		}
+	}
+	if resp := <-done; resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the last PATCH on B: %v, want the backend's 201", resp)
+	}
+	a.waitFor(t, id, 30*time.Second, "complete on A", func(code int, s status) bool {
+		return code == http.StatusOK && s.Status == "complete"
+	})
+	back.assertOneDelivery(t, data)
 }
