@@ -18,7 +18,9 @@
 // to 20s for it). A lock that is no longer its holder's (the key taken
 // after a pause), or whose renewals fail (Redis down) until the next one
 // would come after its lease, counts as lost, a renewal period before
-// the key can expire: its holder is asked to release it.
+// the key can expire: its holder is asked to release it. A lease is not
+// a fence: a holder frozen for longer than the lease (a suspended VM)
+// may still write once it runs again, after another took the lock.
 //
 // # Delivery claims
 //
