@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable/redislock"
 )
 
 // This file joins the handler to package resumable (resumable uploads
@@ -38,17 +39,41 @@ func (h *Handler) provisionResumable(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if h.redisURL != "" && cfg.MaxDisk > 0 {
+		return fmt.Errorf("resumable max_disk %d: with redis on the tracker, instances may share the upload folder, "+
+			"and max_disk is counted by each instance alone; remove max_disk (limit the folder's filesystem instead)", cfg.MaxDisk)
+	}
 	srv, err := resumable.New(cfg, resumable.Options{
-		Tracker:  resumableTracker{h},
-		IDHeader: h.IDHeader,
-		Logger:   h.logger.Named("resumable"),
-		Load:     ctx.GetMetricsRegistry(), // one per config load
+		Tracker:        resumableTracker{h},
+		IDHeader:       h.IDHeader,
+		Logger:         h.logger.Named("resumable"),
+		Load:           ctx.GetMetricsRegistry(), // one per config load
+		NewCoordinator: h.resumableCoordinator(),
 	})
 	if err != nil {
 		return err
 	}
 	h.resumable = srv
 	return nil
+}
+
+// resumableCoordinator makes the locks and delivery claims of the
+// resumable uploads live in the tracker's redis, if it has one, so that
+// instances sharing the upload folder can each serve any request of any
+// upload and deliver each upload once (docs/resumable.md, "Behind a load
+// balancer"); nil without redis: file locks in the folder.
+func (h *Handler) resumableCoordinator() func() (resumable.Coordinator, error) {
+	if h.redisURL == "" {
+		return nil
+	}
+	url, tracker, logger := h.redisURL, h.Tracker, h.logger.Named("resumable.redislock")
+	return func() (resumable.Coordinator, error) {
+		c, err := redislock.Dial(url, redislock.Config{Tracker: tracker, Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("tracker %q: redis: %w", tracker, err)
+		}
+		return c, nil
+	}
 }
 
 // cleanupResumable lets go of the resumable Server's upload folder.
@@ -178,6 +203,17 @@ func (r *resumableRecord) CountBody(req *http.Request) {
 func (r *resumableRecord) Uploading()  { r.u.resume() }
 func (r *resumableRecord) Paused()     { r.u.pause() }
 func (r *resumableRecord) Delivering() { r.u.deliver() }
+
+// Stored raises received to offset (never lowers it: this instance's
+// own requests count their bytes as they read them).
+func (r *resumableRecord) Stored(offset int64) {
+	for {
+		cur := r.u.received.Load()
+		if offset <= cur || r.u.received.CompareAndSwap(cur, offset) {
+			return
+		}
+	}
+}
 
 // Announce sets the upload's and its group's tokens on the creation's
 // answer, with status_access token (access.go).

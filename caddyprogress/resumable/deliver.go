@@ -52,19 +52,38 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 	}
 	e := s.spool.entry(rec)
 	st.entry = e
-	if !s.spool.claim(e) {
+	claimErr := s.spool.claim(e)
+	if claimErr == nil {
+		// another instance may have delivered it between the record read
+		// above and the claim (its lock lost meanwhile)
+		if now, err := readRecord(s.cfg.Dir, info.ID); err != nil || now.Delivery != deliveryReceiving {
+			s.spool.release(e)
+			claimErr = ErrClaimed
+		}
+	}
+	if errors.Is(claimErr, errBusy) || errors.Is(claimErr, ErrClaimed) {
 		return handler.HTTPResponse{}, jsonError("ERR_UPLOAD_DELIVERING", http.StatusLocked, "the upload is already being delivered")
 	}
 	rec.Size = info.Size
 	rec.Delivery = deliveryDelivering
 	if err := rec.write(s.cfg.Dir); err != nil {
-		s.spool.release(e)
+		if claimErr == nil {
+			s.spool.release(e)
+		}
 		s.logger.Error("starting a delivery", zap.String("id", info.ID), zap.Error(err))
 		return handler.HTTPResponse{}, jsonError("ERR_INTERNAL", http.StatusInternalServerError, "the upload's record cannot be written")
 	}
 	e.setDelivery(deliveryDelivering)
 	e.setExpiry(time.Time{})
 	s.track(e, rec).Delivering()
+	if claimErr != nil {
+		// the claim cannot be decided (Redis down): the upload is stored
+		// whole and recorded as delivering, and the sweeper of whichever
+		// instance first claims it delivers it (expire.go)
+		s.logger.Warn("delivery postponed: its claim cannot be taken", zap.String("id", e.id), zap.Error(claimErr))
+		e.retryAt.Store(time.Now().Add(s.spool.sweepEvery()).UnixNano())
+		return handler.HTTPResponse{}, retryLater(e.retryAfter())
+	}
 
 	defer func() {
 		// the next handler's panics are caught in attempt; this is for any
@@ -116,6 +135,9 @@ func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
 	switch {
 	case out.interrupted:
 		s.spool.release(e)
+		if s.spool.ctx.Err() == nil { // the claim was lost, not the proxy stopping
+			return nil, retryLater(strconv.Itoa(int(s.spool.sweepEvery().Seconds() + 0.999)))
+		}
 		return nil, jsonError("ERR_SERVER_SHUTDOWN", http.StatusServiceUnavailable,
 			"the proxy is stopping; the upload is stored and is delivered when it runs again")
 	case out.answer.Status < 400 && !out.early:
@@ -195,7 +217,9 @@ func backoff(n int) time.Duration {
 
 // attempt sends the upload to the backend once, through rt.
 func (s *Server) attempt(rt *route, rec *record, e *entry) outcome {
-	ctx := s.spool.ctx // not the client's: the delivery outlives its request
+	// not the client's: the delivery outlives its request; it ends if
+	// the spool stops or the claim is lost (another instance may deliver)
+	ctx := s.spool.deliveryContext(e)
 	rec.Attempts++
 	e.setAttempts(rec.Attempts)
 	e.delivered.Store(0)

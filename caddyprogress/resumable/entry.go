@@ -29,6 +29,7 @@ type entry struct {
 	// guarded by the spool's mu
 	tracked Record // nil until tracked
 	busy    bool   // a delivery runs or is scheduled in this process
+	lease   Lease  // its claim, while busy
 }
 
 func newEntry(id string, rec *record) *entry {
@@ -95,6 +96,7 @@ func (untracked) CountBody(r *http.Request)          {}
 func (untracked) Uploading()                         {}
 func (untracked) Paused()                            {}
 func (untracked) Delivering()                        {}
+func (untracked) Stored(int64)                       {}
 func (untracked) Finish(progress.State, int, string) {}
 func (untracked) Announce(http.ResponseWriter)       {}
 

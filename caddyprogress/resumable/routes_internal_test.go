@@ -12,7 +12,8 @@ import (
 // route only while a delivery of that key is scheduled, so a client
 // sending many hosts does not grow it.
 func TestRoutesAreKeptOnlyWhileADeliveryNeedsThem(t *testing.T) {
-	sp, err := newSpool(t.TempDir())
+	dir := t.TempDir()
+	sp, err := newSpool(dir, localCoordinator{dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,11 @@ type Options struct {
 	// its metrics registry): handlers of one load that share a dir must
 	// agree on its settings. Nil skips that check.
 	Load any
+	// NewCoordinator makes the Coordinator of the upload folder when it
+	// is first used (coordinator.go): the one over the tracker's redis,
+	// so that instances sharing the folder take turns on each upload.
+	// Nil: the local one, for a folder that one process uses.
+	NewCoordinator func() (Coordinator, error)
 }
 
 // Server serves the tus endpoint of one upload_progress handler: it
@@ -62,7 +67,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
 	}
 	cfg.Dir = dir
-	sp, err := loadSpool(dir)
+	sp, err := loadSpool(dir, opts.NewCoordinator)
 	if err != nil {
 		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
 	}
@@ -231,7 +236,8 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
 	offset = max(offset, 0)
 	need := min(offset+max(r.ContentLength, 0), s.cfg.MaxSize) // past max_size, the body gets 413
-	if info, err := s.uploadInfo(r.Context(), e.id); err == nil && !info.SizeIsDeferred {
+	info, infoErr := s.uploadInfo(r.Context(), e.id)
+	if infoErr == nil && !info.SizeIsDeferred {
 		need = info.Size // reserved again if it lapsed (reserve_for)
 	}
 	if err := s.spool.reserveAtLeast(e.id, need, s.cfg.MaxDisk); err != nil {
@@ -240,6 +246,9 @@ func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestS
 	}
 	e.heldSince.Store(time.Now().UnixNano())
 	tracked := s.track(e, rec)
+	if infoErr == nil {
+		tracked.Stored(info.Offset) // some may have come through another instance
+	}
 	st.sending = true
 	tracked.Uploading()
 	s.limitBody(r, e.id, offset)

@@ -23,6 +23,7 @@ var spools = caddy.NewUsagePool()
 // background deliveries and the expiry sweeper (expire.go).
 type spool struct {
 	dir    string
+	coord  Coordinator     // locks and delivery claims (coordinator.go)
 	ctx    context.Context // ends background deliveries when no config uses the folder
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines
@@ -79,10 +80,25 @@ func (k routeKey) accepts(rec *record) bool {
 	return (want.server == "" || want.server == k.server) && want.host == k.host
 }
 
-// loadSpool takes the spool of dir, made and scanned on first use.
-func loadSpool(dir string) (*spool, error) {
+// loadSpool takes the spool of dir, made and scanned on first use, with
+// the Coordinator newCoord makes (nil: the local one). A spool keeps the
+// Coordinator it was made with across reloads, as it keeps the
+// deliveries that hold its claims.
+func loadSpool(dir string, newCoord func() (Coordinator, error)) (*spool, error) {
 	val, _, err := spools.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		return newSpool(dir)
+		var coord Coordinator = localCoordinator{dir: dir}
+		if newCoord != nil {
+			c, err := newCoord()
+			if err != nil {
+				return nil, err
+			}
+			coord = c
+		}
+		sp, err := newSpool(dir, coord)
+		if err != nil {
+			_ = coord.Close()
+		}
+		return sp, err
 	})
 	if err != nil {
 		return nil, err
@@ -90,13 +106,14 @@ func loadSpool(dir string) (*spool, error) {
 	return val.(*spool), nil
 }
 
-func newSpool(dir string) (*spool, error) {
+func newSpool(dir string, coord Coordinator) (*spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating the upload folder: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sp := &spool{
 		dir:        dir,
+		coord:      coord,
 		ctx:        ctx,
 		cancel:     cancel,
 		entries:    make(map[string]*entry),
@@ -117,7 +134,7 @@ func (sp *spool) Destruct() error {
 	sp.cancel() // under mu, so no delivery is scheduled after wg.Wait begins
 	sp.mu.Unlock()
 	sp.wg.Wait()
-	return nil
+	return sp.coord.Close()
 }
 
 // entry returns the live entry of an upload, made from its record.
@@ -170,23 +187,54 @@ func (sp *spool) reserveAtLeast(id string, n, limit int64) error {
 	return sp.reserve(id, n, limit)
 }
 
-// claim marks that a delivery of e runs (or will) in this process; it
-// reports false if one already does.
-func (sp *spool) claim(e *entry) bool {
+// errBusy means a delivery of the upload runs, or is scheduled, in
+// this process.
+var errBusy = errors.New("the upload is being delivered")
+
+// claim marks that a delivery of e runs (or will) in this process, and
+// claims it from the Coordinator, cluster-wide: errBusy if one already
+// runs here, ErrClaimed if another instance holds it, another error if
+// the claim cannot be decided (Redis down). The delivery runs in the
+// claim's context (deliveryContext), which ends if the claim is lost.
+func (sp *spool) claim(e *entry) error {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
 	if e.busy {
-		return false
+		sp.mu.Unlock()
+		return errBusy
 	}
 	e.busy = true
-	return true
+	sp.mu.Unlock()
+	lease, err := sp.coord.ClaimDelivery(sp.ctx, e.id)
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	if err != nil {
+		e.busy = false
+		return err
+	}
+	e.lease = lease
+	return nil
 }
 
 // release ends claim.
 func (sp *spool) release(e *entry) {
 	sp.mu.Lock()
+	lease := e.lease
+	e.busy, e.lease = false, nil
+	sp.mu.Unlock()
+	if lease != nil {
+		lease.Release()
+	}
+}
+
+// deliveryContext is the context a claimed delivery of e runs in: it
+// ends when the spool stops or the claim is lost.
+func (sp *spool) deliveryContext(e *entry) context.Context {
+	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	e.busy = false
+	if e.lease == nil {
+		return sp.ctx
+	}
+	return e.lease.Context()
 }
 
 // offerRoute keeps the way a request reached its handler, if a

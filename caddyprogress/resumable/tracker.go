@@ -35,6 +35,10 @@ type Record interface {
 	Paused()
 	// Delivering marks every byte stored and the delivery running.
 	Delivering()
+	// Stored raises the upload's received bytes to offset, the bytes
+	// stored so far: with instances sharing the folder, some may have
+	// come through requests of another instance.
+	Stored(offset int64)
 	// Finish ends the upload in a final state (progress.StateComplete,
 	// StateError or StateAborted), with the backend's status code (0 for
 	// none) and why it failed.

@@ -7,13 +7,12 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
 
-// newTusd makes the tusd handler: a file store and file locks in dir,
+// newTusd makes the tusd handler: a file store in dir, the spool's locks,
 // no downloads (uploads are for the backend) and no concatenation (its
 // Upload-Concat header names uploads by URL, which would need the same
 // checks as IDs), CORS as cors_origins says (cors.go). tusd's logs go to the handler's
@@ -25,12 +24,9 @@ func (s *Server) newTusd() error {
 	composer := handler.NewStoreComposer()
 	s.store.UseIn(composer)
 	// A request for an upload that another holds (a client resuming
-	// before the proxy noticed its old connection is gone) asks the holder
-	// to let go; these polls make that take about a second, not tusd's 7.
-	locker := filelocker.New(s.cfg.Dir)
-	locker.HolderPollInterval = time.Second
-	locker.AcquirerPollInterval = 200 * time.Millisecond
-	locker.UseIn(composer)
+	// before the proxy noticed its old connection is gone, here or on
+	// another instance) asks the holder to let go (coordinator.go).
+	composer.UseLocker(s.spool.coord.Locker())
 
 	s.cors = s.cfg.corsConfig(s.opts.IDHeader)
 	h, err := handler.NewHandler(handler.Config{

@@ -8,7 +8,9 @@
 // upload URLs there and resume a previous upload of the same file),
 // metadata, headers, retryDelays, chunkSize, protocol, sendToken (send
 // the X-Upload-Token of the creation's answer on every later request,
-// as the README shows for status_access token).
+// as the README shows for status_access token), traceResponses (print a
+// "response" event for every answer: method, status and the
+// X-Served-By header a load balancer in front adds).
 // It prints one JSON line per event: created, paused, resumed, success
 // (with the last response's status and body) or error (with its status).
 import * as tus from 'tus-js-client'
@@ -31,6 +33,9 @@ const options = {
   chunkSize: opts.chunkSize ?? Infinity,
   removeFingerprintOnSuccess: true,
   onAfterResponse(req, res) {
+    if (opts.traceResponses) {
+      emit({ event: 'response', method: req.getMethod(), status: res.getStatus(), servedBy: res.getHeader('X-Served-By') ?? '' })
+    }
     if (req.getMethod() === 'POST' && res.getStatus() === 201) {
       emit({ event: 'created', url: res.getHeader('Location') })
     }

@@ -1,0 +1,392 @@
+package redislock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tus/tusd/v2/pkg/handler"
+	"go.uber.org/zap"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
+)
+
+// Defaults for the Config's fields.
+const (
+	DefaultLease   = 5 * time.Second
+	DefaultTimeout = time.Second
+)
+
+// pollInterval is how often a request waiting for a held lock tries
+// again, and asks its holder again to let go.
+const pollInterval = 200 * time.Millisecond
+
+// Config is what a Coordinator needs.
+type Config struct {
+	// Client is the tracker's Redis; Close closes it.
+	Client redis.UniversalClient
+	// Tracker names the keys (see the package doc).
+	Tracker string
+	// Logger gets what goes wrong: lost leases, at most a line a second.
+	Logger *zap.Logger
+	// Lease is how long a lock or claim outlives its holder's last
+	// renewal. Default: 5s.
+	Lease time.Duration
+	// Timeout bounds each Redis call. Default: 1s.
+	Timeout time.Duration
+}
+
+// Coordinator is a resumable.Coordinator over Redis.
+type Coordinator struct {
+	cfg    Config
+	keys   keys
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	pubsub *redis.PubSub
+
+	lostLog ratelog.Gate // the lines of lost leases, at most one a second
+
+	mu   sync.Mutex
+	held map[*lease]struct{}
+}
+
+// lease is a lock or a claim this instance holds.
+type lease struct {
+	id, key, token string
+	lock           bool      // a lock (release requests reach it), not a claim
+	deadline       time.Time // until when it is surely ours; guarded by mu
+	lost           func()    // called once, if it is lost or (a lock) wanted elsewhere
+	once           sync.Once
+}
+
+// Dial makes a Coordinator on the Redis a URL names (the forms of
+// package redistracker, whose parser it uses), for cfg without Client.
+func Dial(rawURL string, cfg Config) (*Coordinator, error) {
+	client, err := redistracker.NewClient(rawURL, "caddy-upload-progress-resumable")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Client = client
+	return New(cfg), nil
+}
+
+// New starts a Coordinator: its subscription to release requests and
+// its renewal loop. Close it when its folder is no longer used.
+func New(cfg Config) *Coordinator {
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Tracker), ctx: ctx, cancel: cancel, held: make(map[*lease]struct{})}
+	c.pubsub = cfg.Client.Subscribe(ctx, c.keys.release())
+	c.wg.Add(2)
+	go c.listen()
+	go c.renewLoop()
+	return c
+}
+
+// Close stops the loops and closes the client; what is held is left to
+// expire with its lease.
+func (c *Coordinator) Close() error {
+	c.cancel()
+	err := c.pubsub.Close()
+	c.wg.Wait()
+	return errors.Join(err, c.cfg.Client.Close())
+}
+
+// safely runs one step of a loop of the Coordinator: a panic is logged
+// with its stack, and the loop goes on.
+func (c *Coordinator) safely(what string, step func()) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.cfg.Logger.Error(what+" panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+		}
+	}()
+	step()
+}
+
+// Locker is tusd's Locker over Redis.
+func (c *Coordinator) Locker() handler.Locker { return locker{c} }
+
+type locker struct{ c *Coordinator }
+
+func (l locker) NewLock(id string) (handler.Lock, error) { return &lock{c: l.c, id: id}, nil }
+
+// lock is one request's lock of an upload.
+type lock struct {
+	c    *Coordinator
+	id   string
+	held *lease
+}
+
+// Lock takes the upload's lock, asking its holder to let go meanwhile
+// (see the package doc); handler.ErrLockTimeout once ctx ends.
+func (l *lock) Lock(ctx context.Context, requestRelease func()) error {
+	key, token := l.c.keys.lock(l.id), newToken()
+	for {
+		start := time.Now()
+		ok, err := l.c.acquire(ctx, key, token)
+		if ctx.Err() != nil {
+			if ok {
+				l.c.remove(key, token)
+			}
+			return handler.ErrLockTimeout
+		}
+		if err != nil {
+			return fmt.Errorf("locking upload %s in redis: %w", l.id, err)
+		}
+		if ok {
+			l.held = l.c.hold(&lease{id: l.id, key: key, token: token, lock: true, lost: requestRelease}, start)
+			return nil
+		}
+		l.c.askRelease(ctx, l.id)
+		select {
+		case <-ctx.Done():
+			return handler.ErrLockTimeout
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+// Unlock lets the lock go.
+func (l *lock) Unlock() error {
+	if l.held == nil {
+		return nil
+	}
+	l.c.drop(l.held)
+	l.held = nil
+	return nil
+}
+
+// ClaimDelivery claims the delivery of upload id: resumable.ErrClaimed
+// if another holds it.
+func (c *Coordinator) ClaimDelivery(ctx context.Context, id string) (resumable.Lease, error) {
+	key, token := c.keys.delivery(id), newToken()
+	start := time.Now()
+	ok, err := c.acquire(ctx, key, token)
+	if err != nil {
+		return nil, fmt.Errorf("claiming the delivery of upload %s in redis: %w", id, err)
+	}
+	if !ok {
+		return nil, resumable.ErrClaimed
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	l := c.hold(&lease{id: id, key: key, token: token, lost: cancel}, start)
+	return &claim{c: c, l: l, ctx: cctx, cancel: cancel}, nil
+}
+
+type claim struct {
+	c      *Coordinator
+	l      *lease
+	ctx    context.Context
+	cancel context.CancelFunc
+	once   sync.Once
+}
+
+func (cl *claim) Context() context.Context { return cl.ctx }
+
+func (cl *claim) Release() {
+	cl.once.Do(func() {
+		cl.cancel()
+		cl.c.drop(cl.l)
+	})
+}
+
+// Locked reports whether upload id's lock is held, by any instance.
+func (c *Coordinator) Locked(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	n, err := c.cfg.Client.Exists(ctx, c.keys.lock(id)).Result()
+	return n > 0, err
+}
+
+// acquire sets key to token with the lease, if no one holds it.
+func (c *Coordinator) acquire(ctx context.Context, key, token string) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	return c.cfg.Client.SetNX(ctx, key, token, c.cfg.Lease).Result()
+}
+
+// hold counts l as held, surely until a lease after start.
+func (c *Coordinator) hold(l *lease, start time.Time) *lease {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.deadline = start.Add(c.cfg.Lease)
+	c.held[l] = struct{}{}
+	return l
+}
+
+// drop stops holding l and deletes its key if it is still l's.
+func (c *Coordinator) drop(l *lease) {
+	c.mu.Lock()
+	delete(c.held, l)
+	c.mu.Unlock()
+	c.remove(l.key, l.token)
+}
+
+// remove deletes key if it holds token (a lease that ended meanwhile
+// may be another's by now).
+func (c *Coordinator) remove(key, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	if err := removeScript.Run(ctx, c.cfg.Client, []string{key}, token).Err(); err != nil {
+		c.cfg.Logger.Debug("releasing a lease in redis; it ends with its TTL", zap.String("key", key), zap.Error(err))
+	}
+}
+
+// askRelease asks the holder of upload id's lock to let go.
+func (c *Coordinator) askRelease(ctx context.Context, id string) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	_ = c.cfg.Client.Publish(ctx, c.keys.release(), id).Err()
+}
+
+// listen passes each release request to the holder of the lock it names.
+func (c *Coordinator) listen() {
+	defer c.wg.Done()
+	for msg := range c.pubsub.Channel() {
+		c.safely("passing on a release request", func() { c.passOn(msg.Payload) })
+	}
+}
+
+// passOn asks the holders of upload id's lock here to let go.
+func (c *Coordinator) passOn(id string) {
+	c.mu.Lock()
+	var wanted []*lease
+	for l := range c.held {
+		if l.lock && l.id == id {
+			wanted = append(wanted, l)
+		}
+	}
+	c.mu.Unlock()
+	for _, l := range wanted {
+		c.signal(l, "")
+	}
+}
+
+// signal calls l's lost function once (tusd's requestRelease, or the
+// claim's cancel); why, if set, is logged.
+func (c *Coordinator) signal(l *lease, why string) {
+	l.once.Do(func() {
+		if why != "" && c.lostLog.Allow() {
+			c.cfg.Logger.Warn(why, zap.String("id", l.id), zap.String("key", l.key))
+		}
+		defer func() {
+			if v := recover(); v != nil {
+				c.cfg.Logger.Error("releasing a lease panicked", zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			}
+		}()
+		l.lost()
+	})
+}
+
+// renewLoop renews every held lease every third of the lease.
+func (c *Coordinator) renewLoop() {
+	defer c.wg.Done()
+	ticker := time.NewTicker(c.cfg.Lease / 3)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-ticker.C:
+			c.safely("renewing leases", c.renew)
+		}
+	}
+}
+
+// renew renews the held leases in one pipeline; a lease that is no
+// longer ours, or that could not be renewed before its deadline, is lost.
+func (c *Coordinator) renew() {
+	c.mu.Lock()
+	leases := make([]*lease, 0, len(c.held))
+	for l := range c.held {
+		leases = append(leases, l)
+	}
+	c.mu.Unlock()
+	if len(leases) == 0 {
+		return
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	defer cancel()
+	cmds := make([]*redis.Cmd, len(leases))
+	_, _ = c.cfg.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, l := range leases {
+			cmds[i] = renewScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+				[]string{l.key}, l.token, c.cfg.Lease.Milliseconds())
+		}
+		return nil
+	})
+	for i, l := range leases {
+		n, err := cmds[i].Int()
+		if c.renewed(l, start, err == nil && n == 1, err != nil) {
+			continue
+		}
+		c.signal(l, "lost a lease in redis; letting go")
+	}
+}
+
+// renewed records how l's renewal went: ok, or failed for a Redis
+// error (errored) or because the key is no longer l's. It reports false
+// when l is lost: not ours, or not renewed in time to be surely ours
+// until the next renewal.
+func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, held := c.held[l]; !held {
+		return true // let go meanwhile
+	}
+	if ok {
+		l.deadline = start.Add(c.cfg.Lease)
+		return true
+	}
+	// a renewal that failed for a Redis error is tried again at the next
+	// tick, unless that would be past the lease: then it counts as lost
+	// now, a tick before the key may expire and another take it
+	if errored && time.Now().Add(c.cfg.Lease/3).Before(l.deadline) {
+		return true
+	}
+	delete(c.held, l)
+	return false
+}
+
+// removeScript deletes KEYS[1] if it holds ARGV[1].
+var removeScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`)
+
+// renewScript sets KEYS[1]'s TTL to ARGV[2] ms if it holds ARGV[1].
+var renewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+
+// newToken is a random token that tells one holder from another.
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Interface guards
+var (
+	_ resumable.Coordinator = (*Coordinator)(nil)
+	_ resumable.Lease       = (*claim)(nil)
+	_ handler.Locker        = locker{}
+	_ handler.Lock          = (*lock)(nil)
+)

@@ -1,0 +1,173 @@
+package redislock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tus/tusd/v2/pkg/handler"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
+)
+
+// instance is one Coordinator on srv, as one Caddy instance has.
+func instance(t *testing.T, srv *testredis.Server, lease time.Duration) *Coordinator {
+	t.Helper()
+	c, err := Dial(srv.URL(), Config{Tracker: "t", Lease: lease})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func lockOf(t *testing.T, c *Coordinator, id string) handler.Lock {
+	t.Helper()
+	l, err := c.Locker().NewLock(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// A lock held on one instance is asked to let go, over pub/sub, when a
+// request on another instance wants it; the second gets it once the
+// first unlocks, long before the lease would end.
+func TestLockHolderIsAskedToReleaseAcrossInstances(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := instance(t, srv, time.Hour), instance(t, srv, time.Hour)
+	held := lockOf(t, a, "up1")
+	asked := make(chan struct{})
+	if err := held.Lock(context.Background(), func() { close(asked) }); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		<-asked // as tusd does: the holder's request stops and unlocks
+		_ = held.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	wanting := lockOf(t, b, "up1")
+	if err := wanting.Lock(ctx, func() {}); err != nil {
+		t.Fatalf("the second instance's lock: %v (lease is an hour: only a release request lets it in)", err)
+	}
+	select {
+	case <-asked:
+	default:
+		t.Fatal("the holder was never asked to release")
+	}
+	if err := wanting.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A holder that never lets go keeps the lock while it renews its lease:
+// the other instance's request times out with tusd's ErrLockTimeout.
+func TestHeldLockIsRenewedAndRefusesOthers(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := instance(t, srv, 300*time.Millisecond), instance(t, srv, 300*time.Millisecond)
+	if err := lockOf(t, a, "up2").Lock(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond) // five leases
+	defer cancel()
+	if err := lockOf(t, b, "up2").Lock(ctx, func() {}); !errors.Is(err, handler.ErrLockTimeout) {
+		t.Fatalf("lock of a renewed lock: %v, want ErrLockTimeout", err)
+	}
+}
+
+// The lock of an instance that died (its process gone: no renewal, no
+// unlock) is taken by another once its lease ends.
+func TestLockOfADeadInstanceEndsWithItsLease(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := instance(t, srv, 400*time.Millisecond), instance(t, srv, 400*time.Millisecond)
+	if err := lockOf(t, a, "up3").Lock(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	a.cancel() // its renewal stops, as if killed
+	_ = a.pubsub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := lockOf(t, b, "up3").Lock(ctx, func() {}); err != nil {
+		t.Fatalf("lock after the holder died: %v", err)
+	}
+}
+
+// A delivery is claimed by one instance at a time; the claim is kept
+// while renewed, taken by another after its release, and its context
+// ends when the claim is lost (its key gone).
+func TestDeliveryClaimIsExclusiveAndEndsWhenLost(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := instance(t, srv, 300*time.Millisecond), instance(t, srv, 300*time.Millisecond)
+	ctx := context.Background()
+	la, err := a.ClaimDelivery(ctx, "up4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // three leases: kept by renewals
+	if _, err := b.ClaimDelivery(ctx, "up4"); !errors.Is(err, resumable.ErrClaimed) {
+		t.Fatalf("second claim: %v, want ErrClaimed", err)
+	}
+	if la.Context().Err() != nil {
+		t.Fatal("a renewed claim's context ended")
+	}
+	la.Release()
+	lb, err := b.ClaimDelivery(ctx, "up4")
+	if err != nil {
+		t.Fatalf("claim after release: %v", err)
+	}
+	// the key taken away (as if the lease ended while this instance was
+	// paused): the holder's context ends at its next renewal
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	defer rc.Close()
+	if err := rc.Del(ctx, b.keys.delivery("up4")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-lb.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lost claim's context did not end")
+	}
+}
+
+// With Redis down, no lock or claim is granted: both fail with an error.
+func TestRedisDownGrantsNothing(t *testing.T) {
+	srv := testredis.Start(t)
+	a := instance(t, srv, time.Second)
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := lockOf(t, a, "up5").Lock(ctx, func() {}); err == nil || errors.Is(err, handler.ErrLockTimeout) {
+		t.Fatalf("lock with redis down: %v, want a redis error", err)
+	}
+	if _, err := a.ClaimDelivery(ctx, "up5"); err == nil || errors.Is(err, resumable.ErrClaimed) {
+		t.Fatalf("claim with redis down: %v, want a redis error", err)
+	}
+}
+
+// A holder that cannot renew (Redis gone) lets go before its lease could
+// end in Redis: the lock's holder is asked to release, the claim's
+// context ends.
+func TestHolderLetsGoWhenRenewalsFail(t *testing.T) {
+	srv := testredis.Start(t)
+	a := instance(t, srv, 600*time.Millisecond)
+	asked := make(chan struct{})
+	if err := lockOf(t, a, "up6").Lock(context.Background(), func() { close(asked) }); err != nil {
+		t.Fatal(err)
+	}
+	claim, err := a.ClaimDelivery(context.Background(), "up6")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	for name, done := range map[string]<-chan struct{}{"lock": asked, "claim": claim.Context().Done()} {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the %s was kept with Redis gone", name)
+		}
+	}
+}

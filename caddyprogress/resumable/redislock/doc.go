@@ -1,0 +1,44 @@
+// Package redislock keeps the locks and delivery claims of resumable
+// uploads in Redis, so that several Caddy instances sharing one upload
+// folder can each take any request of any upload (package resumable,
+// its Coordinator): tusd's Locker, and one delivery per upload
+// cluster-wide.
+//
+// # Locks
+//
+// A lock is a key set with SET NX and a lease (Config.Lease, default
+// 5s) that the holder renews every third of the lease while it holds it.
+// A request that finds the lock held PUBLISHes the upload ID on the
+// tracker's release channel, every poll (200ms) until it gets the lock
+// or its context ends; the holder, subscribed to that channel, calls
+// tusd's requestRelease, so the PATCH it serves stops at once with the
+// bytes it stored and lets go: a client that reconnects to another
+// instance is not locked out. If the holder died, its lease ends within
+// Config.Lease and the waiting request takes the lock then (tusd waits up
+// to 20s for it). A lock that is no longer its holder's (the key taken
+// after a pause), or whose renewals fail (Redis down) until the next one
+// would come after its lease, counts as lost, a renewal period before
+// the key can expire: its holder is asked to release it. A lease is not
+// a fence: a holder frozen for longer than the lease (a suspended VM)
+// may still write once it runs again, after another took the lock.
+//
+// # Delivery claims
+//
+// A delivery claim is a key of its own, set and renewed the same way;
+// its Lease's context ends when the claim is lost, which stops the
+// delivery (the backend sees it cut short), so that no two instances
+// ever deliver one upload at once. A claim left by an instance that
+// died ends with its lease, and any instance may claim it then.
+//
+// # Keys
+//
+// T is the tracker (query-escaped), ID an upload:
+//
+//	upload_progress:resumable:{T:ID}:lock      the lock: its holder's random token, with the lease as TTL
+//	upload_progress:resumable:{T:ID}:delivery  the delivery claim, likewise
+//	upload_progress:resumable:{T}:release      pub/sub channel of the IDs whose lock is wanted
+//
+// Calls wait at most Config.Timeout (default 1s) each; Redis down makes
+// Lock and ClaimDelivery fail with an error (never a lock or claim
+// granted without Redis).
+package redislock
