@@ -615,7 +615,8 @@ func TestMaxDiskWithRedisIsRefused(t *testing.T) {
 }
 
 // With Redis down, no instance can take an upload's lock: HEAD and
-// PATCH are answered 500 with a JSON error (tus clients retry), no byte
+// PATCH are answered 503 with Retry-After and a JSON error (tus clients
+// retry), no byte
 // is stored and nothing is delivered; once Redis is back, the upload
 // goes on from its stored offset and is delivered once.
 func TestRedisDownStopsPatchesAndNothingIsDeliveredTwice(t *testing.T) {
@@ -629,11 +630,12 @@ func TestRedisDownStopsPatchesAndNothingIsDeliveredTwice(t *testing.T) {
 	}
 	rd.Kill()
 	resp, body := patchOn(t, b, path, half, bytes.NewReader(data[half:]), int64(len(data))-half)
-	if resp == nil || resp.StatusCode != http.StatusInternalServerError || !bytes.Contains(body, []byte(`"error"`)) {
-		t.Fatalf("second half on B with Redis down: %v %s, want 500 with a JSON error", resp, body)
+	if resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" ||
+		!bytes.Contains(body, []byte(`"error":"the upload's lock cannot be taken now`)) || bytes.Contains(body, []byte("redis")) {
+		t.Fatalf("second half on B with Redis down: %v %s, want 503 with Retry-After and a JSON error without Redis's", resp, body)
 	}
-	if code, _ := headOn(t, a, path); code != http.StatusInternalServerError {
-		t.Fatalf("HEAD on A with Redis down: %d, want 500", code)
+	if code, _ := headOn(t, a, path); code != http.StatusServiceUnavailable {
+		t.Fatalf("HEAD on A with Redis down: %d, want 503", code)
 	}
 	if n := back.started.Load(); n != 0 {
 		t.Fatalf("%d deliveries began with Redis down, want 0", n)

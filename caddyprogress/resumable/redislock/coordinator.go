@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/http"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -54,6 +55,7 @@ type Coordinator struct {
 	pubsub *redis.PubSub
 
 	lostLog ratelog.Gate // the lines of lost leases, at most one a second
+	downLog ratelog.Gate // the lines of locks refused while Redis fails, at most one a second
 
 	mu   sync.Mutex
 	held map[*lease]struct{}
@@ -127,6 +129,19 @@ type locker struct{ c *Coordinator }
 
 func (l locker) NewLock(id string) (handler.Lock, error) { return &lock{c: l.c, id: id}, nil }
 
+// errLockUnavailable is tusd's answer to a request whose upload's lock
+// cannot be taken because Redis does not answer: 503 with Retry-After
+// (tus clients retry), a JSON error without Redis's own.
+var errLockUnavailable = handler.Error{
+	ErrorCode: "ERR_LOCK_UNAVAILABLE",
+	Message:   "the upload's lock cannot be taken now; try again shortly",
+	HTTPResponse: handler.HTTPResponse{
+		StatusCode: http.StatusServiceUnavailable,
+		Body:       `{"error":"the upload's lock cannot be taken now; try again shortly"}` + "\n",
+		Header:     handler.HTTPHeader{"Content-Type": "application/json", "Cache-Control": "no-store", "Retry-After": "1"},
+	},
+}
+
 // lock is one request's lock of an upload.
 type lock struct {
 	c    *Coordinator
@@ -148,7 +163,11 @@ func (l *lock) Lock(ctx context.Context, requestRelease func()) error {
 			return handler.ErrLockTimeout
 		}
 		if err != nil {
-			return fmt.Errorf("locking upload %s in redis: %w", l.id, err)
+			if l.c.downLog.Allow() {
+				l.c.cfg.Logger.Warn("redis did not answer; the upload's lock is refused with 503 until it does",
+					zap.String("id", l.id), zap.Error(err))
+			}
+			return errLockUnavailable
 		}
 		if ok {
 			l.held = l.c.hold(&lease{id: l.id, key: key, token: token, lock: true, lost: requestRelease}, start)
