@@ -130,7 +130,7 @@ func (s *Server) redeliver(rt *route, e *entry) {
 // settle records how an attempt went: delivered, failed, or to be
 // retried. It returns the answer for the client of a delivery in a
 // request, or an error (503) when the delivery goes on in the background.
-func (s *Server) settle(e *entry, rec *record, out outcome) (*answer, error) {
+func (s *Server) settle(e *entry, rec *deliveryRecord, out outcome) (*answer, error) {
 	now := time.Now().UTC()
 	switch {
 	case out.interrupted:
@@ -216,7 +216,7 @@ func backoff(n int) time.Duration {
 }
 
 // attempt sends the upload to the backend once, through rt.
-func (s *Server) attempt(rt *route, rec *record, e *entry) outcome {
+func (s *Server) attempt(rt *route, rec *deliveryRecord, e *entry) outcome {
 	// not the client's: the delivery outlives its request; it ends if
 	// the spool stops or the claim is lost (another instance may deliver)
 	ctx := s.spool.deliveryContext(e)
@@ -349,7 +349,7 @@ var quoteEscaper = strings.NewReplacer("\\", "\\\\", `"`, "\\\"")
 // deliver_to, on the creation request's host and from its client, with
 // its Authorization and Cookie headers, the upload ID and group, and each
 // metadata entry as an Upload-Metadata-<key> header.
-func (s *Server) deliveryRequest(ctx context.Context, rec *record, info handler.FileInfo, body io.Reader, length int64, contentType string) *http.Request {
+func (s *Server) deliveryRequest(ctx context.Context, rec *deliveryRecord, info handler.FileInfo, body io.Reader, length int64, contentType string) *http.Request {
 	u := &url.URL{Path: s.cfg.DeliverTo}
 	req := &http.Request{
 		Method:        s.cfg.DeliverMethod,

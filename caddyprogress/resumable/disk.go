@@ -146,7 +146,7 @@ func tooLarge(maxSize int64) error {
 // releaseHold lets an idle upload's reservation of bytes it has not sent
 // go once reserve_for has passed since its creation or last request:
 // from then on it holds what it stored.
-func (s *Server) releaseHold(e *entry, rec *record, now time.Time) {
+func (s *Server) releaseHold(e *entry, rec *deliveryRecord, now time.Time) {
 	since := s.lastByte(rec)
 	switch at := e.heldSince.Load(); {
 	case at < 0:

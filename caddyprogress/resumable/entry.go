@@ -32,7 +32,7 @@ type entry struct {
 	lease   Lease  // its claim, while busy
 }
 
-func newEntry(id string, rec *record) *entry {
+func newEntry(id string, rec *deliveryRecord) *entry {
 	e := &entry{id: id}
 	e.setDelivery(rec.Delivery)
 	e.setAttempts(rec.Attempts)

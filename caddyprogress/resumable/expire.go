@@ -161,7 +161,7 @@ func (sp *spool) lockedElsewhere(s *Server, id string) bool {
 // endedElsewhere ends the tracker record of an upload this process
 // tracks whose delivery ended on another instance sharing the folder:
 // it shows complete or error here too, not paused or delivering.
-func (sp *spool) endedElsewhere(s *Server, rec *record) {
+func (sp *spool) endedElsewhere(s *Server, rec *deliveryRecord) {
 	sp.mu.Lock()
 	e := sp.entries[rec.ID]
 	sp.mu.Unlock()
@@ -189,7 +189,7 @@ func (sp *spool) endedElsewhere(s *Server, rec *record) {
 
 // deliveringElsewhere marks an upload this process tracks as
 // delivering while another instance sharing the folder delivers it.
-func (sp *spool) deliveringElsewhere(e *entry, rec *record) {
+func (sp *spool) deliveringElsewhere(e *entry, rec *deliveryRecord) {
 	sp.mu.Lock()
 	tracked := e.tracked
 	sp.mu.Unlock()
@@ -220,7 +220,7 @@ func (sp *spool) goneElsewhere(s *Server, seen map[string]bool) {
 			continue // made since the folder was listed
 		}
 		if sp.isTracked(e) {
-			s.ended(e, &record{ID: e.id}, progress.StateAborted, 0, "expired or terminated")
+			s.ended(e, &deliveryRecord{ID: e.id}, progress.StateAborted, 0, "expired or terminated")
 		}
 		sp.forget(e.id)
 	}

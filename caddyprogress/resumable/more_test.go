@@ -347,8 +347,8 @@ func TestHeadWaitingForTheLockWhileDeliveredSeesComplete(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the HEAD is past the record check, waiting for the lock
 
 	// the other request delivers: the record says so, the bytes go, the lock is released
-	record := filepath.Join(p.dir, id+".delivery")
-	raw, err := os.ReadFile(record)
+	recordPath := filepath.Join(p.dir, id+".delivery")
+	raw, err := os.ReadFile(recordPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -358,7 +358,7 @@ func TestHeadWaitingForTheLockWhileDeliveredSeesComplete(t *testing.T) {
 	}
 	rec["delivery"], rec["size"] = "delivered", 10
 	raw, _ = json.Marshal(rec)
-	if err := os.WriteFile(record, raw, 0o600); err != nil {
+	if err := os.WriteFile(recordPath, raw, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{id, id + ".info", id + ".lock"} {

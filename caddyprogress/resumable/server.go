@@ -230,7 +230,7 @@ func (s *Server) serveCreate(w http.ResponseWriter, r *http.Request, st *request
 
 // servePatch appends a request's bytes to an upload through tusd,
 // counted and throttled by the tracker, and within max_disk (disk.go).
-func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+func (s *Server) servePatch(w http.ResponseWriter, r *http.Request, st *requestState, rec *deliveryRecord) error {
 	e := st.entry
 	e.requests.Add(1) // from here, the sweeper leaves the reservation alone
 	offset, _ := strconv.ParseInt(r.Header.Get("Upload-Offset"), 10, 64)
@@ -301,7 +301,7 @@ func (s *Server) requestEnded(st *requestState) {
 func (s *Server) removeRefused(e *entry, code int) {
 	rec, err := readRecord(s.cfg.Dir, e.id)
 	if err != nil {
-		rec = &record{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
+		rec = &deliveryRecord{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
 	}
 	msg := "refused: larger than max_size"
 	if code == http.StatusInsufficientStorage {
@@ -314,7 +314,7 @@ func (s *Server) removeRefused(e *entry, code int) {
 }
 
 // serveDelete terminates an upload through tusd, then forgets it.
-func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *requestState, rec *record) error {
+func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *requestState, rec *deliveryRecord) error {
 	_ = s.serveTusd(w, r, st)
 	if _, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID+".info")); !errors.Is(err, os.ErrNotExist) {
 		return nil // not terminated

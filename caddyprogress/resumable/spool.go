@@ -75,7 +75,7 @@ type routeKey struct {
 
 // accepts reports whether a request with this key may serve the upload
 // of rec: one that reached the handler that accepted it.
-func (k routeKey) accepts(rec *record) bool {
+func (k routeKey) accepts(rec *deliveryRecord) bool {
 	want := rec.route()
 	return (want.server == "" || want.server == k.server) && want.host == k.host
 }
@@ -138,7 +138,7 @@ func (sp *spool) Destruct() error {
 }
 
 // entry returns the live entry of an upload, made from its record.
-func (sp *spool) entry(rec *record) *entry {
+func (sp *spool) entry(rec *deliveryRecord) *entry {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	e, ok := sp.entries[rec.ID]

@@ -36,7 +36,7 @@ func (s *Server) serveDelivering(w http.ResponseWriter, r *http.Request, e *entr
 // creator's (ownsUpload). A PATCH with bytes, or at another offset, is
 // refused: its bytes were not stored (409, or 410 once failed). DELETE
 // removes what is left.
-func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record) error {
+func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *deliveryRecord) error {
 	s.addCORS(w, r)
 	h := w.Header()
 	h.Set("Tus-Resumable", "1.0.0")
@@ -84,6 +84,6 @@ func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *record)
 // ownsUpload reports whether r proves it is from the upload's creator:
 // it shows the upload's token, or one of the creation's credential
 // headers (Authorization, Cookie) with the same values.
-func (s *Server) ownsUpload(r *http.Request, rec *record) bool {
+func (s *Server) ownsUpload(r *http.Request, rec *deliveryRecord) bool {
 	return s.opts.Tracker.ShowsToken(r, rec.ID) || rec.Owner.proves(r)
 }

@@ -24,11 +24,11 @@ const (
 // recordSuffix names an upload's record beside tusd's <id> and <id>.info.
 const recordSuffix = ".delivery"
 
-// record is what this package keeps on disk about one upload, in
+// deliveryRecord is what this package keeps on disk about one upload, in
 // <dir>/<id>.delivery: its delivery state, and what the delivery needs
 // from the creation request. It is written whole (to a temporary file,
 // then renamed), so a crash leaves the old or the new version.
-type record struct {
+type deliveryRecord struct {
 	ID       string    `json:"id"`
 	Delivery string    `json:"delivery"`
 	Group    string    `json:"group,omitempty"`
@@ -65,8 +65,8 @@ type record struct {
 var forwardedHeaders = []string{"Authorization", "Cookie"}
 
 // newRecord is the record of a new upload created by r.
-func newRecord(id, group string, r *http.Request) *record {
-	rec := &record{
+func newRecord(id, group string, r *http.Request) *deliveryRecord {
+	rec := &deliveryRecord{
 		ID:         id,
 		Delivery:   deliveryReceiving,
 		Group:      group,
@@ -86,7 +86,7 @@ func newRecord(id, group string, r *http.Request) *record {
 }
 
 // route is the key of the handler that accepted the upload.
-func (rec *record) route() routeKey {
+func (rec *deliveryRecord) route() routeKey {
 	return routeKey{server: rec.Server, host: strings.ToLower(rec.Host)}
 }
 
@@ -103,7 +103,7 @@ func requestRoute(r *http.Request) routeKey {
 // deliveryFailed) with the answer a client may get again: the
 // creation's credentials leave the record (only their hashes stay, in
 // Owner), and the answer is kept without Set-Cookie.
-func (rec *record) final(delivery string, ans *answer, at time.Time) {
+func (rec *deliveryRecord) final(delivery string, ans *answer, at time.Time) {
 	rec.Delivery = delivery
 	rec.Answer = ans.withoutCookies()
 	rec.Finished = at
@@ -115,12 +115,12 @@ func recordPath(dir, id string) string { return filepath.Join(dir, id+recordSuff
 
 // readRecord reads the record of upload id; os.ErrNotExist when there
 // is none.
-func readRecord(dir, id string) (*record, error) {
+func readRecord(dir, id string) (*deliveryRecord, error) {
 	data, err := os.ReadFile(recordPath(dir, id))
 	if err != nil {
 		return nil, err
 	}
-	rec := new(record)
+	rec := new(deliveryRecord)
 	if err := json.Unmarshal(data, rec); err != nil {
 		return nil, fmt.Errorf("reading delivery record %s: %w", id, err)
 	}
@@ -130,7 +130,7 @@ func readRecord(dir, id string) (*record, error) {
 // write stores the record, replacing the old one in one rename. The
 // file is private (0600): it holds the creation's Authorization and
 // Cookie headers.
-func (rec *record) write(dir string) error {
+func (rec *deliveryRecord) write(dir string) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encoding delivery record %s: %w", rec.ID, err)

@@ -13,13 +13,13 @@ import (
 
 // track returns the upload's tracker record, tracking it first if this
 // process has not yet (a new upload, or one from before a restart).
-func (s *Server) track(e *entry, rec *record) Record {
+func (s *Server) track(e *entry, rec *deliveryRecord) Record {
 	return s.trackInfo(e, rec, nil)
 }
 
 // trackInfo is track with tusd's info of the upload, when it is known
 // (at creation, before tusd stores it); nil reads it.
-func (s *Server) trackInfo(e *entry, rec *record, info *handler.FileInfo) Record {
+func (s *Server) trackInfo(e *entry, rec *deliveryRecord, info *handler.FileInfo) Record {
 	s.spool.mu.Lock()
 	defer s.spool.mu.Unlock()
 	if e.tracked != nil {
@@ -54,7 +54,7 @@ func (s *Server) trackInfo(e *entry, rec *record, info *handler.FileInfo) Record
 
 // lastByte is when the upload last got a byte: its data file's time,
 // or its creation.
-func (s *Server) lastByte(rec *record) time.Time {
+func (s *Server) lastByte(rec *deliveryRecord) time.Time {
 	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID)); err == nil && fi.ModTime().After(rec.Created) {
 		return fi.ModTime()
 	}
@@ -71,7 +71,7 @@ func (s *Server) uploadInfo(ctx context.Context, id string) (handler.FileInfo, e
 }
 
 // ended finishes an upload's tracker record (tracking it first if need be).
-func (s *Server) ended(e *entry, rec *record, st progress.State, status int, msg string) {
+func (s *Server) ended(e *entry, rec *deliveryRecord, st progress.State, status int, msg string) {
 	if e == nil {
 		return
 	}
