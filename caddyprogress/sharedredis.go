@@ -11,8 +11,8 @@ import (
 )
 
 // The Redis implementation of sharedBackend (sharedbackend.go): the one file of the
-// core that imports redistracker. It maps the core's states and errors
-// to redistracker's and back.
+// core that imports redistracker. Both speak progress.State; it maps
+// redistracker's errors to the core's.
 
 // redisTimeout bounds each Redis call made on a request's path (the
 // claim of a starting upload, a reservation, a lookup, a subscription);
@@ -144,16 +144,11 @@ func (c redisBackend) list(ctx context.Context) (sharedListing, error) {
 
 type redisUpload struct{ u *redistracker.Upload }
 
-func (u redisUpload) publish(st state, doc []byte) { u.u.Publish(redistracker.State(st.String()), doc) }
+func (u redisUpload) publish(st state, doc []byte) { u.u.Publish(st, doc) }
 
 func (u redisUpload) watched() bool { return u.u.Watched() }
 
-func (u redisUpload) setCurrent(f func() (state, []byte)) {
-	u.u.SetCurrent(func() (redistracker.State, []byte) {
-		st, doc := f()
-		return redistracker.State(st.String()), doc
-	})
-}
+func (u redisUpload) setCurrent(f func() (state, []byte)) { u.u.SetCurrent(f) }
 
 type redisSubscription struct{ s *redistracker.Subscription }
 
@@ -170,7 +165,7 @@ func (s redisSubscription) take() []sharedDoc {
 }
 
 func coreDoc(d redistracker.Doc) sharedDoc {
-	return sharedDoc{id: d.ID, group: d.Group, state: parseState(string(d.State)), seq: d.Seq, json: d.JSON}
+	return sharedDoc{id: d.ID, group: d.Group, state: d.State, seq: d.Seq, json: d.JSON}
 }
 
 // coreError maps redistracker's errors to the core's.

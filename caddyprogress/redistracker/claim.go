@@ -269,7 +269,7 @@ func (t *Tracker) putCall(u *Upload, state State, doc, summary []byte, reclaim b
 		}
 	}
 	return recordCall{key: t.keys.record(u.id), args: []any{
-		u.token, string(state), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
+		u.token, state.String(), doc, u.group, t.cfg.Lease.Milliseconds(), t.cfg.Retain.Milliseconds(),
 		flag, u.seq + 1, u.id, upChan, groupChan, t.keys.watch(), summary, t.cfg.Instance}}
 }
 

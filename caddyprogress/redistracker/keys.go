@@ -1,16 +1,12 @@
 package redistracker
 
 import (
-	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/url"
-	"strings"
 )
 
 // keyPrefix starts every key and channel name of the package.
 const keyPrefix = "upload_progress:"
-
-// maxIDLength bounds upload and group IDs, so a key stays small.
-const maxIDLength = 512
 
 // keys names the Redis keys and channels of one tracker. Names (tracker,
 // upload and group IDs) are query-escaped in keys, so a ':' or a brace
@@ -67,18 +63,8 @@ func (k keys) demandCount() string {
 	return keyPrefix + "tracker:{" + k.tracker + "}:demand_count"
 }
 
-// validateID reports why an upload or group ID cannot be used as one:
-// it must be 1 to 512 bytes without spaces or control characters (they
-// separate the fields of a published message).
-func validateID(kind, id string) error {
-	if id == "" {
-		return fmt.Errorf("%s ID is empty", kind)
-	}
-	if len(id) > maxIDLength {
-		return fmt.Errorf("%s ID is %d bytes long; at most %d are allowed", kind, len(id), maxIDLength)
-	}
-	if i := strings.IndexFunc(id, func(r rune) bool { return r <= ' ' || r == 0x7f }); i >= 0 {
-		return fmt.Errorf("%s ID has a space or control character at byte %d", kind, i+1)
-	}
-	return nil
-}
+// validateID reports why an ID of the given kind ("upload", "group",
+// "instance") cannot be used: the rules of upload IDs
+// (progress.ValidateName), which also keep spaces and control
+// characters, the separators of a published message, out.
+func validateID(kind, id string) error { return progress.ValidateName(kind+" ID", id) }

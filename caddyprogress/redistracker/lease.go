@@ -120,7 +120,7 @@ func (t *Tracker) renew(ctx context.Context) {
 	for i, u := range uploads {
 		state, doc := u.unsentDoc()
 		t.stats.docBytes.Add(uint64(len(doc)))
-		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds(), string(state), doc}}
+		calls[i] = recordCall{key: t.keys.record(u.id), args: []any{u.token, lease, t.cfg.Retain.Milliseconds(), state, doc}}
 		ids = append(ids, u.id)
 	}
 	var renewed func(i int) (int64, error)
@@ -216,7 +216,7 @@ func (t *Tracker) readLost(ctx context.Context, ids []string) (victims []*lostUp
 			continue
 		}
 		st, _ := f[0].(string)
-		if !State(st).inFlight() {
+		if !parseState(st).InFlight() {
 			forget = append(forget, id)
 			continue
 		}
@@ -265,7 +265,7 @@ func (t *Tracker) retireLost(ctx context.Context, victims []*lostUpload, forget 
 	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, v := range grouped {
 			groupScript.EvalSha(ctx, p, []string{t.keys.group(v.group)},
-				v.id, v.token, string(StateAborted), t.cfg.Retain.Milliseconds(), seqs[i], t.cfg.Summary(v.doc))
+				v.id, v.token, StateAborted.String(), t.cfg.Retain.Milliseconds(), seqs[i], t.cfg.Summary(v.doc))
 		}
 		if len(retire) > 0 {
 			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
@@ -293,7 +293,7 @@ func DefaultLostDoc(last []byte) []byte {
 		doc = map[string]any{}
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	doc["status"] = string(StateAborted)
+	doc["status"] = StateAborted.String()
 	doc["error"] = LostError
 	doc["finished_at"] = now
 	doc["updated_at"] = now

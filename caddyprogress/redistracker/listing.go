@@ -126,7 +126,7 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		st, ok := f[0].(string)
 		ins, _ := f[3].(string)
 		switch {
-		case !ok || st == string(StatePending) || State(st).Final():
+		case !ok || st == StatePending.String() || parseState(st).Final():
 			continue // gone, a reservation, or ended since the index was read
 		case ins == t.cfg.Instance:
 			continue // this instance's: the core knows it better
@@ -144,7 +144,7 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		grp, _ := f[1].(string)
 		seqText, _ := f[2].(string)
 		seq, _ := strconv.ParseInt(seqText, 10, 64)
-		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: State(st), Seq: seq}, Instance: clipInstance(ins)})
+		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: parseState(st), Seq: seq}, Instance: clipInstance(ins)})
 	}
 	if len(wanted) == 0 {
 		return out, nil
@@ -168,7 +168,7 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		st, _ := f[0].(string)
 		doc, ok := f[1].(string)
 		switch {
-		case !ok || st == "" || State(st).Final():
+		case !ok || st == "" || parseState(st).Final():
 			continue // ended, or gone, since its state was read
 		case len(doc) > ListMaxDoc:
 			out.Skipped++ // grew past the bound since its length was read
@@ -178,7 +178,7 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 			continue
 		}
 		read += len(doc)
-		l.State, l.JSON = State(st), []byte(doc)
+		l.State, l.JSON = parseState(st), []byte(doc)
 		out.Uploads = append(out.Uploads, l)
 	}
 	return out, nil

@@ -37,7 +37,7 @@ func (t *Tracker) Lookup(ctx context.Context, id string) (Doc, error) {
 	grp, _ := f[2].(string)
 	seqText, _ := f[3].(string)
 	seq, _ := strconv.ParseInt(seqText, 10, 64)
-	return Doc{ID: id, Group: grp, State: State(st), Seq: seq, JSON: []byte(doc)}, nil
+	return Doc{ID: id, Group: grp, State: parseState(st), Seq: seq, JSON: []byte(doc)}, nil
 }
 
 // LookupGroup returns the latest documents of a group's members, in one
@@ -65,7 +65,7 @@ func (t *Tracker) LookupGroup(ctx context.Context, group string) ([]Doc, error) 
 		if len(f) != 5 {
 			continue
 		}
-		st := State(f[1])
+		st := parseState(f[1])
 		expires, _ := strconv.ParseInt(f[2], 10, 64)
 		if st.Final() && expires <= nowMS {
 			continue

@@ -137,7 +137,7 @@ func (t *Tracker) queueBatch(ctx context.Context, p redis.Pipeliner, batch []*ou
 			publishing = append(publishing, o)
 			t.stats.docBytes.Add(uint64(len(o.doc)))
 			calls = append(calls, recordCall{key: t.keys.record(o.u.id), args: []any{
-				o.u.token, string(o.state), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
+				o.u.token, o.state.String(), o.doc, t.ttl(o.state).Milliseconds(), o.seq, o.u.id,
 				t.keys.uploadChannel(o.u.id), t.groupChannel(o.u.group), o.u.group, o.summary}})
 		}
 		if o.u.group != "" && !o.reclaim { // after a re-claim only if it succeeds (takeResults)
@@ -200,7 +200,7 @@ func (t *Tracker) takeResults(batch []*outgoing, start time.Time) (reclaimed []*
 func (t *Tracker) groupCmd(ctx context.Context, p redis.Pipeliner, o *outgoing) {
 	t.stats.docBytes.Add(uint64(len(o.summary)))
 	groupScript.EvalSha(ctx, p, []string{t.keys.group(o.u.group)},
-		o.u.id, o.u.token, string(o.state), t.ttl(o.state).Milliseconds(), o.seq, o.summary)
+		o.u.id, o.u.token, o.state.String(), t.ttl(o.state).Milliseconds(), o.seq, o.summary)
 }
 
 // takeDue takes the due uploads off the dirty set: the urgent ones

@@ -1,41 +1,35 @@
 package redistracker
 
-import "errors"
+import (
+	"errors"
 
-// State is where an upload is in its life, as the core names it.
-type State string
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
+)
+
+// State is where an upload is in its life (progress.State); Redis
+// holds its name (String), read back with parseState.
+type State = progress.State
 
 // The states of an upload. Pending is a reservation; Uploading,
 // Processing, and a resumable upload's Paused (between two requests)
-// and Delivering are in flight (they hold a lease); the others are
-// final.
+// and Delivering are in flight (they hold a lease: State.InFlight); the
+// others are final.
 const (
-	StatePending    State = "pending"
-	StateUploading  State = "uploading"
-	StateProcessing State = "processing"
-	StatePaused     State = "paused"
-	StateDelivering State = "delivering"
-	StateComplete   State = "complete"
-	StateError      State = "error"
-	StateAborted    State = "aborted"
+	StatePending    = progress.StatePending
+	StateUploading  = progress.StateUploading
+	StateProcessing = progress.StateProcessing
+	StatePaused     = progress.StatePaused
+	StateDelivering = progress.StateDelivering
+	StateComplete   = progress.StateComplete
+	StateError      = progress.StateError
+	StateAborted    = progress.StateAborted
 )
 
-// Final reports whether an upload in this state has ended.
-func (s State) Final() bool {
-	switch s {
-	case StateComplete, StateError, StateAborted:
-		return true
-	}
-	return false
-}
-
-// inFlight reports whether an upload in this state holds a lease.
-func (s State) inFlight() bool {
-	switch s {
-	case StateUploading, StateProcessing, StatePaused, StateDelivering:
-		return true
-	}
-	return false
+// parseState is the state Redis names name; pending (neither in flight
+// nor final) for a name that is none.
+func parseState(name string) State {
+	st, _ := progress.ParseState(name)
+	return st
 }
 
 // Doc is one published status document of an upload.

@@ -329,7 +329,7 @@ func parseMessage(payload string) (Doc, bool) {
 	if err != nil {
 		return Doc{}, false
 	}
-	return Doc{ID: string(f[2]), Group: string(f[3]), State: State(f[1]), Seq: seq, JSON: body}, true
+	return Doc{ID: string(f[2]), Group: string(f[3]), State: parseState(string(f[1])), Seq: seq, JSON: body}, true
 }
 
 // Subscription is one local subscriber's queue of documents.

@@ -75,14 +75,14 @@ func (u *Upload) currentDoc() (State, []byte, bool) {
 }
 
 // unsentDoc is what a lease renewal stores of u: its current document
-// when nobody watches it (those who do get every change published), or
-// "" and nil.
-func (u *Upload) unsentDoc() (State, []byte) {
+// and its state's name when nobody watches it (those who do get every
+// change published), or "" and nil.
+func (u *Upload) unsentDoc() (state string, doc []byte) {
 	if u.current.Load() == nil || u.Watched() {
 		return "", nil
 	}
-	if state, doc, ok := u.currentDoc(); ok {
-		return state, doc
+	if st, doc, ok := u.currentDoc(); ok {
+		return st.String(), doc
 	}
 	return "", nil
 }
