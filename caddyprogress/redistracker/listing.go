@@ -83,14 +83,28 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 	ctx, cancel := context.WithTimeout(context.WithValue(ctx, requestPathKey{}, true), listTimeout)
 	defer cancel()
 	out := Listing{Instance: t.cfg.Instance}
+	listed, err := t.listLive(ctx, &out)
+	if err != nil || len(listed) == 0 {
+		return out, err
+	}
+	wanted, err := t.listWanted(ctx, listed, &out)
+	if err != nil || len(wanted) == 0 {
+		return out, err
+	}
+	return out, t.listDocs(ctx, wanted, &out)
+}
 
+// listLive reads how many uploads are in flight and the IDs of the first
+// ListMax (the first round trip).
+func (t *Tracker) listLive(ctx context.Context, out *Listing) ([]string, error) {
 	var count *redis.IntCmd
 	var ids *redis.StringSliceCmd
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		count = p.ZCard(ctx, t.keys.live())
 		ids = p.ZRange(ctx, t.keys.live(), 0, ListMax-1)
 	}); err != nil {
-		return Listing{}, ErrUnavailable
+		*out = Listing{}
+		return nil, ErrUnavailable
 	}
 	out.InFlight = count.Val()
 	listed := make([]string, 0, len(ids.Val()))
@@ -102,10 +116,13 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		listed = append(listed, id)
 	}
 	out.Truncated = out.InFlight > int64(len(ids.Val()))
-	if len(listed) == 0 {
-		return out, nil
-	}
+	return listed, nil
+}
 
+// listWanted reads the state, group, seq and instance of each listed
+// upload and its document's length, and keeps those of other instances
+// in flight whose documents fit the budget (the second round trip).
+func (t *Tracker) listWanted(ctx context.Context, listed []string, out *Listing) ([]Listed, error) {
 	metas := make([]*redis.SliceCmd, len(listed))
 	lengths := make([]*redis.IntCmd, len(listed))
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
@@ -114,7 +131,8 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 			lengths[i] = p.HStrLen(ctx, t.keys.record(id), "doc")
 		}
 	}); err != nil && !isReply(err) {
-		return Listing{}, ErrUnavailable
+		*out = Listing{}
+		return nil, ErrUnavailable
 	}
 	budget := int64(ListBudget)
 	var wanted []Listed
@@ -146,17 +164,20 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		seq, _ := strconv.ParseInt(seqText, 10, 64)
 		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: parseState(st), Seq: seq}, Instance: clipInstance(ins)})
 	}
-	if len(wanted) == 0 {
-		return out, nil
-	}
+	return wanted, nil
+}
 
+// listDocs reads the documents of the wanted uploads into out.Uploads,
+// within the budget (the third round trip).
+func (t *Tracker) listDocs(ctx context.Context, wanted []Listed, out *Listing) error {
 	docs := make([]*redis.SliceCmd, len(wanted))
 	if _, err := t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, l := range wanted {
 			docs[i] = p.HMGet(ctx, t.keys.record(l.ID), "st", "doc")
 		}
 	}); err != nil && !isReply(err) {
-		return Listing{}, ErrUnavailable
+		*out = Listing{}
+		return ErrUnavailable
 	}
 	out.Uploads = make([]Listed, 0, len(wanted))
 	read := 0 // documents may have grown since their length was read
@@ -181,7 +202,7 @@ func (t *Tracker) List(ctx context.Context) (Listing, error) {
 		l.State, l.JSON = parseState(st), []byte(doc)
 		out.Uploads = append(out.Uploads, l)
 	}
-	return out, nil
+	return nil
 }
 
 // validateInstance reports why a name cannot name an instance: as an ID,

@@ -95,6 +95,13 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 			resp, err = handler.HTTPResponse{}, retryLater(e.retryAfter())
 		}
 	}()
+	return s.deliverThrough(st, rec, e)
+}
+
+// deliverThrough delivers the claimed upload through the route of the
+// request that stored its last byte, and turns the backend's answer
+// into that request's (its headers, status and body).
+func (s *Server) deliverThrough(st *requestState, rec *deliveryRecord, e *entry) (handler.HTTPResponse, error) {
 	rt := routeOf(s, st.r, st.next)
 	out := s.attempt(&rt, rec, e)
 	ans, err := s.settle(e, rec, out)
