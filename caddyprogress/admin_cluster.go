@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 )
 
@@ -25,26 +26,29 @@ import (
 // instance's alone, as every other admin route of Caddy is, and costs
 // no Redis round trip.
 
-// instanceName names this instance across the cluster: its host name
-// (spaces and control characters replaced, at most 100 bytes) and
-// process ID, so that two Caddy processes on one host differ.
+// instanceName names this instance across the cluster (instanceNameOf).
 var instanceName = func() string {
 	host, err := os.Hostname()
 	if err != nil || host == "" {
 		host = "caddy"
 	}
-	host = strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f || r == utf8.RuneError {
-			return '-'
-		}
-		return r
-	}, host)
-	for len(host) > 100 {
-		_, n := utf8.DecodeLastRuneInString(host)
-		host = host[:len(host)-n]
-	}
-	return host + ":" + strconv.Itoa(os.Getpid())
+	return instanceNameOf(host, os.Getpid())
 }()
+
+// instanceNameOf is the name of the instance with the given host name
+// and process ID, so that two Caddy processes on one host differ: the
+// host name in the characters of an ID (progress.ValidateName; others
+// become -), at most 100 bytes, then ":" and the process ID.
+func instanceNameOf(host string, pid int) string {
+	host = strings.Map(func(r rune) rune {
+		if r < utf8.RuneSelf && progress.ValidateName("", string(r)) == nil {
+			return r
+		}
+		return '-'
+	}, host)
+	host = host[:min(len(host), 100)] // ASCII only by now
+	return host + ":" + strconv.Itoa(pid)
+}
 
 // clusterLog lets at most one line a second through about listings
 // whose Redis part failed.

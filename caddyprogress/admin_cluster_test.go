@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
@@ -111,5 +112,24 @@ func TestAdminClusterListingSkipsUnreadableDocumentsAndShowsWhatALocalEntryShows
 	}
 	if strings.Contains(strings.ToLower(string(body)), "token") {
 		t.Errorf("the cluster listing mentions a token: %s", body)
+	}
+}
+
+// An instance's name is a valid ID whatever its host is called, as
+// Redis's side requires (redistracker refuses any other), and still
+// tells the host and the process apart.
+func TestInstanceNameIsAnIDForAnyHostName(t *testing.T) {
+	for host, want := range map[string]string{
+		"vm-1.example.com":       "vm-1.example.com:42",
+		"héllo wörld/x+y":        "h-llo-w-rld-x-y:42",
+		strings.Repeat("a", 300): strings.Repeat("a", 100) + ":42",
+	} {
+		got := instanceNameOf(host, 42)
+		if got != want {
+			t.Errorf("host %q: instance %q, want %q", host, got, want)
+		}
+		if err := progress.ValidateName("instance", got); err != nil {
+			t.Errorf("host %q: instance %q is not an ID: %v", host, got, err)
+		}
 	}
 }
