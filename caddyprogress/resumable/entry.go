@@ -28,8 +28,12 @@ type entry struct {
 
 	// guarded by the spool's mu
 	tracked Record // nil until tracked
-	busy    bool   // a delivery runs or is scheduled in this process
-	lease   Lease  // its claim, while busy
+	// trackAgainAt is when a Track that failed (the ID claimed by an
+	// earlier process whose lease has not ended, or by another instance;
+	// a full tracker) may be tried again: zero until one fails
+	trackAgainAt time.Time
+	busy         bool  // a delivery runs or is scheduled in this process
+	lease        Lease // its claim, while busy
 }
 
 func newEntry(id string, rec *deliveryRecord) *entry {

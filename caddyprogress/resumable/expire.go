@@ -114,6 +114,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			if now.Before(s.lastByte(rec).Add(expire)) {
 				s.releaseHold(e, rec, now)
 				sp.syncStored(s, e)
+				s.retrackFailed(e, rec)
 				continue
 			}
 			if sp.lockedElsewhere(s, id) {

@@ -14,17 +14,42 @@ import (
 // track returns the upload's tracker record, tracking it first if this
 // process has not yet (a new upload, or one from before a restart).
 func (s *Server) track(e *entry, rec *deliveryRecord) Record {
-	return s.trackInfo(e, rec, nil)
+	return s.trackInfo(e, rec, nil, false)
 }
 
+// trackAgainEvery is the least time between two tries to track an upload
+// whose Track failed.
+const trackAgainEvery = time.Second
+
 // trackInfo is track with tusd's info of the upload, when it is known
-// (at creation, before tusd stores it); nil reads it.
-func (s *Server) trackInfo(e *entry, rec *deliveryRecord, info *handler.FileInfo) Record {
+// (at creation, before tusd stores it); nil reads it. A Track that
+// fails (the ID still claimed across the instances by the process this
+// one replaced, until its lease ends; or by another instance that
+// tracks it; a full tracker) leaves the upload untracked for this
+// request only: it is tried again at a later request or sweep, at most
+// once every trackAgainEvery (now: at once, for an upload that ends), so
+// that its progress shows again once the claim is free.
+func (s *Server) trackInfo(e *entry, rec *deliveryRecord, info *handler.FileInfo, now bool) Record {
 	s.spool.mu.Lock()
 	defer s.spool.mu.Unlock()
 	if e.tracked != nil {
 		return e.tracked
 	}
+	var tracked Record = untracked{}
+	if now || !time.Now().Before(e.trackAgainAt) {
+		tracked = s.trackNow(e, rec, info)
+	}
+	if e.deliveryState() == deliveryReceiving {
+		tracked.Paused()
+		if e.expiresAt.Load() == 0 {
+			e.setExpiry(s.lastByte(rec).Add(s.cfg.expire()))
+		}
+	}
+	return tracked
+}
+
+// trackNow asks the tracker to track the upload, under the spool's lock.
+func (s *Server) trackNow(e *entry, rec *deliveryRecord, info *handler.FileInfo) Record {
 	if info == nil {
 		if stored, err := s.uploadInfo(context.Background(), e.id); err == nil {
 			info = &stored
@@ -39,17 +64,24 @@ func (s *Server) trackInfo(e *entry, rec *deliveryRecord, info *handler.FileInfo
 	}
 	tracked, err := s.opts.Tracker.Track(e.id, rec.Group, total, stored, e)
 	if err != nil {
-		s.logger.Debug("upload not tracked", zap.String("id", e.id), zap.Error(err))
-		tracked = untracked{}
+		s.logger.Debug("upload not tracked for now", zap.String("id", e.id), zap.Error(err))
+		e.trackAgainAt = time.Now().Add(trackAgainEvery)
+		return untracked{}
 	}
 	e.tracked = tracked
-	if e.deliveryState() == deliveryReceiving {
-		tracked.Paused()
-		if e.expiresAt.Load() == 0 {
-			e.setExpiry(s.lastByte(rec).Add(s.cfg.expire()))
-		}
-	}
 	return tracked
+}
+
+// retrackFailed tries again to track an upload whose Track failed (see
+// trackInfo), from a sweep: its progress shows again without waiting for
+// its client.
+func (s *Server) retrackFailed(e *entry, rec *deliveryRecord) {
+	s.spool.mu.Lock()
+	failed := e.tracked == nil && !e.trackAgainAt.IsZero()
+	s.spool.mu.Unlock()
+	if failed {
+		s.track(e, rec)
+	}
 }
 
 // lastByte is when the upload last got a byte: its data file's time,
@@ -79,7 +111,7 @@ func (s *Server) ended(e *entry, rec *deliveryRecord, st progress.State, status 
 	tracked := e.tracked
 	s.spool.mu.Unlock()
 	if tracked == nil {
-		tracked = s.track(e, rec)
+		tracked = s.trackInfo(e, rec, nil, true)
 	}
 	tracked.Finish(st, status, msg)
 	s.spool.forget(e.id)

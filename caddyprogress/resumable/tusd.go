@@ -97,7 +97,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	e.requests.Add(1)
 	e.heldSince.Store(time.Now().UnixNano())
 	st.entry, st.sending = e, true
-	tracked := s.trackInfo(e, rec, &info)
+	tracked := s.trackInfo(e, rec, &info, false)
 	tracked.Uploading()
 	tracked.Announce(st.w)
 	s.limitBody(st.r, id, 0) // st.r.Body is the creation request's own

@@ -111,3 +111,48 @@ func TestResumableUploadOnAFollowedThroughB(t *testing.T) {
 		t.Errorf("B's log has a panic:\n%s", b.logText())
 	}
 }
+
+// A resumable upload paused when its instance was killed is tracked
+// again by the instance that replaces it on the same folder: the claim
+// the killed process left in Redis blocks it only until its lease ends
+// (5 s), after which a request (or a sweep) tracks it again, paused at
+// its stored offset; then it completes, delivered once, intact.
+func TestPausedUploadIsTrackedAgainAfterARestart(t *testing.T) {
+	rs := startRedis(t)
+	back := newDeliveries(t, 0)
+	options := sharedFolderOptions(t.TempDir())
+	a := startInstance(t, "A", rs.URL(), options, back.URL)
+	data := payload(1 << 20)
+	half := int64(len(data) / 2)
+	path := createOn(t, a, len(data))
+	id := strings.TrimPrefix(path, "/files/")
+	if resp, body := patchOn(t, a, path, 0, bytes.NewReader(data[:half]), half); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first PATCH: %v %s", resp, body)
+	}
+	a.kill()
+
+	a2 := startInstance(t, "A2", rs.URL(), options, back.URL)
+	time.Sleep(6 * time.Second) // past the killed process's lease: its record in Redis ends
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if code, offset := headOn(t, a2, path); code != http.StatusOK || offset != half {
+			t.Fatalf("HEAD after the restart: %d, offset %d, want %d", code, offset, half)
+		}
+		code, s := a2.status(t, id)
+		if code == http.StatusOK && s.Status == "paused" && s.Received == half {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the restart the upload reads %d %+v, want paused at %d", code, s, half)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	finishOn(t, a2, path, data)
+	back.assertOneDelivery(t, data)
+	final := a2.waitFor(t, id, 10*time.Second, "complete after the restart", func(code int, s status) bool {
+		return code == http.StatusOK && s.Status == "complete"
+	})
+	if final.Received != int64(len(data)) {
+		t.Fatalf("after the restart: %+v", final)
+	}
+}
