@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 )
 
@@ -226,7 +227,7 @@ type reservation struct {
 // writeReservation answers a reservation of u with 201.
 func (h *Handler) writeReservation(w http.ResponseWriter, u *upload) error {
 	w.Header().Set(h.IDHeader, u.id)
-	res := reservation{ID: u.id, Status: statePending.String()}
+	res := reservation{ID: u.id, Status: progress.StatePending.String()}
 	if h.access.on() {
 		res.Token = h.token(uploadToken, u.id)
 		w.Header().Set(uploadTokenHeader, res.Token)

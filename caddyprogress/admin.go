@@ -146,7 +146,7 @@ func (t *tracker) describe(now time.Time) adminTracker {
 	groups := make(map[*upload]string)
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing, statePaused, stateDelivering:
+		case progress.StateUploading, progress.StateProcessing, progress.StatePaused, progress.StateDelivering:
 			inFlight = append(inFlight, u)
 			if u.group != nil {
 				groups[u] = u.group.id

@@ -37,11 +37,11 @@ var instanceName = func() string {
 
 // instanceNameOf is the name of the instance with the given host name
 // and process ID, so that two Caddy processes on one host differ: the
-// host name in the characters of an ID (progress.ValidateName; others
+// host name in the characters of an ID (progress.IsIDChar; others
 // become -), at most 100 bytes, then ":" and the process ID.
 func instanceNameOf(host string, pid int) string {
 	host = strings.Map(func(r rune) rune {
-		if r < utf8.RuneSelf && progress.ValidateName("", string(r)) == nil {
+		if r < utf8.RuneSelf && progress.IsIDChar(byte(r)) {
 			return r
 		}
 		return '-'
@@ -133,10 +133,10 @@ func remoteEntry(u sharedListed) (adminUpload, bool) {
 	if status == "" {
 		status = u.doc.state.String()
 	}
-	switch st := parseState(status); {
+	switch st := progress.NamedState(status); {
 	case st.String() != status:
 		return adminUpload{}, false // not a state of an upload
-	case st.Final() || st == statePending:
+	case st.Final() || st == progress.StatePending:
 		return adminUpload{}, false // its final document is on its way
 	}
 	return adminUpload{

@@ -36,7 +36,7 @@ func TestAdminClusterListingSkipsUnreadableDocumentsAndShowsWhatALocalEntryShows
 		"bad-state": `{"id":"bad-state","status":"\u001b[2J",` + started + `}`,
 		"other-id":  `{"id":"someone-else","status":"uploading",` + started + `}`,
 	} {
-		if _, err := other.Claim(context.Background(), id, "", redistracker.StateUploading, []byte(doc)); err != nil {
+		if _, err := other.Claim(context.Background(), id, "", progress.StateUploading, []byte(doc)); err != nil {
 			t.Fatalf("claiming %s on the other instance: %v", id, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
@@ -27,7 +28,7 @@ func (endless) Read(p []byte) (int, error) { return len(p), nil }
 // The counting body's Read: the cost tracking adds to every read of an
 // upload. It must not allocate.
 func BenchmarkCountingBodyRead(b *testing.B) {
-	u := newUpload("bench", -1, time.Now(), stateUploading)
+	u := newUpload("bench", -1, time.Now(), progress.StateUploading)
 	body := &countingBody{ReadCloser: io.NopCloser(endless{}), upload: u}
 	buf := make([]byte, 32<<10)
 	b.SetBytes(int64(len(buf)))
@@ -43,7 +44,7 @@ func BenchmarkCountingBodyRead(b *testing.B) {
 // status snapshots are taken.
 func BenchmarkTrackerUpdateAndSnapshot(b *testing.B) {
 	b.Run("update one upload", func(b *testing.B) {
-		u := newUpload("bench", 1<<40, time.Now(), stateUploading)
+		u := newUpload("bench", 1<<40, time.Now(), progress.StateUploading)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -52,7 +53,7 @@ func BenchmarkTrackerUpdateAndSnapshot(b *testing.B) {
 		})
 	})
 	b.Run("snapshot one upload", func(b *testing.B) {
-		u := newUpload("bench", 1<<40, time.Now(), stateUploading)
+		u := newUpload("bench", 1<<40, time.Now(), progress.StateUploading)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -81,7 +82,7 @@ func BenchmarkTrackerUpdateAndSnapshot(b *testing.B) {
 					u.addReceived(32 << 10)
 				}
 				_ = tr.get(id).snapshot(time.Now())
-				tr.finish(u, stateComplete, 200, "", time.Minute)
+				tr.finish(u, progress.StateComplete, 200, "", time.Minute)
 			}
 		})
 	})
@@ -102,7 +103,7 @@ func (d *discardStream) SetWriteDeadline(time.Time) error  { return nil }
 // One progress event fanned out to 1,000 subscribers of one upload: the
 // work of one interval tick for a popular upload.
 func BenchmarkEventsFanOut1000(b *testing.B) {
-	u := newUpload("popular", 1<<40, time.Now(), stateUploading)
+	u := newUpload("popular", 1<<40, time.Now(), progress.StateUploading)
 	subs := make([]*subscriber, 1000)
 	for i := range subs {
 		w := &discardStream{header: http.Header{}}
@@ -140,7 +141,7 @@ func BenchmarkFinishedRecordMemory(b *testing.B) {
 				b.Fatal(err)
 			}
 			u.addReceived(1 << 20)
-			tr.finish(u, stateComplete, 200, "", time.Hour)
+			tr.finish(u, progress.StateComplete, 200, "", time.Hour)
 		}
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -312,7 +313,7 @@ func BenchmarkEvents10000Subscribers(b *testing.B) {
 	const uploads, perUpload = 1000, 10
 	ups := make([]*upload, uploads)
 	for i := range ups {
-		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), stateUploading)
+		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), progress.StateUploading)
 	}
 	runtime.GC()
 	var before, after runtime.MemStats
@@ -436,7 +437,7 @@ func fillTracker(b *testing.B, t *tracker, n int) {
 			b.Fatal(err)
 		}
 		u.addReceived(16 << 10)
-		t.finish(u, stateComplete, 200, "", DefaultRetain)
+		t.finish(u, progress.StateComplete, 200, "", DefaultRetain)
 	}
 	runtime.GC()
 }
@@ -465,7 +466,7 @@ func BenchmarkGCWithFullTracker(b *testing.B) {
 				b.Fatal(err)
 			}
 			u.addReceived(16 << 10)
-			tr.finish(u, stateComplete, 200, "", DefaultRetain)
+			tr.finish(u, progress.StateComplete, 200, "", DefaultRetain)
 		}
 		full := gcTime()
 		runtime.KeepAlive(tr)

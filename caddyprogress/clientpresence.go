@@ -3,6 +3,7 @@ package caddyprogress
 import (
 	"context"
 	"errors"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net"
 	"net/http"
 	"sync"
@@ -84,7 +85,7 @@ func (w *presentClient) answerLost(rw http.ResponseWriter) bool {
 // had no read for stallAfter.
 func (w *presentClient) stalled(now time.Time) bool {
 	u := w.upload
-	return u.currentState() == stateUploading &&
+	return u.currentState() == progress.StateUploading &&
 		now.Sub(u.startedAt)-time.Duration(u.lastRead.Load()) >= stallAfter
 }
 

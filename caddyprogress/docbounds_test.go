@@ -249,7 +249,7 @@ func TestDocumentWithoutRoomIsRefusedNotMade(t *testing.T) {
 // fits the room its record reserves for it, with the longest ID and
 // every field set.
 func TestLiveHeadFitsItsReserve(t *testing.T) {
-	u := newUpload(strings.Repeat("a", progress.MaxIDLength), 1<<62, time.Now(), stateUploading)
+	u := newUpload(strings.Repeat("a", progress.MaxIDLength), 1<<62, time.Now(), progress.StateUploading)
 	u.rateLimit = 1 << 62
 	u.addReceived(1 << 30)
 	expires := time.Now()

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -46,7 +47,7 @@ func (w *earlyAnswerCloser) ReadFrom(r io.Reader) (int64, error) {
 // serveUpload calls it too before an error goes back to Caddy, whose
 // error answer is written past this wrapper.
 func (w *earlyAnswerCloser) closeIfUnfinished() {
-	if w.upload.currentState() == stateUploading {
+	if w.upload.currentState() == progress.StateUploading {
 		w.Header().Set("Connection", "close")
 	}
 }

@@ -187,7 +187,7 @@ func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
 		d.files = appendFiles(make([]byte, 0, filesJSONLen(files)), files)
 	}
 	d.summary = docSummary{
-		state:     parseState(s.Status),
+		state:     progress.NamedState(s.Status),
 		received:  s.Received,
 		total:     -1,
 		speed:     s.Speed,
@@ -200,12 +200,6 @@ func encodeDoc(s Status, startedAt time.Time, bodyEnd int64) *statusDoc {
 		d.summary.bodyEndAt = startedAt.UnixNano() + bodyEnd
 	}
 	return d
-}
-
-// parseState is the state named s; pending for a name that is none.
-func parseState(s string) state {
-	st, _ := progress.ParseState(s)
-	return st
 }
 
 // size is the length of the document's JSON.

@@ -3,6 +3,7 @@ package caddyprogress
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"testing"
 	"time"
 )
@@ -10,7 +11,7 @@ import (
 // A document is made once per change and shared; its JSON is exactly
 // what encoding/json makes of the Status, files and all.
 func TestStatusDocumentIsSharedUntilTheUploadChanges(t *testing.T) {
-	u := newUpload("shared", 1000, time.Now(), stateUploading)
+	u := newUpload("shared", 1000, time.Now(), progress.StateUploading)
 	parts := newPartList(nil)
 	u.parts.Store(parts)
 	p, _ := parts.add("field", fileName("a.bin"))
@@ -30,7 +31,7 @@ func TestStatusDocumentIsSharedUntilTheUploadChanges(t *testing.T) {
 		t.Fatalf("after a change: same document %v, received %d", changed == first, changed.summary.received)
 	}
 
-	u.finish(stateComplete, 200, "", time.Now())
+	u.finish(progress.StateComplete, 200, "", time.Now())
 	final := u.doc(time.Now())
 	var buf bytes.Buffer
 	final.writeTo(&buf, true)

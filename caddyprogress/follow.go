@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"errors"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"time"
 )
 
@@ -45,7 +46,7 @@ func (h *Handler) followUpload(s eventSink, id string) {
 	f := h.uploads.follow(id)
 	defer f.close()
 	h.runStream(s, newSubscriber(s, f),
-		shortStatus{ID: id, Status: statePending.String()}, shortStatus{ID: id, Status: "unknown"})
+		shortStatus{ID: id, Status: progress.StatePending.String()}, shortStatus{ID: id, Status: "unknown"})
 }
 
 // follower is what the event loop drives: one stream's follow of an
@@ -181,7 +182,7 @@ func (t *tracker) follow(id string) *trackerFollow {
 
 // followRecord follows an upload already found, from its record.
 func followRecord(rec record) *trackerFollow {
-	return &trackerFollow{live: rec.live, doc: rec.doc, lastState: statePending, lastReceived: -1}
+	return &trackerFollow{live: rec.live, doc: rec.doc, lastState: progress.StatePending, lastReceived: -1}
 }
 
 // waiting reports whether the upload has not started yet.

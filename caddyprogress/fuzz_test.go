@@ -169,19 +169,19 @@ func validHeaderValue(v string) bool {
 // FuzzStatusRoundTrip: the status JSON of any upload, at any point of
 // its life, decodes back to the same Status.
 func FuzzStatusRoundTrip(f *testing.F) {
-	f.Add("up-1", int64(100), int64(40), int64(2_000_000_000), uint8(stateUploading), 0, "", int64(0), "")
-	f.Add("up-2", int64(-1), int64(7), int64(1), uint8(stateComplete), 200, "", int64(1<<20), "")
-	f.Add("up-3", int64(0), int64(0), int64(0), uint8(stateError), 502, phraseUpstreamUnreachable, int64(0), "")
-	f.Add("up-4", int64(10), int64(20), int64(5), uint8(stateAborted), 0, phraseClientGone, int64(0), "field\xff")
-	f.Add("up-5", int64(1)<<62, int64(1)<<62, int64(1)<<40, uint8(stateProcessing), 0, "", int64(0), "")
+	f.Add("up-1", int64(100), int64(40), int64(2_000_000_000), uint8(progress.StateUploading), 0, "", int64(0), "")
+	f.Add("up-2", int64(-1), int64(7), int64(1), uint8(progress.StateComplete), 200, "", int64(1<<20), "")
+	f.Add("up-3", int64(0), int64(0), int64(0), uint8(progress.StateError), 502, phraseUpstreamUnreachable, int64(0), "")
+	f.Add("up-4", int64(10), int64(20), int64(5), uint8(progress.StateAborted), 0, phraseClientGone, int64(0), "field\xff")
+	f.Add("up-5", int64(1)<<62, int64(1)<<62, int64(1)<<40, uint8(progress.StateProcessing), 0, "", int64(0), "")
 	tr := newTracker("fuzz-status")
 	f.Cleanup(func() { tr.Destruct() })
 	f.Fuzz(func(t *testing.T, id string, total, received, elapsedNanos int64, st uint8, code int, phrase string, rateLimit int64, partName string) {
-		if validateID(id) != nil || received < 0 || elapsedNanos < 0 || st > uint8(stateAborted) || !utf8.ValidString(phrase) {
+		if validateID(id) != nil || received < 0 || elapsedNanos < 0 || st > uint8(progress.StateAborted) || !utf8.ValidString(phrase) {
 			return
 		}
 		started := time.Date(2026, 11, 30, 3, 0, 0, 0, time.UTC)
-		u := newUpload(id, max(total, -1), started, stateUploading)
+		u := newUpload(id, max(total, -1), started, progress.StateUploading)
 		u.rateLimit = max(rateLimit, 0)
 		if partName != "" {
 			parts := newPartList(tr)
@@ -194,9 +194,9 @@ func FuzzStatusRoundTrip(f *testing.F) {
 		u.lastRead.Store(elapsedNanos / 2)
 		now := started.Add(time.Duration(elapsedNanos))
 		switch s := state(st); {
-		case s == statePending:
-			u.state.Store(int32(statePending))
-		case s == stateProcessing:
+		case s == progress.StatePending:
+			u.state.Store(int32(progress.StatePending))
+		case s == progress.StateProcessing:
 			u.markBodyEnded(max(elapsedNanos/2, 1))
 		case s.Final():
 			u.finish(s, code, phrase, now)

@@ -250,7 +250,7 @@ type groupDoc struct {
 
 // final reports whether every member of the group has ended.
 func (g *groupDoc) final() bool {
-	return g.head.Status != stateUploading.String()
+	return g.head.Status != progress.StateUploading.String()
 }
 
 // lookAtGroup sums a group's figures from its members' documents.
@@ -269,19 +269,19 @@ func lookAtGroup(id string, members []*statusDoc) *groupDoc {
 			total += m.total
 		}
 		switch m.state {
-		case stateUploading:
+		case progress.StateUploading:
 			anyUploading = true
 			inFlight = true
 			g.head.Speed += m.speed
-		case stateError:
+		case progress.StateError:
 			anyError = true
-		case stateAborted:
+		case progress.StateAborted:
 			anyAborted = true
-		case stateComplete:
+		case progress.StateComplete:
 		default: // pending or processing
 			inFlight = true
 		}
-		if m.state != stateUploading {
+		if m.state != progress.StateUploading {
 			g.ended++
 		}
 		if firstStart == 0 || m.startedAt < firstStart {
@@ -292,13 +292,13 @@ func lookAtGroup(id string, members []*statusDoc) *groupDoc {
 
 	switch {
 	case inFlight:
-		g.head.Status = stateUploading.String()
+		g.head.Status = progress.StateUploading.String()
 	case anyError:
-		g.head.Status = stateError.String()
+		g.head.Status = progress.StateError.String()
 	case anyAborted:
-		g.head.Status = stateAborted.String()
+		g.head.Status = progress.StateAborted.String()
 	default:
-		g.head.Status = stateComplete.String()
+		g.head.Status = progress.StateComplete.String()
 	}
 	if !anyUploading {
 		if span := time.Duration(lastBodyEnd - firstStart); span > 0 {

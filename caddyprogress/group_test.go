@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/http"
 	"strconv"
 	"strings"
@@ -213,17 +214,17 @@ func TestGroupStatusRules(t *testing.T) {
 	if g := status(); g.Total != nil || g.Percent != nil {
 		t.Fatalf("a member without a total: total %v percent %v, want null", g.Total, g.Percent)
 	}
-	tr.finish(a, stateComplete, 200, "", time.Minute)
-	tr.finish(b, stateAborted, 0, "gone", time.Minute)
+	tr.finish(a, progress.StateComplete, 200, "", time.Minute)
+	tr.finish(b, progress.StateAborted, 0, "gone", time.Minute)
 	if g := status(); g.Status != "uploading" {
 		t.Fatalf("with c in flight: %s, want uploading", g.Status)
 	}
-	tr.finish(c, stateComplete, 200, "", time.Minute)
+	tr.finish(c, progress.StateComplete, 200, "", time.Minute)
 	if g := status(); g.Status != "aborted" {
 		t.Fatalf("one member aborted: %s, want aborted", g.Status)
 	}
 	d := start("d", 1)
-	tr.finish(d, stateError, 500, "x", time.Minute)
+	tr.finish(d, progress.StateError, 500, "x", time.Minute)
 	if g := status(); g.Status != "error" {
 		t.Fatalf("one member in error: %s, want error", g.Status)
 	}

@@ -1,6 +1,9 @@
 package caddyprogress
 
-import "time"
+import (
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
+	"time"
+)
 
 // A group's event stream (GET <events_path>?group=<id>, events.go, or
 // <ws_path>?group=<id>, websocket.go) is one upload's, with a
@@ -36,7 +39,7 @@ func (h *Handler) followGroup(s eventSink, id string) {
 	g := &groupSubscriber{s: s, id: id, src: h.uploads}
 	defer g.close()
 	h.runStream(s, g,
-		shortGroupStatus{Group: id, Status: statePending.String()}, shortGroupStatus{Group: id, Status: "unknown"})
+		shortGroupStatus{Group: id, Status: progress.StatePending.String()}, shortGroupStatus{Group: id, Status: "unknown"})
 }
 
 // groupEvent sends the group's document as an event named name ("" for

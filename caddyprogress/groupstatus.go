@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"io"
 	"net/http"
 	"time"
@@ -54,7 +55,7 @@ func (h *Handler) serveGroupReserve(w http.ResponseWriter, r *http.Request, name
 		return h.writeError(w, r, http.StatusBadRequest,
 			fmt.Errorf("%s query parameter: a group reservation makes a fresh group ID; send POST %s?%s without one", groupQuery, h.StatusPath, groupQuery))
 	}
-	res := groupReservation{Group: newID(), Status: statePending.String()}
+	res := groupReservation{Group: newID(), Status: progress.StatePending.String()}
 	w.Header().Set(groupHeader, res.Group)
 	if h.access.on() {
 		res.Token = h.token(groupToken, res.Group)

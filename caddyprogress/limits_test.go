@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -251,7 +252,7 @@ func TestCountingStopsWhenTheRecordIsFinal(t *testing.T) {
 	buf := make([]byte, 32<<10)
 	body.Read(buf)
 	before := u.snapshot(time.Now())
-	tr.finish(u, stateComplete, 200, "", time.Minute)
+	tr.finish(u, progress.StateComplete, 200, "", time.Minute)
 	body.Read(buf) // the proxy's transport, still inside Read
 	after := u.snapshot(time.Now())
 	if before.Received != 32<<10 || after.Received != before.Received {
@@ -298,7 +299,7 @@ func TestFinalRecordNeverChanges(t *testing.T) {
 // event instead, exactly once, and never a progress event with a final
 // status.
 func TestProgressThatFindsTheEndSendsTheFinalEventOnce(t *testing.T) {
-	u := newUpload("ending", 100, time.Now(), stateUploading)
+	u := newUpload("ending", 100, time.Now(), progress.StateUploading)
 	w := &recordingStream{header: http.Header{}}
 	sub := newSubscriber(&eventStream{w: w, rc: http.NewResponseController(w)}, followRecord(record{live: u}))
 	u.addReceived(40)
@@ -306,7 +307,7 @@ func TestProgressThatFindsTheEndSendsTheFinalEventOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	u.addReceived(60)
-	u.finish(stateComplete, 200, "", time.Now())
+	u.finish(progress.StateComplete, 200, "", time.Now())
 	if err := sub.progress(); err != errStreamEnded {
 		t.Fatalf("progress after the end: %v, want errStreamEnded", err)
 	}

@@ -3,6 +3,7 @@ package caddyprogress
 import (
 	"bytes"
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/http"
 	"runtime"
 	"runtime/debug"
@@ -54,7 +55,7 @@ func TestAccountedMemoryFollowsTheHeap(t *testing.T) {
 				t.Fatal(err)
 			}
 			u.addReceived(1 << 20)
-			tr.finish(u, stateComplete, 200, "", time.Hour)
+			tr.finish(u, progress.StateComplete, 200, "", time.Hour)
 		}
 	})
 	check(fmt.Sprintf("%d finished records", records), tr, grown)
@@ -186,14 +187,14 @@ func TestMemoryIsReleasedWhenRecordsGo(t *testing.T) {
 		switch i % 5 {
 		case 0: // gives up its files mid-way
 			parts.giveUp()
-			tr.finish(u, stateAborted, 0, "gone", time.Minute)
+			tr.finish(u, progress.StateAborted, 0, "gone", time.Minute)
 		case 1: // still in flight, then replaced... after it ends
-			tr.finish(u, stateComplete, 200, "", time.Minute)
+			tr.finish(u, progress.StateComplete, 200, "", time.Minute)
 			if _, err := tr.start(u.id, 10, 0, 1000); err != nil {
 				t.Fatal(err)
 			}
 		default:
-			tr.finish(u, stateComplete, 200, "", time.Minute)
+			tr.finish(u, progress.StateComplete, 200, "", time.Minute)
 		}
 		if _, err := tr.reserve(time.Minute, 1000, 100); err != nil {
 			t.Fatal(err)
@@ -205,13 +206,13 @@ func TestMemoryIsReleasedWhenRecordsGo(t *testing.T) {
 	tr.mu.Lock()
 	var replacements []*upload // still in flight
 	for _, u := range tr.uploads {
-		if u.currentState() == stateUploading {
+		if u.currentState() == progress.StateUploading {
 			replacements = append(replacements, u)
 		}
 	}
 	tr.mu.Unlock()
 	for _, u := range replacements {
-		tr.finish(u, stateComplete, 200, "", time.Minute)
+		tr.finish(u, progress.StateComplete, 200, "", time.Minute)
 	}
 	tr.removeExpired(time.Now().Add(time.Hour))
 	if live := tr.memory.live.Load(); live != 0 || len(tr.uploads) != 0 || tr.finished.Len() != 0 || len(tr.groups.byKey) != 0 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -166,7 +167,7 @@ func (t *tracker) stats() (inFlight int, received int64) {
 	received = t.countedBytes
 	for _, u := range t.uploads {
 		switch u.currentState() {
-		case stateUploading, stateProcessing, statePaused, stateDelivering:
+		case progress.StateUploading, progress.StateProcessing, progress.StatePaused, progress.StateDelivering:
 			inFlight++
 		}
 		if !u.bytesCounted {
@@ -198,7 +199,7 @@ var _ prometheus.Collector = (*trackerCollector)(nil)
 // looked up once in Provision so that an upload does not hash labels.
 type handlerMetrics struct {
 	started     prometheus.Counter
-	finished    [stateAborted + 1]prometheus.Counter // by final state; nil for the others
+	finished    [progress.StateAborted + 1]prometheus.Counter // by final state; nil for the others
 	untracked   prometheus.Counter
 	subscribers prometheus.Gauge
 }
@@ -209,7 +210,7 @@ func newHandlerMetrics(tracker string) handlerMetrics {
 		untracked:   metrics.untracked.WithLabelValues(tracker),
 		subscribers: metrics.subscribers.WithLabelValues(tracker),
 	}
-	for _, st := range []state{stateComplete, stateError, stateAborted} {
+	for _, st := range []state{progress.StateComplete, progress.StateError, progress.StateAborted} {
 		m.finished[st] = metrics.finished.WithLabelValues(tracker, st.String())
 	}
 	return m

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
@@ -86,7 +87,7 @@ type observed struct {
 // returns what came out and what the observer saw.
 func observeBody(t testing.TB, boundary string, body []byte, sizes ...int) observed {
 	t.Helper()
-	u := newUpload("test", int64(len(body)), time.Now(), stateUploading)
+	u := newUpload("test", int64(len(body)), time.Now(), progress.StateUploading)
 	parts := newPartList(nil)
 	o, err := newMultipartObserver(boundary, parts, zap.NewNop(), u.id)
 	if err != nil {
@@ -264,7 +265,7 @@ func TestMultipartObserverShowsPartsInProgress(t *testing.T) {
 		{field: "one", filename: fileName("1"), content: []byte("abcdef")},
 		{field: "two", filename: fileName("2"), content: []byte("ghijkl")},
 	})
-	u := newUpload("test", int64(len(body)), time.Now(), stateUploading)
+	u := newUpload("test", int64(len(body)), time.Now(), progress.StateUploading)
 	parts := newPartList(nil)
 	o, _ := newMultipartObserver("bb", parts, zap.NewNop(), u.id)
 	u.parts.Store(parts)

@@ -2,6 +2,7 @@ package caddyprogress
 
 import (
 	"fmt"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -86,7 +87,7 @@ func (h *Handler) writeNginxReport(w http.ResponseWriter, r *http.Request, rec r
 func nginxReport(rec record) string {
 	st, received, size, upstream := rec.progress()
 	switch {
-	case st == statePending:
+	case st == progress.StatePending:
 		return `{ "state" : "starting" }`
 	case st.Final():
 		return nginxFinalReport(st, upstream)
@@ -95,7 +96,7 @@ func nginxReport(rec record) string {
 	if size < 0 {
 		size = received // chunked: nginx would say -1; report the bytes so far
 	}
-	if st == stateProcessing || st == stateDelivering {
+	if st == progress.StateProcessing || st == progress.StateDelivering {
 		received = size
 	}
 	return fmt.Sprintf(`{ "state" : "uploading", "received" : %d, "size" : %d }`, received, size)
@@ -104,7 +105,7 @@ func nginxReport(rec record) string {
 // nginxFinalReport is the report of an upload that ended in st, with
 // the answer's status code upstream (0 for none).
 func nginxFinalReport(st state, upstream int) string {
-	if st == stateComplete {
+	if st == progress.StateComplete {
 		return `{ "state" : "done" }`
 	}
 	return fmt.Sprintf(`{ "state" : "error", "status" : %d }`, nginxErrorStatus(st, upstream))
@@ -114,7 +115,7 @@ func nginxFinalReport(st state, upstream int) string {
 // the answer's status code, or 400 when the client went away mid-body
 // (nginx's status for a body it could not read).
 func nginxErrorStatus(st state, upstream int) int {
-	if st == stateAborted {
+	if st == progress.StateAborted {
 		return http.StatusBadRequest
 	}
 	if upstream >= http.StatusBadRequest {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
@@ -304,7 +305,7 @@ func TestNginxReportOverHTTP2WithoutLength(t *testing.T) {
 func TestNginxReportOfAnotherInstancesUploadIsItsOwn(t *testing.T) {
 	tr := newTracker("nginx-shared")
 	t.Cleanup(func() { tr.Destruct() })
-	for _, st := range []state{stateUploading, stateProcessing, statePaused, stateDelivering, stateComplete, stateError, stateAborted} {
+	for _, st := range []state{progress.StateUploading, progress.StateProcessing, progress.StatePaused, progress.StateDelivering, progress.StateComplete, progress.StateError, progress.StateAborted} {
 		u, err := tr.start("report-"+st.String(), 1000, 0, 100)
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -66,30 +67,30 @@ func outcome(e ending) (st state, code int, phrase string) {
 
 	if e.readErr != nil {
 		if tooLarge(e.readErr) {
-			return stateError, http.StatusRequestEntityTooLarge, phraseBodyTooLarge
+			return progress.StateError, http.StatusRequestEntityTooLarge, phraseBodyTooLarge
 		}
 		if ne, ok := errors.AsType[net.Error](e.readErr); ok && ne.Timeout() {
-			return stateAborted, 0, phraseClientTimedOut
+			return progress.StateAborted, 0, phraseClientTimedOut
 		}
-		return stateAborted, 0, phraseClientGone
+		return progress.StateAborted, 0, phraseClientGone
 	}
 	if (!e.bodyEnded && e.clientGone) || code == statusClientClosedRequest {
-		return stateAborted, 0, phraseClientGone
+		return progress.StateAborted, 0, phraseClientGone
 	}
 	if code == 0 {
 		code = http.StatusOK // nothing written: Caddy answers 200
 	}
 	switch {
 	case code >= 400 && isHandlerErr:
-		return stateError, code, handlerErrorPhrase(code, e.handlerErr)
+		return progress.StateError, code, handlerErrorPhrase(code, e.handlerErr)
 	case code >= 400 && e.handlerErr != nil:
-		return stateError, code, phraseProxyAnswered(code)
+		return progress.StateError, code, phraseProxyAnswered(code)
 	case code >= 400:
-		return stateError, code, phraseUpstreamAnswered(code)
+		return progress.StateError, code, phraseUpstreamAnswered(code)
 	case !e.bodyEnded:
-		return stateError, code, phraseAnsweredEarly
+		return progress.StateError, code, phraseAnsweredEarly
 	}
-	return stateComplete, code, ""
+	return progress.StateComplete, code, ""
 }
 
 // tooLarge reports whether a body read failed on a size limit

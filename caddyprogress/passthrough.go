@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -102,13 +103,13 @@ func (h *Handler) proxyTracked(w http.ResponseWriter, r *http.Request, next cadd
 	finished := false
 	defer func() {
 		if !finished { // next panicked
-			h.finish(u, stateError, http.StatusInternalServerError, phraseInternal)
+			h.finish(u, progress.StateError, http.StatusInternalServerError, phraseInternal)
 		}
 	}()
 	err := next.ServeHTTP(rec, r)
 	finished = true
 
-	e := ending{written: rec.Status(), handlerErr: err, readErr: body.err(), bodyEnded: u.currentState() != stateUploading}
+	e := ending{written: rec.Status(), handlerErr: err, readErr: body.err(), bodyEnded: u.currentState() != progress.StateUploading}
 	if closer, ok := answer.(*earlyAnswerCloser); ok && err != nil {
 		closer.closeIfUnfinished() // Caddy writes the error's answer on w
 	}
@@ -127,7 +128,7 @@ func (h *Handler) proxyTracked(w http.ResponseWriter, r *http.Request, next cadd
 func (h *Handler) end(u *upload, e ending) {
 	st, code, phrase := outcome(e)
 	h.finish(u, st, code, phrase)
-	if st != stateComplete {
+	if st != progress.StateComplete {
 		h.logger.Debug("upload ended",
 			zap.String("id", u.id),
 			zap.String("status", st.String()),
@@ -173,6 +174,6 @@ func (h *Handler) retain() time.Duration { return time.Duration(h.Retain) }
 // counting body whose record nobody reads.
 func (h *Handler) throttleOnly(r *http.Request, id string) {
 	if t := h.newThrottle(); t != nil {
-		r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, r.ContentLength, time.Now(), stateUploading), throttle: t, ctx: r.Context()}
+		r.Body = &countingBody{ReadCloser: r.Body, upload: newUpload(id, r.ContentLength, time.Now(), progress.StateUploading), throttle: t, ctx: r.Context()}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable/redislock"
 )
@@ -96,26 +97,26 @@ type resumableUpload struct {
 // in: delivering for a resumable upload, processing for the others.
 func (u *upload) bodyEndedState() state {
 	if u.resumable.Load() != nil {
-		return stateDelivering
+		return progress.StateDelivering
 	}
-	return stateProcessing
+	return progress.StateProcessing
 }
 
 // resume marks a request of a paused resumable upload sending bytes.
 func (u *upload) resume() {
-	u.state.CompareAndSwap(int32(statePaused), int32(stateUploading))
+	u.state.CompareAndSwap(int32(progress.StatePaused), int32(progress.StateUploading))
 }
 
 // pause marks a resumable upload between two requests.
 func (u *upload) pause() {
-	u.state.CompareAndSwap(int32(stateUploading), int32(statePaused))
+	u.state.CompareAndSwap(int32(progress.StateUploading), int32(progress.StatePaused))
 }
 
 // deliver marks a resumable upload stored whole and being delivered; its
 // body ended now, if no request's end said so before.
 func (u *upload) deliver() {
-	for _, from := range []state{stateUploading, statePaused} {
-		if u.state.CompareAndSwap(int32(from), int32(stateDelivering)) {
+	for _, from := range []state{progress.StateUploading, progress.StatePaused} {
+		if u.state.CompareAndSwap(int32(from), int32(progress.StateDelivering)) {
 			u.bodyEnd.CompareAndSwap(0, max(int64(time.Since(u.startedAt)), 1))
 			return
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
@@ -110,7 +111,7 @@ func TestRedisPlaceholderAndWhatTheTrackerStores(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	if _, err := other.Claim(context.Background(), "taken", "", redistracker.StateUploading, []byte(`{"id":"taken","status":"uploading"}`)); err != nil {
+	if _, err := other.Claim(context.Background(), "taken", "", progress.StateUploading, []byte(`{"id":"taken","status":"uploading"}`)); err != nil {
 		t.Fatal(err)
 	}
 	resp, body := p.upload(t, http.MethodPost, "/upload", strings.NewReader("abc"), 3, http.Header{"X-Upload-ID": {"taken"}})

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/redistracker"
 )
 
@@ -49,7 +50,7 @@ func sharedKey(url string) (string, error) { return redistracker.Key(url) }
 type redisBackend struct{ t *redistracker.Tracker }
 
 func (c redisBackend) claim(ctx context.Context, id, group string, doc []byte) (sharedUpload, error) {
-	u, err := c.t.Claim(ctx, id, group, redistracker.StateUploading, doc)
+	u, err := c.t.Claim(ctx, id, group, progress.StateUploading, doc)
 	if err != nil {
 		return nil, coreError(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"golang.org/x/time/rate"
 )
 
@@ -73,7 +74,7 @@ func (s *sharedStore) lookup(ctx context.Context, id string, current bool) recor
 		return rec
 	}
 	d, err := s.c.lookup(ctx, id)
-	if err != nil || (rec.live != nil && d.state == statePending) {
+	if err != nil || (rec.live != nil && d.state == progress.StatePending) {
 		return rec
 	}
 	if current && !d.state.Final() && s.c.watchDue(id) {
@@ -92,7 +93,7 @@ func (s *sharedStore) lookup(ctx context.Context, id string, current bool) recor
 // how a status read shows the progress as of now the first time in a
 // watch period, not the document a claim stored.
 func (s *sharedStore) currentDoc(ctx context.Context, id string, d sharedDoc) sharedDoc {
-	if d.state == statePending {
+	if d.state == progress.StatePending {
 		_ = s.c.watch(ctx, id)
 		return d
 	}
@@ -126,7 +127,7 @@ func newest(docs []sharedDoc, after int64) (sharedDoc, bool) {
 	var latest sharedDoc
 	found := false
 	for _, d := range docs {
-		if d.seq <= after || d.state == statePending {
+		if d.seq <= after || d.state == progress.StatePending {
 			continue
 		}
 		if d.state.Final() {
@@ -158,7 +159,7 @@ func (s *sharedStore) follow(id string) uploadFollow {
 	// that claims it, if it has not started) publishes its progress
 	_ = s.c.watch(ctx, id)
 	f := &sharedFollow{src: s, id: id, local: local, sub: sub, rewatchAt: time.Now().Add(s.c.watchEvery())}
-	if d, err := s.c.lookup(ctx, id); err == nil && d.state != statePending {
+	if d, err := s.c.lookup(ctx, id); err == nil && d.state != progress.StatePending {
 		f.first = &d
 	}
 	return f
@@ -359,7 +360,7 @@ func (s *sharedStore) reserved(id string) bool {
 		return true
 	}
 	d, err := s.c.lookup(context.Background(), id)
-	return err == nil && d.state == statePending
+	return err == nil && d.state == progress.StatePending
 }
 
 // Interface guards

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 )
@@ -169,7 +170,7 @@ func (e *sharedEntry) reserve(ctx context.Context, t *tracker, u *upload) error 
 
 // discard forgets a record that was refused across the cluster.
 func (t *tracker) discard(u *upload) {
-	u.finish(stateError, 0, "refused across the cluster", time.Now())
+	u.finish(progress.StateError, 0, "refused across the cluster", time.Now())
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.uploads[u.id] == u {
@@ -221,7 +222,7 @@ func (t *tracker) uploadingCount() int {
 	defer t.mu.RUnlock()
 	n := 0
 	for _, u := range t.uploads {
-		if u.currentState() == stateUploading {
+		if u.currentState() == progress.StateUploading {
 			n++
 		}
 	}
@@ -274,7 +275,7 @@ func lostDoc(last []byte) []byte {
 		s = Status{}
 	}
 	now := time.Now().UTC()
-	s.Status = stateAborted.String()
+	s.Status = progress.StateAborted.String()
 	s.Error = "instance lost"
 	s.FinishedAt = &now
 	s.UpdatedAt = now

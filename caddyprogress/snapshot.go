@@ -42,7 +42,7 @@ func (u *upload) liveStatus(now time.Time) Status {
 	elapsed := now.Sub(u.startedAt)
 	s.Elapsed = roundSeconds(elapsed)
 	switch {
-	case st == statePending:
+	case st == progress.StatePending:
 		s.UpdatedAt = s.StartedAt
 	case bodyEnd > 0:
 		// the body has ended: report its average speed

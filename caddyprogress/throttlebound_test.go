@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testcaddy"
 )
 
@@ -34,7 +35,7 @@ func TestSharedWaitBetweenReadsIsBoundedByTheQuantum(t *testing.T) {
 	for i := range uploads {
 		body := &countingBody{
 			ReadCloser: io.NopCloser(endless{}),
-			upload:     newUpload(fmt.Sprint("bound-", i), -1, time.Now(), stateUploading),
+			upload:     newUpload(fmt.Sprint("bound-", i), -1, time.Now(), progress.StateUploading),
 			throttle:   newThrottle(nil, total),
 			ctx:        ctx,
 		}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/time/rate"
 )
@@ -94,7 +95,7 @@ func (t *tracker) Destruct() error {
 // a sixteenth of max_memory free, the upload is tracked without its
 // multipart files (withoutFiles).
 func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*upload, error) {
-	u := newUpload(id, total, time.Now(), stateUploading) // made before the lock: allocation may assist the GC
+	u := newUpload(id, total, time.Now(), progress.StateUploading) // made before the lock: allocation may assist the GC
 	u.rateLimit = rateLimit
 	u.tracker = t
 	cost := recordBytes(id)
@@ -102,7 +103,7 @@ func (t *tracker) start(id string, total int64, rateLimit int64, limit int) (*up
 	defer t.mu.Unlock()
 	if old, ok := t.uploads[id]; ok {
 		switch old.currentState() {
-		case stateUploading, stateProcessing, statePaused, stateDelivering:
+		case progress.StateUploading, progress.StateProcessing, progress.StatePaused, progress.StateDelivering:
 			return nil, errInFlight
 		}
 		t.remove(old)
@@ -135,7 +136,7 @@ func (t *tracker) reserve(retain time.Duration, limit, maxReservations int) (*up
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	now := time.Now()
-	u := newUpload(newID(), -1, now, statePending)
+	u := newUpload(newID(), -1, now, progress.StatePending)
 	cost := recordBytes(u.id)
 	if t.reservations.Len() >= maxReservations || t.records() >= limit || t.memory.used()+cost > t.memory.budget.Load() {
 		return nil, errTooManyReservations

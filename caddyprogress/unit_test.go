@@ -1,6 +1,7 @@
 package caddyprogress
 
 import (
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"strings"
 	"testing"
 	"time"
@@ -55,8 +56,8 @@ func TestTrackerEvictsClosestToExpiry(t *testing.T) {
 	a, _ := tr.start("a", 1, 0, 3)
 	b, _ := tr.start("b", 1, 0, 3)
 	c, _ := tr.start("c", 1, 0, 3)
-	tr.finish(b, stateComplete, 200, "", time.Minute)
-	tr.finish(a, stateComplete, 200, "", time.Minute)
+	tr.finish(b, progress.StateComplete, 200, "", time.Minute)
+	tr.finish(a, progress.StateComplete, 200, "", time.Minute)
 	if _, err := tr.start("d", 1, 0, 3); err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestTrackerEvictsClosestToExpiry(t *testing.T) {
 	if _, err := tr.start("c", 1, 0, 3); err != errInFlight {
 		t.Fatalf("starting an in-flight ID: %v, want errInFlight", err)
 	}
-	tr.finish(c, stateError, 500, "x", time.Minute)
+	tr.finish(c, progress.StateError, 500, "x", time.Minute)
 	tr.removeExpired(time.Now().Add(2 * time.Minute))
 	if tr.lookup("a").found() || tr.lookup("c").found() || tr.get("d") == nil || tr.finished.Len()+tr.reservations.Len() != 0 {
 		t.Fatalf("expired records left: %v", tr.uploads)

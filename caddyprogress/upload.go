@@ -7,20 +7,8 @@ import (
 	"time"
 )
 
-// state is where an upload is in its life (progress.State), under the
-// core's short names.
+// state is where an upload is in its life (progress.State).
 type state = progress.State
-
-const (
-	statePending    = progress.StatePending
-	stateUploading  = progress.StateUploading
-	stateProcessing = progress.StateProcessing
-	statePaused     = progress.StatePaused
-	stateDelivering = progress.StateDelivering
-	stateComplete   = progress.StateComplete
-	stateError      = progress.StateError
-	stateAborted    = progress.StateAborted
-)
 
 // upload is one tracked upload (or a reservation of an ID): the record
 // a tracker keeps, read by the status and events routes.
@@ -126,7 +114,7 @@ func (u *upload) markBodyEnded(since int64) {
 	if u.resumable.Load() != nil && !u.allReceived() {
 		return // one request of a resumable upload ended, not its body
 	}
-	if u.state.CompareAndSwap(int32(stateUploading), int32(u.bodyEndedState())) {
+	if u.state.CompareAndSwap(int32(progress.StateUploading), int32(u.bodyEndedState())) {
 		u.bodyEnd.Store(since)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"golang.org/x/time/rate"
 )
 
@@ -93,12 +94,12 @@ func (r record) state() state {
 	case r.doc != nil:
 		return r.doc.summary.state
 	}
-	return statePending
+	return progress.StatePending
 }
 
 // started reports whether the upload has started: known, and more than
 // a reservation.
-func (r record) started() bool { return r.found() && r.state() != statePending }
+func (r record) started() bool { return r.found() && r.state() != progress.StatePending }
 
 // ended reports whether the upload has ended, or nothing is known of it.
 func (r record) ended() bool { return !r.found() || r.state().Final() }
@@ -128,7 +129,7 @@ func (r record) progress() (st state, received, total int64, upstream int) {
 		return st, received, total, upstream
 	}
 	if r.doc == nil {
-		return statePending, 0, -1, 0
+		return progress.StatePending, 0, -1, 0
 	}
 	m := r.doc.summary
 	return m.state, m.received, m.total, r.upstream
@@ -211,7 +212,7 @@ func (s localStore) groupEnded(group string) bool { return s.t.groupEnded(group)
 
 func (s localStore) reserved(id string) bool {
 	u := s.t.get(id)
-	return u != nil && u.currentState() == statePending
+	return u != nil && u.currentState() == progress.StatePending
 }
 
 // trackerGroup follows a group of this instance's tracker: its members

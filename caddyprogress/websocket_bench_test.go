@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/coder/websocket"
 )
 
@@ -80,7 +81,7 @@ func BenchmarkWebSocket10000Subscribers(b *testing.B) {
 	h := &Handler{stopCtx: ctx, metrics: newHandlerMetrics("bench-ws"), writeTimeout: eventWriteTimeout, keepAliveEvery: keepAliveEvery}
 	ups := make([]*upload, uploads)
 	for i := range ups {
-		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), stateUploading)
+		ups[i] = newUpload(fmt.Sprintf("upload-%d", i), 1<<40, time.Now(), progress.StateUploading)
 	}
 	runtime.GC()
 	var before, after runtime.MemStats

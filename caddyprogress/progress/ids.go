@@ -24,14 +24,15 @@ func ValidateName(noun, name string) error {
 		return fmt.Errorf("%s is %d characters long; at most %d are allowed", noun, len(name), MaxIDLength)
 	}
 	for i := 0; i < len(name); i++ {
-		if !isIDChar(name[i]) {
+		if !IsIDChar(name[i]) {
 			return fmt.Errorf("%s has a character that is not allowed at position %d (allowed: A-Z a-z 0-9 . _ ~ : -)", noun, i+1)
 		}
 	}
 	return nil
 }
 
-func isIDChar(c byte) bool {
+// IsIDChar reports whether c may be in an ID: A-Z a-z 0-9 . _ ~ : -
+func IsIDChar(c byte) bool {
 	switch {
 	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
 		return true

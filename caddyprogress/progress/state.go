@@ -50,6 +50,14 @@ func ParseState(name string) (State, bool) {
 	return StatePending, false
 }
 
+// NamedState is the state named name, or pending (neither in flight
+// nor final) for a name that is none: a document's "status", or a name
+// read back from Redis.
+func NamedState(name string) State {
+	st, _ := ParseState(name)
+	return st
+}
+
 // Final reports whether an upload in this state has ended.
 func (s State) Final() bool { return s >= StateComplete }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 	"go.uber.org/zap"
 )
@@ -32,7 +33,7 @@ func BenchmarkPublishPerUploadInterval(b *testing.B) {
 	us := make([]*Upload, uploads)
 	for i := range us {
 		id := fmt.Sprintf("bench-%04d", i)
-		u, err := tr.Claim(bg(), id, "", StateUploading, benchDoc(id, 0))
+		u, err := tr.Claim(bg(), id, "", progress.StateUploading, benchDoc(id, 0))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -49,7 +50,7 @@ func BenchmarkPublishPerUploadInterval(b *testing.B) {
 	b.ResetTimer()
 	for n := 0; n < b.N; {
 		for i := 0; i < uploads && n < b.N; i++ {
-			us[i].Publish(StateUploading, docs[i])
+			us[i].Publish(progress.StateUploading, docs[i])
 			n++
 		}
 		tr.flush()
@@ -74,7 +75,7 @@ func BenchmarkRoundTripsPerUpload(b *testing.B) {
 		us := make([]*Upload, n)
 		for i := range us {
 			id := fmt.Sprintf("life-%d", done+i)
-			u, err := tr.Claim(bg(), id, "", StateUploading, benchDoc(id, 0))
+			u, err := tr.Claim(bg(), id, "", progress.StateUploading, benchDoc(id, 0))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -84,12 +85,12 @@ func BenchmarkRoundTripsPerUpload(b *testing.B) {
 		tr.flush()
 		for r := 1; r <= intervals; r++ {
 			for _, u := range us {
-				u.Publish(StateUploading, benchDoc(u.ID(), r<<20))
+				u.Publish(progress.StateUploading, benchDoc(u.ID(), r<<20))
 			}
 			tr.flush()
 		}
 		for _, u := range us {
-			u.Publish(StateComplete, benchDoc(u.ID(), intervals<<20))
+			u.Publish(progress.StateComplete, benchDoc(u.ID(), intervals<<20))
 		}
 		tr.flush()
 		done += n
@@ -115,7 +116,7 @@ func BenchmarkCrossInstanceLatency(b *testing.B) {
 	if err := c.Watch(bg(), "lat"); err != nil {
 		b.Fatal(err)
 	}
-	u, err := a.Claim(bg(), "lat", "", StateUploading, benchDoc("lat", 0))
+	u, err := a.Claim(bg(), "lat", "", progress.StateUploading, benchDoc("lat", 0))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func BenchmarkCrossInstanceLatency(b *testing.B) {
 			}
 		}
 		start := time.Now()
-		u.Publish(StateUploading, benchDoc("lat", i+1))
+		u.Publish(progress.StateUploading, benchDoc("lat", i+1))
 		a.flush()
 		for got := false; !got; {
 			<-sub.Notify()
@@ -163,7 +164,7 @@ func BenchmarkProgressVisibleAtDefaultInterval(b *testing.B) {
 	if err := c.Watch(bg(), "vis"); err != nil {
 		b.Fatal(err)
 	}
-	u, err := a.Claim(bg(), "vis", "", StateUploading, benchDoc("vis", 0))
+	u, err := a.Claim(bg(), "vis", "", progress.StateUploading, benchDoc("vis", 0))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func BenchmarkProgressVisibleAtDefaultInterval(b *testing.B) {
 			}
 		}
 		start := time.Now()
-		u.Publish(StateUploading, benchDoc("vis", i+1))
+		u.Publish(progress.StateUploading, benchDoc("vis", i+1))
 		for got := false; !got; {
 			<-sub.Notify()
 			for _, d := range sub.Take() {

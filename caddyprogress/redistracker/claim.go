@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -285,7 +286,7 @@ func (t *Tracker) Reserve(ctx context.Context, id string, doc []byte) error {
 		return err
 	}
 	defer cancel()
-	_, err = t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, StatePending, doc)
+	_, err = t.admitAndPut(ctx, &Upload{id: id}, "done", t.cfg.Retain, progress.StatePending, doc)
 	if err == ErrFull || err == ErrInFlight {
 		t.askScan() // a lost instance's records may be in the way
 	}

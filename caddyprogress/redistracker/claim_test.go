@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -15,20 +16,20 @@ func TestClaimRefusesLiveDuplicateOnAnotherInstance(t *testing.T) {
 	a := newTestTracker(t, srv, Config{Instance: "a"})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
 
-	u, err := a.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0))
+	u, err := a.Claim(bg(), "up1", "", progress.StateUploading, progressDoc("up1", progress.StateUploading, 0))
 	if err != nil {
 		t.Fatalf("claim on a: %v", err)
 	}
-	if _, err := b.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0)); !errors.Is(err, ErrInFlight) {
+	if _, err := b.Claim(bg(), "up1", "", progress.StateUploading, progressDoc("up1", progress.StateUploading, 0)); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("claim of a live ID on b: got %v, want ErrInFlight", err)
 	}
 	// once it has finished, the ID may be used again, on any instance
-	u.Publish(StateComplete, progressDoc("up1", StateComplete, 10))
+	u.Publish(progress.StateComplete, progressDoc("up1", progress.StateComplete, 10))
 	waitFor(t, 2*time.Second, "the final document in redis", func() bool {
 		d, err := b.Lookup(bg(), "up1")
-		return err == nil && d.State == StateComplete
+		return err == nil && d.State == progress.StateComplete
 	})
-	if _, err := b.Claim(bg(), "up1", "", StateUploading, progressDoc("up1", StateUploading, 0)); err != nil {
+	if _, err := b.Claim(bg(), "up1", "", progress.StateUploading, progressDoc("up1", progress.StateUploading, 0)); err != nil {
 		t.Fatalf("claim of a finished ID on b: %v", err)
 	}
 }
@@ -42,7 +43,7 @@ func TestClaimAtOnceFromTwoInstancesLetsExactlyOneProceed(t *testing.T) {
 		errs := make(chan error, 2)
 		for _, tr := range []*Tracker{a, b} {
 			go func() {
-				_, err := tr.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+				_, err := tr.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 				errs <- err
 			}()
 		}
@@ -70,16 +71,16 @@ func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
 	var uploads []*Upload
 	for i, tr := range []*Tracker{a, b, a} {
 		id := []string{"m1", "m2", "m3"}[i]
-		u, err := tr.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		u, err := tr.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 		if err != nil {
 			t.Fatalf("claim %s: %v", id, err)
 		}
 		uploads = append(uploads, u)
 	}
-	if _, err := b.Claim(bg(), "m4", "", StateUploading, nil); !errors.Is(err, ErrFull) {
+	if _, err := b.Claim(bg(), "m4", "", progress.StateUploading, nil); !errors.Is(err, ErrFull) {
 		t.Fatalf("fourth upload with three in flight: got %v, want ErrFull", err)
 	}
-	if err := b.Reserve(bg(), "r1", progressDoc("r1", StatePending, 0)); !errors.Is(err, ErrFull) {
+	if err := b.Reserve(bg(), "r1", progressDoc("r1", progress.StatePending, 0)); !errors.Is(err, ErrFull) {
 		t.Fatalf("reservation with three in flight: got %v, want ErrFull", err)
 	}
 	// the record written in the same round trip as the refused count is taken back
@@ -89,12 +90,12 @@ func TestMaxUploadsHoldsAcrossInstances(t *testing.T) {
 		}
 	}
 	// a finished record makes room: it is evicted for the new upload
-	uploads[0].Publish(StateComplete, progressDoc("m1", StateComplete, 5))
+	uploads[0].Publish(progress.StateComplete, progressDoc("m1", progress.StateComplete, 5))
 	waitFor(t, 2*time.Second, "m1 retired", func() bool {
 		live, done, err := a.Count(bg())
 		return err == nil && live == 2 && done == 1
 	})
-	if _, err := b.Claim(bg(), "m4", "", StateUploading, progressDoc("m4", StateUploading, 0)); err != nil {
+	if _, err := b.Claim(bg(), "m4", "", progress.StateUploading, progressDoc("m4", progress.StateUploading, 0)); err != nil {
 		t.Fatalf("claim after one finished: %v", err)
 	}
 	if _, err := b.Lookup(bg(), "m1"); !errors.Is(err, ErrNotFound) {
@@ -110,26 +111,26 @@ func TestReservationOnOneInstanceIsSeenAndUsedOnAnother(t *testing.T) {
 	a := newTestTracker(t, srv, Config{Instance: "a"})
 	b := newTestTracker(t, srv, Config{Instance: "b"})
 
-	if err := a.Reserve(bg(), "res1", progressDoc("res1", StatePending, 0)); err != nil {
+	if err := a.Reserve(bg(), "res1", progressDoc("res1", progress.StatePending, 0)); err != nil {
 		t.Fatalf("reserve: %v", err)
 	}
 	d, err := b.Lookup(bg(), "res1")
-	if err != nil || d.State != StatePending {
+	if err != nil || d.State != progress.StatePending {
 		t.Fatalf("lookup of the reservation on b: %+v, %v", d, err)
 	}
-	u, err := b.Claim(bg(), "res1", "", StateUploading, progressDoc("res1", StateUploading, 0))
+	u, err := b.Claim(bg(), "res1", "", progress.StateUploading, progressDoc("res1", progress.StateUploading, 0))
 	if err != nil {
 		t.Fatalf("upload of a reserved ID: %v", err)
 	}
-	u.Publish(StateComplete, progressDoc("res1", StateComplete, 42))
+	u.Publish(progress.StateComplete, progressDoc("res1", progress.StateComplete, 42))
 	waitFor(t, 2*time.Second, "the final state on a", func() bool {
 		d, err := a.Lookup(bg(), "res1")
-		return err == nil && d.State == StateComplete && string(d.JSON) == string(progressDoc("res1", StateComplete, 42))
+		return err == nil && d.State == progress.StateComplete && string(d.JSON) == string(progressDoc("res1", progress.StateComplete, 42))
 	})
 	if err := a.Reserve(bg(), "res1", nil); err != nil {
 		t.Fatalf("reserving a finished ID again: %v", err)
 	}
-	u2, err := a.Claim(bg(), "res2", "", StateUploading, nil)
+	u2, err := a.Claim(bg(), "res2", "", progress.StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestClaimIsOneRoundTrip(t *testing.T) {
 	before := a.Stats()
 	for i := range 20 {
 		id := fmt.Sprintf("trip-%d", i)
-		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0)); err != nil {
+		if _, err := a.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0)); err != nil {
 			t.Fatalf("claim %s: %v", id, err)
 		}
 	}
@@ -172,12 +173,12 @@ func TestClaimIsOneRoundTrip(t *testing.T) {
 	}
 	// the first document still reaches an instance that follows the
 	// upload, through the publisher
-	if _, err := a.Claim(bg(), "one", "", StateUploading, progressDoc("one", StateUploading, 0)); err != nil {
+	if _, err := a.Claim(bg(), "one", "", progress.StateUploading, progressDoc("one", progress.StateUploading, 0)); err != nil {
 		t.Fatalf("claim: %v", err)
 	}
 	var pending []Doc
 	first := next(t, sub, &pending, 2*time.Second)
-	if first.Seq != 2 || first.State != StateUploading || string(first.JSON) != string(progressDoc("one", StateUploading, 0)) {
+	if first.Seq != 2 || first.State != progress.StateUploading || string(first.JSON) != string(progressDoc("one", progress.StateUploading, 0)) {
 		t.Fatalf("first document on b: %+v %s", first, first.JSON)
 	}
 }
@@ -189,7 +190,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 	// IDs claimed at once on a, exactly one is refused
 	a := newTestTracker(t, srv, Config{Instance: "a", MaxUploads: n - 1})
 	b := newTestTracker(t, srv, Config{Instance: "b", MaxUploads: n - 1})
-	if _, err := b.Claim(bg(), "dup", "", StateUploading, progressDoc("dup", StateUploading, 0)); err != nil {
+	if _, err := b.Claim(bg(), "dup", "", progress.StateUploading, progressDoc("dup", progress.StateUploading, 0)); err != nil {
 		t.Fatalf("claim of dup on b: %v", err)
 	}
 	ids := []string{"dup"}
@@ -205,7 +206,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, errs[i] = a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+			_, errs[i] = a.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 		}()
 	}
 	close(start)
@@ -247,7 +248,7 @@ func TestConcurrentClaimsShareRoundTrips(t *testing.T) {
 		t.Fatalf("record of the refused %s: got %+v, %v; want ErrNotFound", full[0], d, err)
 	}
 	for _, id := range ok {
-		if d, err := b.Lookup(bg(), id); err != nil || d.State != StateUploading {
+		if d, err := b.Lookup(bg(), id); err != nil || d.State != progress.StateUploading {
 			t.Fatalf("lookup of %s on b: %+v, %v", id, d, err)
 		}
 	}

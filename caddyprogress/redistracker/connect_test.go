@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -80,7 +81,7 @@ func TestNewWithRedisDownStartsMarkedDown(t *testing.T) {
 	if took := time.Since(start); took > 500*time.Millisecond {
 		t.Fatalf("New took %v with Redis down", took)
 	}
-	u, err := tr.Claim(bg(), "early", "", StateUploading, progressDoc("early", StateUploading, 7))
+	u, err := tr.Claim(bg(), "early", "", progress.StateUploading, progressDoc("early", progress.StateUploading, 7))
 	if err != nil {
 		t.Fatalf("claim with Redis down: %v", err)
 	}
@@ -90,7 +91,7 @@ func TestNewWithRedisDownStartsMarkedDown(t *testing.T) {
 	srv.Start()
 	waitFor(t, 3*time.Second, "the upload claimed once Redis is up", func() bool {
 		d, err := tr.Lookup(bg(), "early")
-		return err == nil && string(d.JSON) == string(progressDoc("early", StateUploading, 7))
+		return err == nil && string(d.JSON) == string(progressDoc("early", progress.StateUploading, 7))
 	})
 	if u.Lost() {
 		t.Fatal("upload lost")
@@ -103,7 +104,7 @@ func TestCallsAfterCloseSayClosed(t *testing.T) {
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.Claim(bg(), "x", "", StateUploading, nil); err != ErrClosed {
+	if _, err := tr.Claim(bg(), "x", "", progress.StateUploading, nil); err != ErrClosed {
 		t.Errorf("Claim: %v", err)
 	}
 	if err := tr.Reserve(bg(), "x", nil); err != ErrClosed {

@@ -9,10 +9,10 @@
 // # Use from the core
 //
 //	tr, err := redistracker.New(redistracker.Config{URL: url, Tracker: name, ...})
-//	u, err := tr.Claim(ctx, id, group, redistracker.StateUploading, doc) // ErrInFlight: 409; ErrFull
+//	u, err := tr.Claim(ctx, id, group, progress.StateUploading, doc) // ErrInFlight: 409; ErrFull
 //	u.SetCurrent(func() (State, []byte) { ... }) // read when a watch is heard, and at lease renewals
 //	u.Publish(state, doc)             // at most once per Interval while watched; never blocks
-//	u.Publish(redistracker.StateComplete, doc) // the final one
+//	u.Publish(progress.StateComplete, doc) // the final one
 //	tr.WatchDue(id); tr.Watch(ctx, id) // a route here follows an upload of another instance
 //	tr.Reserve(ctx, id, doc)          // POST <status_path>, across the cluster
 //	d, err := tr.Lookup(ctx, id)      // status and nginx routes on any instance

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -32,7 +33,7 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 	srv.Kill()
 	// the upload goes on: its documents are taken, nothing blocks
 	for i := 1; i <= 20; i++ {
-		timed(t, "Publish", func() { u.Publish(StateUploading, progressDoc("k1", StateUploading, i*10)) })
+		timed(t, "Publish", func() { u.Publish(progress.StateUploading, progressDoc("k1", progress.StateUploading, i*10)) })
 		time.Sleep(20 * time.Millisecond)
 	}
 	timed(t, "Lookup", func() {
@@ -41,7 +42,7 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 		}
 	})
 	timed(t, "Claim", func() {
-		if _, err := a.Claim(bg(), "k2", "", StateUploading, progressDoc("k2", StateUploading, 0)); err != nil {
+		if _, err := a.Claim(bg(), "k2", "", progress.StateUploading, progressDoc("k2", progress.StateUploading, 0)); err != nil {
 			t.Errorf("claim with Redis down: %v", err)
 		}
 	})
@@ -66,9 +67,9 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 		d1, err1 := b.Lookup(bg(), "k1")
 		d2, err2 := b.Lookup(bg(), "k2")
 		return err1 == nil && err2 == nil &&
-			string(d1.JSON) == string(progressDoc("k1", StateUploading, 200)) && d2.State == StateUploading
+			string(d1.JSON) == string(progressDoc("k1", progress.StateUploading, 200)) && d2.State == progress.StateUploading
 	})
-	if _, err := b.Claim(bg(), "k1", "", StateUploading, nil); !errors.Is(err, ErrInFlight) {
+	if _, err := b.Claim(bg(), "k1", "", progress.StateUploading, nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("claim of the re-claimed ID on b: %v, want ErrInFlight", err)
 	}
 	if docs, err := b.LookupGroup(bg(), "kg"); err != nil || len(docs) != 1 {
@@ -79,12 +80,12 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 		return srv.Client(t).PubSubNumSub(bg(), b.keys.uploadChannel("k1")).Val()[b.keys.uploadChannel("k1")] == 1
 	})
 	sub.Take()
-	u.Publish(StateComplete, progressDoc("k1", StateComplete, 200))
+	u.Publish(progress.StateComplete, progressDoc("k1", progress.StateComplete, 200))
 	var pending []Doc
 	for {
 		d := next(t, sub, &pending, 2*time.Second)
 		if d.Final() {
-			if d.State != StateComplete {
+			if d.State != progress.StateComplete {
 				t.Fatalf("final state %q", d.State)
 			}
 			break
@@ -98,24 +99,24 @@ func TestRedisKilledAndRestartedMidUpload(t *testing.T) {
 func TestRedisHangingBoundsEveryCall(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a", Timeout: DefaultTimeout})
-	u, err := a.Claim(bg(), "h1", "", StateUploading, nil)
+	u, err := a.Claim(bg(), "h1", "", progress.StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Pause()
 	defer srv.Resume()
-	timed(t, "Claim", func() { _, _ = a.Claim(bg(), "h2", "", StateUploading, nil) })
+	timed(t, "Claim", func() { _, _ = a.Claim(bg(), "h2", "", progress.StateUploading, nil) })
 	timed(t, "Lookup", func() { _, _ = a.Lookup(bg(), "h1") })
 	timed(t, "LookupGroup", func() { _, _ = a.LookupGroup(bg(), "g") })
 	timed(t, "Reserve", func() { _ = a.Reserve(bg(), "h3", nil) })
 	timed(t, "Subscribe", func() { _, _ = a.Subscribe(bg(), "h4") })
-	timed(t, "Publish", func() { u.Publish(StateProcessing, nil) })
+	timed(t, "Publish", func() { u.Publish(progress.StateProcessing, nil) })
 	waitFor(t, 2*time.Second, "Redis marked down", func() bool { return !a.Health().Up })
 	srv.Resume()
 	waitFor(t, 3*time.Second, "Redis marked up", func() bool { return a.Health().Up })
 	waitFor(t, 2*time.Second, "the claim made while Redis hung", func() bool {
 		d, err := a.Lookup(bg(), "h2")
-		return err == nil && d.State == StateUploading
+		return err == nil && d.State == progress.StateUploading
 	})
 }
 
@@ -132,7 +133,7 @@ func TestUploadEndingWhileRedisIsDownReachesSubscribersAfter(t *testing.T) {
 	defer groupSub.Close()
 
 	srv.Kill()
-	u.Publish(StateComplete, progressDoc("e1", StateComplete, 99)) // queued
+	u.Publish(progress.StateComplete, progressDoc("e1", progress.StateComplete, 99)) // queued
 	time.Sleep(300 * time.Millisecond)
 	srv.Start()
 
@@ -141,7 +142,7 @@ func TestUploadEndingWhileRedisIsDownReachesSubscribersAfter(t *testing.T) {
 		for {
 			d := next(t, s, &pending, 3*time.Second)
 			if d.Final() {
-				if d.State != StateComplete || string(d.JSON) != string(progressDoc("e1", StateComplete, 99)) {
+				if d.State != progress.StateComplete || string(d.JSON) != string(progressDoc("e1", progress.StateComplete, 99)) {
 					t.Fatalf("%s subscriber's final document: %+v %s", name, d, d.JSON)
 				}
 				break

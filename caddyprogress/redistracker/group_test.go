@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -24,19 +25,19 @@ func TestGroupWithMembersOnTwoInstancesIsFollowedThroughEither(t *testing.T) {
 
 	p1 := claimed(t, a, "photo1", "album")
 	p2 := claimed(t, b, "photo2", "album")
-	if _, err := b.Claim(bg(), "other", "elsewhere", StateUploading, nil); err != nil {
+	if _, err := b.Claim(bg(), "other", "elsewhere", progress.StateUploading, nil); err != nil {
 		t.Fatal(err)
 	}
-	p1.Publish(StateComplete, progressDoc("photo1", StateComplete, 10))
+	p1.Publish(progress.StateComplete, progressDoc("photo1", progress.StateComplete, 10))
 	time.Sleep(150 * time.Millisecond)
-	p2.Publish(StateUploading, progressDoc("photo2", StateUploading, 20))
+	p2.Publish(progress.StateUploading, progressDoc("photo2", progress.StateUploading, 20))
 
 	for _, tr := range []*Tracker{a, b} {
 		waitFor(t, 2*time.Second, "both members through "+tr.Instance(), func() bool {
 			docs, err := tr.LookupGroup(bg(), "album")
 			return err == nil && len(docs) == 2 &&
-				docs[0].ID == "photo1" && docs[0].State == StateComplete && docs[0].Group == "album" &&
-				docs[1].ID == "photo2" && string(docs[1].JSON) == string(progressDoc("photo2", StateUploading, 20))
+				docs[0].ID == "photo1" && docs[0].State == progress.StateComplete && docs[0].Group == "album" &&
+				docs[1].ID == "photo2" && string(docs[1].JSON) == string(progressDoc("photo2", progress.StateUploading, 20))
 		})
 	}
 	for _, s := range []*Subscription{subA, subB} {

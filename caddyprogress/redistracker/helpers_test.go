@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -114,7 +115,7 @@ func subscribed(t testing.TB, tr *Tracker, id string) *Subscription {
 // the document of an upload that has received nothing yet, or fails.
 func claimed(t testing.TB, tr *Tracker, id, group string) *Upload {
 	t.Helper()
-	u, err := tr.Claim(bg(), id, group, StateUploading, progressDoc(id, StateUploading, 0))
+	u, err := tr.Claim(bg(), id, group, progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 	if err != nil {
 		t.Fatalf("claiming %s: %v", id, err)
 	}

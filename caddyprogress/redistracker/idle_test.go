@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 	"golang.org/x/time/rate"
 )
@@ -54,13 +55,13 @@ func TestIdleTrackersMakeNoRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*time.Second, "the watch to be heard", u.Watched)
-	u.Publish(StateUploading, progressDoc("idle1", StateUploading, 1000))
+	u.Publish(progress.StateUploading, progressDoc("idle1", progress.StateUploading, 1000))
 	var pending []Doc
-	if d := next(t, sub, &pending, 2*time.Second); d.State != StateUploading {
+	if d := next(t, sub, &pending, 2*time.Second); d.State != progress.StateUploading {
 		t.Fatalf("first document on b: %+v", d)
 	}
 	demandA.Add(-1)
-	u.Publish(StateComplete, progressDoc("idle1", StateComplete, 2000))
+	u.Publish(progress.StateComplete, progressDoc("idle1", progress.StateComplete, 2000))
 	for d := next(t, sub, &pending, 2*time.Second); !d.Final(); d = next(t, sub, &pending, 2*time.Second) {
 	}
 	sub.Close()
@@ -100,7 +101,7 @@ func TestFirstUploadAfterIdleTakesItsShareInItsClaim(t *testing.T) {
 	// one more upload would get (half, b having 1)
 	demandB.Store(1)
 	demandA.Store(1)
-	claimed(t, a, "warm", "").Publish(StateComplete, nil)
+	claimed(t, a, "warm", "").Publish(progress.StateComplete, nil)
 	waitFor(t, 2*time.Second, "b to see a's demand", func() bool { return near(limB.Limit(), total/2) })
 	demandA.Store(0)
 	waitFor(t, 2*time.Second, "b to get the whole total", func() bool { return near(limB.Limit(), total) })

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -65,18 +66,18 @@ func TestEverythingWorksOnRedisCluster(t *testing.T) {
 	}
 	defer sub.Close()
 	u1 := claimed(t, a, "c1", "cg")
-	if _, err := b.Claim(bg(), "c1", "", StateUploading, nil); !errors.Is(err, ErrInFlight) {
+	if _, err := b.Claim(bg(), "c1", "", progress.StateUploading, nil); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("duplicate claim on a cluster: %v", err)
 	}
-	if err := b.Reserve(bg(), "c2", progressDoc("c2", StatePending, 0)); err != nil {
+	if err := b.Reserve(bg(), "c2", progressDoc("c2", progress.StatePending, 0)); err != nil {
 		t.Fatal(err)
 	}
 	u2 := claimed(t, b, "c2", "cg")
-	u1.Publish(StateComplete, progressDoc("c1", StateComplete, 1))
-	u2.Publish(StateProcessing, progressDoc("c2", StateProcessing, 2))
+	u1.Publish(progress.StateComplete, progressDoc("c1", progress.StateComplete, 1))
+	u2.Publish(progress.StateProcessing, progressDoc("c2", progress.StateProcessing, 2))
 	waitFor(t, 2*time.Second, "both members in the group", func() bool {
 		docs, err := a.LookupGroup(bg(), "cg")
-		return err == nil && len(docs) == 2 && docs[0].State == StateComplete && docs[1].State == StateProcessing
+		return err == nil && len(docs) == 2 && docs[0].State == progress.StateComplete && docs[1].State == progress.StateProcessing
 	})
 	if live, done, err := a.Count(bg()); err != nil || live != 1 || done != 1 {
 		t.Fatalf("count: %d %d %v", live, done, err)
@@ -84,7 +85,7 @@ func TestEverythingWorksOnRedisCluster(t *testing.T) {
 	_ = b.shutdown() // c2's instance is lost
 	waitFor(t, 3*time.Second, "c2 aborted", func() bool {
 		d, err := a.Lookup(bg(), "c2")
-		return err == nil && d.State == StateAborted
+		return err == nil && d.State == progress.StateAborted
 	})
 	finals := map[string]State{}
 	waitFor(t, time.Second, "the group's final documents through pub/sub", func() bool {
@@ -98,7 +99,7 @@ func TestEverythingWorksOnRedisCluster(t *testing.T) {
 		}
 		return len(finals) == 2
 	})
-	if finals["c1"] != StateComplete || finals["c2"] != StateAborted {
+	if finals["c1"] != progress.StateComplete || finals["c2"] != progress.StateAborted {
 		t.Fatalf("finals: %v", finals)
 	}
 	if e := a.Stats().Errors; e != 0 {

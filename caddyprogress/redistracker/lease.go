@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -128,7 +129,7 @@ func (t *Tracker) renew(ctx context.Context) {
 		renewed = t.callRecords(ctx, p, renewScript, renewBatchScript, calls)
 		for _, u := range uploads {
 			if u.group != "" {
-				p.PExpire(ctx, t.keys.group(u.group), t.ttl(StateUploading))
+				p.PExpire(ctx, t.keys.group(u.group), t.ttl(progress.StateUploading))
 			}
 		}
 		touchScript.EvalSha(ctx, p, []string{t.keys.live()}, ids...)
@@ -216,7 +217,7 @@ func (t *Tracker) readLost(ctx context.Context, ids []string) (victims []*lostUp
 			continue
 		}
 		st, _ := f[0].(string)
-		if !parseState(st).InFlight() {
+		if !progress.NamedState(st).InFlight() {
 			forget = append(forget, id)
 			continue
 		}
@@ -265,7 +266,7 @@ func (t *Tracker) retireLost(ctx context.Context, victims []*lostUpload, forget 
 	_, _ = t.pipeline(ctx, func(p redis.Pipeliner) {
 		for i, v := range grouped {
 			groupScript.EvalSha(ctx, p, []string{t.keys.group(v.group)},
-				v.id, v.token, StateAborted.String(), t.cfg.Retain.Milliseconds(), seqs[i], t.cfg.Summary(v.doc))
+				v.id, v.token, progress.StateAborted.String(), t.cfg.Retain.Milliseconds(), seqs[i], t.cfg.Summary(v.doc))
 		}
 		if len(retire) > 0 {
 			retireScript.EvalSha(ctx, p, []string{t.keys.live(), t.keys.done()},
@@ -293,7 +294,7 @@ func DefaultLostDoc(last []byte) []byte {
 		doc = map[string]any{}
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	doc["status"] = StateAborted.String()
+	doc["status"] = progress.StateAborted.String()
 	doc["error"] = LostError
 	doc["finished_at"] = now
 	doc["updated_at"] = now

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -16,13 +17,13 @@ func TestLeaseRenewedWhileTheUploadRuns(t *testing.T) {
 	const lease = 600 * time.Millisecond
 	a := newTestTracker(t, srv, Config{Instance: "a", Lease: lease})
 	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
-	if _, err := a.Claim(bg(), "long", "", StateUploading, progressDoc("long", StateUploading, 0)); err != nil {
+	if _, err := a.Claim(bg(), "long", "", progress.StateUploading, progressDoc("long", progress.StateUploading, 0)); err != nil {
 		t.Fatal(err)
 	}
 	// no document for five leases: the renewal alone keeps it alive
 	time.Sleep(5 * lease)
 	d, err := b.Lookup(bg(), "long")
-	if err != nil || d.State != StateUploading {
+	if err != nil || d.State != progress.StateUploading {
 		t.Fatalf("after five leases: %+v, %v", d, err)
 	}
 	if a.Stats().Aborted+b.Stats().Aborted != 0 {
@@ -45,10 +46,10 @@ func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
 	defer subC.Close()
 	u := claimed(t, a, "lost1", "grp")
 	time.Sleep(150 * time.Millisecond)
-	u.Publish(StateUploading, progressDoc("lost1", StateUploading, 4096))
+	u.Publish(progress.StateUploading, progressDoc("lost1", progress.StateUploading, 4096))
 	waitFor(t, time.Second, "the progress on b", func() bool {
 		d, err := b.Lookup(bg(), "lost1")
-		return err == nil && string(d.JSON) == string(progressDoc("lost1", StateUploading, 4096))
+		return err == nil && string(d.JSON) == string(progressDoc("lost1", progress.StateUploading, 4096))
 	})
 	_ = a.shutdown() // the instance dies: no final document, no renewal
 	died := time.Now()
@@ -66,7 +67,7 @@ func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
 	if took > lease+a.scanEvery()+500*time.Millisecond {
 		t.Fatalf("aborted %v after the instance died; the lease is %v", took, lease)
 	}
-	if final.State != StateAborted {
+	if final.State != progress.StateAborted {
 		t.Fatalf("final state %q", final.State)
 	}
 	var doc struct {
@@ -99,14 +100,14 @@ func TestLostInstanceUploadsEndAbortedOnceWithinTheLease(t *testing.T) {
 		t.Fatalf("group subscriber on c saw %d final documents", finalsC)
 	}
 	docs, err := c.LookupGroup(bg(), "grp")
-	if err != nil || len(docs) != 1 || docs[0].State != StateAborted {
+	if err != nil || len(docs) != 1 || docs[0].State != progress.StateAborted {
 		t.Fatalf("group after the abort: %+v, %v", docs, err)
 	}
 	if live, _, err := b.Count(bg()); err != nil || live != 0 {
 		t.Fatalf("still %d live, %v", live, err)
 	}
 	// the ID is free again
-	if _, err := b.Claim(bg(), "lost1", "", StateUploading, nil); err != nil {
+	if _, err := b.Claim(bg(), "lost1", "", progress.StateUploading, nil); err != nil {
 		t.Fatalf("claim after the abort: %v", err)
 	}
 }
@@ -119,7 +120,7 @@ func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
 	b := newTestTracker(t, srv, Config{Instance: "b", Lease: lease})
 	for i := range uploads {
 		id := fmt.Sprintf("many-%03d", i)
-		if _, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, i)); err != nil {
+		if _, err := a.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -136,7 +137,7 @@ func TestManyUploadsOfALostInstanceEndInOneScan(t *testing.T) {
 		t.Fatalf("%d uploads aborted %v after their instance died (lease %v)", uploads, took, lease)
 	}
 	d, err := b.Lookup(bg(), "many-123")
-	if err != nil || d.State != StateAborted || !strings.Contains(string(d.JSON), `"received":123`) {
+	if err != nil || d.State != progress.StateAborted || !strings.Contains(string(d.JSON), `"received":123`) {
 		t.Fatalf("one of them: %+v %s, %v", d, d.JSON, err)
 	}
 }
@@ -155,12 +156,12 @@ func TestRenewalStoresTheDocumentOfAnUploadNobodyWatches(t *testing.T) {
 	u := claimed(t, a, "quiet", "")
 	var received atomic.Int64
 	u.SetCurrent(func() (State, []byte) {
-		return StateProcessing, progressDoc("quiet", StateProcessing, int(received.Load()))
+		return progress.StateProcessing, progressDoc("quiet", progress.StateProcessing, int(received.Load()))
 	})
 	received.Store(700)
 	waitFor(t, 2*lease, "a renewal to store the current document", func() bool {
 		d, err := b.Lookup(bg(), "quiet")
-		return err == nil && d.State == StateProcessing && string(d.JSON) == string(progressDoc("quiet", StateProcessing, 700))
+		return err == nil && d.State == progress.StateProcessing && string(d.JSON) == string(progressDoc("quiet", progress.StateProcessing, 700))
 	})
 	if got := sub.Take(); len(got) != 0 || a.Stats().Published != 0 {
 		t.Fatalf("a renewal published: %d documents reached b, %d published", len(got), a.Stats().Published)
@@ -172,7 +173,7 @@ func TestRenewalStoresTheDocumentOfAnUploadNobodyWatches(t *testing.T) {
 		final = next(t, sub, &pending, 3*lease)
 	}
 	var doc struct{ Received int }
-	if err := json.Unmarshal(final.JSON, &doc); err != nil || final.State != StateAborted || doc.Received != 700 {
+	if err := json.Unmarshal(final.JSON, &doc); err != nil || final.State != progress.StateAborted || doc.Received != 700 {
 		t.Fatalf("instance lost: %+v %s, %v; want aborted at 700 bytes", final, final.JSON, err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -144,7 +145,7 @@ func (t *Tracker) listWanted(ctx context.Context, listed []string, out *Listing)
 		st, ok := f[0].(string)
 		ins, _ := f[3].(string)
 		switch {
-		case !ok || st == StatePending.String() || parseState(st).Final():
+		case !ok || st == progress.StatePending.String() || progress.NamedState(st).Final():
 			continue // gone, a reservation, or ended since the index was read
 		case ins == t.cfg.Instance:
 			continue // this instance's: the core knows it better
@@ -162,7 +163,7 @@ func (t *Tracker) listWanted(ctx context.Context, listed []string, out *Listing)
 		grp, _ := f[1].(string)
 		seqText, _ := f[2].(string)
 		seq, _ := strconv.ParseInt(seqText, 10, 64)
-		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: parseState(st), Seq: seq}, Instance: clipInstance(ins)})
+		wanted = append(wanted, Listed{Doc: Doc{ID: id, Group: grp, State: progress.NamedState(st), Seq: seq}, Instance: clipInstance(ins)})
 	}
 	return wanted, nil
 }
@@ -189,7 +190,7 @@ func (t *Tracker) listDocs(ctx context.Context, wanted []Listed, out *Listing) e
 		st, _ := f[0].(string)
 		doc, ok := f[1].(string)
 		switch {
-		case !ok || st == "" || parseState(st).Final():
+		case !ok || st == "" || progress.NamedState(st).Final():
 			continue // ended, or gone, since its state was read
 		case len(doc) > ListMaxDoc:
 			out.Skipped++ // grew past the bound since its length was read
@@ -199,7 +200,7 @@ func (t *Tracker) listDocs(ctx context.Context, wanted []Listed, out *Listing) e
 			continue
 		}
 		read += len(doc)
-		l.State, l.JSON = parseState(st), []byte(doc)
+		l.State, l.JSON = progress.NamedState(st), []byte(doc)
 		out.Uploads = append(out.Uploads, l)
 	}
 	return nil

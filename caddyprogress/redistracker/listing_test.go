@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -19,20 +20,20 @@ func TestListShowsTheUploadsInFlightOfEveryInstance(t *testing.T) {
 	b := newTestTracker(t, srv, Config{Instance: "web-b:42"})
 	ctx := context.Background()
 
-	if _, err := a.Claim(ctx, "on-a", "batch", StateUploading, progressDoc("on-a", StateUploading, 10)); err != nil {
+	if _, err := a.Claim(ctx, "on-a", "batch", progress.StateUploading, progressDoc("on-a", progress.StateUploading, 10)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Claim(ctx, "on-b", "", StateUploading, progressDoc("on-b", StateUploading, 20)); err != nil {
+	if _, err := b.Claim(ctx, "on-b", "", progress.StateUploading, progressDoc("on-b", progress.StateUploading, 20)); err != nil {
 		t.Fatal(err)
 	}
-	ended, err := a.Claim(ctx, "ended", "", StateUploading, progressDoc("ended", StateUploading, 0))
+	ended, err := a.Claim(ctx, "ended", "", progress.StateUploading, progressDoc("ended", progress.StateUploading, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ended.Publish(StateComplete, progressDoc("ended", StateComplete, 30))
+	ended.Publish(progress.StateComplete, progressDoc("ended", progress.StateComplete, 30))
 	waitFor(t, 5*time.Second, "the final document stored", func() bool {
 		d, err := b.Lookup(ctx, "ended")
-		return err == nil && d.State == StateComplete
+		return err == nil && d.State == progress.StateComplete
 	})
 	waitFor(t, 5*time.Second, "the ended upload retired from the live index", func() bool {
 		l, err := b.List(ctx)
@@ -50,15 +51,15 @@ func TestListShowsTheUploadsInFlightOfEveryInstance(t *testing.T) {
 	for _, u := range l.Uploads {
 		got[u.ID] = u
 	}
-	if u := got["on-a"]; u.Instance != "web-a:41" || u.Group != "batch" || u.State != StateUploading || u.Seq < 1 ||
-		string(u.JSON) != string(progressDoc("on-a", StateUploading, 10)) {
+	if u := got["on-a"]; u.Instance != "web-a:41" || u.Group != "batch" || u.State != progress.StateUploading || u.Seq < 1 ||
+		string(u.JSON) != string(progressDoc("on-a", progress.StateUploading, 10)) {
 		t.Errorf("on-a listed as %+v (%s)", u, u.JSON)
 	}
 	// and on A, B's
 	if l, err = a.List(ctx); err != nil || len(l.Uploads) != 1 {
 		t.Fatalf("A's listing: %+v, %v, want B's upload", l, err)
 	}
-	if u := l.Uploads[0]; u.ID != "on-b" || u.Instance != "web-b:42" || u.Group != "" || string(u.JSON) != string(progressDoc("on-b", StateUploading, 20)) {
+	if u := l.Uploads[0]; u.ID != "on-b" || u.Instance != "web-b:42" || u.Group != "" || string(u.JSON) != string(progressDoc("on-b", progress.StateUploading, 20)) {
 		t.Errorf("on-b listed on A as %+v (%s)", u, u.JSON)
 	}
 }
@@ -156,7 +157,7 @@ func TestListOnRedisCluster(t *testing.T) {
 	ctx := context.Background()
 	for i, tr := range []*Tracker{a, b} {
 		id := fmt.Sprintf("cluster-%d", i)
-		if _, err := tr.Claim(ctx, id, "", StateUploading, progressDoc(id, StateUploading, i)); err != nil {
+		if _, err := tr.Claim(ctx, id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -167,7 +168,7 @@ func TestListOnRedisCluster(t *testing.T) {
 		}
 		other := fmt.Sprintf("cluster-%d", 1-i)
 		if l.InFlight != 2 || len(l.Uploads) != 1 || l.Uploads[0].ID != other || l.Uploads[0].Instance != []string{"b", "a"}[i] ||
-			string(l.Uploads[0].JSON) != string(progressDoc(other, StateUploading, 1-i)) {
+			string(l.Uploads[0].JSON) != string(progressDoc(other, progress.StateUploading, 1-i)) {
 			t.Fatalf("listing of %s on Redis Cluster: %+v", tr.Instance(), l)
 		}
 	}
@@ -185,7 +186,7 @@ func BenchmarkListThousandUploads(b *testing.B) {
 	pad := strings.Repeat("x", 400-len(`{"id":"up-0000","pad":""}`))
 	for i := range ListMax {
 		id := fmt.Sprintf("up-%04d", i)
-		if _, err := a.Claim(ctx, id, "", StateUploading, fmt.Appendf(nil, `{"id":%q,"pad":%q}`, id, pad)); err != nil {
+		if _, err := a.Claim(ctx, id, "", progress.StateUploading, fmt.Appendf(nil, `{"id":%q,"pad":%q}`, id, pad)); err != nil {
 			b.Fatal(err)
 		}
 	}

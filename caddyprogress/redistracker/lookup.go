@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -37,7 +38,7 @@ func (t *Tracker) Lookup(ctx context.Context, id string) (Doc, error) {
 	grp, _ := f[2].(string)
 	seqText, _ := f[3].(string)
 	seq, _ := strconv.ParseInt(seqText, 10, 64)
-	return Doc{ID: id, Group: grp, State: parseState(st), Seq: seq, JSON: []byte(doc)}, nil
+	return Doc{ID: id, Group: grp, State: progress.NamedState(st), Seq: seq, JSON: []byte(doc)}, nil
 }
 
 // LookupGroup returns the latest documents of a group's members, in one
@@ -65,7 +66,7 @@ func (t *Tracker) LookupGroup(ctx context.Context, group string) ([]Doc, error) 
 		if len(f) != 5 {
 			continue
 		}
-		st := parseState(f[1])
+		st := progress.NamedState(f[1])
 		expires, _ := strconv.ParseInt(f[2], 10, 64)
 		if st.Final() && expires <= nowMS {
 			continue

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -28,14 +29,14 @@ func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
 	u := claimed(t, a, "up1", "")
 	var pending []Doc
 	first := next(t, sub, &pending, 2*time.Second)
-	if first.ID != "up1" || first.State != StateUploading || string(first.JSON) != string(progressDoc("up1", StateUploading, 0)) {
+	if first.ID != "up1" || first.State != progress.StateUploading || string(first.JSON) != string(progressDoc("up1", progress.StateUploading, 0)) {
 		t.Fatalf("first document: %+v %s", first, first.JSON)
 	}
 	for i := 1; i <= 5; i++ {
 		time.Sleep(110 * time.Millisecond) // the core publishes once per interval
-		u.Publish(StateUploading, progressDoc("up1", StateUploading, i*100))
+		u.Publish(progress.StateUploading, progressDoc("up1", progress.StateUploading, i*100))
 	}
-	u.Publish(StateComplete, progressDoc("up1", StateComplete, 600))
+	u.Publish(progress.StateComplete, progressDoc("up1", progress.StateComplete, 600))
 
 	lastSeq, lastReceived, finals := first.Seq, -1, 0
 	for finals == 0 {
@@ -54,7 +55,7 @@ func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
 		lastReceived = st.Received
 		if d.Final() {
 			finals++
-			if d.State != StateComplete || st.Received != 600 {
+			if d.State != progress.StateComplete || st.Received != 600 {
 				t.Fatalf("final document: %+v %s", d, d.JSON)
 			}
 		}
@@ -64,7 +65,7 @@ func TestPublishedDocumentsReachSubscribersOnAnotherInstance(t *testing.T) {
 		t.Fatalf("documents after the final one: %+v", extra)
 	}
 	got, err := b.Lookup(bg(), "up1")
-	if err != nil || got.State != StateComplete || got.Seq != lastSeq {
+	if err != nil || got.State != progress.StateComplete || got.Seq != lastSeq {
 		t.Fatalf("lookup after the end: %+v, %v (want seq %d)", got, err, lastSeq)
 	}
 }
@@ -78,7 +79,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 	var us []*Upload
 	for i := range uploads {
 		id := "c" + string(rune('a'+i))
-		u, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		u, err := a.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +94,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 	start := time.Now()
 	for i := range 1000 {
 		for _, u := range us {
-			u.Publish(StateUploading, progressDoc(u.ID(), StateUploading, i))
+			u.Publish(progress.StateUploading, progressDoc(u.ID(), progress.StateUploading, i))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -121,7 +122,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 	for _, d := range sub.Take() {
 		last = d
 	}
-	if string(last.JSON) != string(progressDoc("ca", StateUploading, 999)) {
+	if string(last.JSON) != string(progressDoc("ca", progress.StateUploading, 999)) {
 		t.Fatalf("last document seen: %s", last.JSON)
 	}
 }
@@ -129,7 +130,7 @@ func TestPublishCoalescesToOncePerIntervalInOneRoundTrip(t *testing.T) {
 func TestPublishNeverBlocksTheCaller(t *testing.T) {
 	srv := testredis.Start(t)
 	a := newTestTracker(t, srv, Config{Instance: "a"})
-	u, err := a.Claim(bg(), "nb", "", StateUploading, nil)
+	u, err := a.Claim(bg(), "nb", "", progress.StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestPublishNeverBlocksTheCaller(t *testing.T) {
 	var worst time.Duration
 	for i := range 200 {
 		start := time.Now()
-		u.Publish(StateUploading, progressDoc("nb", StateUploading, i))
+		u.Publish(progress.StateUploading, progressDoc("nb", progress.StateUploading, i))
 		worst = max(worst, time.Since(start))
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -157,16 +158,16 @@ func TestFinishedRecordsExpireRetainAfterTheyFinish(t *testing.T) {
 	if ttl := rc.PTTL(bg(), a.keys.record("ttl1")).Val(); ttl <= retain || ttl > retain+2*time.Second {
 		t.Fatalf("TTL in flight: %v", ttl)
 	}
-	u.Publish(StateComplete, progressDoc("ttl1", StateComplete, 1))
+	u.Publish(progress.StateComplete, progressDoc("ttl1", progress.StateComplete, 1))
 	finished := time.Now()
 	waitFor(t, time.Second, "the final document", func() bool {
 		d, err := a.Lookup(bg(), "ttl1")
-		return err == nil && d.State == StateComplete
+		return err == nil && d.State == progress.StateComplete
 	})
 	if ttl := rc.PTTL(bg(), a.keys.record("ttl1")).Val(); ttl <= 0 || ttl > retain {
 		t.Fatalf("TTL once finished: %v, want at most %v", ttl, retain)
 	}
-	if docs, err := a.LookupGroup(bg(), "g1"); err != nil || len(docs) != 1 || docs[0].State != StateComplete {
+	if docs, err := a.LookupGroup(bg(), "g1"); err != nil || len(docs) != 1 || docs[0].State != progress.StateComplete {
 		t.Fatalf("group before expiry: %+v, %v", docs, err)
 	}
 	waitFor(t, 2*retain, "the record to expire", func() bool {
@@ -195,7 +196,7 @@ func TestBatchCallsKeepEachRecordItsOwn(t *testing.T) {
 	uploads := make([]*Upload, n)
 	for i := range uploads {
 		id := fmt.Sprintf("batched-%d", i)
-		u, err := a.Claim(bg(), id, "", StateUploading, progressDoc(id, StateUploading, 0))
+		u, err := a.Claim(bg(), id, "", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 		if err != nil {
 			t.Fatalf("claim of %s: %v", id, err)
 		}
@@ -203,27 +204,27 @@ func TestBatchCallsKeepEachRecordItsOwn(t *testing.T) {
 	}
 	watchAll(t, b, uploads...)
 	for i, u := range uploads {
-		u.Publish(StateUploading, progressDoc(u.ID(), StateUploading, i+1))
+		u.Publish(progress.StateUploading, progressDoc(u.ID(), progress.StateUploading, i+1))
 	}
 	waitFor(t, 5*time.Second, "every progress document stored", func() bool {
 		d, err := b.Lookup(bg(), uploads[n-1].ID())
-		return err == nil && bytes.Equal(d.JSON, progressDoc(uploads[n-1].ID(), StateUploading, n))
+		return err == nil && bytes.Equal(d.JSON, progressDoc(uploads[n-1].ID(), progress.StateUploading, n))
 	})
 	time.Sleep(time.Second) // past a lease: the renewals in batch calls kept every claim
 	for i, u := range uploads {
 		d, err := b.Lookup(bg(), u.ID())
-		if err != nil || d.State != StateUploading || !bytes.Equal(d.JSON, progressDoc(u.ID(), StateUploading, i+1)) {
+		if err != nil || d.State != progress.StateUploading || !bytes.Equal(d.JSON, progressDoc(u.ID(), progress.StateUploading, i+1)) {
 			t.Fatalf("lookup of %s on b: %+v %s, %v; want its own progress document", u.ID(), d, d.JSON, err)
 		}
-		u.Publish(StateComplete, progressDoc(u.ID(), StateComplete, 1000+i))
+		u.Publish(progress.StateComplete, progressDoc(u.ID(), progress.StateComplete, 1000+i))
 	}
 	waitFor(t, 5*time.Second, "every final document stored", func() bool {
 		d, err := b.Lookup(bg(), uploads[n-1].ID())
-		return err == nil && d.State == StateComplete
+		return err == nil && d.State == progress.StateComplete
 	})
 	for i, u := range uploads {
 		d, err := b.Lookup(bg(), u.ID())
-		if err != nil || d.State != StateComplete || !bytes.Equal(d.JSON, progressDoc(u.ID(), StateComplete, 1000+i)) {
+		if err != nil || d.State != progress.StateComplete || !bytes.Equal(d.JSON, progressDoc(u.ID(), progress.StateComplete, 1000+i)) {
 			t.Fatalf("final lookup of %s on b: %+v %s, %v", u.ID(), d, d.JSON, err)
 		}
 	}

@@ -7,30 +7,8 @@ import (
 )
 
 // State is where an upload is in its life (progress.State); Redis
-// holds its name (String), read back with parseState.
+// holds its name (String), read back with progress.NamedState.
 type State = progress.State
-
-// The states of an upload. Pending is a reservation; Uploading,
-// Processing, and a resumable upload's Paused (between two requests)
-// and Delivering are in flight (they hold a lease: State.InFlight); the
-// others are final.
-const (
-	StatePending    = progress.StatePending
-	StateUploading  = progress.StateUploading
-	StateProcessing = progress.StateProcessing
-	StatePaused     = progress.StatePaused
-	StateDelivering = progress.StateDelivering
-	StateComplete   = progress.StateComplete
-	StateError      = progress.StateError
-	StateAborted    = progress.StateAborted
-)
-
-// parseState is the state Redis names name; pending (neither in flight
-// nor final) for a name that is none.
-func parseState(name string) State {
-	st, _ := progress.ParseState(name)
-	return st
-}
 
 // Doc is one published status document of an upload.
 type Doc struct {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 )
@@ -329,7 +330,7 @@ func parseMessage(payload string) (Doc, bool) {
 	if err != nil {
 		return Doc{}, false
 	}
-	return Doc{ID: string(f[2]), Group: string(f[3]), State: parseState(string(f[1])), Seq: seq, JSON: body}, true
+	return Doc{ID: string(f[2]), Group: string(f[3]), State: progress.NamedState(string(f[1])), Seq: seq, JSON: body}, true
 }
 
 // Subscription is one local subscriber's queue of documents.

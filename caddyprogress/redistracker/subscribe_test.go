@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -62,7 +63,7 @@ func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
 		t.Fatalf("%d subscribed connections for %d subscribers, want 1", sub, uploads*perUpload+1)
 	}
 	// wrong tracker: b's subscribers are in another namespace
-	if _, err := a.Claim(bg(), "m00", "all", StateUploading, progressDoc("m00", StateUploading, 0)); err != nil {
+	if _, err := a.Claim(bg(), "m00", "all", progress.StateUploading, progressDoc("m00", progress.StateUploading, 0)); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -76,11 +77,11 @@ func TestManySubscribersShareOnePubSubConnection(t *testing.T) {
 	c := newTestTracker(t, srv, Config{Tracker: "other", Instance: "c"})
 	for i := range uploads {
 		id := fmt.Sprintf("m%02d", i)
-		u, err := c.Claim(bg(), id, "all", StateUploading, progressDoc(id, StateUploading, 0))
+		u, err := c.Claim(bg(), id, "all", progress.StateUploading, progressDoc(id, progress.StateUploading, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
-		u.Publish(StateComplete, progressDoc(id, StateComplete, i))
+		u.Publish(progress.StateComplete, progressDoc(id, progress.StateComplete, i))
 	}
 	for id, list := range subs {
 		for _, s := range list {
@@ -125,15 +126,15 @@ func TestSlowSubscriberKeepsTheFinalDocument(t *testing.T) {
 	if err := b.Watch(bg(), "slow"); err != nil {
 		t.Fatal(err)
 	}
-	u, err := a.Claim(bg(), "slow", "", StateUploading, nil)
+	u, err := a.Claim(bg(), "slow", "", progress.StateUploading, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 500 {
-		u.Publish(StateUploading, progressDoc("slow", StateUploading, i))
+		u.Publish(progress.StateUploading, progressDoc("slow", progress.StateUploading, i))
 		time.Sleep(200 * time.Microsecond)
 	}
-	u.Publish(StateError, progressDoc("slow", StateError, 500))
+	u.Publish(progress.StateError, progressDoc("slow", progress.StateError, 500))
 	var last Doc
 	waitFor(t, 2*time.Second, "the final document", func() bool {
 		s.mu.Lock()
@@ -147,7 +148,7 @@ func TestSlowSubscriberKeepsTheFinalDocument(t *testing.T) {
 		}
 		return last.Final()
 	})
-	if last.State != StateError {
+	if last.State != progress.StateError {
 		t.Fatalf("final: %+v", last)
 	}
 }

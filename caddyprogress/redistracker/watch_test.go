@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/testredis"
 )
 
@@ -21,12 +22,14 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 	b := newTestTracker(t, srv, Config{Instance: "b", WatchTTL: ttl})
 
 	u := claimed(t, a, "w1", "")
-	u.SetCurrent(func() (State, []byte) { return StateUploading, progressDoc("w1", StateUploading, 777) })
+	u.SetCurrent(func() (State, []byte) {
+		return progress.StateUploading, progressDoc("w1", progress.StateUploading, 777)
+	})
 	sub := subscribed(t, b, "w1")
 
 	before := a.Stats()
 	for i := 1; i <= 5; i++ {
-		u.Publish(StateUploading, progressDoc("w1", StateUploading, i))
+		u.Publish(progress.StateUploading, progressDoc("w1", progress.StateUploading, i))
 		time.Sleep(30 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)
@@ -34,7 +37,7 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 		t.Fatalf("unwatched: %d documents reached b, %d published, watched %v; want none",
 			len(got), a.Stats().Published-before.Published, u.Watched())
 	}
-	if d, err := b.Lookup(bg(), "w1"); err != nil || !bytes.Equal(d.JSON, progressDoc("w1", StateUploading, 0)) {
+	if d, err := b.Lookup(bg(), "w1"); err != nil || !bytes.Equal(d.JSON, progressDoc("w1", progress.StateUploading, 0)) {
 		t.Fatalf("lookup before a watch: %s, %v; want the claim's document", d.JSON, err)
 	}
 
@@ -42,28 +45,28 @@ func TestProgressIsPublishedOnlyWhileWatched(t *testing.T) {
 		t.Fatalf("watch: %v", err)
 	}
 	var pending []Doc
-	if d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("w1", StateUploading, 777)) {
+	if d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("w1", progress.StateUploading, 777)) {
 		t.Fatalf("first document after the watch: %s; want the current one (SetCurrent)", d.JSON)
 	}
 	if !u.Watched() {
 		t.Fatal("not watched after a watch")
 	}
-	u.Publish(StateUploading, progressDoc("w1", StateUploading, 800))
-	if d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("w1", StateUploading, 800)) {
+	u.Publish(progress.StateUploading, progressDoc("w1", progress.StateUploading, 800))
+	if d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("w1", progress.StateUploading, 800)) {
 		t.Fatalf("progress while watched: %s", d.JSON)
 	}
 
 	waitFor(t, 2*ttl, "the watch to expire", func() bool { return !u.Watched() })
-	u.Publish(StateUploading, progressDoc("w1", StateUploading, 900))
+	u.Publish(progress.StateUploading, progressDoc("w1", progress.StateUploading, 900))
 	time.Sleep(150 * time.Millisecond)
 	if got := sub.Take(); len(got) != 0 {
 		t.Fatalf("%d documents reached b after the watch expired", len(got))
 	}
 	// nobody watches: the final document is stored, not published
-	u.Publish(StateComplete, progressDoc("w1", StateComplete, 1000))
+	u.Publish(progress.StateComplete, progressDoc("w1", progress.StateComplete, 1000))
 	waitFor(t, 2*time.Second, "the final document stored", func() bool {
 		d, err := b.Lookup(bg(), "w1")
-		return err == nil && d.State == StateComplete && bytes.Equal(d.JSON, progressDoc("w1", StateComplete, 1000))
+		return err == nil && d.State == progress.StateComplete && bytes.Equal(d.JSON, progressDoc("w1", progress.StateComplete, 1000))
 	})
 	time.Sleep(100 * time.Millisecond)
 	if got := sub.Take(); len(got) != 0 {
@@ -82,13 +85,13 @@ func TestFinalDocumentPublishedWhenWatched(t *testing.T) {
 	if err := b.Watch(bg(), "end"); err != nil {
 		t.Fatal(err)
 	}
-	u.Publish(StateError, progressDoc("end", StateError, 3))
+	u.Publish(progress.StateError, progressDoc("end", progress.StateError, 3))
 	var pending []Doc
 	d := next(t, sub, &pending, 2*time.Second)
 	for !d.Final() {
 		d = next(t, sub, &pending, 2*time.Second)
 	}
-	if d.State != StateError || !bytes.Equal(d.JSON, progressDoc("end", StateError, 3)) {
+	if d.State != progress.StateError || !bytes.Equal(d.JSON, progressDoc("end", progress.StateError, 3)) {
 		t.Fatalf("final document: %+v %s", d, d.JSON)
 	}
 }
@@ -115,26 +118,26 @@ func TestWatchBeforeTheClaimWatchesFromTheStart(t *testing.T) {
 		t.Fatalf("watch mark's TTL: %v, want at most %v", pttl, ttl)
 	}
 	sub := subscribed(t, b, "early")
-	u, err := a.Claim(bg(), "early", "", StateUploading, progressDoc("early", StateUploading, 0))
+	u, err := a.Claim(bg(), "early", "", progress.StateUploading, progressDoc("early", progress.StateUploading, 0))
 	if err != nil {
 		t.Fatalf("claim of a watched ID: %v", err)
 	}
 	waitFor(t, time.Second, "the claimed upload to be watched", u.Watched)
-	u.Publish(StateUploading, progressDoc("early", StateUploading, 5))
+	u.Publish(progress.StateUploading, progressDoc("early", progress.StateUploading, 5))
 	var pending []Doc
-	for d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("early", StateUploading, 5)); d = next(t, sub, &pending, 2*time.Second) {
+	for d := next(t, sub, &pending, 2*time.Second); !bytes.Equal(d.JSON, progressDoc("early", progress.StateUploading, 5)); d = next(t, sub, &pending, 2*time.Second) {
 		if d.Final() {
 			t.Fatalf("unexpected %+v", d)
 		}
 	}
 
-	if err := a.Reserve(bg(), "booked", progressDoc("booked", StatePending, 0)); err != nil {
+	if err := a.Reserve(bg(), "booked", progressDoc("booked", progress.StatePending, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Watch(bg(), "booked"); err != nil {
 		t.Fatal(err)
 	}
-	r, err := a.Claim(bg(), "booked", "", StateUploading, progressDoc("booked", StateUploading, 0))
+	r, err := a.Claim(bg(), "booked", "", progress.StateUploading, progressDoc("booked", progress.StateUploading, 0))
 	if err != nil {
 		t.Fatalf("claim of a watched reservation: %v", err)
 	}
