@@ -16,20 +16,6 @@ import (
 // health check pings after 3s without a message).
 const idleWindow = 3500 * time.Millisecond
 
-// silentFor fails unless the clients named send Redis no command for
-// idleWindow.
-func silentFor(t *testing.T, mon *testredis.Monitor, when string, names ...string) {
-	t.Helper()
-	before := mon.Counts()
-	time.Sleep(idleWindow)
-	after := mon.Counts()
-	for _, name := range names {
-		if n := after[name] - before[name]; n != 0 {
-			t.Errorf("%s: %s sent %d commands in %v; last: %q", when, name, n, idleWindow, mon.Recent(name))
-		}
-	}
-}
-
 // TestIdleTrackersMakeNoRoundTrips: a tracker that runs an upload and
 // one that follows it (subscription and watch), both sharing
 // rate_limit_total, send Redis nothing before, commands while the
@@ -45,7 +31,7 @@ func TestIdleTrackersMakeNoRoundTrips(t *testing.T) {
 	a.ShareRate(total, rate.NewLimiter(total, 32<<10), func() int { return int(demandA.Load()) })
 	b.ShareRate(total, rate.NewLimiter(total, 32<<10), func() int { return 0 })
 
-	silentFor(t, mon, "before any upload", "idle-a", "idle-b")
+	mon.ExpectSilent(t, idleWindow, "before any upload", "idle-a", "idle-b")
 
 	before := mon.Counts()
 	demandA.Add(1)
@@ -75,7 +61,7 @@ func TestIdleTrackersMakeNoRoundTrips(t *testing.T) {
 			t.Logf("%s did not fall quiet within 10s", name)
 		}
 	}
-	silentFor(t, mon, "after the upload ended and was no longer followed", "idle-a", "idle-b")
+	mon.ExpectSilent(t, idleWindow, "after the upload ended and was no longer followed", "idle-a", "idle-b")
 	if sub, _ := subscriberConnections(t, srv, a); sub != 0 {
 		t.Errorf("a holds %d subscribed connections with no upload", sub)
 	}

@@ -265,3 +265,21 @@ func (m *Monitor) WaitQuiet(name string, quiet, limit time.Duration) bool {
 	}
 	return false
 }
+
+// ExpectSilent fails t unless each client named sends no command for
+// window (when says at which point of the test, for the message); it
+// logs the ones that stayed silent.
+func (m *Monitor) ExpectSilent(t testing.TB, window time.Duration, when string, names ...string) {
+	t.Helper()
+	before := m.Counts()
+	time.Sleep(window)
+	after := m.Counts()
+	for _, name := range names {
+		if n := after[name] - before[name]; n != 0 {
+			t.Errorf("%s: %s sent %d commands in %v (%.1f/s); last: %q",
+				when, name, n, window, float64(n)/window.Seconds(), m.Recent(name))
+		} else {
+			t.Logf("%s: %s sent no command in %v", when, name, window)
+		}
+	}
+}
