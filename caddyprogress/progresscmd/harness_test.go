@@ -289,7 +289,27 @@ func (term *terminal) tmux(args ...string) string {
 // run types a command line into the terminal's shell.
 func (term *terminal) run(line string) {
 	term.t.Helper()
+	term.waitForShell()
 	term.tmux("send-keys", "-t", "main", "clear; "+line, "Enter")
+}
+
+// waitForShell waits until the shell runs nothing in the foreground: a
+// program that was told to quit (top on q) may still be reading the
+// terminal for a moment after its screen is gone, and would take keys
+// meant for the shell.
+func (term *terminal) waitForShell() {
+	term.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cmd := strings.TrimSpace(term.tmux("display-message", "-p", "-t", "main", "#{pane_current_command}"))
+		if cmd == "sh" || cmd == "env" {
+			return
+		}
+		if time.Now().After(deadline) {
+			term.t.Fatalf("the shell still runs %q after 30s; the terminal shows:\n%s", cmd, term.screen())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // keys sends keys (tmux names: q, C-c, f).
