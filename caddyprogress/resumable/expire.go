@@ -90,7 +90,9 @@ func (sp *spool) sweepEvery() time.Duration {
 func (sp *spool) sweep(s *Server, now time.Time) {
 	ids, err := recordIDs(sp.store)
 	if err != nil {
-		s.logger.Error("scanning the upload folder", zap.Error(err))
+		if sp.sweepLog.Allow() {
+			s.logger.Error("scanning the upload store", zap.Error(err))
+		}
 		return
 	}
 	expire := s.cfg.expire()

@@ -55,6 +55,7 @@ type Server struct {
 	logger *zap.Logger
 
 	refusalLog ratelog.Gate // refuse's lines, at most one a second
+	storeLog   ratelog.Gate // the store's failures in requests, likewise
 }
 
 // New makes the Server of a provisioned handler; cfg has its defaults.
@@ -191,7 +192,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return s.refuseUnknown(w, r, id)
 	}
 	if err != nil {
-		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		if s.storeLog.Allow() { // a store that does not answer fails every request
+			s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		}
 		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
 	}
 	if !requestRoute(r).accepts(rec) { // another site's upload, in a shared dir

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -48,6 +50,10 @@ type spool struct {
 	// users are the Servers using the folder, with the config load
 	// each belongs to: handlers of one load must agree on its settings.
 	users map[*Server]any
+
+	// sweepLog lets a sweep's failure to list the store be logged at
+	// most once a second.
+	sweepLog ratelog.Gate
 
 	// current is the newest Server using the folder: its expire applies.
 	current atomic.Pointer[Server]

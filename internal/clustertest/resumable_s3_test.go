@@ -1,0 +1,129 @@
+package clustertest
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/tests3"
+)
+
+// Resumable uploads in an S3 bucket behind a load balancer
+// (docs/resumable.md, "In an S3 bucket"): two Caddy instances on one
+// bucket of a real S3 server on loopback (Versity's S3 gateway, package
+// tests3) and the tracker's Redis, the round-robin front before them.
+
+// s3Bucket is the bucket of these tests.
+const s3Bucket = "uploads"
+
+// s3Options is the resumable block of each instance: the bucket of gw,
+// swept every 100 ms (a tenth of reserve_for), so that a state reached
+// through one instance shows on the other soon.
+func s3Options(gw *tests3.Server) string {
+	return fmt.Sprintf("\t\tresumable /files/ {\n\t\t\ts3 s3://%s/cluster {\n\t\t\t\tendpoint %s\n\t\t\t\tpath_style\n\t\t\t}\n\t\t\tdeliver_to /upload\n\t\t\treserve_for 1s\n\t\t}",
+		s3Bucket, gw.Endpoint())
+}
+
+// s3Cluster starts the gateway, Redis, the backend, two instances on
+// the bucket (the gateway's credentials in their environment) and the
+// round-robin front.
+func s3Cluster(t *testing.T) (gw *tests3.Server, a, b, front *instance, back *deliveries) {
+	t.Helper()
+	gw = tests3.Start(t, s3Bucket)
+	gw.SetEnv(t) // the instances inherit it
+	rd := startRedis(t)
+	back = newDeliveries(t, 0)
+	a = startInstance(t, "A", rd.URL(), s3Options(gw), back.URL)
+	b = startInstance(t, "B", rd.URL(), s3Options(gw), back.URL)
+	front = &instance{t: t, name: "front", base: startFront(t, a, b), client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
+	return gw, a, b, front, back
+}
+
+// s3KeysOf lists the bucket's objects of upload id.
+func s3KeysOf(gw *tests3.Server, id string) []string {
+	var keys []string
+	for _, k := range gw.Keys(s3Bucket) {
+		if strings.Contains(k, id) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+// 17 MiB in PATCHes of 6 MiB through the round-robin front: the
+// PATCHes alternate between the instances, each one's bytes join the
+// one multipart upload in the bucket, the backend gets the file once,
+// byte-identical, and both instances then read the upload complete.
+func TestS3UploadAlternatesInstancesThroughRoundRobin(t *testing.T) {
+	gw, a, b, front, back := s3Cluster(t)
+	data := payload(17 << 20)
+	path := createOn(t, front, len(data))
+	id := strings.TrimPrefix(path, "/files/")
+	served := map[string]int{}
+	const chunk = 6 << 20
+	for offset := 0; offset < len(data); offset += chunk {
+		end := min(offset+chunk, len(data))
+		resp, body := patchOn(t, front, path, int64(offset), bytes.NewReader(data[offset:end]), int64(end-offset))
+		want := http.StatusNoContent
+		if end == len(data) {
+			want = http.StatusCreated // the backend's answer
+		}
+		if resp == nil || resp.StatusCode != want {
+			t.Fatalf("PATCH at %d through the front: %v %s, want %d", offset, resp, body, want)
+		}
+		served[resp.Header.Get("X-Served-By")]++
+	}
+	for _, inst := range []*instance{a, b} {
+		if served[strings.TrimPrefix(inst.base, "http://")] == 0 {
+			t.Fatalf("instance %s served no PATCH (served: %v)", inst.name, served)
+		}
+	}
+	back.assertOneDelivery(t, data)
+	for _, inst := range []*instance{a, b} {
+		inst.waitFor(t, id, 30*time.Second, "complete", func(code int, s status) bool {
+			return s.Status == "complete" && s.Received == int64(len(data))
+		})
+	}
+	if keys := s3KeysOf(gw, id); len(keys) != 1 || !strings.HasSuffix(keys[0], id+".delivery") {
+		t.Fatalf("objects of the delivered upload: %v, want only its record", keys)
+	}
+	if left := gw.MultipartUploads(s3Bucket); len(left) != 0 {
+		t.Fatalf("multipart uploads left: %v", left)
+	}
+}
+
+// An upload created on A and written through B is terminated through
+// A: B answers 404 for it from then on, its progress ends aborted on
+// both, and nothing of it is left in the bucket.
+func TestS3UploadDeletedOnOneInstanceIsGoneOnTheOther(t *testing.T) {
+	gw, a, b, _, back := s3Cluster(t)
+	path := createOn(t, a, 8<<20)
+	id := strings.TrimPrefix(path, "/files/")
+	if resp, body := patchOn(t, b, path, 0, bytes.NewReader(payload(5<<20+1)), 5<<20+1); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH on B: %v %s", resp, body)
+	}
+	if code, offset := headOn(t, a, path); code != http.StatusOK || offset != 5<<20+1 {
+		t.Fatalf("HEAD on A: %d offset %d, want 200 at %d", code, offset, 5<<20+1)
+	}
+	if resp, body := tusRequest(t, a, http.MethodDelete, path, nil, 0, nil); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE on A: %v %s", resp, body)
+	}
+	if code, _ := headOn(t, b, path); code != http.StatusNotFound {
+		t.Fatalf("HEAD on B after the DELETE on A: %d, want 404", code)
+	}
+	for _, inst := range []*instance{a, b} {
+		inst.waitFor(t, id, 30*time.Second, "aborted", func(code int, s status) bool { return s.Status == "aborted" })
+	}
+	if keys := s3KeysOf(gw, id); len(keys) != 0 {
+		t.Fatalf("objects left after the DELETE: %v", keys)
+	}
+	if left := gw.MultipartUploads(s3Bucket); len(left) != 0 {
+		t.Fatalf("multipart uploads left after the DELETE: %v", left)
+	}
+	if got := back.all(); len(got) != 0 {
+		t.Fatalf("the backend got %d deliveries of a terminated upload", len(got))
+	}
+}
