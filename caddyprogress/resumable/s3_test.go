@@ -167,6 +167,28 @@ func TestS3AbandonedUploadExpiresFromTheBucket(t *testing.T) {
 	}
 }
 
+// expire counts from the last write to the bucket, not the creation: an
+// upload that got a part 4 s after its creation is still there 7 s after
+// it (expire 6s; sweeps every 600 ms), and goes 6 s after that part.
+func TestS3ExpiryCountsFromTheLastPart(t *testing.T) {
+	p, gw, _ := startS3Proxy(t, "expire 6s")
+	path := p.create(t, 12<<20, "")
+	id := idOf(path)
+	created := time.Now()
+	time.Sleep(4 * time.Second)
+	if resp, body := p.patch(t, path, 0, payload(6<<20)); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH: %d %s", resp.StatusCode, body)
+	}
+	time.Sleep(time.Until(created.Add(7 * time.Second)))
+	if resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("HEAD 7 s after the creation, 3 s after the last part: %d, want 200 (expire 6s)", resp.StatusCode)
+	}
+	p.waitStatus(t, id, "aborted", func(s caddyprogress.Status) bool { return s.Status == "aborted" })
+	if keys := keysOf(gw, id); len(keys) != 0 {
+		t.Fatalf("objects of the expired upload left in the bucket: %v", keys)
+	}
+}
+
 // A DELETE terminates the upload: 204, then 404, and nothing of it is
 // left in the bucket.
 func TestS3DeleteRemovesTheUploadFromTheBucket(t *testing.T) {

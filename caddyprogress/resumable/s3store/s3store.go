@@ -205,8 +205,9 @@ func (s *Storage) Open(ctx context.Context, id string) (io.ReadCloser, error) {
 	return out.Body, nil
 }
 
-// LastWrite is the latest time among the upload's parts, its pending
-// .part object, and its completed object.
+// LastWrite is the latest time among the upload's parts and its
+// pending .part object while its multipart upload is in progress, or
+// the time of its completed object: two requests to the bucket.
 func (s *Storage) LastWrite(ctx context.Context, id string) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
@@ -216,35 +217,36 @@ func (s *Storage) LastWrite(ctx context.Context, id string) (time.Time, error) {
 			last = *t
 		}
 	}
-	for _, name := range []string{id + ".part", id} {
+	head := func(name string) error {
 		out, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.bucket, Key: s.object(name)})
 		if err == nil {
 			later(out.LastModified)
 		} else if !isNotFound(err) {
-			return time.Time{}, err
+			return err
 		}
+		return nil
 	}
 	mpid, err := s.multipartID(ctx, id)
+	if errors.Is(err, handler.ErrNotFound) {
+		return last, nil
+	}
 	if err != nil {
-		if errors.Is(err, handler.ErrNotFound) {
-			return last, nil
-		}
 		return time.Time{}, err
 	}
 	pages := s3.NewListPartsPaginator(s.client, &s3.ListPartsInput{Bucket: &s.bucket, Key: s.object(id), UploadId: &mpid})
 	for pages.HasMorePages() {
 		page, err := pages.NextPage(ctx)
+		if isNotFound(err) { // completed (or aborted)
+			return last, head(id)
+		}
 		if err != nil {
-			if isNotFound(err) { // completed or aborted
-				return last, nil
-			}
 			return time.Time{}, err
 		}
 		for _, part := range page.Parts {
 			later(part.LastModified)
 		}
 	}
-	return last, nil
+	return last, head(id + ".part")
 }
 
 // RemoveData aborts the upload's multipart upload (if it is not
