@@ -114,6 +114,23 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// Two spellings of one bucket name one store; another prefix or
+// endpoint is another.
+func TestS3KeyNamesTheStore(t *testing.T) {
+	key := S3Config{URL: "s3://uploads/tus/", Endpoint: "https://S3.Example.com/"}.Key()
+	if want := "s3://uploads/tus/@https://s3.example.com"; key != want {
+		t.Fatalf("key %q, want %q", key, want)
+	}
+	if other := (S3Config{URL: "s3://uploads/tus", Endpoint: "https://s3.example.com"}).Key(); other != key {
+		t.Fatalf("one bucket, two spellings: %q and %q", key, other)
+	}
+	for _, c := range []S3Config{{URL: "s3://uploads/tus2", Endpoint: "https://s3.example.com"}, {URL: "s3://uploads/tus"}} {
+		if c.Key() == key {
+			t.Fatalf("%+v has the key of another store: %q", c, key)
+		}
+	}
+}
+
 func TestValidateIDAndMetadata(t *testing.T) {
 	for _, id := range []string{"0123abcdef", "a-b_c"} {
 		if err := validateID(id); err != nil {

@@ -368,6 +368,11 @@ func TestS3BadSettingsAreRefusedAtLoad(t *testing.T) {
 	if err := adaptAndValidate(config); err == nil || !strings.Contains(err.Error(), `bucket "uploads" at `+gw.Endpoint()+` does not answer`) {
 		t.Errorf("wrong secret: %v, want an error naming the bucket and endpoint", err)
 	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	if err := adaptAndValidate(config); err == nil || !strings.Contains(err.Error(), "(set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)") {
+		t.Errorf("no credentials: %v, want an error saying which variables to set", err)
+	}
 }
 
 // adaptAndValidate adapts a Caddyfile and provisions it, without

@@ -83,12 +83,19 @@ func (c S3Config) validate() error {
 	return nil
 }
 
-// Key names the store: its bucket and prefix, and its endpoint if set.
+// Key names the store: its bucket and prefix, and its endpoint if set
+// (its scheme and host in lower case, without a trailing /), so that two
+// spellings of one bucket name one store.
 func (c S3Config) Key() string {
 	bucket, prefix, _ := c.Bucket()
 	key := "s3://" + bucket + "/" + prefix
 	if c.Endpoint != "" {
-		key += "@" + strings.TrimSuffix(c.Endpoint, "/")
+		endpoint := c.Endpoint
+		if u, err := url.Parse(endpoint); err == nil {
+			u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+			endpoint = u.String()
+		}
+		key += "@" + strings.TrimSuffix(endpoint, "/")
 	}
 	return key
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 	"github.com/tus/tusd/v2/pkg/handler"
 	tuss3 "github.com/tus/tusd/v2/pkg/s3store"
 	"go.uber.org/zap"
@@ -86,6 +87,11 @@ func Open(cfg resumable.S3Config, logger *zap.Logger) (resumable.Storage, error)
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
+	// the SDK's own warnings (a retry, a fallback) go to the handler's log
+	sdkLogger := logger.Named("s3")
+	awsCfg.Logger = logging.LoggerFunc(func(_ logging.Classification, format string, v ...any) {
+		sdkLogger.Warn(fmt.Sprintf(format, v...))
+	})
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
@@ -131,6 +137,9 @@ func describe(err error) string {
 			return msg + " (check the credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
 		}
 		return msg
+	}
+	if strings.Contains(err.Error(), "get credentials") {
+		return err.Error() + " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
 	}
 	return err.Error()
 }
