@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +97,47 @@ func TestS3UploadAlternatesInstancesThroughRoundRobin(t *testing.T) {
 	}
 }
 
+// tus-js-client uploads 17 MiB in chunks of 6 MiB through the
+// round-robin front onto the bucket: its requests alternate between the
+// instances, none is retried, onSuccess sees the backend's answer, and
+// the backend gets the file once, byte-identical.
+func TestS3TusJSClientThroughRoundRobin(t *testing.T) {
+	_, a, b, front, back := s3Cluster(t)
+	data := payload(17 << 20)
+	file := filepath.Join(t.TempDir(), "payload.bin")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := `{"chunkSize": 6291456, "traceResponses": true, "retryDelays": []}`
+	events := runNodeClient(t, 2*time.Minute, "tus-upload.mjs", front.base+"/files/", file, opts)
+	served := map[string]int{}
+	patches := 0
+	var last map[string]any
+	for _, ev := range events {
+		switch ev["event"] {
+		case "response":
+			served[ev["servedBy"].(string)]++
+			if ev["method"] == "PATCH" {
+				patches++
+			}
+		case "success", "error":
+			last = ev
+		}
+	}
+	if last == nil || last["event"] != "success" || last["status"] != float64(http.StatusCreated) {
+		t.Fatalf("tus-js-client ended with %v, want success with the backend's 201 (events %v)", last, events)
+	}
+	if patches != 3 {
+		t.Fatalf("%d PATCHes, want 3 (chunkSize 6 MiB of 17 MiB)", patches)
+	}
+	for _, inst := range []*instance{a, b} {
+		if served[strings.TrimPrefix(inst.base, "http://")] == 0 {
+			t.Fatalf("instance %s served no request (served: %v)", inst.name, served)
+		}
+	}
+	back.assertOneDelivery(t, data)
+}
+
 // An upload created on A and written through B is terminated through
 // A: B answers 404 for it from then on, its progress ends aborted on
 // both, and nothing of it is left in the bucket.
@@ -126,4 +169,42 @@ func TestS3UploadDeletedOnOneInstanceIsGoneOnTheOther(t *testing.T) {
 	if got := back.all(); len(got) != 0 {
 		t.Fatalf("the backend got %d deliveries of a terminated upload", len(got))
 	}
+}
+
+// The instance holding an upload's lock is killed (SIGKILL) mid-PATCH:
+// the retry on the other instance gets the lock once its lease ends,
+// HEAD there gives the offset stored in the bucket (the parts of the
+// PATCHes that ended; the killed one's bytes were still in A's
+// temporary part), and the upload finished from there reaches the
+// backend once, byte-identical.
+func TestS3HolderKilledMidPatchRetryGoesOnElsewhere(t *testing.T) {
+	_, a, b, _, back := s3Cluster(t)
+	data := payload(12 << 20)
+	path := createOn(t, a, len(data))
+	if resp, body := patchOn(t, a, path, 0, bytes.NewReader(data[:6<<20]), 6<<20); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first PATCH on A: %v %s", resp, body)
+	}
+	body := paced(data[6<<20:], 64<<10, 10*time.Millisecond)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = patchOn(t, a, path, 6<<20, body, int64(len(data)-6<<20))
+	}()
+	for body.sent.Load() < 1<<20 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.kill()
+	<-done
+	killed := time.Now()
+	code, offset := headOn(t, b, path)
+	took := time.Since(killed)
+	if code != http.StatusOK || offset != 6<<20 {
+		t.Fatalf("HEAD on B after A was killed: %d, offset %d, want 200 at %d", code, offset, 6<<20)
+	}
+	if took > 15*time.Second { // tusd gives up on a lock after 20s
+		t.Fatalf("HEAD on B took %v: the dead holder's lock outlived its lease", took)
+	}
+	t.Logf("B answered HEAD with offset %d after %v (lock lease 5s)", offset, took)
+	finishOn(t, b, path, data)
+	back.assertOneDelivery(t, data)
 }
