@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -311,6 +312,36 @@ func TestS3DownMidPatchAnswersAClearErrorAndTheUploadResumes(t *testing.T) {
 	resp, last := p.patch(t, path, offset, data[offset:])
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("the last PATCH from %d: %d %s", offset, resp.StatusCode, last)
+	}
+	assertDeliveredOnce(t, back, data)
+}
+
+// A client whose connection breaks mid-PATCH keeps the bytes that
+// arrived: 7 MiB of a 10 MiB body make a part in the bucket, HEAD says
+// so, and the upload goes on from there to one delivery.
+func TestS3BrokenPatchKeepsTheBytesThatArrived(t *testing.T) {
+	p, _, back := startS3Proxy(t, "")
+	data := payload(12 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(p.base, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := fmt.Sprintf("PATCH %s HTTP/1.1\r\nHost: %s\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"+
+		"Content-Type: application/offset+octet-stream\r\nContent-Length: %d\r\n\r\n", path, strings.TrimPrefix(p.base, "http://"), 10<<20)
+	if _, err := conn.Write(append([]byte(head), data[:7<<20]...)); err != nil {
+		t.Fatal(err)
+	}
+	p.waitStatus(t, id, "7 MiB read", func(s caddyprogress.Status) bool { return s.Received == 7<<20 })
+	conn.Close()
+	p.waitStatus(t, id, "paused", func(s caddyprogress.Status) bool { return s.Status == "paused" })
+	resp, _ := p.tusRequest(t, http.MethodHead, path, nil, nil)
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Upload-Offset") != fmt.Sprint(7<<20) {
+		t.Fatalf("HEAD after the broken PATCH: %d offset %q, want 200 at %d", resp.StatusCode, resp.Header.Get("Upload-Offset"), 7<<20)
+	}
+	if resp, body := p.patch(t, path, 7<<20, data[7<<20:]); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the last PATCH: %d %s", resp.StatusCode, body)
 	}
 	assertDeliveredOnce(t, back, data)
 }
