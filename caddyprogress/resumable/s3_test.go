@@ -2,6 +2,7 @@ package resumable_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -344,6 +345,32 @@ func TestS3BrokenPatchKeepsTheBytesThatArrived(t *testing.T) {
 		t.Fatalf("the last PATCH: %d %s", resp.StatusCode, body)
 	}
 	assertDeliveredOnce(t, back, data)
+}
+
+// A creation the store refuses (metadata past the 2 KiB S3 takes) gets
+// 400 with a JSON error, and leaves nothing: no record in the bucket,
+// and no max_disk room held (a creation of all of max_disk fits next).
+// Before, its record, written before tusd asked the store, stayed with
+// its reservation until expire, and the next creation got 507.
+func TestS3CreationRefusedByTheStoreLeavesNothing(t *testing.T) {
+	p, gw, _ := startS3Proxy(t, "max_disk 10MiB")
+	note := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("n"), 3000))
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{
+		"Upload-Length": fmt.Sprint(10 << 20), "Upload-Metadata": "note " + note}, nil)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("creation with 3000 bytes of metadata: %d %s, want 400", resp.StatusCode, body)
+	}
+	assertJSONError(t, "creation with 3000 bytes of metadata", body, "the S3 store takes at most 2048")
+	for _, key := range gw.Keys(s3Bucket) {
+		t.Errorf("object left by the refused creation: %s", key)
+	}
+	if left := gw.MultipartUploads(s3Bucket); len(left) != 0 {
+		t.Errorf("multipart uploads left by the refused creation: %v", left)
+	}
+	resp, body = p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Length": fmt.Sprint(10 << 20)}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("a creation of all of max_disk after the refused one: %d %s, want 201", resp.StatusCode, body)
+	}
 }
 
 // pausingReader hands data out until pauseAt, signals paused, and waits

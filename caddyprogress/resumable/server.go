@@ -301,6 +301,12 @@ func (s *Server) requestEnded(st *requestState) {
 		s.removeRefused(e, st.code)
 		return
 	}
+	if st.creation && errors.Is(infoErr, handler.ErrNotFound) {
+		// the store refused to create it (its record was written
+		// before): no client has its URL, nothing of it may stay
+		s.removeRefused(e, st.code)
+		return
+	}
 	s.spool.mu.Lock()
 	tracked := e.tracked
 	s.spool.mu.Unlock()
@@ -319,14 +325,18 @@ func (s *Server) requestEnded(st *requestState) {
 }
 
 // removeRefused removes an upload whose body was refused with code (413
-// or 507) and which its client cannot go on with; it ends aborted.
+// or 507), or whose creation the store refused, and which its client
+// cannot go on with; it ends aborted.
 func (s *Server) removeRefused(e *entry, code int) {
 	rec, err := readRecord(s.spool.store, e.id)
 	if err != nil {
 		rec = &deliveryRecord{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
 	}
-	msg := "refused: larger than max_size"
-	if code == http.StatusInsufficientStorage {
+	msg := "refused: the upload store could not create it"
+	switch code {
+	case http.StatusRequestEntityTooLarge:
+		msg = "refused: larger than max_size"
+	case http.StatusInsufficientStorage:
 		msg = "refused: the upload store is full (max_disk)"
 	}
 	s.ended(e, rec, progress.StateAborted, 0, msg)

@@ -2,6 +2,9 @@ package s3store
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 
 	"github.com/tus/tusd/v2/pkg/handler"
 )
@@ -12,7 +15,20 @@ import (
 // S3 store appends to it stays inside.
 type dataStore struct{ s *Storage }
 
+// maxMetadata is what S3 takes of an object's user metadata: the keys
+// and values together, in bytes.
+const maxMetadata = 2048
+
 func (d dataStore) NewUpload(ctx context.Context, info handler.FileInfo) (handler.Upload, error) {
+	size := 0
+	for key, value := range info.MetaData {
+		size += len(key) + len(value)
+	}
+	if size > maxMetadata {
+		// tusd's S3 store sends it with the multipart upload, which S3
+		// refuses past 2 KiB: a client's error, not the store's
+		return nil, metadataTooLarge(size)
+	}
 	id := info.ID
 	up, err := d.s.tus.NewUpload(ctx, info)
 	if err != nil {
@@ -81,6 +97,22 @@ func (t terminatable) Terminate(ctx context.Context) error {
 	err := t.u.tus.AsTerminatableUpload(t.u.Upload).Terminate(ctx)
 	t.s.forget(t.u.id)
 	return err
+}
+
+// metadataTooLarge is the answer to a creation whose metadata S3 would
+// refuse: 400 with a JSON error, as the resumable package answers.
+func metadataTooLarge(size int) handler.Error {
+	msg := fmt.Sprintf("the upload's metadata takes %d bytes (keys and values); the S3 store takes at most %d", size, maxMetadata)
+	body, _ := json.Marshal(map[string]string{"error": msg})
+	return handler.Error{
+		ErrorCode: "ERR_INVALID_METADATA",
+		Message:   msg,
+		HTTPResponse: handler.HTTPResponse{
+			StatusCode: http.StatusBadRequest,
+			Body:       string(body) + "\n",
+			Header:     handler.HTTPHeader{"Content-Type": "application/json", "Cache-Control": "no-store"},
+		},
+	}
 }
 
 // cutID splits tusd's S3 upload ID, <id>+<multipart upload ID>.
