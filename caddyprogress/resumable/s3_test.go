@@ -373,6 +373,35 @@ func TestS3CreationRefusedByTheStoreLeavesNothing(t *testing.T) {
 	}
 }
 
+// Caddy is killed (SIGKILL) between two PATCHes and started again: the
+// upload is known from the bucket at once (paused at the stored offset),
+// and goes on from there to one delivery.
+func TestS3PausedUploadIsKnownFromTheBucketAfterARestart(t *testing.T) {
+	gw := tests3.Start(t, s3Bucket)
+	gw.SetEnv(t) // the Caddy processes inherit it
+	back := newBackend(t)
+	p, _ := s3Proxy(t, gw, back, "s3://"+s3Bucket, "")
+	first := p.startChild(t)
+	data := payload(9 << 20)
+	path := p.create(t, len(data), "")
+	id := idOf(path)
+	if resp, body := p.patch(t, path, 0, data[:6<<20]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first PATCH: %d %s", resp.StatusCode, body)
+	}
+	_ = first.Process.Kill()
+	_ = first.Wait()
+	p.startChild(t)
+
+	code, s := p.status(t, id)
+	if code != http.StatusOK || s.Status != "paused" || s.Received != 6<<20 || s.Total == nil || *s.Total != int64(len(data)) {
+		t.Fatalf("after the restart, before any request of the client: %d %+v", code, s)
+	}
+	if resp, body := p.patch(t, path, 6<<20, data[6<<20:]); resp.StatusCode != http.StatusCreated {
+		t.Fatalf("last PATCH: %d %s", resp.StatusCode, body)
+	}
+	assertDeliveredOnce(t, back, data)
+}
+
 // pausingReader hands data out until pauseAt, signals paused, and waits
 // for resume before the rest.
 type pausingReader struct {
