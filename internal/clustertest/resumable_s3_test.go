@@ -34,10 +34,17 @@ func s3Options(gw *tests3.Server) string {
 // round-robin front.
 func s3Cluster(t *testing.T) (gw *tests3.Server, a, b, front *instance, back *deliveries) {
 	t.Helper()
+	return s3ClusterWith(t, 0)
+}
+
+// s3ClusterWith is s3Cluster with a backend that reads at pace (see
+// deliveries).
+func s3ClusterWith(t *testing.T, pace time.Duration) (gw *tests3.Server, a, b, front *instance, back *deliveries) {
+	t.Helper()
 	gw = tests3.Start(t, s3Bucket)
 	gw.SetEnv(t) // the instances inherit it
 	rd := startRedis(t)
-	back = newDeliveries(t, 0)
+	back = newDeliveries(t, pace)
 	a = startInstance(t, "A", rd.URL(), s3Options(gw), back.URL)
 	b = startInstance(t, "B", rd.URL(), s3Options(gw), back.URL)
 	front = &instance{t: t, name: "front", base: startFront(t, a, b), client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
@@ -207,4 +214,39 @@ func TestS3HolderKilledMidPatchRetryGoesOnElsewhere(t *testing.T) {
 	t.Logf("B answered HEAD with offset %d after %v (lock lease 5s)", offset, took)
 	finishOn(t, b, path, data)
 	back.assertOneDelivery(t, data)
+}
+
+// The instance delivering an upload from the bucket is killed
+// mid-delivery: the other reads it from the bucket again and delivers it
+// once the claim's lease (5s) ends. The backend sees the interrupted
+// delivery and one complete one, byte-identical.
+func TestS3DeliveryOfAKilledInstanceIsTakenOver(t *testing.T) {
+	// 24 MiB, more than the sockets between A and the backend buffer, so
+	// that A's death cuts the delivery short (384 reads of the slow
+	// backend: 2s)
+	_, a, b, _, back := s3ClusterWith(t, 5*time.Millisecond)
+	data := payload(24 << 20)
+	path := createOn(t, a, len(data))
+	go func() { _, _ = patchOn(t, a, path, 0, bytes.NewReader(data), int64(len(data))) }()
+	for back.started.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	a.kill()
+	killed := time.Now()
+	deadline := killed.Add(60 * time.Second)
+	for {
+		code, offset := headOn(t, b, path) // 423 until delivered, then 200 at the end
+		if code == http.StatusOK && offset == int64(len(data)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("B did not deliver within 60s of A's death: HEAD %d offset %d", code, offset)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("B delivered %v after A was killed (delivery lease 5s)", time.Since(killed))
+	back.assertOneDelivery(t, data)
+	if got := back.all(); len(got) != 2 {
+		t.Fatalf("the backend got %d deliveries (%+v), want the interrupted one and the complete one", len(got), got)
+	}
 }
