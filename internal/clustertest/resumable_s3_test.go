@@ -3,9 +3,11 @@ package clustertest
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +251,59 @@ func TestS3DeliveryOfAKilledInstanceIsTakenOver(t *testing.T) {
 	if got := back.all(); len(got) != 2 {
 		t.Fatalf("the backend got %d deliveries (%+v), want the interrupted one and the complete one", len(got), got)
 	}
+}
+
+// Two clients PATCH one upload on the bucket at once, each through
+// another instance: the lock in Redis lets one write at a time, a
+// client is never told of success for bytes that were not stored, and
+// the upload, finished from the stored offset, reaches the backend
+// once, byte-identical.
+func TestS3ConcurrentPatchesThroughTwoInstances(t *testing.T) {
+	_, a, b, _, back := s3Cluster(t)
+	data := payload(8 << 20)
+	path := createOn(t, a, len(data))
+
+	first := paced(data, 256<<10, 20*time.Millisecond) // ~0.7s for the whole body
+	type answer struct {
+		inst   string
+		code   int
+		offset int64
+	}
+	answers := make(chan answer, 2)
+	send := func(inst *instance, body io.Reader) {
+		resp, _ := patchOn(t, inst, path, 0, body, int64(len(data)))
+		if resp == nil {
+			answers <- answer{inst: inst.name}
+			return
+		}
+		off, _ := strconv.ParseInt(resp.Header.Get("Upload-Offset"), 10, 64)
+		answers <- answer{inst: inst.name, code: resp.StatusCode, offset: off}
+	}
+	go send(a, first)
+	for first.sent.Load() < 1<<20 { // A holds the lock and is reading the body
+		time.Sleep(5 * time.Millisecond)
+	}
+	go send(b, paced(data, 256<<10, 20*time.Millisecond))
+	var got []answer
+	for range 2 {
+		got = append(got, <-answers)
+	}
+	_, stored := headOn(t, b, path)
+	succeeded := 0
+	for _, ans := range got {
+		if ans.code >= 200 && ans.code < 300 {
+			succeeded++
+			if ans.offset > stored && stored != int64(len(data)) {
+				t.Fatalf("%s answered %d with offset %d, but %d bytes are stored", ans.inst, ans.code, ans.offset, stored)
+			}
+		}
+	}
+	if succeeded > 1 {
+		t.Fatalf("answers %+v: both succeeded", got)
+	}
+	t.Logf("answers %+v, stored %d", got, stored)
+	if stored < int64(len(data)) {
+		finishOn(t, a, path, data)
+	}
+	back.assertOneDelivery(t, data)
 }
