@@ -402,6 +402,30 @@ func TestS3PausedUploadIsKnownFromTheBucketAfterARestart(t *testing.T) {
 	assertDeliveredOnce(t, back, data)
 }
 
+// An upload of deferred length: its PATCHes go to the bucket before its
+// length is known, the last one declares it, and the file is delivered
+// once, byte-identical.
+func TestS3DeferredLengthUpload(t *testing.T) {
+	p, _, back := startS3Proxy(t, "")
+	data := payload(13 << 20)
+	resp, body := p.tusRequest(t, http.MethodPost, "/files/", map[string]string{"Upload-Defer-Length": "1"}, nil)
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creation of deferred length: %d %s", resp.StatusCode, body)
+	}
+	loc := resp.Header.Get("Location")
+	path := loc[strings.Index(loc, "/files/"):]
+	if resp, body := p.patch(t, path, 0, data[:6<<20]); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("PATCH of deferred length: %d %s", resp.StatusCode, body)
+	}
+	resp, body = p.tusRequest(t, http.MethodPatch, path, map[string]string{
+		"Upload-Offset": fmt.Sprint(6 << 20), "Upload-Length": fmt.Sprint(len(data)),
+		"Content-Type": "application/offset+octet-stream"}, data[6<<20:])
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("the last PATCH, declaring the length: %d %s", resp.StatusCode, body)
+	}
+	assertDeliveredOnce(t, back, data)
+}
+
 // pausingReader hands data out until pauseAt, signals paused, and waits
 // for resume before the rest.
 type pausingReader struct {
