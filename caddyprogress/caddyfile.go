@@ -56,6 +56,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		redis         <url>      # share the tracker with other instances through Redis, placeholders allowed; default none
 //		resumable <path> {       # resumable (tus) uploads at <path>, delivered as one request; default off
 //			dir             <folder>   # default: Caddy's data dir + /upload_progress/<tracker>
+//			s3              s3://<bucket>[/<prefix>] {  # the uploads in an S3 bucket instead of dir; credentials from the AWS environment
+//				endpoint   <url>       # an S3-compatible service; default AWS S3
+//				region     <region>    # default AWS_REGION, else us-east-1
+//				path_style             # <endpoint>/<bucket> addressing; default off
+//			}
 //			max_size        <size>     # default 10GiB; 413 beyond
 //			max_disk        <size>     # all stored uploads together, counted as bytes are written; 507 beyond; default no limit
 //			expire          <duration> # an upload without a byte this long is removed; default 24h

@@ -13,6 +13,7 @@ import (
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable"
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable/redislock"
+	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/resumable/s3store"
 )
 
 // This file joins the handler to package resumable (resumable uploads
@@ -50,6 +51,7 @@ func (h *Handler) provisionResumable(ctx caddy.Context) error {
 		Logger:         h.logger.Named("resumable"),
 		Load:           ctx.GetMetricsRegistry(), // one per config load
 		NewCoordinator: h.resumableCoordinator(),
+		OpenS3:         s3store.Open,
 	})
 	if err != nil {
 		return err

@@ -16,6 +16,11 @@ import (
 //
 //	resumable <path> {
 //		dir             <folder>
+//		s3              s3://<bucket>[/<prefix>] {
+//			endpoint   <url>
+//			region     <region>
+//			path_style
+//		}
 //		max_size        <size>
 //		max_disk        <size>
 //		expire          <duration>
@@ -49,6 +54,13 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch name {
 		case "dir":
 			c.Dir, err = one()
+		case "s3":
+			if len(args) != 1 {
+				return d.Errf("resumable s3: expected one bucket URL such as s3://uploads or s3://uploads/tus")
+			}
+			if err := c.unmarshalS3(d, args[0]); err != nil {
+				return err
+			}
 		case "max_size":
 			if arg, err = one(); err == nil {
 				c.MaxSize, err = parseSize(d, name, arg)
@@ -121,6 +133,44 @@ func (c *Config) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// unmarshalS3 reads the s3 setting and its block; the dispenser is
+// past the bucket URL.
+func (c *Config) unmarshalS3(d *caddyfile.Dispenser, url string) error {
+	if c.S3 != nil {
+		return d.Errf("resumable s3: set once")
+	}
+	c.S3 = &S3Config{URL: url}
+	if _, _, err := c.S3.Bucket(); err != nil {
+		return d.Errf("%v", err)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		name := d.Val()
+		args := d.RemainingArgs()
+		switch name {
+		case "endpoint", "region":
+			if len(args) != 1 {
+				return d.Errf("resumable s3 %s: expected one argument", name)
+			}
+			if name == "endpoint" {
+				c.S3.Endpoint = args[0]
+			} else {
+				c.S3.Region = args[0]
+			}
+		case "path_style":
+			if len(args) != 0 {
+				return d.Errf("resumable s3 path_style: expected no argument")
+			}
+			c.S3.PathStyle = true
+		default:
+			return d.Errf("unrecognized resumable s3 subdirective %q (expected endpoint, region or path_style)", name)
+		}
+	}
+	if err := c.S3.validate(); err != nil {
+		return d.Errf("%v", err)
 	}
 	return nil
 }

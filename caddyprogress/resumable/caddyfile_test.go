@@ -49,6 +49,21 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		{input: "resumable /f/ {\n deliver_retries -2\n}", err: "whole number"},
 		{input: "resumable /f/ {\n ietf_draft yes\n}", err: "no argument"},
 		{input: "resumable /f/ {\n colour blue\n}", err: "unrecognized resumable subdirective"},
+		{input: "resumable /f/ {\n s3 s3://uploads/tus/in {\n  endpoint http://127.0.0.1:7070\n  region eu-west-1\n  path_style\n }\n deliver_to /u\n}",
+			want: Config{Path: "/f/", DeliverTo: "/u", S3: &S3Config{URL: "s3://uploads/tus/in", Endpoint: "http://127.0.0.1:7070", Region: "eu-west-1", PathStyle: true}}},
+		{input: "resumable /f/ {\n s3 s3://uploads\n}", want: Config{Path: "/f/", S3: &S3Config{URL: "s3://uploads"}}},
+		{input: "resumable /f/ {\n s3\n}", err: "resumable s3: expected one bucket URL"},
+		{input: "resumable /f/ {\n s3 uploads\n}", err: `resumable s3 "uploads": expected s3://<bucket> or s3://<bucket>/<prefix>`},
+		{input: "resumable /f/ {\n s3 s3://user:secret@uploads\n}", err: "expected s3://<bucket>"},
+		{input: "resumable /f/ {\n s3 s3://ab\n}", err: `bucket "ab" must be 3 to 63 characters long`},
+		{input: "resumable /f/ {\n s3 s3://-uploads\n}", err: "must start and end with a letter or digit"},
+		{input: "resumable /f/ {\n s3 s3://uploads/a//b\n}", err: `prefix "a//b" must be names`},
+		{input: "resumable /f/ {\n s3 s3://uploads/a%20b\n}", err: "prefix"},
+		{input: "resumable /f/ {\n s3 s3://uploads {\n  endpoint 127.0.0.1:7070\n }\n}", err: `resumable s3 endpoint "127.0.0.1:7070": expected an http:// or https:// URL`},
+		{input: "resumable /f/ {\n s3 s3://uploads {\n  region EU\n }\n}", err: `resumable s3 region "EU"`},
+		{input: "resumable /f/ {\n s3 s3://uploads {\n  path_style yes\n }\n}", err: "path_style: expected no argument"},
+		{input: "resumable /f/ {\n s3 s3://uploads {\n  bucket x\n }\n}", err: `unrecognized resumable s3 subdirective "bucket"`},
+		{input: "resumable /f/ {\n s3 s3://uploads\n s3 s3://other\n}", err: "resumable s3: set once"},
 	}
 	for _, tt := range tests {
 		var c Config
@@ -88,11 +103,30 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.DeliverAs, c.DeliverField = "multipart", `a"b` }, "field name"},
 		{func(c *Config) { c.MaxDisk = -1 }, "max_disk"},
 		{func(c *Config) { c.ReserveFor = -1 }, "reserve_for"},
+		{func(c *Config) { c.S3 = &S3Config{URL: "s3://uploads"} }, "dir \"/tmp/x\" and s3 \"s3://uploads\": the uploads live in one store; set one of them"},
+		{func(c *Config) { c.Dir, c.S3 = "", &S3Config{URL: "http://uploads"} }, "expected s3://<bucket>"},
 	} {
 		c := base()
 		tt.change(&c)
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("%+v: %v, want an error with %q", c, err, tt.err)
+		}
+	}
+}
+
+// Two spellings of one bucket name one store; another prefix or
+// endpoint is another.
+func TestS3KeyNamesTheStore(t *testing.T) {
+	key := S3Config{URL: "s3://uploads/tus/", Endpoint: "https://S3.Example.com/"}.Key()
+	if want := "s3://uploads/tus/@https://s3.example.com"; key != want {
+		t.Fatalf("key %q, want %q", key, want)
+	}
+	if other := (S3Config{URL: "s3://uploads/tus", Endpoint: "https://s3.example.com"}).Key(); other != key {
+		t.Fatalf("one bucket, two spellings: %q and %q", key, other)
+	}
+	for _, c := range []S3Config{{URL: "s3://uploads/tus2", Endpoint: "https://s3.example.com"}, {URL: "s3://uploads/tus"}} {
+		if c.Key() == key {
+			t.Fatalf("%+v has the key of another store: %q", c, key)
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Package resumable accepts resumable uploads (tus 1.0 and, optionally,
 // the IETF "Resumable Uploads for HTTP" draft) through the tusd library,
-// keeps their bytes on the proxy's disk across interruptions and
-// restarts, and once the last byte is in, delivers the whole file to the
+// keeps their bytes in a store (a folder, or a bucket of an
+// S3-compatible service) across interruptions and restarts, and once the last byte is in, delivers the whole file to the
 // backend as the one plain request it already understands.
 //
 // It serves the resumable block of the upload_progress handler
@@ -38,6 +38,11 @@ const (
 //
 //	resumable /files/ {
 //		dir             <folder>
+//		s3              s3://<bucket>[/<prefix>] {
+//			endpoint   <url>
+//			region     <region>
+//			path_style
+//		}
 //		max_size        <size>
 //		max_disk        <size>
 //		expire          <duration>
@@ -62,8 +67,14 @@ type Config struct {
 	// "/upload_progress/<tracker>", which two handlers of one config may
 	// not share. Handlers that name the same dir share it, and must have
 	// the same settings; each one's uploads are still served and
-	// delivered only through it.
+	// delivered only through it. Not with s3.
 	Dir string `json:"dir,omitempty"`
+
+	// Keep the uploads in a bucket of an S3-compatible service instead
+	// of a folder (S3Config). Handlers that name the same bucket (and
+	// prefix, and endpoint) share it, as for dir. Default: none, the
+	// uploads are in dir.
+	S3 *S3Config `json:"s3,omitempty"`
 
 	// The largest upload accepted in bytes, sent as Tus-Max-Size; larger
 	// ones are refused with 413. Default: 10GiB.
@@ -131,7 +142,7 @@ type Config struct {
 
 // SetDefaults fills in what is not set; tracker names the default dir.
 func (c *Config) SetDefaults(tracker string) {
-	if c.Dir == "" {
+	if c.Dir == "" && c.S3 == nil {
 		c.Dir = filepath.Join(caddy.AppDataDir(), "upload_progress", tracker)
 		c.defaultDir = true
 	}
@@ -160,6 +171,14 @@ func (c *Config) SetDefaults(tracker string) {
 
 // Validate checks the configuration, after SetDefaults.
 func (c *Config) Validate() error {
+	if c.S3 != nil {
+		if c.Dir != "" {
+			return fmt.Errorf("resumable dir %q and s3 %q: the uploads live in one store; set one of them", c.Dir, c.S3.URL)
+		}
+		if err := c.S3.validate(); err != nil {
+			return err
+		}
+	}
 	if !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/") {
 		return fmt.Errorf("resumable path %q must start and end with /", c.Path)
 	}
@@ -200,8 +219,25 @@ func (c *Config) expire() time.Duration { return time.Duration(c.Expire) }
 
 func (c *Config) reserveFor() time.Duration { return time.Duration(c.ReserveFor) }
 
+// storeSetting names the setting of the store, with its value, for
+// errors.
+func (c *Config) storeSetting() string {
+	if c.S3 != nil {
+		return fmt.Sprintf("resumable s3 %q", c.S3.URL)
+	}
+	return fmt.Sprintf("resumable dir %q", c.Dir)
+}
+
+// s3 is the S3 settings, zero without s3.
+func (c *Config) s3() S3Config {
+	if c.S3 == nil {
+		return S3Config{}
+	}
+	return *c.S3
+}
+
 // differsFrom names the first setting in which c and o differ, with
-// both values ("" if none): handlers sharing a dir must agree, as each
+// both values ("" if none): handlers sharing a store must agree, as each
 // one's settings would otherwise apply to the other's uploads.
 func (c *Config) differsFrom(o *Config) string {
 	settings := []struct {
@@ -220,6 +256,8 @@ func (c *Config) differsFrom(o *Config) string {
 		{"deliver_retries", c.DeliverRetries, o.DeliverRetries},
 		{"ietf_draft", c.IETFDraft, o.IETFDraft},
 		{"cors_origins", strings.Join(c.CORSOrigins, " "), strings.Join(o.CORSOrigins, " ")},
+		{"s3 region", c.s3().Region, o.s3().Region},
+		{"s3 path_style", c.s3().PathStyle, o.s3().PathStyle},
 	}
 	for _, s := range settings {
 		if s.a != s.b {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tus/tusd/v2/pkg/filelocker"
 	"github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/memorylocker"
 )
 
 // Coordinator is what keeps the instances that share an upload folder
@@ -44,15 +45,29 @@ type Lease interface {
 // ErrClaimed means another instance holds an upload's delivery claim.
 var ErrClaimed = errors.New("the upload's delivery is claimed by another instance")
 
-// localCoordinator is the Coordinator of a folder that one process
-// uses: tusd's file locks in the folder, and delivery claims that this
-// process alone takes (the spool's busy flag keeps them single).
-type localCoordinator struct{ dir string }
+// localCoordinator is the Coordinator of a store that one process
+// uses: tusd's file locks in the folder (in this process's memory for a
+// store without one, a bucket), and delivery claims that this process
+// alone takes (the spool's busy flag keeps them single).
+type localCoordinator struct {
+	dir    string                     // the folder of a fileStorage
+	memory *memorylocker.MemoryLocker // the locks of another store
+}
+
+func newLocalCoordinator(store Storage) localCoordinator {
+	if fs, ok := store.(*fileStorage); ok {
+		return localCoordinator{dir: fs.dir}
+	}
+	return localCoordinator{memory: memorylocker.New()}
+}
 
 // Locker asks the holder of a lock another request wants to let go
 // (a client resuming before the proxy noticed its old connection is
 // gone); these polls make that take about a second, not tusd's 7.
 func (c localCoordinator) Locker() handler.Locker {
+	if c.memory != nil {
+		return c.memory // asks the holder at once
+	}
 	locker := filelocker.New(c.dir)
 	locker.HolderPollInterval = time.Second
 	locker.AcquirerPollInterval = 200 * time.Millisecond

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
-	"os"
-	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -45,7 +43,7 @@ type outcome struct {
 // is retried in the background; a client is never told of success
 // unless the backend answered below 400.
 func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handler.HTTPResponse, err error) {
-	rec, err := readRecord(s.cfg.Dir, info.ID)
+	rec, err := readRecord(s.spool.store, info.ID)
 	if err != nil {
 		s.logger.Error("reading delivery record", zap.String("id", info.ID), zap.Error(err))
 		return handler.HTTPResponse{}, jsonError("ERR_INTERNAL", http.StatusInternalServerError, "the upload's record cannot be read")
@@ -56,7 +54,7 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 	if claimErr == nil {
 		// another instance may have delivered it between the record read
 		// above and the claim (its lock lost meanwhile)
-		if now, err := readRecord(s.cfg.Dir, info.ID); err != nil || now.Delivery != deliveryReceiving {
+		if now, err := readRecord(s.spool.store, info.ID); err != nil || now.Delivery != deliveryReceiving {
 			s.spool.release(e)
 			claimErr = ErrClaimed
 		}
@@ -66,7 +64,7 @@ func (s *Server) deliverNow(st *requestState, info handler.FileInfo) (resp handl
 	}
 	rec.Size = info.Size
 	rec.Delivery = deliveryDelivering
-	if err := rec.write(s.cfg.Dir); err != nil {
+	if err := rec.write(s.spool.store); err != nil {
 		if claimErr == nil {
 			s.spool.release(e)
 		}
@@ -126,7 +124,7 @@ func (s *Server) deliverThrough(st *requestState, rec *deliveryRecord, e *entry)
 // redeliver is a delivery in the background: a retry, or one cut short
 // by a restart. The caller has claimed e.
 func (s *Server) redeliver(rt *route, e *entry) {
-	rec, err := readRecord(s.cfg.Dir, e.id)
+	rec, err := readRecord(s.spool.store, e.id)
 	if err != nil || rec.Delivery != deliveryDelivering {
 		s.spool.release(e)
 		return
@@ -149,10 +147,10 @@ func (s *Server) settle(e *entry, rec *deliveryRecord, out outcome) (*answer, er
 			"the proxy is stopping; the upload is stored and is delivered when it runs again")
 	case out.answer.Status < 400 && !out.early:
 		rec.final(deliveryDelivered, out.answer, now)
-		if err := rec.write(s.cfg.Dir); err != nil {
+		if err := rec.write(s.spool.store); err != nil {
 			s.logger.Error("recording a delivery", zap.String("id", rec.ID), zap.Error(err))
 		}
-		if err := removeData(s.cfg.Dir, rec.ID); err != nil {
+		if err := removeData(s.spool.store, rec.ID); err != nil {
 			s.logger.Error("removing a delivered upload", zap.String("id", rec.ID), zap.Error(err))
 		}
 		e.setDelivery(deliveryDelivered)
@@ -174,7 +172,7 @@ func (s *Server) settle(e *entry, rec *deliveryRecord, out outcome) (*answer, er
 	s.logger.Warn("delivery failed", zap.String("id", rec.ID), zap.Int("attempts", rec.Attempts), zap.String("error", msg))
 	rec.final(deliveryFailed, out.answer, now)
 	rec.Error = msg
-	if err := rec.write(s.cfg.Dir); err != nil {
+	if err := rec.write(s.spool.store); err != nil {
 		s.logger.Error("recording a failed delivery", zap.String("id", rec.ID), zap.Error(err))
 	}
 	e.setDelivery(deliveryFailed)
@@ -231,7 +229,7 @@ func (s *Server) attempt(rt *route, rec *deliveryRecord, e *entry) outcome {
 	e.setAttempts(rec.Attempts)
 	e.delivered.Store(0)
 	e.retryAt.Store(0)
-	if err := rec.write(s.cfg.Dir); err != nil {
+	if err := rec.write(s.spool.store); err != nil {
 		s.logger.Error("counting a delivery attempt", zap.String("id", rec.ID), zap.Error(err))
 	}
 
@@ -239,7 +237,7 @@ func (s *Server) attempt(rt *route, rec *deliveryRecord, e *entry) outcome {
 	if err != nil {
 		return failure(http.StatusInternalServerError, fmt.Errorf("reading the stored upload's info: %w", err), false)
 	}
-	file, err := os.Open(filepath.Join(s.cfg.Dir, rec.ID))
+	file, err := s.spool.store.Open(ctx, rec.ID)
 	if err != nil {
 		return failure(http.StatusInternalServerError, fmt.Errorf("opening the stored upload: %w", err), false)
 	}
@@ -326,7 +324,7 @@ func isTransient(status int) bool {
 
 // deliveryBody is the body of the delivery request: the file as it is
 // (raw), or wrapped in one-file multipart/form-data.
-func (s *Server) deliveryBody(file *os.File, info handler.FileInfo) (io.Reader, int64, string) {
+func (s *Server) deliveryBody(file io.Reader, info handler.FileInfo) (io.Reader, int64, string) {
 	fileType := info.MetaData["filetype"]
 	if fileType == "" {
 		fileType = "application/octet-stream"

@@ -1,19 +1,17 @@
 package resumable
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// Delivery states, kept on disk in each upload's record.
+// Delivery states, kept in each upload's record.
 const (
 	deliveryReceiving  = "receiving"  // bytes are still coming in
 	deliveryDelivering = "delivering" // every byte is in; a delivery is running or waiting to retry
@@ -21,13 +19,11 @@ const (
 	deliveryFailed     = "failed"     // the backend answered 400 or more, or every retry failed
 )
 
-// recordSuffix names an upload's record beside tusd's <id> and <id>.info.
-const recordSuffix = ".delivery"
-
-// deliveryRecord is what this package keeps on disk about one upload, in
-// <dir>/<id>.delivery: its delivery state, and what the delivery needs
-// from the creation request. It is written whole (to a temporary file,
-// then renamed), so a crash leaves the old or the new version.
+// deliveryRecord is what this package keeps about one upload beside its
+// bytes, in its Storage (<dir>/<id>.delivery, or an object next to
+// tusd's .info in a bucket): its delivery state, and what the delivery
+// needs from the creation request. It is written whole, so a crash
+// leaves the old or the new version.
 type deliveryRecord struct {
 	ID       string    `json:"id"`
 	Delivery string    `json:"delivery"`
@@ -110,13 +106,10 @@ func (rec *deliveryRecord) final(delivery string, ans *answer, at time.Time) {
 	rec.Header = nil
 }
 
-// recordPath is where the record of upload id lives.
-func recordPath(dir, id string) string { return filepath.Join(dir, id+recordSuffix) }
-
-// readRecord reads the record of upload id; os.ErrNotExist when there
-// is none.
-func readRecord(dir, id string) (*deliveryRecord, error) {
-	data, err := os.ReadFile(recordPath(dir, id))
+// readRecord reads the record of upload id from store; an error
+// matching os.ErrNotExist when there is none.
+func readRecord(store Storage, id string) (*deliveryRecord, error) {
+	data, err := store.ReadRecord(context.Background(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -127,70 +120,32 @@ func readRecord(dir, id string) (*deliveryRecord, error) {
 	return rec, nil
 }
 
-// write stores the record, replacing the old one in one rename. The
-// file is private (0600): it holds the creation's Authorization and
-// Cookie headers.
-func (rec *deliveryRecord) write(dir string) error {
+// write stores the record in store, replacing the old one whole.
+func (rec *deliveryRecord) write(store Storage) error {
 	data, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("encoding delivery record %s: %w", rec.ID, err)
 	}
-	tmp, err := os.CreateTemp(dir, rec.ID+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing delivery record %s: %w", rec.ID, err)
-	}
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), recordPath(dir, rec.ID))
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
+	if err := store.WriteRecord(context.Background(), rec.ID, data); err != nil {
 		return fmt.Errorf("writing delivery record %s: %w", rec.ID, err)
 	}
 	return nil
 }
 
-// removeUpload deletes every file of upload id: the data, tusd's info
-// and lock files and the record. Missing files are fine.
-func removeUpload(dir, id string) error {
-	var errs []error
-	for _, name := range []string{id, id + ".info", id + ".lock", id + ".stop", id + recordSuffix} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+// removeUpload removes everything of upload id: its bytes, tusd's info
+// and the record.
+func removeUpload(store Storage, id string) error {
+	return store.Remove(context.Background(), id)
 }
 
-// removeData deletes the bytes of upload id and tusd's files, keeping
-// the record (of a delivered upload, for clients that lost the answer).
-func removeData(dir, id string) error {
-	var errs []error
-	for _, name := range []string{id, id + ".info"} {
-		if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
+// removeData removes the bytes of upload id and tusd's info of it,
+// keeping the record (of a delivered upload, for clients that lost the
+// answer).
+func removeData(store Storage, id string) error {
+	return store.RemoveData(context.Background(), id)
 }
 
-// recordIDs lists the IDs of every record in dir.
-func recordIDs(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("listing %s: %w", dir, err)
-	}
-	var ids []string
-	for _, e := range entries {
-		if id, ok := strings.CutSuffix(e.Name(), recordSuffix); ok && validateID(id) == nil {
-			ids = append(ids, id)
-		}
-	}
-	return ids, nil
+// recordIDs lists the IDs of every record in store.
+func recordIDs(store Storage) ([]string, error) {
+	return store.RecordIDs(context.Background())
 }

@@ -35,13 +35,13 @@ func (sp *spool) start(s *Server) {
 // paused at its stored offset, so that its progress is known from the
 // start and not only once its client comes back.
 func (sp *spool) countDisk(s *Server) {
-	ids, err := recordIDs(sp.dir)
+	ids, err := recordIDs(sp.store)
 	if err != nil {
 		s.logger.Error("scanning the upload folder", zap.Error(err))
 		return
 	}
 	for _, id := range ids {
-		rec, err := readRecord(sp.dir, id)
+		rec, err := readRecord(sp.store, id)
 		if err != nil || rec.Delivery == deliveryDelivered {
 			continue
 		}
@@ -88,9 +88,11 @@ func (sp *spool) sweepEvery() time.Duration {
 // folder: those cut short by a restart, or whose instance died and
 // whose claim's lease ended.
 func (sp *spool) sweep(s *Server, now time.Time) {
-	ids, err := recordIDs(sp.dir)
+	ids, err := recordIDs(sp.store)
 	if err != nil {
-		s.logger.Error("scanning the upload folder", zap.Error(err))
+		if sp.sweepLog.Allow() {
+			s.logger.Error("scanning the upload store", zap.Error(err))
+		}
 		return
 	}
 	expire := s.cfg.expire()
@@ -98,7 +100,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 	defer func() { sp.goneElsewhere(s, seen) }()
 	for _, id := range ids {
 		seen[id] = true
-		rec, err := readRecord(sp.dir, id)
+		rec, err := readRecord(sp.store, id)
 		if err != nil {
 			if !errors.Is(err, os.ErrNotExist) {
 				s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
@@ -121,7 +123,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 				continue // a request on another instance holds it
 			}
 			s.track(e, rec) // before its files go: the record shows what was stored
-			if err := removeUpload(sp.dir, id); err != nil {
+			if err := removeUpload(sp.store, id); err != nil {
 				s.logger.Error("removing an expired upload", zap.String("id", id), zap.Error(err))
 			}
 			s.ended(e, rec, progress.StateAborted, 0, "expired: no byte arrived for "+expire.String())
@@ -138,7 +140,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 		case deliveryFailed, deliveryDelivered:
 			sp.endedElsewhere(s, rec)
 			if now.After(rec.Finished.Add(expire)) {
-				if err := removeUpload(sp.dir, id); err != nil {
+				if err := removeUpload(sp.store, id); err != nil {
 					s.logger.Error("removing an ended upload", zap.String("id", id), zap.Error(err))
 				}
 				sp.forget(id)
@@ -217,8 +219,8 @@ func (sp *spool) goneElsewhere(s *Server, seen map[string]bool) {
 	}
 	sp.mu.Unlock()
 	for _, e := range gone {
-		if _, err := os.Stat(recordPath(sp.dir, e.id)); !errors.Is(err, os.ErrNotExist) {
-			continue // made since the folder was listed
+		if _, err := readRecord(sp.store, e.id); !errors.Is(err, os.ErrNotExist) {
+			continue // made since the store was listed (or it cannot be told now)
 		}
 		if sp.isTracked(e) {
 			s.ended(e, &deliveryRecord{ID: e.id}, progress.StateAborted, 0, "expired or terminated")

@@ -24,7 +24,7 @@ func (sp *spool) scheduleDelivery(e *entry, wait time.Duration) {
 	}
 	sp.wg.Add(1)
 	sp.mu.Unlock()
-	rec, err := readRecord(sp.dir, e.id)
+	rec, err := readRecord(sp.store, e.id)
 	if err != nil {
 		sp.wg.Done()
 		sp.release(e)
@@ -80,7 +80,7 @@ func (s *Server) settleAfterPanic(e *entry, v any) {
 			s.spool.release(e)
 		}
 	}()
-	rec, err := readRecord(s.cfg.Dir, e.id)
+	rec, err := readRecord(s.spool.store, e.id)
 	if err != nil || rec.Delivery != deliveryDelivering {
 		s.spool.release(e)
 		return

@@ -12,11 +12,11 @@ import (
 // route only while a delivery of that key is scheduled, so a client
 // sending many hosts does not grow it.
 func TestRoutesAreKeptOnlyWhileADeliveryNeedsThem(t *testing.T) {
-	dir := t.TempDir()
-	sp, err := newSpool(dir, localCoordinator{dir: dir})
+	store, err := newFileStorage(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	sp := newSpool(store, newLocalCoordinator(store))
 	defer sp.Destruct()
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	offer := func(host string) {

@@ -16,7 +16,6 @@ import (
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
@@ -38,6 +37,9 @@ type Options struct {
 	// so that instances sharing the folder take turns on each upload.
 	// Nil: the local one, for a folder that one process uses.
 	NewCoordinator func() (Coordinator, error)
+	// OpenS3 opens the bucket of the s3 setting (package s3store); nil
+	// refuses s3.
+	OpenS3 func(S3Config, *zap.Logger) (Storage, error)
 }
 
 // Server serves the tus endpoint of one upload_progress handler: it
@@ -49,10 +51,11 @@ type Server struct {
 	spool  *spool
 	tusd   http.Handler
 	cors   *handler.CorsConfig // tusd's, for the answers written here too (cors.go)
-	store  filestore.FileStore
+	data   handler.DataStore   // tusd's, in the spool's Storage
 	logger *zap.Logger
 
 	refusalLog ratelog.Gate // refuse's lines, at most one a second
+	storeLog   ratelog.Gate // the store's failures in requests, likewise
 }
 
 // New makes the Server of a provisioned handler; cfg has its defaults.
@@ -62,38 +65,55 @@ func New(cfg Config, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	dir, err := filepath.Abs(cfg.Dir)
+	key, open, err := storageOf(&cfg, opts)
 	if err != nil {
-		return nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
+		return nil, err
 	}
-	cfg.Dir = dir
-	sp, err := loadSpool(dir, opts.NewCoordinator)
+	sp, err := loadSpool(key, open, opts.NewCoordinator)
 	if err != nil {
-		return nil, fmt.Errorf("resumable dir %q: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", cfg.storeSetting(), err)
 	}
 	s := &Server{cfg: cfg, opts: opts, spool: sp, logger: opts.Logger}
 	if err := sp.join(s, opts.Load); err != nil {
-		_, _ = spools.Delete(dir)
+		_, _ = spools.Delete(key)
 		return nil, fmt.Errorf("resumable: %w", err)
 	}
 	if err := s.newTusd(); err != nil {
 		sp.leave(s)
-		_, _ = spools.Delete(dir)
+		_, _ = spools.Delete(key)
 		return nil, fmt.Errorf("resumable: %w", err)
 	}
 	sp.start(s)
 	return s, nil
 }
 
-// Close lets go of the upload folder; the last config using it stops
+// Close lets go of the upload store; the last config using it stops
 // its background work.
 func (s *Server) Close() error {
 	s.spool.dropRoute(s)
 	s.spool.leave(s)
-	if _, err := spools.Delete(s.cfg.Dir); err != nil {
-		return fmt.Errorf("releasing resumable dir %q: %w", s.cfg.Dir, err)
+	if _, err := spools.Delete(s.spool.store.Key()); err != nil {
+		return fmt.Errorf("releasing %s: %w", s.cfg.storeSetting(), err)
 	}
 	return nil
+}
+
+// storageOf returns the key of the store cfg names and how to open it;
+// a dir is made absolute in cfg.
+func storageOf(cfg *Config, opts Options) (string, func() (Storage, error), error) {
+	if cfg.S3 != nil {
+		if opts.OpenS3 == nil {
+			return "", nil, fmt.Errorf("resumable s3: this build has no S3 store")
+		}
+		s3cfg := *cfg.S3
+		return s3cfg.Key(), func() (Storage, error) { return opts.OpenS3(s3cfg, opts.Logger) }, nil
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return "", nil, fmt.Errorf("resumable dir %q: %w", cfg.Dir, err)
+	}
+	cfg.Dir = dir
+	return dir, func() (Storage, error) { return newFileStorage(dir) }, nil
 }
 
 // Handles reports whether the request is for the tus endpoint.
@@ -167,12 +187,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if !s.opts.Tracker.Allows(r, id) {
 		return s.refuseUnknown(w, r, id)
 	}
-	rec, err := readRecord(s.cfg.Dir, id)
+	rec, err := readRecord(s.spool.store, id)
 	if errors.Is(err, os.ErrNotExist) {
 		return s.refuseUnknown(w, r, id)
 	}
 	if err != nil {
-		s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		if s.storeLog.Allow() { // a store that does not answer fails every request
+			s.logger.Error("reading delivery record", zap.String("id", id), zap.Error(err))
+		}
 		return s.refuse(w, r, http.StatusInternalServerError, errors.New("the upload's record cannot be read"))
 	}
 	if !requestRoute(r).accepts(rec) { // another site's upload, in a shared dir
@@ -279,6 +301,12 @@ func (s *Server) requestEnded(st *requestState) {
 		s.removeRefused(e, st.code)
 		return
 	}
+	if st.creation && errors.Is(infoErr, handler.ErrNotFound) {
+		// the store refused to create it (its record was written
+		// before): no client has its URL, nothing of it may stay
+		s.removeRefused(e, st.code)
+		return
+	}
 	s.spool.mu.Lock()
 	tracked := e.tracked
 	s.spool.mu.Unlock()
@@ -297,18 +325,22 @@ func (s *Server) requestEnded(st *requestState) {
 }
 
 // removeRefused removes an upload whose body was refused with code (413
-// or 507) and which its client cannot go on with; it ends aborted.
+// or 507), or whose creation the store refused, and which its client
+// cannot go on with; it ends aborted.
 func (s *Server) removeRefused(e *entry, code int) {
-	rec, err := readRecord(s.cfg.Dir, e.id)
+	rec, err := readRecord(s.spool.store, e.id)
 	if err != nil {
 		rec = &deliveryRecord{ID: e.id, Delivery: deliveryReceiving, Created: time.Now()}
 	}
-	msg := "refused: larger than max_size"
-	if code == http.StatusInsufficientStorage {
+	msg := "refused: the upload store could not create it"
+	switch code {
+	case http.StatusRequestEntityTooLarge:
+		msg = "refused: larger than max_size"
+	case http.StatusInsufficientStorage:
 		msg = "refused: the upload store is full (max_disk)"
 	}
 	s.ended(e, rec, progress.StateAborted, 0, msg)
-	if err := removeUpload(s.cfg.Dir, e.id); err != nil {
+	if err := removeUpload(s.spool.store, e.id); err != nil {
 		s.logger.Error("removing a refused upload", zap.String("id", e.id), zap.Error(err))
 	}
 }
@@ -316,11 +348,11 @@ func (s *Server) removeRefused(e *entry, code int) {
 // serveDelete terminates an upload through tusd, then forgets it.
 func (s *Server) serveDelete(w http.ResponseWriter, r *http.Request, st *requestState, rec *deliveryRecord) error {
 	_ = s.serveTusd(w, r, st)
-	if _, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID+".info")); !errors.Is(err, os.ErrNotExist) {
-		return nil // not terminated
+	if st.code != http.StatusNoContent && st.code != http.StatusNotFound {
+		return nil // not terminated, nor gone already
 	}
 	s.ended(st.entry, rec, progress.StateAborted, 0, "terminated by the client")
-	if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
+	if err := removeUpload(s.spool.store, rec.ID); err != nil {
 		s.logger.Error("removing a terminated upload", zap.String("id", rec.ID), zap.Error(err))
 	}
 	return nil

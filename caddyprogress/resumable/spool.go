@@ -4,25 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
-// spools holds one spool per upload folder. Being a package-level
+// spools holds one spool per store (keyed by Storage.Key). Being a package-level
 // UsagePool, a spool outlives config reloads: the new config's handlers
 // take it before the old config's let go, so a delivery running or
 // waiting to retry goes on, and is never started twice.
 var spools = caddy.NewUsagePool()
 
-// spool is an upload folder and what runs on it in this process: the
-// uploads' live entries, the disk they reserve (max_disk), the
+// spool is an upload store (a folder, a bucket) and what runs on it in
+// this process: the uploads' live entries, the disk they reserve (max_disk), the
 // background deliveries and the expiry sweeper (expire.go).
 type spool struct {
-	dir    string
+	store  Storage         // the uploads and their records (storage.go)
 	coord  Coordinator     // locks and delivery claims (coordinator.go)
 	ctx    context.Context // ends background deliveries when no config uses the folder
 	cancel context.CancelFunc
@@ -49,6 +50,10 @@ type spool struct {
 	// users are the Servers using the folder, with the config load
 	// each belongs to: handlers of one load must agree on its settings.
 	users map[*Server]any
+
+	// sweepLog lets a sweep's failure to list the store be logged at
+	// most once a second.
+	sweepLog ratelog.Gate
 
 	// current is the newest Server using the folder: its expire applies.
 	current atomic.Pointer[Server]
@@ -80,25 +85,27 @@ func (k routeKey) accepts(rec *deliveryRecord) bool {
 	return (want.server == "" || want.server == k.server) && want.host == k.host
 }
 
-// loadSpool takes the spool of dir, made and scanned on first use, with
-// the Coordinator newCoord makes (nil: the local one). A spool keeps the
-// Coordinator it was made with across reloads, as it keeps the
-// deliveries that hold its claims.
-func loadSpool(dir string, newCoord func() (Coordinator, error)) (*spool, error) {
-	val, _, err := spools.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		var coord Coordinator = localCoordinator{dir: dir}
+// loadSpool takes the spool of the store named key, made and scanned
+// on first use, with the Storage open opens and the Coordinator newCoord
+// makes (nil: the local one). A spool keeps the Storage and Coordinator
+// it was made with across reloads, as it keeps the deliveries that hold
+// its claims.
+func loadSpool(key string, open func() (Storage, error), newCoord func() (Coordinator, error)) (*spool, error) {
+	val, _, err := spools.LoadOrNew(key, func() (caddy.Destructor, error) {
+		store, err := open()
+		if err != nil {
+			return nil, err
+		}
+		var coord Coordinator = newLocalCoordinator(store)
 		if newCoord != nil {
 			c, err := newCoord()
 			if err != nil {
+				_ = store.Close()
 				return nil, err
 			}
 			coord = c
 		}
-		sp, err := newSpool(dir, coord)
-		if err != nil {
-			_ = coord.Close()
-		}
-		return sp, err
+		return newSpool(store, coord), nil
 	})
 	if err != nil {
 		return nil, err
@@ -106,13 +113,10 @@ func loadSpool(dir string, newCoord func() (Coordinator, error)) (*spool, error)
 	return val.(*spool), nil
 }
 
-func newSpool(dir string, coord Coordinator) (*spool, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating the upload folder: %w", err)
-	}
+func newSpool(store Storage, coord Coordinator) *spool {
 	ctx, cancel := context.WithCancel(context.Background())
-	sp := &spool{
-		dir:        dir,
+	return &spool{
+		store:      store,
 		coord:      coord,
 		ctx:        ctx,
 		cancel:     cancel,
@@ -123,7 +127,6 @@ func newSpool(dir string, coord Coordinator) (*spool, error) {
 		routeAdded: make(chan struct{}),
 		users:      make(map[*Server]any),
 	}
-	return sp, nil
 }
 
 // Destruct stops the background work once no config uses the folder;
@@ -134,7 +137,7 @@ func (sp *spool) Destruct() error {
 	sp.cancel() // under mu, so no delivery is scheduled after wg.Wait begins
 	sp.mu.Unlock()
 	sp.wg.Wait()
-	return sp.coord.Close()
+	return errors.Join(sp.coord.Close(), sp.store.Close())
 }
 
 // entry returns the live entry of an upload, made from its record.
@@ -319,11 +322,11 @@ func (sp *spool) join(s *Server, load any) error {
 		}
 		if s.cfg.defaultDir || other.cfg.defaultDir {
 			return fmt.Errorf("two handlers would share the default upload folder %q: "+
-				"set dir in each resumable block (the same dir in both only to share it on purpose)", sp.dir)
+				"set dir in each resumable block (the same dir in both only to share it on purpose)", sp.store.Key())
 		}
 		if diff := s.cfg.differsFrom(&other.cfg); diff != "" {
-			return fmt.Errorf("two resumable blocks on dir %q differ in %s: "+
-				"handlers that share a dir must have the same settings", sp.dir, diff)
+			return fmt.Errorf("two resumable blocks on store %q differ in %s: "+
+				"handlers that share a dir or bucket must have the same settings", sp.store.Key(), diff)
 		}
 	}
 	sp.users[s] = load

@@ -70,7 +70,7 @@ func (s *Server) serveEnded(w http.ResponseWriter, r *http.Request, rec *deliver
 		rec.Answer.withoutCookies().writeTo(w)
 		return nil
 	case http.MethodDelete:
-		if err := removeUpload(s.cfg.Dir, rec.ID); err != nil {
+		if err := removeUpload(s.spool.store, rec.ID); err != nil {
 			s.logger.Error("removing an ended upload", zap.String("id", rec.ID), zap.Error(err))
 		}
 		s.spool.forget(rec.ID)

@@ -2,8 +2,6 @@ package resumable
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/caddyprogress/progress"
@@ -84,18 +82,18 @@ func (s *Server) retrackFailed(e *entry, rec *deliveryRecord) {
 	}
 }
 
-// lastByte is when the upload last got a byte: its data file's time,
-// or its creation.
+// lastByte is when the upload last got a byte: the last write to its
+// bytes in the store, or its creation.
 func (s *Server) lastByte(rec *deliveryRecord) time.Time {
-	if fi, err := os.Stat(filepath.Join(s.cfg.Dir, rec.ID)); err == nil && fi.ModTime().After(rec.Created) {
-		return fi.ModTime()
+	if at, err := s.spool.store.LastWrite(context.Background(), rec.ID); err == nil && at.After(rec.Created) {
+		return at
 	}
 	return rec.Created
 }
 
 // uploadInfo reads tusd's info of upload id.
 func (s *Server) uploadInfo(ctx context.Context, id string) (handler.FileInfo, error) {
-	up, err := s.store.GetUpload(ctx, id)
+	up, err := s.data.GetUpload(ctx, id)
 	if err != nil {
 		return handler.FileInfo{}, err
 	}

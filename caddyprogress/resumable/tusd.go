@@ -7,22 +7,19 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tus/tusd/v2/pkg/filestore"
 	"github.com/tus/tusd/v2/pkg/handler"
 	"go.uber.org/zap"
 )
 
-// newTusd makes the tusd handler: a file store in dir, the spool's locks,
+// newTusd makes the tusd handler: the spool's store and locks,
 // no downloads (uploads are for the backend) and no concatenation (its
 // Upload-Concat header names uploads by URL, which would need the same
 // checks as IDs), CORS as cors_origins says (cors.go). tusd's logs go to the handler's
 // logger from warnings up (log.go).
 func (s *Server) newTusd() error {
-	s.store = filestore.New(s.cfg.Dir)
-	s.store.DirModePerm = 0o700
-	s.store.FileModePerm = 0o600
 	composer := handler.NewStoreComposer()
-	s.store.UseIn(composer)
+	s.spool.store.UseIn(composer)
+	s.data = composer.Core
 	// A request for an upload that another holds (a client resuming
 	// before the proxy noticed its old connection is gone, here or on
 	// another instance) asks the holder to let go (coordinator.go).
@@ -88,7 +85,7 @@ func (s *Server) beforeCreate(ev handler.HookEvent) (handler.HTTPResponse, handl
 	}
 
 	rec := newRecord(id, st.group, st.r)
-	if err := rec.write(s.cfg.Dir); err != nil {
+	if err := rec.write(s.spool.store); err != nil {
 		s.spool.forget(id)
 		s.logger.Error("creating an upload", zap.Error(err))
 		return handler.HTTPResponse{}, none, jsonError("ERR_INTERNAL", http.StatusInternalServerError, "the upload could not be stored")
@@ -123,7 +120,7 @@ func (s *Server) beforeFinishResponse(ev handler.HookEvent) (handler.HTTPRespons
 // beforeTerminate refuses to terminate an upload whose delivery has
 // begun; it runs under tusd's lock of the upload.
 func (s *Server) beforeTerminate(ev handler.HookEvent) (handler.HTTPResponse, error) {
-	rec, err := readRecord(s.cfg.Dir, ev.Upload.ID)
+	rec, err := readRecord(s.spool.store, ev.Upload.ID)
 	if err == nil && rec.Delivery != deliveryReceiving {
 		return handler.HTTPResponse{}, jsonError("ERR_UPLOAD_DELIVERING", http.StatusLocked,
 			"the upload is being delivered to the backend and cannot be terminated")
@@ -204,7 +201,7 @@ func (w *tusdWriter) mayHaveWaited(code int) bool {
 // serveEnded), if the record says the upload is past receiving; then
 // tusd's own body is dropped.
 func (w *tusdWriter) answerEnded() bool {
-	rec, err := readRecord(w.s.cfg.Dir, w.st.entry.id)
+	rec, err := readRecord(w.s.spool.store, w.st.entry.id)
 	if err != nil || rec.Delivery == deliveryReceiving {
 		return false
 	}

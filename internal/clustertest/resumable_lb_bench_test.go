@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-upload-progress/caddy-upload-progress/internal/tests3"
 )
 
 // BenchmarkResumableThroughRoundRobin uploads RESUMABLE_BENCH_MIB (1024)
@@ -21,6 +24,26 @@ import (
 //
 //	go test -run XXX -bench ResumableThroughRoundRobin -benchtime 1x ./internal/clustertest
 func BenchmarkResumableThroughRoundRobin(b *testing.B) {
+	benchmarkThroughRoundRobin(b, sharedFolderOptions(b.TempDir()))
+}
+
+// BenchmarkResumableS3ThroughRoundRobin is BenchmarkResumableThroughRoundRobin
+// with the uploads in a bucket of a real S3 server on loopback (Versity's
+// S3 gateway on this machine's disk, package tests3), not a folder: the
+// 64 MiB PATCHes become parts of one multipart upload, and the delivery
+// reads the completed object back from the gateway.
+//
+//	go test -run XXX -bench ResumableS3ThroughRoundRobin -benchtime 1x ./internal/clustertest
+func BenchmarkResumableS3ThroughRoundRobin(b *testing.B) {
+	gw := tests3.Start(b, s3Bucket)
+	gw.SetEnv(b) // the instances inherit it
+	// swept as by default (every 30s), as the folder's benchmark is
+	benchmarkThroughRoundRobin(b, strings.Replace(s3Options(gw), "\t\t\treserve_for 1s\n", "", 1))
+}
+
+// benchmarkThroughRoundRobin runs the benchmarks above with the
+// resumable block options on both instances.
+func benchmarkThroughRoundRobin(b *testing.B, options string) {
 	mib := 1024
 	if v, err := strconv.Atoi(os.Getenv("RESUMABLE_BENCH_MIB")); err == nil && v > 0 {
 		mib = v
@@ -30,9 +53,8 @@ func BenchmarkResumableThroughRoundRobin(b *testing.B) {
 	rd := startRedis(b)
 	mon := rd.Monitor(b)
 	back := newDeliveries(b, 0)
-	dir := b.TempDir()
-	a := startInstance(b, "A", rd.URL(), sharedFolderOptions(dir), back.URL)
-	bb := startInstance(b, "B", rd.URL(), sharedFolderOptions(dir), back.URL)
+	a := startInstance(b, "A", rd.URL(), options, back.URL)
+	bb := startInstance(b, "B", rd.URL(), options, back.URL)
 	front := &instance{t: b, name: "front", base: startFront(b, a, bb), client: &http.Client{Transport: &http.Transport{DisableCompression: true}}}
 	data := payload(size)
 	b.SetBytes(int64(size))
