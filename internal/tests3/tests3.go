@@ -3,7 +3,7 @@
 // v1.8.0) on a POSIX folder of the test's own, on a free loopback port,
 // killed when the test ends. Its buckets are the folder's subfolders.
 //
-// The binary is $VERSITYGW, else versitygw on PATH. Without it the test
+// The binary is $VERSITYGW, else versitygw on PATH, else in GOPATH/bin. Without it the test
 // is skipped, unless the CI environment variable is set: then it fails,
 // so CI never passes by skipping (.ci/run installs it).
 package tests3
@@ -11,6 +11,7 @@ package tests3
 import (
 	"context"
 	"fmt"
+	"go/build"
 	"net"
 	"net/http"
 	"os"
@@ -47,7 +48,14 @@ func Binary() string {
 	if path := os.Getenv(BinaryEnv); path != "" {
 		return path
 	}
-	path, _ := exec.LookPath("versitygw")
+	if path, err := exec.LookPath("versitygw"); err == nil {
+		return path
+	}
+	// where the README's `go install` puts it, on PATH or not
+	path := filepath.Join(build.Default.GOPATH, "bin", "versitygw")
+	if _, err := os.Stat(path); err != nil {
+		return ""
+	}
 	return path
 }
 
