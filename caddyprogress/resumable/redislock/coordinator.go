@@ -163,6 +163,12 @@ func (l *lock) Lock(ctx context.Context, requestRelease func()) error {
 			return handler.ErrLockTimeout
 		}
 		if err != nil {
+			if resumable.MayLockLocally(ctx, l.id) {
+				// a creation's ID is known to nobody else yet: its lock is
+				// this process's until Redis answers, then set there (renew)
+				l.held = l.c.hold(&lease{id: l.id, key: key, token: token, lock: true, lost: requestRelease}, start)
+				return nil
+			}
 			if l.c.downLog.Allow() {
 				l.c.cfg.Logger.Warn("redis did not answer; the upload's lock is refused with 503 until it does",
 					zap.String("id", l.id), zap.Error(err))
@@ -347,14 +353,22 @@ func (c *Coordinator) renew() {
 	cmds := make([]*redis.Cmd, len(leases))
 	_, _ = c.cfg.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, l := range leases {
-			cmds[i] = renewScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+			script := renewScript
+			if l.lock {
+				script = renewLockScript
+			}
+			cmds[i] = script.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
 				[]string{l.key}, l.token, c.cfg.Lease.Milliseconds())
 		}
 		return nil
 	})
 	for i, l := range leases {
 		n, err := cmds[i].Int()
-		if c.renewed(l, start, err == nil && n == 1, err != nil) {
+		if err == nil && n == reasserted && c.lostLog.Allow() {
+			c.cfg.Logger.Info("redis answers again; a lock held meanwhile is set there again",
+				zap.String("id", l.id), zap.String("key", l.key))
+		}
+		if c.renewed(l, start, err == nil && n != notOurs, err != nil) {
 			continue
 		}
 		c.signal(l, "lost a lease in redis; letting go")
@@ -375,9 +389,16 @@ func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool 
 		l.deadline = start.Add(c.cfg.Lease)
 		return true
 	}
-	// a renewal that failed for a Redis error is tried again at the next
-	// tick, unless that would be past the lease: then it counts as lost
-	// now, a tick before the key may expire and another take it
+	// a lock whose renewal failed for a Redis error is kept: while Redis
+	// does not answer, no other instance can take it, and its request
+	// goes on; the renewal that reaches Redis again sets it there again,
+	// or finds it another's and lets go (see the package doc)
+	if errored && l.lock {
+		return true
+	}
+	// a claim's renewal that failed for a Redis error is tried again at
+	// the next tick, unless that would be past the lease: then it counts
+	// as lost now, a tick before the key may expire and another take it
 	if errored && time.Now().Add(c.cfg.Lease/3).Before(l.deadline) {
 		return true
 	}
@@ -390,9 +411,26 @@ var removeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
+// The answers of the renewal scripts.
+const (
+	notOurs    = 0 // the key is another's (or, for a claim, gone)
+	renewedKey = 1
+	reasserted = 2 // a lock's key was gone, and is set again
+)
+
 // renewScript sets KEYS[1]'s TTL to ARGV[2] ms if it holds ARGV[1].
 var renewScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+
+// renewLockScript is renewScript for a lock, which also sets KEYS[1]
+// again if it is gone: the lock was kept while Redis did not answer
+// (or taken then, for a creation), and Redis lost it meanwhile
+// (restarted empty, or its lease ran out).
+var renewLockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
 return 0`)
 
 // newToken is a random token that tells one holder from another.

@@ -15,12 +15,27 @@
 // bytes it stored and lets go: a client that reconnects to another
 // instance is not locked out. If the holder died, its lease ends within
 // Config.Lease and the waiting request takes the lock then (tusd waits up
-// to 20s for it). A lock that is no longer its holder's (the key taken
-// after a pause), or whose renewals fail (Redis down) until the next one
-// would come after its lease, counts as lost, a renewal period before
-// the key can expire: its holder is asked to release it. A lease is not
-// a fence: a holder frozen for longer than the lease (a suspended VM)
-// may still write once it runs again, after another took the lock.
+// to 20s for it). A lock that is no longer its holder's (the key another
+// instance's) counts as lost: its holder is asked to release it. A lease
+// is not a fence: a holder frozen for longer than the lease (a suspended
+// VM) may still write once it runs again, after another took the lock.
+//
+// # Redis down
+//
+// A lock whose renewals fail for a Redis error is kept: its request goes
+// on, since no other instance can take the lock while Redis does not
+// answer. The first renewal that reaches Redis again finds the key its
+// own (renewed), gone (Redis restarted empty, or the lease ran out: set
+// again with the holder's token), or another's (lost, as above). A
+// request that wants a lock while Redis does not answer is refused with
+// 503 and Retry-After, unless it is the creation of the upload whose
+// body cannot complete it (resumable.MayLockLocally): that lock is this
+// process's alone, and set in Redis by the first renewal that reaches
+// it. So an instance cut off from a Redis that the others still reach
+// keeps writing the uploads it holds while another may take their
+// locks once their lease has run out, until it reaches Redis again and
+// lets go; a tus client only sends a second request for an upload when
+// it gave up on the first.
 //
 // # Delivery claims
 //
@@ -28,7 +43,10 @@
 // its Lease's context ends when the claim is lost, which stops the
 // delivery (the backend sees it cut short), so that no two instances
 // ever deliver one upload at once. A claim left by an instance that
-// died ends with its lease, and any instance may claim it then.
+// died ends with its lease, and any instance may claim it then. Claims
+// are only ever taken in Redis, and a claim whose renewals fail until the
+// next would come after its lease (Redis down), or whose key is gone,
+// counts as lost, a renewal period before the key can expire.
 //
 // # Keys
 //
@@ -39,6 +57,6 @@
 //	upload_progress:resumable:{T}:release      pub/sub channel of the IDs whose lock is wanted
 //
 // Calls wait at most Config.Timeout (default 1s) each; Redis down makes
-// Lock and ClaimDelivery fail with an error (never a lock or claim
-// granted without Redis).
+// Lock (but for a creation's, above) and ClaimDelivery fail with an
+// error.
 package redislock
