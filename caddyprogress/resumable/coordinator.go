@@ -30,6 +30,10 @@ type Coordinator interface {
 	// elsewhere, without asking its holder to let go: the sweeper leaves
 	// such an upload alone. An error when it cannot tell.
 	Locked(ctx context.Context, id string) (bool, error)
+	// Budget is the count of disk reservations (max_disk, budget.go) of
+	// the uploads in store (a spool's storeKey), shared by the instances
+	// that use this Coordinator on it.
+	Budget(store string) Budget
 	// Close lets go of what the Coordinator holds.
 	Close() error
 }
@@ -92,6 +96,9 @@ func (localCoordinator) ClaimDelivery(ctx context.Context, _ string) (Lease, err
 // Locked is false: in one process, the spool's own count of requests
 // in progress tells the sweeper the same (inRequest).
 func (localCoordinator) Locked(context.Context, string) (bool, error) { return false, nil }
+
+// Budget is this process's count: one process uses the folder.
+func (localCoordinator) Budget(string) Budget { return NewLocalBudget() }
 
 func (localCoordinator) Close() error { return nil }
 

@@ -48,6 +48,22 @@
 // next would come after its lease (Redis down), or whose key is gone,
 // counts as lost, a renewal period before the key can expire.
 //
+// # Disk budget
+//
+// With max_disk, the disk reservations of a store's uploads (package
+// resumable's Budget) are one count for every instance that uses the
+// store: a hash of the uploads' reservations ("bytes:ms", ms the time of
+// the last change by Redis's clock) and their total, each change one Lua
+// script call that reads, checks against the limit and writes both. A
+// body without a length grows its reservation a MiB at a time (64 KiB
+// in one process's count). An upload's reservation goes when the
+// instance that removes or delivers it forgets it, wherever it was made;
+// one whose upload was never made (its instance died between reserving
+// and creating it) is dropped by a sweep once it has not changed for a
+// minute. While Redis does not answer (and for a second after each
+// failure), each instance counts what it reserves meanwhile against
+// max_disk on its own: nothing is refused for Redis being down.
+//
 // # Keys
 //
 // T is the tracker (query-escaped), ID an upload:
@@ -55,6 +71,8 @@
 //	upload_progress:resumable:{T:ID}:lock      the lock: its holder's random token, with the lease as TTL
 //	upload_progress:resumable:{T:ID}:delivery  the delivery claim, likewise
 //	upload_progress:resumable:{T}:release      pub/sub channel of the IDs whose lock is wanted
+//	upload_progress:resumable:{T}:disk:S       hash of the reservations of store S (query-escaped: the upload folder)
+//	upload_progress:resumable:{T}:disk:S:total their total, in bytes
 //
 // Calls wait at most Config.Timeout (default 1s) each; Redis down makes
 // Lock (but for a creation's, above) and ClaimDelivery fail with an
