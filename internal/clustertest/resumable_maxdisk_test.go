@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -160,4 +161,61 @@ func TestMaxDiskWithRedisDownCountsEachInstancesOwn(t *testing.T) {
 		t.Fatalf("creation with a part within max_disk on A with Redis down: %v %s, want 201", resp, body)
 	}
 	expectStoreFull(t, a, 512<<10, "A reserved 768 KiB of 1 MiB while Redis is down")
+}
+
+// BenchmarkRedisPerPatch counts what the lock, claim and disk client of
+// the instances (caddy-upload-progress-resumable) sends Redis per PATCH,
+// with and without max_disk: an upload of PATCH_BENCH_PATCHES (16)
+// PATCHes of 256 KiB alternating between two instances on one folder,
+// the last one delivered. It reports the commands sent (a script call
+// counting once: round trips, but for the renewals' pipelines) and the
+// commands Redis ran (a script's own included), per PATCH.
+//
+//	go test -run XXX -bench RedisPerPatch -benchtime 5x ./internal/clustertest
+func BenchmarkRedisPerPatch(b *testing.B) {
+	patches := 16
+	if v, err := strconv.Atoi(os.Getenv("PATCH_BENCH_PATCHES")); err == nil && v > 0 {
+		patches = v
+	}
+	const chunk = 256 << 10
+	for _, bc := range []struct{ name, settings string }{
+		{"without-max_disk", ""},
+		{"with-max_disk", "\t\t\tmax_disk 1GiB"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			rd := startRedis(b)
+			back := newDeliveries(b, 0)
+			dir := b.TempDir()
+			opts := strings.Replace(sharedFolderOptions(dir), "\t\t}", bc.settings+"\n\t\t}", 1)
+			insts := []*instance{startInstance(b, "A", rd.URL(), opts, back.URL), startInstance(b, "B", rd.URL(), opts, back.URL)}
+			mon := rd.Monitor(b)
+			data := payload(patches * chunk)
+			const name = "caddy-upload-progress-resumable"
+			calls0, cmds0 := mon.Calls()[name], mon.Counts()[name]
+			n := 0
+			b.ResetTimer()
+			for range b.N {
+				path := createOn(b, insts[0], len(data))
+				for i := range patches {
+					want := http.StatusNoContent
+					if i == patches-1 {
+						want = http.StatusCreated
+					}
+					off := i * chunk
+					resp, body := patchOn(b, insts[i%2], path, int64(off), bytes.NewReader(data[off:off+chunk]), chunk)
+					if resp == nil || resp.StatusCode != want {
+						b.Fatalf("PATCH %d: %v %s", i, resp, body)
+					}
+					n++
+				}
+			}
+			b.StopTimer()
+			calls, cmds := mon.Calls()[name]-calls0, mon.Counts()[name]-cmds0
+			b.ReportMetric(float64(calls)/float64(n), "sent/PATCH")
+			b.ReportMetric(float64(cmds)/float64(n), "ran/PATCH")
+			if got := back.complete(); len(got) != b.N {
+				b.Fatalf("the backend got %d complete deliveries, want %d", len(got), b.N)
+			}
+		})
+	}
 }

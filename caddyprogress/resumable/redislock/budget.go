@@ -177,18 +177,19 @@ if op == 'forget' then
 	end
 	return 0
 end
-local total = tonumber(redis.call('GET', KEYS[2]) or '0')
 local n = x
-if op == 'atleast' and x <= held then
-	return held
-end
-if op == 'set' or op == 'atleast' then
-	if limit > 0 and x > held and total - held + x > limit then return -1 end
-elseif op == 'grow' then
-	if x <= held then return held end
-	if limit > 0 then n = math.min(x, held + math.max(limit - total, 0)) end
-else -- settle
+if op == 'settle' then
 	n = math.max(x, math.min(held, y))
+	if v and n == held then return held end
+elseif op ~= 'set' and x <= held then -- atleast, grow
+	return held
+else
+	local total = tonumber(redis.call('GET', KEYS[2]) or '0')
+	if op == 'grow' then
+		if limit > 0 then n = math.min(x, held + math.max(limit - total, 0)) end
+	elseif limit > 0 and x > held and total - held + x > limit then
+		return -1
+	end
 end
 local t = redis.call('TIME')
 redis.call('HSET', KEYS[1], id, string.format('%d:%d', n, t[1] * 1000 + math.floor(t[2] / 1000)))
