@@ -47,6 +47,8 @@ type deliveries struct {
 	*httptest.Server
 	pace    time.Duration // a pause after each 64 KiB read, for a delivery that lasts
 	started atomic.Int32  // deliveries begun
+	running atomic.Int32  // deliveries being read now
+	overlap atomic.Bool   // two deliveries were read at once
 	mu      sync.Mutex
 	got     []delivered
 }
@@ -62,6 +64,10 @@ func newDeliveries(t testing.TB, pace time.Duration) *deliveries {
 	d := &deliveries{pace: pace}
 	d.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.started.Add(1)
+		if d.running.Add(1) > 1 {
+			d.overlap.Store(true)
+		}
+		defer d.running.Add(-1)
 		h := sha256.New()
 		var n int64
 		var err error

@@ -168,8 +168,9 @@ func TestMaxDiskWithRedisDownCountsEachInstancesOwn(t *testing.T) {
 // with and without max_disk: an upload of PATCH_BENCH_PATCHES (16)
 // PATCHes of 256 KiB alternating between two instances on one folder,
 // the last one delivered. It reports the commands sent (a script call
-// counting once: round trips, but for the renewals' pipelines) and the
-// commands Redis ran (a script's own included), per PATCH.
+// counting once; a lock or claim sends two in one round trip, see
+// acquire in redislock) and the commands Redis ran (a script's own
+// included), per PATCH.
 //
 //	go test -run XXX -bench RedisPerPatch -benchtime 5x ./internal/clustertest
 func BenchmarkRedisPerPatch(b *testing.B) {

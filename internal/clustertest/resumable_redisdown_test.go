@@ -265,3 +265,40 @@ func TestLastByteWhileRedisIsDownIsDeliveredOnceItIsBack(t *testing.T) {
 	}
 	back.assertOneDelivery(t, data)
 }
+
+// Redis restarts empty while A delivers an upload: A's claim is gone
+// from Redis, and B's sweeper finds the upload delivering. For a lease
+// after such a restart, Redis grants no lock or claim, so A finds its
+// claim gone and stops before B may claim the delivery: the backend
+// never reads two deliveries of the upload at once, and gets it whole
+// once.
+func TestDeliveryIsNotRunTwiceAtOnceAfterRedisRestartsEmpty(t *testing.T) {
+	rd := startRedis(t)
+	a, b, back, _ := sharedClusterOn(t, rd, false, 5*time.Millisecond, frequentSweeps)
+	data := payload(24 << 20) // 384 reads of the slow backend: 2s
+	path := createOn(t, a, len(data))
+	go func() { _, _ = patchOn(t, a, path, 0, bytes.NewReader(data), int64(len(data))) }()
+	for back.started.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	rd.Kill()
+	rd.Start()
+	// HEADs alternate between the instances, as through a load balancer,
+	// and bring each its route for a delivery in the background
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; ; i++ {
+		inst := []*instance{a, b}[i%2]
+		code, offset := headOn(t, inst, path)
+		if code == http.StatusOK && offset == int64(len(data)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("HEAD on %s 60s after Redis restarted: %d offset %d, want 200 at %d", inst.name, code, offset, len(data))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if back.overlap.Load() {
+		t.Fatalf("the backend read two deliveries of the upload at once: %+v", back.all())
+	}
+	back.assertOneDelivery(t, data)
+}

@@ -224,3 +224,26 @@ func TestLockFoundAnothersOnceRedisIsBackIsLetGo(t *testing.T) {
 		t.Fatal("a lock that is another's in Redis was kept")
 	}
 }
+
+// For a lease after Redis restarted empty (it lost the locks and claims
+// it held), no claim is granted: a holder of before finds its claim gone
+// and stops meanwhile. Then claims are granted at once again.
+func TestNothingIsGrantedForALeaseAfterRedisRestartsEmpty(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	a := instance(t, srv, lease)
+	srv.Kill()
+	srv.Start()
+	start := time.Now()
+	claim, err := a.ClaimDelivery(context.Background(), "up9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim.Release()
+	if took := time.Since(start); took < lease-10*time.Millisecond {
+		t.Fatalf("a claim was granted %v after Redis restarted empty, want a lease (%v) or more", took, lease)
+	}
+	if ok, fresh, err := a.acquire(context.Background(), a.keys.delivery("up10"), "token"); err != nil || !ok || fresh {
+		t.Fatalf("a claim a lease after the restart: granted %v, waiting %v (%v); want granted at once", ok, fresh, err)
+	}
+}

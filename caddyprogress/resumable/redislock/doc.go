@@ -24,9 +24,20 @@
 //
 // A lock whose renewals fail for a Redis error is kept: its request goes
 // on, since no other instance can take the lock while Redis does not
-// answer. The first renewal that reaches Redis again finds the key its
-// own (renewed), gone (Redis restarted empty, or the lease ran out: set
-// again with the holder's token), or another's (lost, as above). A
+// answer. Renewals are then tried every poll (200ms), and the first that
+// reaches Redis again finds the key its own (renewed), gone (Redis
+// restarted empty, or the lease ran out: set again with the holder's
+// token), or another's (lost, as above).
+//
+// A Redis that restarted empty has lost the locks and claims of before
+// while their holders may still run. Every lock or claim taken marks
+// Redis, in the same round trip, with an alive key that each Coordinator
+// also sets when it starts; a Redis without it restarted empty, and the
+// call that sets it again starts a lease in which nothing new is granted
+// (a lock waits, without asking anyone to let go; a claim waits): the
+// holders of before set their locks again, or find their claims gone and
+// stop, before anyone else may take them. An instance that starts in
+// that lease cuts it short (it sets the key as if nothing was lost). A
 // request that wants a lock while Redis does not answer is refused with
 // 503 and Retry-After, unless it is the creation of the upload whose
 // body cannot complete it (resumable.MayLockLocally): that lock is this
@@ -71,6 +82,7 @@
 //	upload_progress:resumable:{T:ID}:lock      the lock: its holder's random token, with the lease as TTL
 //	upload_progress:resumable:{T:ID}:delivery  the delivery claim, likewise
 //	upload_progress:resumable:{T}:release      pub/sub channel of the IDs whose lock is wanted
+//	upload_progress:resumable:{T}:alive        set once (0 at a Coordinator's start, else when it was found gone, in Unix ms)
 //	upload_progress:resumable:{T}:disk:S       hash of the reservations of store S (query-escaped: the upload folder)
 //	upload_progress:resumable:{T}:disk:S:total their total, in bytes
 //

@@ -21,4 +21,8 @@ func (k keys) disk(store string) []string {
 	return []string{base, base + ":total"}
 }
 
+// alive marks a Redis that the tracker's instances have used (see
+// Coordinator.acquire).
+func (k keys) alive() string { return keyPrefix + "{" + k.tracker + "}:alive" }
+
 func (k keys) release() string { return keyPrefix + "{" + k.tracker + "}:release" }
