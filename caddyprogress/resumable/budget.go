@@ -29,7 +29,9 @@ type Budget interface {
 	Forget(id string)
 	// Prune drops the reservations not changed for olderThan whose
 	// upload is not in the store (kept reports those that are): those of
-	// an instance that died between reserving and creating an upload.
+	// an instance that died between reserving and creating an upload. A
+	// shared Budget may look only once a reservation was refused (so that
+	// an idle instance sends nothing).
 	Prune(kept func(id string) bool, olderThan time.Duration)
 	// Step is how much a body's reservation grows at a time (disk.go).
 	Step() int64

@@ -220,3 +220,36 @@ func BenchmarkRedisPerPatch(b *testing.B) {
 		})
 	}
 }
+
+// Instances with max_disk on a shared folder send Redis nothing for it
+// while idle, though they sweep the folder every 100ms: a sweep looks
+// for the reservations of a dead instance only after a reservation was
+// refused. (The lock client's pub/sub connection, subscribed to release
+// requests, has go-redis PING it every 3s: that is all it sends.)
+func TestIdleInstancesWithMaxDiskSendRedisNothing(t *testing.T) {
+	rd := startRedis(t)
+	a, b, _, _ := sharedClusterOn(t, rd, false, 0, frequentSweeps+"\n\t\t\tmax_disk 1MiB")
+	mon := rd.Monitor(t)
+	expectStoreFull(t, b, 2<<20, "larger than max_disk") // a refusal: B's next sweep looks once
+	path := createOn(t, a, 64<<10)
+	if resp, body := tusRequest(t, b, http.MethodDelete, path, nil, 0, nil); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE on B: %v %s", resp, body)
+	}
+	const name = "caddy-upload-progress-resumable"
+	if !mon.WaitQuiet(name, 500*time.Millisecond, 20*time.Second) {
+		t.Fatalf("the instances kept sending Redis commands after the uploads ended: %q", mon.Recent(name))
+	}
+	before := mon.Counts()[name]
+	time.Sleep(2 * time.Second)
+	sent := mon.Counts()[name] - before
+	recent := mon.Recent(name)
+	if sent > len(recent) {
+		t.Fatalf("idle, sweeping every 100ms: %d commands in 2s, last %q", sent, recent)
+	}
+	for _, cmd := range recent[len(recent)-sent:] {
+		if !strings.EqualFold(cmd, `"ping"`) {
+			t.Fatalf("idle, sweeping every 100ms: sent %q (last %d: %q), want nothing but pub/sub PINGs", cmd, sent, recent)
+		}
+	}
+	t.Logf("idle for 2s: %d pub/sub PINGs, nothing else", sent)
+}

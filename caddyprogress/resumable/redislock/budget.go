@@ -42,6 +42,10 @@ type budget struct {
 	keys  []string // the hash of the reservations, and their total
 	own   resumable.Budget
 	pause atomic.Int64 // until when (Unix ns) Redis is not asked, after a failure
+	// refused is set when a reservation was refused or cut short: the
+	// next Prune looks for reservations left by a dead instance then,
+	// and not otherwise, so that an idle instance sends Redis nothing
+	refused atomic.Bool
 }
 
 // run runs one operation of budgetScript: what the upload reserves
@@ -80,7 +84,15 @@ func (b *budget) Reserve(id string, n, limit int64) bool {
 	if err != nil {
 		return b.own.Reserve(id, n, limit)
 	}
-	return got >= 0
+	return b.granted(got >= 0)
+}
+
+// granted notes a refusal (see refused) and returns ok.
+func (b *budget) granted(ok bool) bool {
+	if !ok {
+		b.refused.Store(true)
+	}
+	return ok
 }
 
 func (b *budget) ReserveAtLeast(id string, n, limit int64) bool {
@@ -88,7 +100,7 @@ func (b *budget) ReserveAtLeast(id string, n, limit int64) bool {
 	if err != nil {
 		return b.own.ReserveAtLeast(id, n, limit)
 	}
-	return got >= 0
+	return b.granted(got >= 0)
 }
 
 func (b *budget) Grow(id string, want, limit int64) int64 {
@@ -96,6 +108,7 @@ func (b *budget) Grow(id string, want, limit int64) int64 {
 	if err != nil {
 		return b.own.Grow(id, want, limit)
 	}
+	b.granted(got >= want)
 	return got
 }
 
@@ -114,10 +127,11 @@ func (b *budget) Forget(id string) {
 }
 
 // Prune drops, in Redis, the reservations of uploads not kept that no
-// one changed for olderThan (by Redis's clock), and does the same in own.
+// one changed for olderThan (by Redis's clock), if a reservation was
+// refused here since the last time; and does the same in own.
 func (b *budget) Prune(kept func(id string) bool, olderThan time.Duration) {
 	b.own.Prune(kept, olderThan)
-	if time.Now().UnixNano() < b.pause.Load() {
+	if time.Now().UnixNano() < b.pause.Load() || !b.refused.Swap(false) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(b.c.ctx, b.c.cfg.Timeout)

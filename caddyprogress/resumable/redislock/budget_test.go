@@ -67,8 +67,9 @@ func TestBudgetHoldsUnderConcurrentReservations(t *testing.T) {
 	}
 }
 
-// A reservation not changed for longer than asked, of an upload not
-// kept, is pruned; a recent one, or one kept, stays.
+// Once a reservation was refused, a reservation not changed for longer
+// than asked, of an upload not kept, is pruned; a recent one, or one
+// kept, stays.
 func TestBudgetPrunesStaleReservations(t *testing.T) {
 	srv := testredis.Start(t)
 	c := instance(t, srv, time.Second)
@@ -83,6 +84,9 @@ func TestBudgetPrunesStaleReservations(t *testing.T) {
 	}
 	if err := rc.IncrBy(ctx, keys[1], 400).Err(); err != nil {
 		t.Fatal(err)
+	}
+	if bud.Reserve("refused", 1<<40, 1000) { // a refusal: what has Prune look
+		t.Fatal("a reservation past the limit was granted")
 	}
 	bud.Prune(func(id string) bool { return id == "kept" }, time.Minute)
 	left, err := rc.HKeys(ctx, keys[0]).Result()

@@ -71,7 +71,9 @@
 // instance that removes or delivers it forgets it, wherever it was made;
 // one whose upload was never made (its instance died between reserving
 // and creating it) is dropped by a sweep once it has not changed for a
-// minute. While Redis does not answer (and for a second after each
+// minute: the first sweep after a reservation was refused on that
+// instance (HKEYS, then one script call for those not in the store), so
+// that an idle instance sends Redis nothing. While Redis does not answer (and for a second after each
 // failure), each instance counts what it reserves meanwhile against
 // max_disk on its own: nothing is refused for Redis being down.
 //
