@@ -3,8 +3,12 @@ package clustertest
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -299,6 +303,67 @@ func TestDeliveryIsNotRunTwiceAtOnceAfterRedisRestartsEmpty(t *testing.T) {
 	}
 	if back.overlap.Load() {
 		t.Fatalf("the backend read two deliveries of the upload at once: %+v", back.all())
+	}
+	back.assertOneDelivery(t, data)
+}
+
+// tus-js-client uploads 32 MiB in PATCHes of 1 MiB through the
+// round-robin front while Redis is killed mid-upload and restarted
+// empty 3s later: with its retryDelays it rides through the 503s (and
+// a 400 if a PATCH was let go), ends with the backend's 201, and the
+// backend gets the file once, byte-identical.
+func TestTusJSClientRidesThroughARedisRestart(t *testing.T) {
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Skip("node is not installed")
+	}
+	if _, err := os.Stat(nodeScript("node_modules")); err != nil {
+		t.Skip("run npm ci --engine-strict in caddyprogress/resumable/testdata/node first")
+	}
+	rd := startRedis(t)
+	_, _, back, front := sharedClusterOn(t, rd, true, 0, "")
+	rc := rd.Client(t)
+	data := payload(32 << 20)
+	file := filepath.Join(t.TempDir(), "payload.bin")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	opts := `{"chunkSize": 1048576, "retryDelays": [500, 1000, 1000, 1000, 1000, 1000, 2000, 2000, 2000, 2000, 3000, 3000, 3000]}`
+	cmd := exec.CommandContext(ctx, "node", nodeScript("tus-upload.mjs"), front+"/files/", file, opts)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- cmd.Wait() }()
+	// Redis goes while a PATCH holds its lock
+	for {
+		if keys, _ := rc.Keys(ctx, "upload_progress:resumable:*:lock").Result(); len(keys) > 0 {
+			break
+		}
+		select {
+		case err := <-ended:
+			t.Fatalf("the client ended (%v) before Redis was killed: %s %s", err, stdout.String(), stderr.String())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	rd.Kill()
+	time.Sleep(3 * time.Second)
+	rd.Start()
+	if err := <-ended; err != nil {
+		t.Fatalf("tus-upload.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	var last map[string]any
+	for _, line := range bytes.Split(stdout.Bytes(), []byte("\n")) {
+		var ev map[string]any
+		if json.Unmarshal(line, &ev) == nil && (ev["event"] == "success" || ev["event"] == "error") {
+			last = ev
+		}
+	}
+	if last == nil || last["event"] != "success" || last["status"] != float64(http.StatusCreated) {
+		t.Fatalf("tus-js-client ended with %v, want success with the backend's 201\n%s", last, stdout.String())
 	}
 	back.assertOneDelivery(t, data)
 }
