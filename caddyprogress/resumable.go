@@ -41,10 +41,6 @@ func (h *Handler) provisionResumable(ctx caddy.Context) error {
 			return err
 		}
 	}
-	if h.redisURL != "" && cfg.MaxDisk > 0 {
-		return fmt.Errorf("resumable max_disk %d: with redis on the tracker, instances may share the upload folder, "+
-			"and max_disk is counted by each instance alone; remove max_disk (limit the folder's filesystem instead)", cfg.MaxDisk)
-	}
 	srv, err := resumable.New(cfg, resumable.Options{
 		Tracker:        resumableTracker{h},
 		IDHeader:       h.IDHeader,

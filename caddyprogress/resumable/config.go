@@ -83,7 +83,9 @@ type Config struct {
 	// The bytes all partial and undelivered uploads in dir may take
 	// together, counted as bytes are written: a creation whose length
 	// does not fit is refused with 507, and a body without a length
-	// (chunked, HTTP/2) stops at the room left with 507. Default: no limit.
+	// (chunked, HTTP/2) stops at the room left with 507. With redis on
+	// the tracker, one budget for every instance that shares dir, counted
+	// in Redis. Default: no limit.
 	MaxDisk int64 `json:"max_disk,omitempty"`
 
 	// How long an upload keeps max_disk room reserved for the bytes it

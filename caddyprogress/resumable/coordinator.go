@@ -3,6 +3,7 @@ package resumable
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/tus/tusd/v2/pkg/filelocker"
@@ -30,6 +31,10 @@ type Coordinator interface {
 	// elsewhere, without asking its holder to let go: the sweeper leaves
 	// such an upload alone. An error when it cannot tell.
 	Locked(ctx context.Context, id string) (bool, error)
+	// Budget is the count of disk reservations (max_disk, budget.go) of
+	// the uploads in store (a spool's storeKey), shared by the instances
+	// that use this Coordinator on it.
+	Budget(store string) Budget
 	// Close lets go of what the Coordinator holds.
 	Close() error
 }
@@ -40,6 +45,30 @@ type Lease interface {
 	Context() context.Context
 	// Release gives the claim up.
 	Release()
+}
+
+// MayLockLocally reports whether the request of ctx may take upload
+// id's lock in this process alone, when the Coordinator cannot reach
+// where it keeps its locks (Redis down): the request that creates the
+// upload (no one else knows its ID yet), when its body cannot complete
+// it (a first part of known length, or a deferred length), so that it
+// needs no delivery claim and its client gets the upload's URL. tus
+// v1 creations only: an IETF-draft creation may complete the upload
+// without saying its length.
+func MayLockLocally(ctx context.Context, id string) bool {
+	st, ok := ctx.Value(stateKey{}).(*requestState)
+	if !ok || !st.creation || st.entry == nil || st.entry.id != id {
+		return false
+	}
+	h := st.r.Header
+	if h.Get("Upload-Draft-Interop-Version") != "" {
+		return false
+	}
+	if h.Get("Upload-Defer-Length") == "1" {
+		return true
+	}
+	size, err := strconv.ParseInt(h.Get("Upload-Length"), 10, 64)
+	return err == nil && st.r.ContentLength >= 0 && st.r.ContentLength < size
 }
 
 // ErrClaimed means another instance holds an upload's delivery claim.
@@ -82,6 +111,9 @@ func (localCoordinator) ClaimDelivery(ctx context.Context, _ string) (Lease, err
 // Locked is false: in one process, the spool's own count of requests
 // in progress tells the sweeper the same (inRequest).
 func (localCoordinator) Locked(context.Context, string) (bool, error) { return false, nil }
+
+// Budget is this process's count: one process uses the folder.
+func (localCoordinator) Budget(string) Budget { return NewLocalBudget() }
 
 func (localCoordinator) Close() error { return nil }
 

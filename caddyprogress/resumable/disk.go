@@ -26,49 +26,26 @@ import (
 //     its length for reserve_for (the sweeper then lets that go), so
 //     creations that never send a byte cannot keep the store full.
 //
+// The reservations are counted in the spool's Budget (budget.go): this
+// process's, or, with max_disk and redis, one count per store for every
+// instance that shares it (Coordinator.Budget), which a body grows a
+// larger step at a time (Budget.Step) to spare round trips.
+//
 // A refused body leaves nothing the client cannot resume: a creation
 // whose body was refused (its client never got the URL), or an upload of
 // deferred length that went past max_size, is removed.
 
-// diskStep is how much a body's reservation grows at a time (or a read's
-// length, if longer): the spool's lock is taken once per step, not per
-// read, and a request trickling its body holds at most this much it has
-// not sent, so it takes many such requests to fill max_disk.
-const diskStep = 64 << 10
-
 // grow raises what upload id reserves towards want, as far as limit
 // allows (0: no limit), and returns what it reserves then.
 func (sp *spool) grow(id string, want, limit int64) int64 {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	held := sp.reserved[id]
-	if want <= held {
-		return held
-	}
-	if limit > 0 {
-		want = min(want, held+max(limit-sp.total, 0))
-	}
-	sp.total += want - held
-	sp.reserved[id] = want
-	return want
-}
-
-// held is what upload id reserves.
-func (sp *spool) held(id string) int64 {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	return sp.reserved[id]
+	return sp.disk().Grow(id, want, limit)
 }
 
 // settle sets what upload id reserves after a request: what it stored
 // (on disk, so taken whatever the limit), or for an upload of known
 // length (keep > stored) what it held, up to keep.
 func (sp *spool) settle(id string, stored, keep int64) {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	n := max(stored, min(sp.reserved[id], keep))
-	sp.total += n - sp.reserved[id]
-	sp.reserved[id] = n
+	sp.disk().Settle(id, stored, keep)
 }
 
 // diskBody is a request body that ends where the upload's reservation
@@ -82,6 +59,7 @@ type diskBody struct {
 	maxSize int64 // max_size: no upload goes past it, deferred length or not
 	pos     int64 // the upload's offset once the bytes read so far are stored
 	held    int64 // what the upload reserves; read at the first Read, once tusd holds the upload's lock
+	step    int64 // how much the reservation grows at a time (Budget.Step)
 	started bool
 	err     error
 	probe   [1]byte
@@ -93,19 +71,24 @@ func (s *Server) limitBody(r *http.Request, id string, offset int64) {
 	if r.Body == nil || r.Body == http.NoBody {
 		return
 	}
-	r.Body = &diskBody{ReadCloser: r.Body, sp: s.spool, id: id, limit: s.cfg.MaxDisk, maxSize: s.cfg.MaxSize, pos: offset}
+	r.Body = &diskBody{ReadCloser: r.Body, sp: s.spool, id: id, limit: s.cfg.MaxDisk, maxSize: s.cfg.MaxSize, pos: offset,
+		step: s.spool.disk().Step()}
 }
 
 func (b *diskBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if !b.started {
+	if !b.started || b.pos+int64(len(p)) > b.held {
+		// at the first Read, what the upload reserves is read, and grown
+		// only if this read needs it, in one call (one round trip with a
+		// shared Budget); later, a step at a time
+		want := b.pos + max(int64(len(p)), b.step)
+		if !b.started {
+			want = b.pos + int64(len(p))
+		}
 		b.started = true
-		b.held = b.sp.held(b.id)
-	}
-	if b.pos+int64(len(p)) > b.held {
-		b.held = b.sp.grow(b.id, b.pos+max(int64(len(p)), diskStep), b.limit)
+		b.held = b.sp.grow(b.id, want, b.limit)
 	}
 	room := min(b.held, b.maxSize) - b.pos
 	if room <= 0 {

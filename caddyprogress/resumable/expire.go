@@ -147,6 +147,7 @@ func (sp *spool) sweep(s *Server, now time.Time) {
 			}
 		}
 	}
+	sp.pruneReservations(seen)
 }
 
 // lockedElsewhere reports whether a request for upload id holds its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"sync"
 	"sync/atomic"
 
@@ -29,10 +30,13 @@ type spool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background goroutines
 
-	mu       sync.Mutex
-	entries  map[string]*entry
-	reserved map[string]int64 // disk bytes each upload takes or will take
-	total    int64            // the sum of reserved
+	mu      sync.Mutex
+	entries map[string]*entry
+	// budget counts the disk bytes each upload takes or will take
+	// (disk.go): this process's own, or, once a handler with max_disk
+	// uses the folder, the Coordinator's count for the store (shared).
+	budget Budget
+	shared bool
 
 	// routes holds, for each handler with a delivery scheduled in the
 	// background (needs counts them), how a request reached it: what the
@@ -121,7 +125,7 @@ func newSpool(store Storage, coord Coordinator) *spool {
 		ctx:        ctx,
 		cancel:     cancel,
 		entries:    make(map[string]*entry),
-		reserved:   make(map[string]int64),
+		budget:     NewLocalBudget(),
 		routes:     make(map[routeKey]*route),
 		needs:      make(map[routeKey]int),
 		routeAdded: make(chan struct{}),
@@ -155,10 +159,9 @@ func (sp *spool) entry(rec *deliveryRecord) *entry {
 // forget drops an upload's entry and its disk reservation.
 func (sp *spool) forget(id string) {
 	sp.mu.Lock()
-	defer sp.mu.Unlock()
 	delete(sp.entries, id)
-	sp.total -= sp.reserved[id]
-	delete(sp.reserved, id)
+	sp.mu.Unlock()
+	sp.disk().Forget(id)
 }
 
 // errDiskFull means max_disk would be exceeded.
@@ -167,27 +170,64 @@ var errDiskFull = errors.New("the upload store is full")
 // reserve sets the disk bytes upload id takes to n, unless that would
 // make all uploads together take more than limit (0: no limit).
 func (sp *spool) reserve(id string, n, limit int64) error {
-	sp.mu.Lock()
-	defer sp.mu.Unlock()
-	total := sp.total - sp.reserved[id] + n
-	if limit > 0 && n > sp.reserved[id] && total > limit {
+	if !sp.disk().Reserve(id, n, limit) {
 		return errDiskFull
 	}
-	sp.total = total
-	sp.reserved[id] = n
 	return nil
 }
 
 // reserveAtLeast grows what upload id reserves to n, unless that would
 // exceed limit; a reservation of n or more is left as it is.
 func (sp *spool) reserveAtLeast(id string, n, limit int64) error {
-	sp.mu.Lock()
-	held := sp.reserved[id]
-	sp.mu.Unlock()
-	if n <= held {
-		return nil
+	if !sp.disk().ReserveAtLeast(id, n, limit) {
+		return errDiskFull
 	}
-	return sp.reserve(id, n, limit)
+	return nil
+}
+
+// storeKey names the spool's store where the uploads of several
+// instances are counted together (max_disk): its folder or bucket.
+func (sp *spool) storeKey() string { return sp.store.Key() }
+
+// disk is the spool's Budget.
+func (sp *spool) disk() Budget {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.budget
+}
+
+// shareBudgetLocked makes the spool count its uploads' disk in the
+// Coordinator's Budget of its store, for max_disk across the instances
+// that share it (with the local Coordinator, this process's count
+// still). What this process reserved so far moves there, under mu, so
+// that no reservation is made meanwhile. Done once, when the first
+// handler with max_disk uses the folder: an instance without max_disk
+// costs no round trip to count it.
+func (sp *spool) shareBudgetLocked() {
+	if sp.shared {
+		return
+	}
+	sp.shared = true
+	shared := sp.coord.Budget(sp.storeKey())
+	if local, ok := sp.budget.(*localBudget); ok {
+		for id, n := range local.reservations() {
+			shared.ReserveAtLeast(id, n, 0)
+		}
+	}
+	sp.budget = shared
+}
+
+// pruneReservations drops the reservations of uploads not in the store
+// (seen lists those that are) made more than staleReservation ago: an
+// instance died between reserving and creating one.
+func (sp *spool) pruneReservations(seen map[string]bool) {
+	sp.disk().Prune(func(id string) bool {
+		if seen[id] {
+			return true
+		}
+		_, err := sp.store.ReadRecord(sp.ctx, id) // made since the store was listed
+		return !errors.Is(err, fs.ErrNotExist)
+	}, staleReservation)
 }
 
 // errBusy means a delivery of the upload runs, or is scheduled, in
@@ -330,6 +370,9 @@ func (sp *spool) join(s *Server, load any) error {
 		}
 	}
 	sp.users[s] = load
+	if s.cfg.MaxDisk > 0 {
+		sp.shareBudgetLocked()
+	}
 	return nil
 }
 

@@ -31,6 +31,7 @@ type Monitor struct {
 	mu      sync.Mutex
 	names   map[string]string // client address -> name
 	counts  map[string]int    // client name -> commands
+	calls   map[string]int    // client name -> commands it sent (a script's own not counted)
 	recent  map[string][]string
 	marks   map[string]chan struct{}
 	lastBy  string // the name of the client of the last command (for a script's own)
@@ -54,7 +55,7 @@ func (s *Server) Monitor(t testing.TB) *Monitor {
 		_ = conn.Close()
 		t.Fatalf("monitor: %v", err)
 	}
-	m := &Monitor{t: t, s: s, conn: conn, ctl: ctl, ctlR: bufio.NewReader(ctl), names: map[string]string{}, counts: map[string]int{},
+	m := &Monitor{t: t, s: s, conn: conn, ctl: ctl, ctlR: bufio.NewReader(ctl), names: map[string]string{}, counts: map[string]int{}, calls: map[string]int{},
 		recent: map[string][]string{}, marks: map[string]chan struct{}{}, done: make(chan struct{})}
 	if _, err := m.call("CLIENT", "SETNAME", monitorName); err != nil {
 		t.Fatalf("monitor: %v", err)
@@ -126,6 +127,9 @@ func (m *Monitor) count(addr, cmd string) {
 		return
 	}
 	m.counts[name]++
+	if addr != "lua" {
+		m.calls[name]++
+	}
 	r := append(m.recent[name], cmd)
 	if len(r) > 20 {
 		r = r[len(r)-20:]
@@ -237,6 +241,22 @@ func (m *Monitor) Counts() map[string]int {
 	}
 	out := make(map[string]int, len(m.counts))
 	for k, v := range m.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// Calls returns how many commands each client name has sent so far, a
+// script call counting once (its own commands not counted): as Counts,
+// every command Redis ran before the call is in them. Without
+// pipelines, each is a round trip.
+func (m *Monitor) Calls() map[string]int {
+	m.t.Helper()
+	m.Counts() // waits for the marker
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]int, len(m.calls))
+	for k, v := range m.calls {
 		out[k] = v
 	}
 	return out

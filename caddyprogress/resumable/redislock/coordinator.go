@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -54,8 +56,11 @@ type Coordinator struct {
 	wg     sync.WaitGroup
 	pubsub *redis.PubSub
 
-	lostLog ratelog.Gate // the lines of lost leases, at most one a second
-	downLog ratelog.Gate // the lines of locks refused while Redis fails, at most one a second
+	lostLog  ratelog.Gate // the lines of lost leases, at most one a second
+	downLog  ratelog.Gate // the lines of locks refused while Redis fails, at most one a second
+	freshLog ratelog.Gate // the lines of a Redis restarted empty, at most one a second
+
+	renewFailed atomic.Bool // the last renewal failed for a Redis error
 
 	mu   sync.Mutex
 	held map[*lease]struct{}
@@ -95,6 +100,7 @@ func New(cfg Config) *Coordinator {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Tracker), ctx: ctx, cancel: cancel, held: make(map[*lease]struct{})}
+	c.markKnown()
 	c.pubsub = cfg.Client.Subscribe(ctx, c.keys.release())
 	c.wg.Add(2)
 	go c.listen()
@@ -129,6 +135,10 @@ type locker struct{ c *Coordinator }
 
 func (l locker) NewLock(id string) (handler.Lock, error) { return &lock{c: l.c, id: id}, nil }
 
+// errJustRestarted is the error of a claim whose context ended while
+// Redis had restarted empty a moment ago (see acquire).
+var errJustRestarted = errors.New("redis restarted empty less than a lease ago")
+
 // errLockUnavailable is tusd's answer to a request whose upload's lock
 // cannot be taken because Redis does not answer: 503 with Retry-After
 // (tus clients retry), a JSON error without Redis's own.
@@ -155,7 +165,7 @@ func (l *lock) Lock(ctx context.Context, requestRelease func()) error {
 	key, token := l.c.keys.lock(l.id), newToken()
 	for {
 		start := time.Now()
-		ok, err := l.c.acquire(ctx, key, token)
+		ok, fresh, err := l.c.acquire(ctx, key, token)
 		if ctx.Err() != nil {
 			if ok {
 				l.c.remove(key, token)
@@ -163,17 +173,31 @@ func (l *lock) Lock(ctx context.Context, requestRelease func()) error {
 			return handler.ErrLockTimeout
 		}
 		if err != nil {
+			if resumable.MayLockLocally(ctx, l.id) {
+				// a creation's ID is known to nobody else yet: its lock is
+				// this process's until Redis answers, then set there (renew)
+				l.held = l.c.hold(&lease{id: l.id, key: key, token: token, lock: true, lost: requestRelease}, start)
+				return nil
+			}
 			if l.c.downLog.Allow() {
 				l.c.cfg.Logger.Warn("redis did not answer; the upload's lock is refused with 503 until it does",
 					zap.String("id", l.id), zap.Error(err))
 			}
 			return errLockUnavailable
 		}
-		if ok {
+		if fresh && !resumable.MayLockLocally(ctx, l.id) {
+			// Redis restarted empty a moment ago: a request of before may
+			// still hold this lock, and set it again within the lease;
+			// wait, without asking anyone to let go
+			if ok {
+				l.c.remove(key, token)
+			}
+		} else if ok {
 			l.held = l.c.hold(&lease{id: l.id, key: key, token: token, lock: true, lost: requestRelease}, start)
 			return nil
+		} else {
+			l.c.askRelease(ctx, l.id)
 		}
-		l.c.askRelease(ctx, l.id)
 		select {
 		case <-ctx.Done():
 			return handler.ErrLockTimeout
@@ -193,11 +217,26 @@ func (l *lock) Unlock() error {
 }
 
 // ClaimDelivery claims the delivery of upload id: resumable.ErrClaimed
-// if another holds it.
+// if another holds it. For a lease after Redis restarted empty, it waits
+// (see acquire).
 func (c *Coordinator) ClaimDelivery(ctx context.Context, id string) (resumable.Lease, error) {
 	key, token := c.keys.delivery(id), newToken()
 	start := time.Now()
-	ok, err := c.acquire(ctx, key, token)
+	ok, fresh, err := c.acquire(ctx, key, token)
+	for err == nil && fresh {
+		// Redis restarted empty a moment ago: a delivery of before may
+		// still run, and find its claim gone within the lease; wait
+		if ok {
+			c.remove(key, token)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("claiming the delivery of upload %s in redis: %w", id, errJustRestarted)
+		case <-time.After(pollInterval):
+		}
+		start = time.Now()
+		ok, fresh, err = c.acquire(ctx, key, token)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("claiming the delivery of upload %s in redis: %w", id, err)
 	}
@@ -234,11 +273,53 @@ func (c *Coordinator) Locked(ctx context.Context, id string) (bool, error) {
 	return n > 0, err
 }
 
-// acquire sets key to token with the lease, if no one holds it.
-func (c *Coordinator) acquire(ctx context.Context, key, token string) (bool, error) {
+// acquire sets key to token with the lease, if no one holds it (ok).
+// In the same round trip it marks Redis as known to this tracker (the
+// alive key, set once): fresh reports that Redis did not know it a lease
+// ago, so it lost what it held (restarted empty) a moment ago, and the
+// holders of before may not have set their locks and claims again yet.
+func (c *Coordinator) acquire(ctx context.Context, key, token string) (ok, fresh bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
-	return c.cfg.Client.SetNX(ctx, key, token, c.cfg.Lease).Result()
+	now := time.Now()
+	var set *redis.BoolCmd
+	var mark *redis.StatusCmd
+	_, err = c.cfg.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		set = p.SetNX(ctx, key, token, c.cfg.Lease)
+		mark = p.SetArgs(ctx, c.keys.alive(), now.UnixMilli(), redis.SetArgs{Mode: "NX", Get: true})
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return false, false, err
+	}
+	if err := set.Err(); err != nil {
+		return false, false, err
+	}
+	known := time.UnixMilli(0) // set at the Coordinator's start: no restart since
+	switch since, err := mark.Result(); {
+	case errors.Is(err, redis.Nil):
+		known = now // this call marked it
+	case err != nil:
+		return false, false, err
+	default:
+		if ms, err := strconv.ParseInt(since, 10, 64); err == nil {
+			known = time.UnixMilli(ms)
+		}
+	}
+	fresh = now.Before(known.Add(c.cfg.Lease))
+	if fresh && c.freshLog.Allow() {
+		c.cfg.Logger.Warn("redis restarted empty a moment ago: no lock or claim is granted for a lease, "+
+			"while their holders of before set them again", zap.Duration("lease", c.cfg.Lease))
+	}
+	return set.Val(), fresh, nil
+}
+
+// markKnown marks Redis as known to this tracker, from the start: a
+// Redis that does not know it later lost what it held (see acquire).
+func (c *Coordinator) markKnown() {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	defer cancel()
+	_ = c.cfg.Client.SetNX(ctx, c.keys.alive(), 0, 0).Err()
 }
 
 // hold counts l as held, surely until a lease after start.
@@ -314,16 +395,21 @@ func (c *Coordinator) signal(l *lease, why string) {
 	})
 }
 
-// renewLoop renews every held lease every third of the lease.
+// renewLoop renews every held lease every third of the lease, or every
+// poll while renewals fail, so that locks kept while Redis was down are
+// set there again soon after it answers, well within the lease in which
+// it grants nothing new (see acquire).
 func (c *Coordinator) renewLoop() {
 	defer c.wg.Done()
-	ticker := time.NewTicker(c.cfg.Lease / 3)
-	defer ticker.Stop()
 	for {
+		wait := c.cfg.Lease / 3
+		if c.renewFailed.Load() {
+			wait = min(wait, pollInterval)
+		}
 		select {
 		case <-c.ctx.Done():
 			return
-		case <-ticker.C:
+		case <-time.After(wait):
 			c.safely("renewing leases", c.renew)
 		}
 	}
@@ -338,6 +424,8 @@ func (c *Coordinator) renew() {
 		leases = append(leases, l)
 	}
 	c.mu.Unlock()
+	failed := false
+	defer func() { c.renewFailed.Store(failed) }()
 	if len(leases) == 0 {
 		return
 	}
@@ -347,14 +435,23 @@ func (c *Coordinator) renew() {
 	cmds := make([]*redis.Cmd, len(leases))
 	_, _ = c.cfg.Client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, l := range leases {
-			cmds[i] = renewScript.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
+			script := renewScript
+			if l.lock {
+				script = renewLockScript
+			}
+			cmds[i] = script.Eval(ctx, p, // EVAL: a pipeline cannot fall back from EVALSHA
 				[]string{l.key}, l.token, c.cfg.Lease.Milliseconds())
 		}
 		return nil
 	})
 	for i, l := range leases {
 		n, err := cmds[i].Int()
-		if c.renewed(l, start, err == nil && n == 1, err != nil) {
+		failed = failed || err != nil
+		if err == nil && n == reasserted && c.lostLog.Allow() {
+			c.cfg.Logger.Info("redis answers again; a lock held meanwhile is set there again",
+				zap.String("id", l.id), zap.String("key", l.key))
+		}
+		if c.renewed(l, start, err == nil && n != notOurs, err != nil) {
 			continue
 		}
 		c.signal(l, "lost a lease in redis; letting go")
@@ -375,9 +472,16 @@ func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool 
 		l.deadline = start.Add(c.cfg.Lease)
 		return true
 	}
-	// a renewal that failed for a Redis error is tried again at the next
-	// tick, unless that would be past the lease: then it counts as lost
-	// now, a tick before the key may expire and another take it
+	// a lock whose renewal failed for a Redis error is kept: while Redis
+	// does not answer, no other instance can take it, and its request
+	// goes on; the renewal that reaches Redis again sets it there again,
+	// or finds it another's and lets go (see the package doc)
+	if errored && l.lock {
+		return true
+	}
+	// a claim's renewal that failed for a Redis error is tried again at
+	// the next tick, unless that would be past the lease: then it counts
+	// as lost now, a tick before the key may expire and another take it
 	if errored && time.Now().Add(c.cfg.Lease/3).Before(l.deadline) {
 		return true
 	}
@@ -390,9 +494,26 @@ var removeScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`)
 
+// The answers of the renewal scripts.
+const (
+	notOurs    = 0 // the key is another's (or, for a claim, gone)
+	renewedKey = 1
+	reasserted = 2 // a lock's key was gone, and is set again
+)
+
 // renewScript sets KEYS[1]'s TTL to ARGV[2] ms if it holds ARGV[1].
 var renewScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`)
+
+// renewLockScript is renewScript for a lock, which also sets KEYS[1]
+// again if it is gone: the lock was kept while Redis did not answer
+// (or taken then, for a creation), and Redis lost it meanwhile
+// (restarted empty, or its lease ran out).
+var renewLockScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not v then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 2 end
 return 0`)
 
 // newToken is a random token that tells one holder from another.

@@ -148,26 +148,102 @@ func TestRedisDownGrantsNothing(t *testing.T) {
 	}
 }
 
-// A holder that cannot renew (Redis gone) lets go before its lease could
-// end in Redis: the lock's holder is asked to release, the claim's
-// context ends.
-func TestHolderLetsGoWhenRenewalsFail(t *testing.T) {
+// A claim that cannot be renewed (Redis gone) is let go before its
+// lease could end in Redis: its context ends, and its delivery stops.
+func TestClaimLetsGoWhenRenewalsFail(t *testing.T) {
 	srv := testredis.Start(t)
 	a := instance(t, srv, 600*time.Millisecond)
-	asked := make(chan struct{})
-	if err := lockOf(t, a, "up6").Lock(context.Background(), func() { close(asked) }); err != nil {
-		t.Fatal(err)
-	}
 	claim, err := a.ClaimDelivery(context.Background(), "up6")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv.Kill()
-	for name, done := range map[string]<-chan struct{}{"lock": asked, "claim": claim.Context().Done()} {
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("the %s was kept with Redis gone", name)
+	select {
+	case <-claim.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the claim was kept with Redis gone")
+	}
+}
+
+// A lock whose renewals fail (Redis gone) is kept: no other instance
+// can take it while Redis does not answer. When Redis is back (empty),
+// the holder sets its lock there again, and another instance is refused
+// it (and asks the holder to let go).
+func TestLockIsKeptWhileRedisIsDownAndSetAgainAfter(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := instance(t, srv, 300*time.Millisecond), instance(t, srv, 300*time.Millisecond)
+	asked := make(chan struct{})
+	if err := lockOf(t, a, "up7").Lock(context.Background(), func() { close(asked) }); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	select {
+	case <-asked:
+		t.Fatal("the holder was asked to let go with Redis gone")
+	case <-time.After(2 * time.Second): // more than six leases
+	}
+	srv.Start()
+	rc := srv.Client(t)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if n, _ := rc.Exists(context.Background(), a.keys.lock("up7")).Result(); n == 1 {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("the lock was not set again in Redis once it was back")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	go func() { _ = lockOf(t, b, "up7").Lock(ctx, func() {}) }()
+	select {
+	case <-asked: // b found it held, and asked
+	case <-time.After(10 * time.Second):
+		t.Fatal("another instance's request did not find the lock held")
+	}
+}
+
+// A lock found another's when Redis answers again is let go at once.
+func TestLockFoundAnothersOnceRedisIsBackIsLetGo(t *testing.T) {
+	srv := testredis.Start(t)
+	a := instance(t, srv, 300*time.Millisecond)
+	asked := make(chan struct{})
+	if err := lockOf(t, a, "up8").Lock(context.Background(), func() { close(asked) }); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	time.Sleep(time.Second)
+	srv.Start()
+	if err := srv.Client(t).Set(context.Background(), a.keys.lock("up8"), "another", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a lock that is another's in Redis was kept")
+	}
+}
+
+// For a lease after Redis restarted empty (it lost the locks and claims
+// it held), no claim is granted: a holder of before finds its claim gone
+// and stops meanwhile. Then claims are granted at once again.
+func TestNothingIsGrantedForALeaseAfterRedisRestartsEmpty(t *testing.T) {
+	srv := testredis.Start(t)
+	const lease = 600 * time.Millisecond
+	a := instance(t, srv, lease)
+	srv.Kill()
+	srv.Start()
+	start := time.Now()
+	claim, err := a.ClaimDelivery(context.Background(), "up9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim.Release()
+	if took := time.Since(start); took < lease-10*time.Millisecond {
+		t.Fatalf("a claim was granted %v after Redis restarted empty, want a lease (%v) or more", took, lease)
+	}
+	if ok, fresh, err := a.acquire(context.Background(), a.keys.delivery("up10"), "token"); err != nil || !ok || fresh {
+		t.Fatalf("a claim a lease after the restart: granted %v, waiting %v (%v); want granted at once", ok, fresh, err)
 	}
 }
