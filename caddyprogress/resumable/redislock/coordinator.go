@@ -26,6 +26,7 @@ import (
 const (
 	DefaultLease   = 5 * time.Second
 	DefaultTimeout = time.Second
+	DefaultLinger  = 10 * time.Second
 )
 
 // pollInterval is how often a request waiting for a held lock tries
@@ -45,6 +46,10 @@ type Config struct {
 	Lease time.Duration
 	// Timeout bounds each Redis call. Default: 1s.
 	Timeout time.Duration
+	// Linger is how long the subscription to release requests stays
+	// open once this instance holds no lock, so that a client's PATCHes
+	// in a row do not each pay a SUBSCRIBE. Default: 10s.
+	Linger time.Duration
 }
 
 // Coordinator is a resumable.Coordinator over Redis.
@@ -54,7 +59,6 @@ type Coordinator struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	pubsub *redis.PubSub
 
 	lostLog  ratelog.Gate // the lines of lost leases, at most one a second
 	downLog  ratelog.Gate // the lines of locks refused while Redis fails, at most one a second
@@ -62,8 +66,24 @@ type Coordinator struct {
 
 	renewFailed atomic.Bool // the last renewal failed for a Redis error
 
-	mu   sync.Mutex
-	held map[*lease]struct{}
+	mu    sync.Mutex
+	held  map[*lease]struct{}
+	locks int           // how many of held are locks
+	sub   *subscription // open while a lock is held, and for Linger after; nil else
+}
+
+// subscription is one subscription to release requests, and the
+// goroutine that listens on it (listen).
+type subscription struct {
+	changed chan struct{} // the count of held locks changed (buffered 1)
+}
+
+// wake tells sub's goroutine that the count of held locks changed.
+func (sub *subscription) wake() {
+	select {
+	case sub.changed <- struct{}{}:
+	default:
+	}
 }
 
 // lease is a lock or a claim this instance holds.
@@ -86,8 +106,9 @@ func Dial(rawURL string, cfg Config) (*Coordinator, error) {
 	return New(cfg), nil
 }
 
-// New starts a Coordinator: its subscription to release requests and
-// its renewal loop. Close it when its folder is no longer used.
+// New starts a Coordinator and its renewal loop (the subscription to
+// release requests opens when it holds a lock). Close it when its folder
+// is no longer used.
 func New(cfg Config) *Coordinator {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
@@ -95,26 +116,28 @@ func New(cfg Config) *Coordinator {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = DefaultLinger
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Coordinator{cfg: cfg, keys: newKeys(cfg.Tracker), ctx: ctx, cancel: cancel, held: make(map[*lease]struct{})}
 	c.markKnown()
-	c.pubsub = cfg.Client.Subscribe(ctx, c.keys.release())
-	c.wg.Add(2)
-	go c.listen()
+	c.wg.Add(1)
 	go c.renewLoop()
 	return c
 }
 
-// Close stops the loops and closes the client; what is held is left to
-// expire with its lease.
+// Close stops the loops and the subscription, and closes the client;
+// what is held is left to expire with its lease.
 func (c *Coordinator) Close() error {
-	c.cancel()
-	err := c.pubsub.Close()
+	c.mu.Lock()
+	c.cancel() // under mu: no subscription starts after it (see hold)
+	c.mu.Unlock()
 	c.wg.Wait()
-	return errors.Join(err, c.cfg.Client.Close())
+	return c.cfg.Client.Close()
 }
 
 // safely runs one step of a loop of the Coordinator: a panic is logged
@@ -328,13 +351,38 @@ func (c *Coordinator) hold(l *lease, start time.Time) *lease {
 	defer c.mu.Unlock()
 	l.deadline = start.Add(c.cfg.Lease)
 	c.held[l] = struct{}{}
+	if l.lock {
+		c.locks++
+		switch {
+		case c.sub != nil:
+			c.sub.wake()
+		case c.ctx.Err() == nil: // not closed (Close cancels under mu)
+			c.sub = &subscription{changed: make(chan struct{}, 1)}
+			c.wg.Add(1)
+			go c.listen(c.sub)
+		}
+	}
 	return l
+}
+
+// forget stops holding l; c.mu is held.
+func (c *Coordinator) forget(l *lease) {
+	if _, ok := c.held[l]; !ok {
+		return
+	}
+	delete(c.held, l)
+	if l.lock {
+		c.locks--
+		if c.locks == 0 && c.sub != nil {
+			c.sub.wake()
+		}
+	}
 }
 
 // drop stops holding l and deletes its key if it is still l's.
 func (c *Coordinator) drop(l *lease) {
 	c.mu.Lock()
-	delete(c.held, l)
+	c.forget(l)
 	c.mu.Unlock()
 	c.remove(l.key, l.token)
 }
@@ -356,11 +404,65 @@ func (c *Coordinator) askRelease(ctx context.Context, id string) {
 	_ = c.cfg.Client.Publish(ctx, c.keys.release(), id).Err()
 }
 
-// listen passes each release request to the holder of the lock it names.
-func (c *Coordinator) listen() {
+// listen subscribes to release requests and passes each to the holder
+// of the lock it names, while this instance holds a lock and for
+// Config.Linger after the last one went; then it closes the
+// subscription (go-redis's health-check PINGs stop with it), and the
+// next lock held opens a new one. A request sent before the
+// subscription is complete is not lost: its sender publishes it again
+// every poll (200ms) until it gets the lock.
+func (c *Coordinator) listen(sub *subscription) {
 	defer c.wg.Done()
-	for msg := range c.pubsub.Channel() {
-		c.safely("passing on a release request", func() { c.passOn(msg.Payload) })
+	defer func() {
+		if v := recover(); v != nil {
+			c.cfg.Logger.Error("listening for release requests panicked",
+				zap.Any("panic", v), zap.ByteString("stack", debug.Stack()))
+			c.mu.Lock()
+			if c.sub == sub {
+				c.sub = nil // the next lock held subscribes again
+			}
+			c.mu.Unlock()
+		}
+	}()
+	pubsub := c.cfg.Client.Subscribe(c.ctx, c.keys.release())
+	msgs := pubsub.Channel()
+	defer func() {
+		_ = pubsub.Close()
+		for range msgs { // until go-redis's receiving goroutine ends
+		}
+	}()
+	linger := time.NewTimer(c.cfg.Linger)
+	linger.Stop()
+	defer linger.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case msg, ok := <-msgs:
+			if !ok {
+				return
+			}
+			c.safely("passing on a release request", func() { c.passOn(msg.Payload) })
+		case <-sub.changed:
+			c.mu.Lock()
+			idle := c.locks == 0
+			c.mu.Unlock()
+			if idle {
+				linger.Reset(c.cfg.Linger)
+			} else {
+				linger.Stop()
+			}
+		case <-linger.C:
+			c.mu.Lock()
+			idle := c.locks == 0
+			if idle {
+				c.sub = nil // the next lock held subscribes again
+			}
+			c.mu.Unlock()
+			if idle {
+				return
+			}
+		}
 	}
 }
 
@@ -485,7 +587,7 @@ func (c *Coordinator) renewed(l *lease, start time.Time, ok, errored bool) bool 
 	if errored && time.Now().Add(c.cfg.Lease/3).Before(l.deadline) {
 		return true
 	}
-	delete(c.held, l)
+	c.forget(l)
 	return false
 }
 

@@ -87,8 +87,7 @@ func TestLockOfADeadInstanceEndsWithItsLease(t *testing.T) {
 	if err := lockOf(t, a, "up3").Lock(context.Background(), func() {}); err != nil {
 		t.Fatal(err)
 	}
-	a.cancel() // its renewal stops, as if killed
-	_ = a.pubsub.Close()
+	a.cancel() // its renewal and its subscription stop, as if killed
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := lockOf(t, b, "up3").Lock(ctx, func() {}); err != nil {

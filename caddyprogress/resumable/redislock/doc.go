@@ -13,7 +13,13 @@
 // or its context ends; the holder, subscribed to that channel, calls
 // tusd's requestRelease, so the PATCH it serves stops at once with the
 // bytes it stored and lets go: a client that reconnects to another
-// instance is not locked out. If the holder died, its lease ends within
+// instance is not locked out. An instance subscribes only while it holds
+// a lock: the subscription opens right after the round trip that takes
+// its first lock (a request published before it is complete is
+// published again a poll later), and closes once it has held no lock for
+// Config.Linger (default 10s, so that a client's PATCHes in a row do not
+// each pay a SUBSCRIBE); so an idle instance keeps no pub/sub connection
+// open, and go-redis's health-check PING on it (every 3s) stops too. If the holder died, its lease ends within
 // Config.Lease and the waiting request takes the lock then (tusd waits up
 // to 20s for it). A lock that is no longer its holder's (the key another
 // instance's) counts as lost: its holder is asked to release it. A lease
@@ -73,7 +79,8 @@
 // and creating it) is dropped by a sweep once it has not changed for a
 // minute: the first sweep after a reservation was refused on that
 // instance (HKEYS, then one script call for those not in the store), so
-// that an idle instance sends Redis nothing. While Redis does not answer (and for a second after each
+// that an idle instance sends Redis nothing (nor does its renewal loop,
+// with nothing held, nor its subscription, closed by then). While Redis does not answer (and for a second after each
 // failure), each instance counts what it reserves meanwhile against
 // max_disk on its own: nothing is refused for Redis being down.
 //
