@@ -141,7 +141,10 @@
 // status fields). So a lost instance's uploads end within lease + 1s
 // when another instance runs or follows uploads, and within a second
 // of the first status poll, event stream or claim that needs them
-// otherwise.
+// otherwise. A claim of the ID of such an upload takes it over at once
+// (putScript): a resumable upload that goes on through another
+// instance after its tracking instance died is tracked there, not ended
+// as lost.
 // The renewal of an upload nobody watches also stores its current
 // document (SetCurrent), unpublished: its record, and its "instance lost"
 // document, are as old as the last renewal at most (an upload shorter

@@ -57,7 +57,9 @@ end
 
 // putScript claims an ID for an upload and stores its document, or
 // re-claims it after Redis was away. It refuses (0) while another claim's
-// upload is in flight, and refuses a re-claim (-1) of a record the claim
+// upload is in flight under a lease not yet passed (a lapsed one's
+// instance is lost: the claim takes the ID over, as the scan would end
+// it), and refuses a re-claim (-1) of a record the claim
 // no longer owns as in flight (another instance ended it). A final
 // state is stored without a lease. A re-claim also publishes the
 // document (a first claim leaves that to the publisher, which also
@@ -74,8 +76,8 @@ end
 // putBatchScript does the same for several records (see batch.go).
 const putBody = nowMS + isLive + `
 local function put(key, token, state, doc, group, lease, retain, reclaim, least, id, upChan, groupChan, watchChan, summary, ins)
-	local st, own, seq, w = unpack(redis.call('HMGET', key, 'st', 'own', 'seq', 'w'))
-	if live(st) and own ~= token then return 0 end
+	local st, own, seq, w, held = unpack(redis.call('HMGET', key, 'st', 'own', 'seq', 'w', 'lease'))
+	if live(st) and own ~= token and tonumber(held or '0') > now then return 0 end
 	if reclaim == '1' and st and own == token and not live(st) then return -1 end
 	seq = math.max((tonumber(seq) or 0) + 1, tonumber(least))
 	local ttl = tonumber(retain)

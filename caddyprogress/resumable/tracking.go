@@ -54,11 +54,16 @@ func (s *Server) trackNow(e *entry, rec *deliveryRecord, info *handler.FileInfo)
 		}
 	}
 	total, stored := int64(-1), int64(0)
-	if info != nil {
+	switch {
+	case info != nil:
 		stored = info.Offset
 		if !info.SizeIsDeferred {
 			total = info.Size
 		}
+	case rec.Delivery != deliveryReceiving:
+		// every byte was stored (Size is set when the delivery begins),
+		// and the bytes may be gone from the store by now (delivered)
+		total, stored = rec.Size, rec.Size
 	}
 	tracked, err := s.opts.Tracker.Track(e.id, rec.Group, total, stored, e)
 	if err != nil {

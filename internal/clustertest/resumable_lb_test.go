@@ -553,6 +553,35 @@ func TestStatusEndsOnTheTrackingInstanceAfterDeliveryElsewhere(t *testing.T) {
 	})
 }
 
+// An instance that could not track an upload when its last PATCH came
+// (the ID still claimed by the killed instance that tracked it) tracks
+// it when its delivery ends, once that claim's lease is over: the
+// final record counts every byte, though the upload's bytes are gone
+// from the folder by then (before: complete with 0 bytes received).
+func TestFinalRecordCountsEveryByteWhenTrackedAtTheEnd(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
+	// the backend reads 64 KiB every 250 ms: the delivery of 2 MiB
+	// outlasts the killed instance's tracker lease (5 s)
+	a, b, back, _ := sharedClusterWith(t, false, 250*time.Millisecond, "")
+	data := payload(2 << 20)
+	half := int64(len(data) / 2)
+	path := createOn(t, a, len(data))
+	id := strings.TrimPrefix(path, "/files/")
+	if resp, body := patchOn(t, a, path, 0, bytes.NewReader(data[:half]), half); resp == nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("first PATCH on A: %v %s", resp, body)
+	}
+	a.kill()
+	resp, body := patchOn(t, b, path, half, bytes.NewReader(data[half:]), int64(len(data))-half)
+	if resp == nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("last PATCH on B: %v %s, want the backend's 201", resp, body)
+	}
+	back.assertOneDelivery(t, data)
+	code, s := b.status(t, id)
+	if code != http.StatusOK || s.Status != "complete" || s.Received != int64(len(data)) {
+		t.Fatalf("on B after its delivery: %d %+v, want complete with %d bytes", code, s, len(data))
+	}
+}
+
 // stalledReader sends head, waits for pause, then sends the rest.
 type stalledReader struct {
 	data  []byte
