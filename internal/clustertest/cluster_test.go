@@ -2,6 +2,12 @@
 // upload_progress tracker through a real redis-server, as instances
 // behind a load balancer would. It is a package of its own so that the
 // in-process Caddy tests of caddyprogress are not slowed by it.
+//
+// Each test starts its own Redis, instances and backend, on free ports.
+// A few long tests that mostly wait (silence windows, Redis stopped and
+// started again, leases running out) call t.Parallel, so they run two
+// at a time (GOMAXPROCS) once the others are done; a test that sets the
+// environment (the S3 ones) must not.
 package clustertest
 
 import (

@@ -25,6 +25,7 @@ const idleWindow = 3500 * time.Millisecond
 // without rate_limit_total, whose bandwidth sharing registers demand
 // only while there is some.
 func TestIdleInstancesMakeNoRedisCommands(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	for _, c := range []struct{ name, options string }{
 		{"without rate_limit_total", ""},
 		{"with rate_limit_total", "\t\trate_limit_total 4MiB"},

@@ -231,6 +231,7 @@ func BenchmarkRedisPerPatch(b *testing.B) {
 // health-check PING on it (every 3s) stops too: over a window longer
 // than that, not one command.
 func TestIdleInstancesWithMaxDiskSendRedisNothing(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	rd := startRedis(t)
 	a, b, _, _ := sharedClusterOn(t, rd, false, 0, frequentSweeps+"\n\t\t\tmax_disk 1MiB")
 	mon := rd.Monitor(t)

@@ -110,6 +110,7 @@ func startGatedPatch(t *testing.T, inst *instance, path string, data []byte, hea
 // Redis, and the backend gets the upload once, byte-identical. Another
 // instance answers 503 meanwhile for the upload it does not hold.
 func TestPatchInProgressGoesOnWhileRedisIsDown(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	rd := startRedis(t)
 	a, b, back, _ := sharedClusterOn(t, rd, false, 0, "")
 	rc := rd.Client(t)
@@ -145,6 +146,7 @@ func TestPatchInProgressGoesOnWhileRedisIsDown(t *testing.T) {
 // 400 (interrupted) with the bytes it stored kept, and the upload goes
 // on from there, delivered once.
 func TestPatchLetsGoWhenItsLockIsAnothersOnceRedisIsBack(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	rd := startRedis(t)
 	a, b, back, _ := sharedClusterOn(t, rd, false, 0, "")
 	rc := rd.Client(t)
@@ -184,6 +186,7 @@ func TestPatchLetsGoWhenItsLockIsAnothersOnceRedisIsBack(t *testing.T) {
 // PATCH of the upload, which needs its lock in Redis. Once Redis is
 // back, the upload goes on through the other instance, delivered once.
 func TestCreationWithAPartGoesOnWhileRedisIsDown(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	rd := startRedis(t)
 	a, b, back, _ := sharedClusterOn(t, rd, false, 0, "")
 	data := payload(512 << 10)

@@ -62,6 +62,7 @@ func TestFirstPollThroughBIsCurrent(t *testing.T) {
 // through A longer than one watch period (10 s) still sends B its
 // progress at the end, not only its final state.
 func TestLongStreamThroughBKeepsItsWatch(t *testing.T) {
+	t.Parallel() // mostly waiting (see the package doc)
 	if testing.Short() {
 		t.Skip("13 s")
 	}
