@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-upload-progress/caddy-upload-progress/internal/ratelog"
@@ -152,6 +153,9 @@ type requestState struct {
 	// creation request (see requestEnded).
 	code     int
 	creation bool
+	// interrupted is set when another request asked for the upload's
+	// lock that this one holds (interrupted.go).
+	interrupted atomic.Bool
 }
 
 type stateKey struct{}

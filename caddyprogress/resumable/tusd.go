@@ -23,7 +23,9 @@ func (s *Server) newTusd() error {
 	// A request for an upload that another holds (a client resuming
 	// before the proxy noticed its old connection is gone, here or on
 	// another instance) asks the holder to let go (coordinator.go).
-	composer.UseLocker(s.spool.coord.Locker())
+	// A request asked to let go is answered 423, not tusd's 400
+	// (interrupted.go).
+	composer.UseLocker(releaseMarkingLocker{s.spool.coord.Locker()})
 
 	s.cors = s.cfg.corsConfig(s.opts.IDHeader)
 	h, err := handler.NewHandler(handler.Config{
@@ -158,6 +160,9 @@ type tusdWriter struct {
 func (w *tusdWriter) WriteHeader(code int) {
 	w.st.code = code
 	if w.mayHaveWaited(code) && w.answerEnded() {
+		return
+	}
+	if w.answerInterrupted(code) {
 		return
 	}
 	if code == http.StatusInternalServerError && !w.hidden && !w.st.answered {

@@ -383,7 +383,8 @@ func finishOn(t testing.TB, inst *instance, path string, data []byte) {
 }
 
 // Two clients PATCH one upload at once, each through another instance:
-// the lock (in Redis) lets one write at a time, a client is never told
+// the lock (in Redis) lets one write at a time (the holder, asked to let
+// go, is answered 423 Locked), a client is never told
 // of success for bytes that were not stored, and the upload, finished
 // from the stored offset, reaches the backend once, byte-identical.
 func TestConcurrentPatchesThroughTwoInstances(t *testing.T) {
@@ -428,6 +429,13 @@ func TestConcurrentPatchesThroughTwoInstances(t *testing.T) {
 	}
 	if succeeded > 1 {
 		t.Fatalf("answers %+v: both succeeded", got)
+	}
+	// A held the lock when B asked for it: A's PATCH was stopped, and
+	// answered as tus answers a locked upload (its client retries)
+	for _, ans := range got {
+		if ans.inst == a.name && ans.code != http.StatusLocked {
+			t.Fatalf("answers %+v: A's PATCH, interrupted by B's, answered %d, want 423", got, ans.code)
+		}
 	}
 	t.Logf("answers %+v, stored %d", got, stored)
 	if stored < int64(len(data)) {

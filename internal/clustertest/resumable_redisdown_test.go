@@ -143,7 +143,7 @@ func TestPatchInProgressGoesOnWhileRedisIsDown(t *testing.T) {
 
 // When Redis comes back and the lock of a PATCH that went on meanwhile
 // is another's there, the holder lets go at once: the PATCH is answered
-// 400 (interrupted) with the bytes it stored kept, and the upload goes
+// 423 (locked: tus clients retry) with the bytes it stored kept, and the upload goes
 // on from there, delivered once.
 func TestPatchLetsGoWhenItsLockIsAnothersOnceRedisIsBack(t *testing.T) {
 	t.Parallel() // mostly waiting (see the package doc)
@@ -165,8 +165,8 @@ func TestPatchLetsGoWhenItsLockIsAnothersOnceRedisIsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp := <-done
-	if resp == nil || resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("the PATCH on A once its lock was another's: %v, want 400 (interrupted)", resp)
+	if resp == nil || resp.StatusCode != http.StatusLocked || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("the PATCH on A once its lock was another's: %v, want 423 (locked) with Retry-After", resp)
 	}
 	if err := rc.Del(context.Background(), key).Err(); err != nil { // the other holder lets go
 		t.Fatal(err)
